@@ -1,0 +1,3 @@
+# Unit tests: pure code, no sockets (test_addr resolves names through the
+# local resolver only: literals, localhost and a reserved .invalid name).
+ssock_test(test_frame LABELS unit)
