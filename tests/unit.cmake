@@ -1,3 +1,4 @@
 # Unit tests: pure code, no sockets (test_addr resolves names through the
 # local resolver only: literals, localhost and a reserved .invalid name).
 ssock_test(test_frame LABELS unit)
+ssock_test(test_addr LABELS unit)
