@@ -2,3 +2,4 @@
 # local resolver only: literals, localhost and a reserved .invalid name).
 ssock_test(test_frame LABELS unit)
 ssock_test(test_addr LABELS unit)
+ssock_test(test_guard LABELS unit)
