@@ -1,0 +1,30 @@
+/* Incremental u32 frame decoder shared by the framed reference servers (epoll and libuv),
+ * so those two differ only in their event loop.
+ *
+ * Complete frames are handed to the caller in place, straight from the read buffer; only a
+ * frame split across reads is copied, into a buffer that is freed as soon as the frame
+ * completes, so an idle connection holds no buffer. */
+#ifndef SSOCK_BENCH_U32IN_H
+#define SSOCK_BENCH_U32IN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct u32_in {
+    uint8_t *part;   /* start of a frame split across reads (header included), or NULL */
+    size_t part_len; /* bytes of it received so far */
+    size_t part_cap;
+};
+
+/* Called once per complete frame, in order; payload is valid only during the call. */
+typedef void (*u32_deliver_fn)(void *ctx, const uint8_t *payload, size_t len);
+
+/* Feeds n received bytes. Returns 0, or -1 when a frame announces a length above
+ * BENCH_MAX_MESSAGE or memory runs out: the caller then closes the connection. */
+int u32_feed(struct u32_in *in, const uint8_t *data, size_t n, u32_deliver_fn deliver,
+             void *ctx);
+
+/* Frees any partial frame; the decoder can be reused afterwards. */
+void u32_in_free(struct u32_in *in);
+
+#endif
