@@ -1,0 +1,519 @@
+/*
+ * ssock.h - framed TCP servers and clients on one epoll loop.
+ *
+ * This is the only public header of libssock. Everything here is documented
+ * function by function: what it returns, who owns what, which thread may call
+ * it. Conventions that hold everywhere unless a function says otherwise:
+ *
+ *   - Every call that can fail returns 0 (or a non-negative count) on success
+ *     and a negative error code on failure: -errno where one fits, else one of
+ *     the SSOCK_E* codes below. ssock_strerror() names every code. errno is
+ *     never the channel for an error.
+ *   - Handles (ssock_loop, ssock_server, ssock_client) are opaque and
+ *     allocated by the library; every public call on them is thread-safe.
+ *   - Options structs are read during the *_new() call only; every zero field
+ *     means the documented default, so `ssock_server_opts o = {.listen =
+ *     ":9000"};` is a complete configuration.
+ *   - Callbacks run on the I/O (loop) thread. A `ssock_conn *` passed to a
+ *     callback is valid only during that callback; keep its id instead.
+ *   - Connection ids are 64-bit and never reused within a process, so a stale
+ *     id is an error (SSOCK_ENOCONN), never a use-after-free.
+ *   - The library never changes process-wide state: no signal handlers, no
+ *     rlimits. SIGPIPE cannot be raised by it (every send uses MSG_NOSIGNAL).
+ */
+#ifndef SSOCK_H
+#define SSOCK_H
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Version                                                                   */
+/* ------------------------------------------------------------------------ */
+
+#define SSOCK_VERSION_MAJOR 0
+#define SSOCK_VERSION_MINOR 1
+#define SSOCK_VERSION_PATCH 0
+#define SSOCK_VERSION_STRING "0.1.0"
+#define SSOCK_VERSION_NUMBER \
+	((SSOCK_VERSION_MAJOR << 16) | (SSOCK_VERSION_MINOR << 8) | SSOCK_VERSION_PATCH)
+
+/* Returns the version string of the library actually linked (e.g. "0.1.0");
+ * a static string. Any thread. */
+const char *ssock_version(void);
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Every error code with its message, in one list so that ssock_strerror() and
+ * ssock_errname() can never drift from it. Codes that have an errno equivalent
+ * are -errno; the rest are below -30000, far from any errno value.
+ */
+#define SSOCK_ERRORS(X)                                                              \
+	X(SSOCK_EINVAL, -EINVAL, "invalid argument")                                 \
+	X(SSOCK_ENOMEM, -ENOMEM, "out of memory")                                    \
+	X(SSOCK_EBUSY, -EBUSY, "resource busy (still in use)")                       \
+	X(SSOCK_EMSGSIZE, -EMSGSIZE, "message too large")                            \
+	X(SSOCK_ETIMEDOUT, -ETIMEDOUT, "timed out")                                  \
+	X(SSOCK_ECONNREFUSED, -ECONNREFUSED, "connection refused")                   \
+	X(SSOCK_ECONNRESET, -ECONNRESET, "connection reset by peer")                 \
+	X(SSOCK_EPIPE, -EPIPE, "broken pipe")                                        \
+	X(SSOCK_EADDRINUSE, -EADDRINUSE, "address already in use")                   \
+	X(SSOCK_EADDRNOTAVAIL, -EADDRNOTAVAIL, "address not available")              \
+	X(SSOCK_EACCES, -EACCES, "permission denied")                                \
+	X(SSOCK_EMFILE, -EMFILE, "too many open files")                              \
+	X(SSOCK_ENFILE, -ENFILE, "too many open files in system")                    \
+	X(SSOCK_ENETUNREACH, -ENETUNREACH, "network unreachable")                    \
+	X(SSOCK_EHOSTUNREACH, -EHOSTUNREACH, "host unreachable")                     \
+	X(SSOCK_ENOTCONN, -ENOTCONN, "not connected")                                \
+	X(SSOCK_EAFNOSUPPORT, -EAFNOSUPPORT, "address family not supported")         \
+	X(SSOCK_ENOCONN, -30001, "no such connection (unknown or stale id)")         \
+	X(SSOCK_ECLOSED, -30002, "connection or handle is closing")                  \
+	X(SSOCK_ESENDQFULL, -30003, "send queue full")                               \
+	X(SSOCK_ETRUNCATED, -30004, "peer closed the connection in mid-message")     \
+	X(SSOCK_EFRAMING, -30005, "message cannot be framed or frame is malformed")  \
+	X(SSOCK_ELIMIT, -30006, "connection limit reached")                          \
+	X(SSOCK_EIDLE, -30007, "idle timeout")                                       \
+	X(SSOCK_ESTALLED, -30008, "peer stalled in mid-message (read timeout)")      \
+	X(SSOCK_EBADADDR, -30009, "invalid address (expected HOST:PORT, [IPV6]:PORT or :PORT)") \
+	X(SSOCK_ERESOLVE, -30010, "host name could not be resolved")                 \
+	X(SSOCK_ELOOPTHREAD, -30011, "cannot block or close from the loop thread")   \
+	X(SSOCK_ELOCAL, -30012, "closed by this side")                               \
+	X(SSOCK_ESHUTDOWN, -30013, "server or client is shutting down")              \
+	X(SSOCK_ENOINBOX, -30014, "events go to callbacks, not to the inbox")        \
+	X(SSOCK_EPROTO, -30015, "protocol error (bad handshake or status byte)")     \
+	X(SSOCK_EREFUSED, -30016, "peer refused the message")                        \
+	X(SSOCK_ECOLLISION, -30017, "both sides started a message at once (half-duplex collision)")
+
+enum ssock_error_code {
+#define SSOCK__ERR_ENUM(name, value, msg) name = (value),
+	SSOCK_ERRORS(SSOCK__ERR_ENUM)
+#undef SSOCK__ERR_ENUM
+};
+
+/* Returns a static, human-readable message for any code: the SSOCK_E* codes,
+ * any other -errno, and 0 ("success"). Never NULL. Any thread. */
+const char *ssock_strerror(int code);
+
+/* Returns the symbolic name of a code ("SSOCK_ESENDQFULL", or "E..." for an
+ * -errno not in the list, "UNKNOWN" otherwise); static string. Any thread. */
+const char *ssock_errname(int code);
+
+/* ------------------------------------------------------------------------ */
+/* Addresses                                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* An IPv4 or IPv6 socket address. Plain data: copy it freely. */
+typedef struct ssock_addr {
+	union {
+		struct sockaddr sa;
+		struct sockaddr_in in4;
+		struct sockaddr_in6 in6;
+		struct sockaddr_storage ss;
+	} u;
+	socklen_t len;
+} ssock_addr;
+
+/* Large enough for any text ssock_addr_format() writes, with its NUL. */
+#define SSOCK_ADDRSTRLEN 64
+
+/* Writes "1.2.3.4:80" or "[::1]:80" into buf (always NUL-terminated when
+ * size > 0). Returns the length written (without the NUL), SSOCK_EINVAL for an
+ * unset address or SSOCK_EMSGSIZE when buf is too small. Any thread. */
+int ssock_addr_format(const ssock_addr *addr, char *buf, size_t size);
+
+/* Returns the port of addr in host order, or -1 for an unset address. */
+int ssock_addr_port(const ssock_addr *addr);
+
+/* Resolves "HOST:PORT", "[IPV6]:PORT" or ":PORT" (HOST may be a name) into
+ * up to max addresses, in resolver order. `passive` selects wildcard addresses
+ * for ":PORT" (for binding: [::] then 0.0.0.0) instead of loopback. Returns the
+ * number of addresses (>= 1), SSOCK_EBADADDR for malformed text, or
+ * SSOCK_ERESOLVE when the name does not resolve. May block on DNS. Any thread. */
+int ssock_addr_resolve(const char *text, int passive, ssock_addr *out, int max);
+
+/* ------------------------------------------------------------------------ */
+/* Framing, events, connections                                              */
+/* ------------------------------------------------------------------------ */
+
+/* How messages are delimited on the wire (see DESIGN.md, "Wire formats"). */
+typedef enum ssock_framing {
+	SSOCK_FRAMING_U32 = 0, /* 4-byte big-endian length, then payload (default) */
+	SSOCK_FRAMING_LINE,    /* payload then '\n'; a '\r' before it is stripped */
+	SSOCK_FRAMING_RAW,     /* no framing: bytes as they arrive */
+	SSOCK_FRAMING_TINYPROTO, /* Python tinyproto 3.0 wire format */
+} ssock_framing;
+
+/* Parses "u32", "line", "raw" or "tinyproto". Returns 0 and sets *out, or
+ * SSOCK_EINVAL. Any thread. */
+int ssock_framing_parse(const char *name, ssock_framing *out);
+
+/* Returns the name of a framing ("u32", ...), or "?" for an unknown value. */
+const char *ssock_framing_name(ssock_framing f);
+
+/* The connection behind a callback. Valid only during that callback. */
+typedef struct ssock_conn ssock_conn;
+
+typedef enum ssock_event_type {
+	SSOCK_EVENT_NONE = 0,
+	SSOCK_EVENT_CONNECT,    /* a connection is established */
+	SSOCK_EVENT_MESSAGE,    /* one whole message arrived */
+	SSOCK_EVENT_DISCONNECT, /* a connection ended; `code` says why */
+	SSOCK_EVENT_ERROR,      /* something failed in the background */
+} ssock_event_type;
+
+/*
+ * One event taken from an inbox. After ssock_*_next_event() returns 0 the
+ * caller owns the event and must pass it to ssock_event_release() (which frees
+ * `data`); it may instead take `data` for itself, set it to NULL, and later
+ * free it with ssock_free().
+ */
+typedef struct ssock_event {
+	ssock_event_type type;
+	uint64_t conn;    /* connection id; 0 for an error not tied to one */
+	ssock_addr peer;  /* the peer's address (unset for some errors) */
+	int code;         /* DISCONNECT: reason, 0 when the peer closed cleanly;
+	                     ERROR: the error code */
+	const char *op;   /* ERROR: the operation that failed ("accept", "read",
+	                     "connect", "frame", ...); static string */
+	void *data;       /* MESSAGE: payload (NULL when len == 0) */
+	size_t len;       /* MESSAGE: payload length */
+	size_t unsent;    /* DISCONNECT: queued bytes that were never sent */
+} ssock_event;
+
+/* Frees what an event owns and resets it to SSOCK_EVENT_NONE. Safe on a
+ * zeroed or already released event. Any thread. */
+void ssock_event_release(ssock_event *ev);
+
+/* Frees memory the library handed over (event data, ssock_client_recv()
+ * payloads). NULL is fine. Any thread. */
+void ssock_free(void *p);
+
+/* One entry of a server's or client's background error log. */
+typedef struct ssock_error_info {
+	int code;        /* the error code */
+	const char *op;  /* the operation that failed; static string */
+	uint64_t conn;   /* connection id, 0 when none */
+	ssock_addr peer; /* peer address, unset when none */
+	int64_t time_ms; /* wall-clock time (ms since the Unix epoch) */
+} ssock_error_info;
+
+/*
+ * Callbacks, all optional, all called on the loop thread with the `user`
+ * pointer given in the options. A callback may call any ssock function except
+ * the blocking ones (those that take a wait or timeout, and *_close() of the
+ * handle the callback belongs to), which return SSOCK_ELOOPTHREAD there.
+ *
+ * Where events go: if on_message is set, the handle is in callback mode and
+ * events whose callback is not set are discarded. If on_message is NULL, the
+ * handle is in inbox mode: every event whose callback is not set goes to the
+ * inbox (see ssock_server_next_event()).
+ */
+typedef void (*ssock_connect_cb)(ssock_conn *conn, void *user);
+/* `data` is owned by the library and valid during the call only. */
+typedef void (*ssock_message_cb)(ssock_conn *conn, const void *data, size_t len, void *user);
+/* `reason` is 0 when the peer closed cleanly, else an error code. */
+typedef void (*ssock_disconnect_cb)(ssock_conn *conn, int reason, void *user);
+/* `err` is valid during the call only. */
+typedef void (*ssock_error_cb)(const ssock_error_info *err, void *user);
+
+/* Returns the connection's id. */
+uint64_t ssock_conn_id(const ssock_conn *conn);
+
+/* Returns the peer's address; valid as long as conn is. */
+const ssock_addr *ssock_conn_peer(const ssock_conn *conn);
+
+/* Queues a copy of data[0..len) as one message on this connection; the caller's
+ * buffer is free on return. The fast path for replying from a callback.
+ * Returns 0, SSOCK_ESENDQFULL when the send queue has no room, SSOCK_EMSGSIZE
+ * when the message can never fit (above 4 GiB - 1 or the send queue limit),
+ * SSOCK_EFRAMING when line framing is used and data holds a '\n', or
+ * SSOCK_ECLOSED when the connection is closing. Loop thread (callbacks) only. */
+int ssock_conn_send(ssock_conn *conn, const void *data, size_t len);
+
+/* Closes the connection gracefully: stops reading, sends what is queued, then
+ * closes. The disconnect event follows with reason SSOCK_ELOCAL. Returns 0 or
+ * SSOCK_ECLOSED if already closing. Loop thread (callbacks) only. */
+int ssock_conn_close(ssock_conn *conn);
+
+/* A pointer of the program's own, kept per connection (initially NULL). */
+void ssock_conn_set_user(ssock_conn *conn, void *ptr);
+void *ssock_conn_user(const ssock_conn *conn);
+
+/* ------------------------------------------------------------------------ */
+/* Loop                                                                      */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * An epoll event loop. Servers and clients normally own one each (running on
+ * a background thread they start and join). To run many servers/clients on one
+ * thread, create a loop and pass it in their options; then either start it on
+ * a background thread with ssock_loop_start(), or drive it from a thread of
+ * your own with ssock_loop_run().
+ */
+typedef struct ssock_loop ssock_loop;
+
+/* Creates a loop (not yet running). Returns 0 and sets *out, or a negative
+ * code (SSOCK_ENOMEM, -EMFILE, ...). Any thread. */
+int ssock_loop_new(ssock_loop **out);
+
+/* Runs the loop on a new background thread. Returns 0, SSOCK_EBUSY if it is
+ * already running or being driven, or a pthread error. Any thread. */
+int ssock_loop_start(ssock_loop *loop);
+
+/* Runs one pass of the loop on the calling thread: waits up to timeout_ms (-1:
+ * no limit) for I/O, timers or cross-thread calls, and handles them. Returns
+ * 0, SSOCK_EBUSY if a background thread runs this loop, or another negative
+ * code. Call it repeatedly from one thread at a time. */
+int ssock_loop_run(ssock_loop *loop, int timeout_ms);
+
+/* Stops the background thread started by ssock_loop_start() and joins it.
+ * Returns 0 (also when it was not running) or SSOCK_ELOOPTHREAD when called
+ * from the loop thread itself. Any other thread. */
+int ssock_loop_stop(ssock_loop *loop);
+
+/* Stops the loop if running and frees it. Returns 0, or SSOCK_EBUSY (and
+ * frees nothing) while servers or clients still use it. Not from the loop
+ * thread. */
+int ssock_loop_free(ssock_loop *loop);
+
+/* ------------------------------------------------------------------------ */
+/* TCP server                                                                */
+/* ------------------------------------------------------------------------ */
+
+typedef struct ssock_server ssock_server;
+
+typedef struct ssock_server_opts {
+	/* Listen address: "HOST:PORT", "[IPV6]:PORT" or ":PORT" (all addresses,
+	 * IPv6 and IPv4). Port 0 picks a free port: read it with
+	 * ssock_server_addr(). Required. More: ssock_server_listen(). */
+	const char *listen;
+	int backlog;         /* listen() backlog; default SOMAXCONN */
+	int max_conns;       /* connections at once; 0: no limit but the fd limit.
+	                        One over the limit is accepted and closed at once,
+	                        and an SSOCK_ELIMIT error is reported. */
+	ssock_framing framing; /* default SSOCK_FRAMING_U32 */
+	uint32_t max_message;  /* largest message accepted from a peer, in bytes;
+	                          default 16 MiB, at most 4 GiB - 1. A peer that
+	                          announces more is closed with SSOCK_EMSGSIZE
+	                          before anything is allocated. */
+	size_t read_size;      /* bytes per read() call; default 64 KiB */
+	size_t send_queue_max; /* bytes queued per connection; default 32 MiB or
+	                          max_message + 4 if that is larger */
+	size_t inbox_max;      /* inbox mode: messages held before reading stops
+	                          (TCP backpressure); default 1024 */
+	size_t inbox_max_bytes;/* inbox mode: payload bytes held likewise;
+	                          default 64 MiB */
+	int idle_timeout_ms;   /* close a connection with no traffic either way
+	                          for this long (SSOCK_EIDLE); 0: never */
+	int read_timeout_ms;   /* close a connection whose partial message has
+	                          not completed in this long (SSOCK_ESTALLED);
+	                          0: never */
+	int keepalive_s;       /* TCP keepalive idle seconds; 0: off */
+	int error_log_max;     /* entries kept in the error log; default 64 */
+	ssock_loop *loop;      /* shared loop; NULL: the server owns a loop on a
+	                          background thread */
+	ssock_connect_cb on_connect;
+	ssock_message_cb on_message;
+	ssock_disconnect_cb on_disconnect;
+	ssock_error_cb on_error;
+	void *user;            /* passed to every callback */
+} ssock_server_opts;
+
+/* Creates a server, binds and listens on opts->listen, and starts serving
+ * (on its own background thread unless opts->loop is given). Returns 0 and
+ * sets *out, or SSOCK_EINVAL (bad options), SSOCK_EBADADDR, SSOCK_ERESOLVE,
+ * SSOCK_EADDRINUSE, ... Nothing is left allocated on failure. Any thread
+ * except a loop thread when opts->loop is NULL is fine; may block on DNS. */
+int ssock_server_new(ssock_server **out, const ssock_server_opts *opts);
+
+/* Adds another listen address (tinyproto's add_addr). Returns the index of
+ * the new listener (>= 1), or an error as ssock_server_new(). Any thread. */
+int ssock_server_listen(ssock_server *srv, const char *addr);
+
+/* Copies the bound address of listener `index` (0 is opts->listen) into *out.
+ * Returns 0 or SSOCK_EINVAL for an unknown index. Any thread. */
+int ssock_server_addr(ssock_server *srv, int index, ssock_addr *out);
+
+/* Queues a copy of data[0..len) as one message to connection `id`; the
+ * caller's buffer is free on return. Returns 0 (queued: it will be sent unless
+ * the connection ends first, in which case the disconnect event counts it in
+ * `unsent`), SSOCK_ENOCONN for an unknown or stale id, SSOCK_ECLOSED when the
+ * connection is closing, SSOCK_ESENDQFULL when its send queue has no room,
+ * SSOCK_EMSGSIZE or SSOCK_EFRAMING as ssock_conn_send(). Any thread; messages
+ * from one thread to one connection are sent in call order. */
+int ssock_server_send(ssock_server *srv, uint64_t id, const void *data, size_t len);
+
+/* As ssock_server_send(), but when the send queue is full waits up to
+ * timeout_ms (-1: no limit) for room; returns SSOCK_ETIMEDOUT if none came.
+ * On the loop thread it cannot wait and returns SSOCK_ESENDQFULL at once. */
+int ssock_server_send_timeout(ssock_server *srv, uint64_t id, const void *data, size_t len,
+			      int timeout_ms);
+
+/* Queues a copy of the message to every open connection. Returns the number
+ * of connections it was queued to (those with a full queue are skipped and
+ * reported as SSOCK_ESENDQFULL errors), or a negative code. Any thread. */
+int ssock_server_broadcast(ssock_server *srv, const void *data, size_t len);
+
+/* Closes connection `id` gracefully (as ssock_conn_close()). Returns 0,
+ * SSOCK_ENOCONN or SSOCK_ECLOSED. Any thread. */
+int ssock_server_disconnect(ssock_server *srv, uint64_t id);
+
+/* A connection as listed by ssock_server_conns(). */
+typedef struct ssock_conn_info {
+	uint64_t id;
+	ssock_addr peer;
+	size_t queued; /* bytes waiting in its send queue */
+} ssock_conn_info;
+
+/* Copies up to max open connections (oldest first) into out. Returns the
+ * total number open, which may exceed max. Any thread. */
+int ssock_server_conns(ssock_server *srv, ssock_conn_info *out, int max);
+
+/* Pauses accepting new connections (listeners stay bound; the kernel backlog
+ * fills) / resumes it. Returns 0. Any thread. */
+int ssock_server_pause(ssock_server *srv);
+int ssock_server_resume(ssock_server *srv);
+
+/* Inbox mode: takes the oldest event into *ev, waiting up to timeout_ms (0:
+ * don't wait, -1: no limit). Returns 0 (the caller now owns *ev: see
+ * ssock_event), SSOCK_ETIMEDOUT when none came, SSOCK_ENOINBOX in callback
+ * mode, SSOCK_ESHUTDOWN once the server is closing. Any thread; never spins. */
+int ssock_server_next_event(ssock_server *srv, ssock_event *ev, int timeout_ms);
+
+/* Copies up to max entries of the error log (oldest first) into out, and
+ * clears the log when `clear` is non-zero. Returns the number of entries the
+ * log held. Any thread. */
+int ssock_server_errors(ssock_server *srv, ssock_error_info *out, int max, int clear);
+
+/* Stops accepting, closes every connection (queued data is discarded),
+ * joins the server's thread if it owns one, closes every socket and frees
+ * the server. Inbox events not yet taken are freed. Returns 0, or
+ * SSOCK_ELOOPTHREAD (and does nothing) when called from the loop thread.
+ * NULL is fine. */
+int ssock_server_close(ssock_server *srv);
+
+/* ------------------------------------------------------------------------ */
+/* TCP client                                                                */
+/* ------------------------------------------------------------------------ */
+
+typedef struct ssock_client ssock_client;
+
+/* The client's connection state. */
+typedef enum ssock_client_state {
+	SSOCK_STATE_DISCONNECTED = 0,
+	SSOCK_STATE_CONNECTING,
+	SSOCK_STATE_CONNECTED,
+} ssock_client_state;
+
+typedef struct ssock_client_opts {
+	const char *connect;   /* "HOST:PORT" or "[IPV6]:PORT"; HOST may be a
+	                          name, resolved again on every attempt. Required. */
+	ssock_framing framing; /* default SSOCK_FRAMING_U32 */
+	uint32_t max_message;  /* as in ssock_server_opts */
+	size_t read_size;      /* as in ssock_server_opts */
+	size_t send_queue_max; /* as in ssock_server_opts */
+	size_t inbox_max;      /* as in ssock_server_opts */
+	size_t inbox_max_bytes;/* as in ssock_server_opts */
+	int connect_timeout_ms;/* per attempt; default 10000 */
+	int idle_timeout_ms;   /* as in ssock_server_opts */
+	int read_timeout_ms;   /* as in ssock_server_opts */
+	int keepalive_s;       /* as in ssock_server_opts */
+	int auto_reconnect;    /* non-zero: after a lost connection or a failed
+	                          attempt, try again with exponential backoff and
+	                          jitter, until ssock_client_disconnect() */
+	int reconnect_min_ms;  /* first backoff delay; default 100 */
+	int reconnect_max_ms;  /* backoff cap; default 10000 */
+	int reconnect_max_tries; /* give up after this many failed attempts in a
+	                            row; 0: never */
+	int queue_while_offline; /* non-zero: sends while not connected are
+	                            queued (bounded by send_queue_max) and sent on
+	                            (re)connect; zero: they fail with
+	                            SSOCK_ENOTCONN at once */
+	int error_log_max;     /* as in ssock_server_opts */
+	ssock_loop *loop;      /* as in ssock_server_opts */
+	ssock_connect_cb on_connect;
+	ssock_message_cb on_message;
+	ssock_disconnect_cb on_disconnect;
+	ssock_error_cb on_error;
+	void *user;
+} ssock_client_opts;
+
+/* Creates a client (not yet connected; call ssock_client_connect()). Returns
+ * 0 and sets *out, or SSOCK_EINVAL / SSOCK_EBADADDR for bad options. Any
+ * thread. */
+int ssock_client_new(ssock_client **out, const ssock_client_opts *opts);
+
+/* Starts connecting (re-resolving the host). With wait_ms == 0 returns 0 at
+ * once and the result comes as a connect event or error event. Otherwise
+ * waits up to wait_ms (-1: no limit; each attempt is still bounded by
+ * connect_timeout_ms) and returns 0 once connected, the attempt's error
+ * (SSOCK_ECONNREFUSED, SSOCK_ETIMEDOUT, SSOCK_ERESOLVE, ...) when it failed
+ * and auto_reconnect is off, or SSOCK_ETIMEDOUT when wait_ms passed first.
+ * Returns 0 at once if already connected. Any thread; waiting is refused on
+ * the loop thread (SSOCK_ELOOPTHREAD). */
+int ssock_client_connect(ssock_client *cli, int wait_ms);
+
+/* Drops the current connection (if any) and connects again, as
+ * ssock_client_connect(cli, 0). Returns 0. Any thread. */
+int ssock_client_reconnect(ssock_client *cli);
+
+/* Closes the connection gracefully (queued data is sent first) and stops
+ * reconnecting. Returns 0, or SSOCK_ENOTCONN when not connected. Any thread. */
+int ssock_client_disconnect(ssock_client *cli);
+
+/* Returns the current state. Any thread. */
+ssock_client_state ssock_client_state_get(ssock_client *cli);
+
+/* Returns the id of the current connection, or 0 when not connected. Every
+ * (re)connection gets a new id. Any thread. */
+uint64_t ssock_client_id(ssock_client *cli);
+
+/* Queues a copy of data[0..len) as one message. Returns 0, SSOCK_ENOTCONN
+ * when not connected (unless queue_while_offline), or the errors of
+ * ssock_server_send(). Any thread. */
+int ssock_client_send(ssock_client *cli, const void *data, size_t len);
+
+/* As ssock_client_send(), waiting up to timeout_ms for room in a full send
+ * queue (see ssock_server_send_timeout()). */
+int ssock_client_send_timeout(ssock_client *cli, const void *data, size_t len, int timeout_ms);
+
+/* Waits up to timeout_ms (-1: no limit) until everything queued has been
+ * written to the socket. Returns 0, SSOCK_ETIMEDOUT, or SSOCK_ENOTCONN when
+ * the connection ended with data unsent. Not from the loop thread. */
+int ssock_client_flush(ssock_client *cli, int timeout_ms);
+
+/* Blocking receive for simple programs (inbox mode only): waits up to
+ * timeout_ms (-1: no limit) for the next message and hands it over: on 0,
+ * *data (NULL when *len == 0) is the caller's to free with ssock_free().
+ * Connect events are skipped. Returns 0, SSOCK_ETIMEDOUT, SSOCK_ENOTCONN when
+ * the connection ended (the disconnect event is consumed), the code of an
+ * error event, or SSOCK_ENOINBOX in callback mode. Any thread but the loop's. */
+int ssock_client_recv(ssock_client *cli, void **data, size_t *len, int timeout_ms);
+
+/* Inbox mode: as ssock_server_next_event(). */
+int ssock_client_next_event(ssock_client *cli, ssock_event *ev, int timeout_ms);
+
+/* As ssock_server_errors(). */
+int ssock_client_errors(ssock_client *cli, ssock_error_info *out, int max, int clear);
+
+/* Closes the connection at once (queued data is discarded: flush first if it
+ * matters), stops reconnecting, joins the client's thread if it owns one and
+ * frees the client. Returns 0, or SSOCK_ELOOPTHREAD (and does nothing) on the
+ * loop thread. NULL is fine. */
+int ssock_client_close(ssock_client *cli);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SSOCK_H */

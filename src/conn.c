@@ -1,0 +1,1086 @@
+/*
+ * A connection's life on the loop: reading and decoding frames, delivering
+ * events, the send queue, and closing (at once, or gracefully: flush,
+ * shutdown, drain). Framing lives in frame.c, socket I/O behind the
+ * transport in tcp.c; this file holds what is common to both.
+ *
+ * The read path keeps idle connections bufferless: every connection reads
+ * into the loop's shared buffer, whole frames are handed to callbacks in
+ * place, and only the tail of a partial frame is copied into the
+ * connection's own stash. A u32 payload too big for the shared buffer is read
+ * straight into a buffer of its own, grown as its bytes arrive (never sized by
+ * what the peer announces alone) and handed over without a copy.
+ */
+#include "frame.h"
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#define READS_PER_WAKEUP 16     /* fairness: then the next connection */
+#define WRITES_PER_WAKEUP 8
+#define CHUNK_SIZE (16u << 10)  /* standard send chunk */
+#define MAX_FREE_CHUNKS 256     /* spare chunks a loop keeps */
+#define MAX_IOV 64
+#define BIG_MIN_GROWTH (64u << 10)
+
+static void conn_on_io(ssock__io *io, uint32_t revents);
+static void conn_timer(ssock__timer *t);
+static void conn_write(ssock_conn *c);
+static void process(ssock_conn *c, uint8_t *buf, size_t len);
+
+static ssock_loop *loop_of(const ssock_conn *c)
+{
+	return c->ep->loop;
+}
+
+static size_t header_size(ssock_framing f)
+{
+	switch (f) {
+	case SSOCK_FRAMING_U32:
+		return SSOCK__U32_HEADER;
+	case SSOCK_FRAMING_LINE:
+		return 1; /* the '\n' after the payload */
+	default:
+		return 0;
+	}
+}
+
+/* ------------------------------------------------------------- events */
+
+static void report(ssock_conn *c, int code, const char *op)
+{
+	ssock__ep_error(c->ep, code, op, c->id, &c->peer);
+}
+
+static void emit_connect(ssock_conn *c)
+{
+	ssock__ep *ep = c->ep;
+	if (ep->cfg.on_connect) {
+		ep->cfg.on_connect(c, ep->cfg.user);
+	} else if (ep->inbox_mode) {
+		ssock_event ev = {.type = SSOCK_EVENT_CONNECT, .conn = c->id, .peer = c->peer};
+		ssock__inbox_push(&ep->inbox, &ev, false);
+	}
+}
+
+/* Returns true when the program must acknowledge the event (by taking it
+ * from the inbox) before the connection may finish closing. */
+static bool emit_disconnect(ssock_conn *c, int reason, size_t unsent, bool want_ack)
+{
+	ssock__ep *ep = c->ep;
+	c->disc_emitted = true;
+	if (ep->cfg.on_disconnect) {
+		ep->cfg.on_disconnect(c, reason, ep->cfg.user);
+		return false;
+	}
+	if (!ep->inbox_mode)
+		return false;
+	ssock_event ev = {.type = SSOCK_EVENT_DISCONNECT, .conn = c->id, .peer = c->peer,
+			  .code = reason, .unsent = unsent};
+	return ssock__inbox_push(&ep->inbox, &ev, want_ack) && want_ack;
+}
+
+/* Hands one message to the program. `owned` is a malloc'd buffer holding
+ * exactly the message (given away on success), or NULL to copy from msg.
+ * Returns false when the inbox is full: nothing was taken. */
+static bool deliver(ssock_conn *c, const uint8_t *msg, size_t len, uint8_t *owned)
+{
+	ssock__ep *ep = c->ep;
+	if (ep->cfg.on_message) {
+		ep->cfg.on_message(c, msg, len, ep->cfg.user);
+		free(owned);
+		return true;
+	}
+	ssock_event ev = {.type = SSOCK_EVENT_MESSAGE, .conn = c->id, .peer = c->peer, .len = len};
+	if (owned) {
+		ev.data = owned;
+	} else if (len > 0) {
+		ev.data = malloc(len);
+		if (!ev.data) {
+			report(c, SSOCK_ENOMEM, "read");
+			ssock__conn_fail(c, SSOCK_ENOMEM);
+			return true;
+		}
+		memcpy(ev.data, msg, len);
+	}
+	if (ssock__inbox_push(&ep->inbox, &ev, false))
+		return true;
+	if (!owned)
+		free(ev.data);
+	return false;
+}
+
+/* --------------------------------------------------------- open / close */
+
+ssock_conn *ssock__conn_open(ssock__ep *ep, int fd, const ssock_addr *peer)
+{
+	ssock_loop *l = ep->loop;
+	ssock_conn *c = calloc(1, sizeof *c);
+	if (!c) {
+		close(fd);
+		ssock__ep_error(ep, SSOCK_ENOMEM, "accept", 0, peer);
+		return NULL;
+	}
+	c->io.fd = fd;
+	c->io.on_io = conn_on_io;
+	c->id = ssock__next_id();
+	c->ep = ep;
+	c->tp = &ssock__tcp_transport;
+	c->peer = *peer;
+	c->last_io = l->now;
+	ssock__timer_init(&c->timer, conn_timer);
+	pthread_mutex_lock(&l->mu);
+	int rc = ssock__table_put(&l->conns, c->id, c);
+	if (rc == 0) {
+		c->prev = ep->conns_tail;
+		if (ep->conns_tail)
+			ep->conns_tail->next = c;
+		else
+			ep->conns_head = c;
+		ep->conns_tail = c;
+		ep->nconns++;
+	}
+	pthread_mutex_unlock(&l->mu);
+	if (rc != 0) {
+		ssock__ep_error(ep, rc, "accept", 0, peer);
+		close(fd);
+		free(c);
+		return NULL;
+	}
+	rc = ssock__io_set(l, &c->io, EPOLLIN);
+	if (rc != 0) {
+		/* Not yet announced: undo quietly but for the error itself. */
+		ssock__ep_error(ep, rc, "accept", c->id, peer);
+		c->disc_emitted = true;
+		ssock__conn_fail(c, rc);
+		return NULL;
+	}
+	if (ep->cfg.idle_timeout_ms > 0)
+		ssock__timer_start(l, &c->timer, l->now + ep->cfg.idle_timeout_ms);
+	if (ep->on_conn_open)
+		ep->on_conn_open(ep, c);
+	emit_connect(c);
+	return c;
+}
+
+static void list_remove(ssock_conn **head, ssock_conn *c, size_t next_off)
+{
+	for (ssock_conn **p = head; *p; p = (ssock_conn **)((char *)*p + next_off)) {
+		if (*p == c) {
+			*p = *(ssock_conn **)((char *)c + next_off);
+			return;
+		}
+	}
+}
+
+/* Unlinks c from everything other threads can reach it by, and drops its
+ * cross-thread sends. Returns the bytes that will never be sent. */
+static size_t unlink_conn(ssock_conn *c)
+{
+	ssock_loop *l = loop_of(c);
+	ssock__ep *ep = c->ep;
+	size_t unsent = 0;
+	pthread_mutex_lock(&l->mu);
+	c->closing = true;
+	ssock__table_del(&l->conns, c->id);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		ep->conns_head = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	else
+		ep->conns_tail = c->prev;
+	ep->nconns--;
+	if (c->in_xq_list)
+		list_remove(&l->xq_head, c, offsetof(ssock_conn, xq_next));
+	c->in_xq_list = false;
+	ssock__chunk *xq = c->xq_head;
+	c->xq_head = c->xq_tail = NULL;
+	if (atomic_load(&l->room_waiters) > 0)
+		pthread_cond_broadcast(&l->cv); /* their id is gone now */
+	pthread_mutex_unlock(&l->mu);
+	for (ssock__chunk *ch = xq, *next; ch; ch = next) {
+		next = ch->next;
+		unsent += ch->len - ch->off;
+		free(ch);
+	}
+	for (ssock__chunk *ch = c->sq_head, *next; ch; ch = next) {
+		next = ch->next;
+		unsent += ch->len - ch->off;
+		ssock__chunk_free(l, ch);
+	}
+	c->sq_head = c->sq_tail = NULL;
+	return unsent;
+}
+
+void ssock__conn_fail(ssock_conn *c, int reason)
+{
+	if (c->state == SSOCK__CLOSED)
+		return;
+	ssock_loop *l = loop_of(c);
+	c->state = SSOCK__CLOSED;
+	ssock__io_remove(l, &c->io);
+	c->tp->close(c);
+	ssock__timer_stop(l, &c->timer);
+	if (c->paused)
+		list_remove(&c->ep->paused_head, c, offsetof(ssock_conn, paused_next));
+	c->paused = false;
+	size_t unsent = unlink_conn(c);
+	if (!c->disc_emitted)
+		emit_disconnect(c, reason, unsent, false);
+	if (c->ep->on_conn_closed)
+		c->ep->on_conn_closed(c->ep, c, reason);
+	/* Freed after this pass: a caller up the stack may still hold c. */
+	c->zombie_next = l->zombies;
+	l->zombies = c;
+}
+
+static void conn_free(ssock_conn *c)
+{
+	free(c->stash);
+	free(c->big);
+	free(c);
+}
+
+static void arm_timer(ssock_conn *c)
+{
+	ssock_loop *l = loop_of(c);
+	const ssock__cfg *cfg = &c->ep->cfg;
+	int64_t due = INT64_MAX;
+	if (c->state >= SSOCK__CLOSING)
+		due = c->linger_due;
+	if (cfg->idle_timeout_ms > 0 && c->last_io + cfg->idle_timeout_ms < due)
+		due = c->last_io + cfg->idle_timeout_ms;
+	if (cfg->read_timeout_ms > 0 && c->partial_since && c->partial_since + cfg->read_timeout_ms < due)
+		due = c->partial_since + cfg->read_timeout_ms;
+	if (due == INT64_MAX)
+		ssock__timer_stop(l, &c->timer);
+	else if (c->timer.heap_idx == SIZE_MAX || c->timer.due != due)
+		ssock__timer_start(l, &c->timer, due);
+}
+
+static void conn_timer(ssock__timer *t)
+{
+	ssock_conn *c = (ssock_conn *)((char *)t - offsetof(ssock_conn, timer));
+	const ssock__cfg *cfg = &c->ep->cfg;
+	int64_t now = loop_of(c)->now;
+	if (c->state >= SSOCK__CLOSING && now >= c->linger_due) {
+		/* The peer would not take our last bytes (or its FIN) in time. */
+		ssock__conn_fail(c, c->close_reason);
+	} else if (cfg->idle_timeout_ms > 0 && now - c->last_io >= cfg->idle_timeout_ms) {
+		report(c, SSOCK_EIDLE, "idle");
+		ssock__conn_fail(c, SSOCK_EIDLE);
+	} else if (cfg->read_timeout_ms > 0 && c->partial_since &&
+		   now - c->partial_since >= cfg->read_timeout_ms) {
+		report(c, SSOCK_ESTALLED, "read");
+		ssock__conn_fail(c, SSOCK_ESTALLED);
+	} else {
+		arm_timer(c);
+	}
+}
+
+/* Sets the epoll mask from the connection's state: read while open and not
+ * held back (full inbox, or a send queue over half full: a peer that sends
+ * but does not read gets TCP backpressure, not unbounded memory), or while
+ * draining; write while bytes wait for room. */
+static void update_events(ssock_conn *c)
+{
+	bool reading = (c->state == SSOCK__OPEN && !c->paused && !c->wpaused) ||
+		       c->state == SSOCK__DRAINING;
+	uint32_t ev = (reading ? EPOLLIN : 0) | (c->want_write ? EPOLLOUT : 0);
+	int rc = ssock__io_set(loop_of(c), &c->io, ev);
+	if (rc != 0) {
+		report(c, rc, "epoll");
+		ssock__conn_fail(c, rc);
+	}
+}
+
+/* The write side is done: shut it, then read until the peer's EOF so that
+ * closing with unread bytes cannot turn into a reset that destroys our last
+ * bytes in flight. */
+static void finish_write_side(ssock_conn *c)
+{
+	if (c->peer_eof) {
+		ssock__conn_fail(c, c->close_reason);
+		return;
+	}
+	c->tp->shutdown_wr(c);
+	c->state = SSOCK__DRAINING;
+	update_events(c);
+}
+
+int ssock__conn_close(ssock_conn *c, int reason)
+{
+	if (c->state >= SSOCK__CLOSING)
+		return SSOCK_ECLOSED;
+	ssock_loop *l = loop_of(c);
+	pthread_mutex_lock(&l->mu);
+	c->closing = true;
+	pthread_mutex_unlock(&l->mu);
+	c->close_reason = reason;
+	c->state = SSOCK__CLOSING;
+	c->partial_since = 0;
+	c->linger_due = l->now + SSOCK__LINGER_MS;
+	arm_timer(c);
+	update_events(c);
+	if (c->state == SSOCK__CLOSING && atomic_load(&c->queued) == 0)
+		finish_write_side(c);
+	return 0;
+}
+
+/* The disconnect of a half-closed connection has been seen: finish it. */
+static void half_close_done(ssock_conn *c)
+{
+	if (c->state == SSOCK__HALF)
+		ssock__conn_close(c, 0);
+}
+
+void ssock__conn_ack(ssock_loop *l, uint64_t id)
+{
+	ssock_conn *c = ssock__table_get(&l->conns, id);
+	if (c)
+		half_close_done(c);
+}
+
+/* The peer sent EOF. At a frame boundary that is a clean close; the
+ * connection stays writable until the program has seen the disconnect, so
+ * replies to its last messages still go out. */
+static void on_eof(ssock_conn *c)
+{
+	c->peer_eof = true;
+	if (c->state == SSOCK__DRAINING) {
+		ssock__conn_fail(c, c->close_reason);
+		return;
+	}
+	if (c->stash_len > 0 || c->big) {
+		report(c, SSOCK_ETRUNCATED, "read");
+		ssock__conn_fail(c, SSOCK_ETRUNCATED);
+		return;
+	}
+	c->state = SSOCK__HALF;
+	update_events(c);
+	if (c->state != SSOCK__HALF)
+		return;
+	if (!emit_disconnect(c, 0, 0, true))
+		half_close_done(c);
+}
+
+/* ------------------------------------------------------------ read path */
+
+static void pause_reading(ssock_conn *c)
+{
+	if (c->paused)
+		return;
+	c->paused = true;
+	c->paused_next = c->ep->paused_head;
+	c->ep->paused_head = c;
+	update_events(c);
+}
+
+static bool inbox_blocked(ssock_conn *c)
+{
+	return c->ep->inbox_mode && ssock__inbox_blocked(&c->ep->inbox);
+}
+
+/* Keeps buf[0..len) (the start of a partial frame, or frames not yet
+ * delivered) in the connection's stash. buf may point into the stash. */
+static bool stash(ssock_conn *c, const uint8_t *buf, size_t len)
+{
+	if (buf >= c->stash && buf < c->stash + c->stash_cap) {
+		memmove(c->stash, buf, len);
+		c->stash_len = len;
+		return true;
+	}
+	if (len > c->stash_cap) {
+		uint8_t *s = realloc(c->stash, len);
+		if (!s) {
+			report(c, SSOCK_ENOMEM, "read");
+			ssock__conn_fail(c, SSOCK_ENOMEM);
+			return false;
+		}
+		c->stash = s;
+		c->stash_cap = len;
+	}
+	memcpy(c->stash, buf, len);
+	c->stash_len = len;
+	return true;
+}
+
+static void drop_stash(ssock_conn *c)
+{
+	free(c->stash);
+	c->stash = NULL;
+	c->stash_len = c->stash_cap = 0;
+	c->scanned = 0;
+}
+
+/* A u32 payload larger than the shared buffer: collect it in its own. */
+static bool start_big(ssock_conn *c, const uint8_t *frame, size_t have, size_t total)
+{
+	size_t payload = total - SSOCK__U32_HEADER;
+	size_t got = have - SSOCK__U32_HEADER;
+	size_t cap = got * 2 > BIG_MIN_GROWTH ? got * 2 : BIG_MIN_GROWTH;
+	if (cap > payload)
+		cap = payload;
+	c->big = malloc(cap);
+	if (!c->big) {
+		report(c, SSOCK_ENOMEM, "read");
+		ssock__conn_fail(c, SSOCK_ENOMEM);
+		return false;
+	}
+	memcpy(c->big, frame + SSOCK__U32_HEADER, got);
+	c->big_len = payload;
+	c->big_have = got;
+	c->big_cap = cap;
+	return true;
+}
+
+/* Hands over a completed big payload; false when the inbox is full. */
+static bool deliver_big(ssock_conn *c)
+{
+	uint8_t *big = c->big;
+	size_t len = c->big_len;
+	if (!deliver(c, big, len, big)) {
+		c->big_ready = true;
+		return false;
+	}
+	c->big = NULL;
+	c->big_ready = false;
+	c->big_len = c->big_have = c->big_cap = 0;
+	return true;
+}
+
+/* Decodes one frame at buf; returns bytes consumed, 0 for "need more"
+ * (with *need set for u32), or a negative code. */
+static ssize_t decode(ssock_conn *c, const uint8_t *buf, size_t len, const uint8_t **msg,
+		      size_t *mlen, size_t *need)
+{
+	const ssock__cfg *cfg = &c->ep->cfg;
+	*need = 0;
+	switch (cfg->framing) {
+	case SSOCK_FRAMING_U32:
+		return ssock__u32_decode(buf, len, cfg->max_message, msg, mlen, need);
+	case SSOCK_FRAMING_LINE:
+		return ssock__line_decode(buf, len, cfg->max_message, &c->scanned, msg, mlen);
+	default:
+		*msg = buf;
+		*mlen = len;
+		return (ssize_t)len;
+	}
+}
+
+/* Decodes and delivers every whole frame in buf[0..len) and keeps the rest.
+ * Stops early when the connection closes or the inbox fills. */
+static void process(ssock_conn *c, uint8_t *buf, size_t len)
+{
+	size_t off = 0;
+	while (off < len && c->state == SSOCK__OPEN) {
+		const uint8_t *msg;
+		size_t mlen, need;
+		if (inbox_blocked(c))
+			break;
+		ssize_t n = decode(c, buf + off, len - off, &msg, &mlen, &need);
+		if (n < 0) {
+			report(c, (int)n, "frame");
+			ssock__conn_fail(c, (int)n);
+			return;
+		}
+		if (n == 0) {
+			if (need > loop_of(c)->rbuf_size) {
+				if (!start_big(c, buf + off, len - off, need))
+					return;
+				off = len;
+			}
+			break;
+		}
+		c->scanned = 0;
+		if (!deliver(c, msg, mlen, NULL))
+			break;
+		off += (size_t)n;
+	}
+	if (c->state != SSOCK__OPEN)
+		return;
+	if (off < len) {
+		if (!stash(c, buf + off, len - off))
+			return;
+		if (!c->partial_since) {
+			c->partial_since = loop_of(c)->now;
+			arm_timer(c);
+		}
+	} else {
+		c->stash_len = 0;
+		if (!c->big)
+			c->partial_since = 0;
+		else if (!c->partial_since) {
+			c->partial_since = loop_of(c)->now;
+			arm_timer(c);
+		}
+	}
+	if (!c->big && c->stash_len == 0 && c->stash_cap > loop_of(c)->rbuf_size)
+		drop_stash(c); /* don't keep a long line's buffer while idle */
+	if (c->stash_len > 0 && inbox_blocked(c))
+		pause_reading(c);
+}
+
+/* One read into the big payload buffer (and the shared buffer after it). */
+static ssize_t read_big(ssock_conn *c, size_t *want)
+{
+	ssock_loop *l = loop_of(c);
+	if (c->big_have == c->big_cap) {
+		size_t cap = c->big_cap * 2;
+		if (cap > c->big_len)
+			cap = c->big_len;
+		uint8_t *b = realloc(c->big, cap);
+		if (!b)
+			return SSOCK_ENOMEM;
+		c->big = b;
+		c->big_cap = cap;
+	}
+	struct iovec iov[2] = {
+		{c->big + c->big_have, c->big_cap - c->big_have},
+		{l->rbuf, l->rbuf_size},
+	};
+	/* Read past the payload only once it is all in view, so frames after
+	 * it land in the shared buffer. */
+	int niov = c->big_cap == c->big_len ? 2 : 1;
+	*want = iov[0].iov_len + (niov == 2 ? iov[1].iov_len : 0);
+	ssize_t n = c->tp->readv(c, iov, niov);
+	if (n <= 0)
+		return n;
+	size_t into_big = (size_t)n < iov[0].iov_len ? (size_t)n : iov[0].iov_len;
+	c->big_have += into_big;
+	size_t rest = (size_t)n - into_big;
+	if (c->big_have == c->big_len) {
+		if (!deliver_big(c)) {
+			if (rest)
+				stash(c, l->rbuf, rest);
+			pause_reading(c);
+			return n;
+		}
+		c->partial_since = 0;
+	}
+	if (rest && c->state == SSOCK__OPEN)
+		process(c, l->rbuf, rest);
+	return n;
+}
+
+/* One read into the shared buffer, after the stashed partial frame. */
+static ssize_t read_shared(ssock_conn *c, size_t *want)
+{
+	ssock_loop *l = loop_of(c);
+	size_t have = c->stash_len;
+	if (have > 0)
+		memcpy(l->rbuf, c->stash, have);
+	size_t room = l->rbuf_size - have;
+	if (room > c->ep->cfg.read_size)
+		room = c->ep->cfg.read_size;
+	struct iovec iov = {l->rbuf + have, room};
+	*want = room;
+	ssize_t n = c->tp->readv(c, &iov, 1);
+	if (n <= 0)
+		return n;
+	c->stash_len = 0;
+	process(c, l->rbuf, have + (size_t)n);
+	return n;
+}
+
+/* One read appended to a stash too long to copy around (a long line). */
+static ssize_t read_stash(ssock_conn *c, size_t *want)
+{
+	size_t room = c->ep->cfg.read_size;
+	if (c->stash_cap - c->stash_len < room) {
+		size_t cap = c->stash_cap * 2;
+		if (cap < c->stash_len + room)
+			cap = c->stash_len + room;
+		uint8_t *s = realloc(c->stash, cap);
+		if (!s)
+			return SSOCK_ENOMEM;
+		c->stash = s;
+		c->stash_cap = cap;
+	}
+	struct iovec iov = {c->stash + c->stash_len, room};
+	*want = room;
+	ssize_t n = c->tp->readv(c, &iov, 1);
+	if (n <= 0)
+		return n;
+	size_t len = c->stash_len + (size_t)n;
+	c->stash_len = 0;
+	process(c, c->stash, len);
+	return n;
+}
+
+static void drain_discard(ssock_conn *c)
+{
+	ssock_loop *l = loop_of(c);
+	for (int i = 0; i < READS_PER_WAKEUP; i++) {
+		struct iovec iov = {l->rbuf, l->rbuf_size};
+		ssize_t n = c->tp->readv(c, &iov, 1);
+		if (n == 0) {
+			on_eof(c);
+			return;
+		}
+		if (n == -EAGAIN)
+			return;
+		if (n < 0) {
+			ssock__conn_fail(c, c->close_reason);
+			return;
+		}
+	}
+}
+
+static void conn_read(ssock_conn *c)
+{
+	if (c->state == SSOCK__DRAINING) {
+		drain_discard(c);
+		return;
+	}
+	size_t high = c->ep->cfg.send_queue_max / 2;
+	for (int i = 0; i < READS_PER_WAKEUP && c->state == SSOCK__OPEN && !c->paused; i++) {
+		if (inbox_blocked(c)) {
+			pause_reading(c);
+			return;
+		}
+		if (atomic_load_explicit(&c->queued, memory_order_relaxed) > high) {
+			c->wpaused = true;
+			update_events(c);
+			return;
+		}
+		size_t want = 0;
+		ssize_t n;
+		if (c->big)
+			n = read_big(c, &want);
+		else if (c->stash_len > loop_of(c)->rbuf_size / 2)
+			n = read_stash(c, &want);
+		else
+			n = read_shared(c, &want);
+		if (n == 0) {
+			if (c->state == SSOCK__OPEN)
+				on_eof(c);
+			return;
+		}
+		if (n == -EAGAIN)
+			return;
+		if (n < 0) {
+			if (c->state != SSOCK__CLOSED) {
+				if (n != -ECONNRESET)
+					report(c, (int)n, "read");
+				ssock__conn_fail(c, (int)n);
+			}
+			return;
+		}
+		c->last_io = loop_of(c)->now;
+		if ((size_t)n < want)
+			return; /* drained: level-triggered epoll says when there is more */
+	}
+}
+
+void ssock__ep_resume_paused(ssock__ep *ep)
+{
+	ssock_conn *list = ep->paused_head;
+	ep->paused_head = NULL;
+	while (list) {
+		ssock_conn *c = list;
+		list = c->paused_next;
+		c->paused = false;
+		if (c->state != SSOCK__OPEN)
+			continue;
+		if (c->big_ready && !deliver_big(c)) {
+			pause_reading(c);
+			continue;
+		}
+		if (c->stash_len > 0) {
+			size_t len = c->stash_len;
+			c->stash_len = 0;
+			process(c, c->stash, len);
+		}
+		if (c->state == SSOCK__OPEN && !c->paused)
+			update_events(c);
+	}
+}
+
+/* ----------------------------------------------------------- write path */
+
+static ssock__chunk *chunk_new(ssock_loop *l, size_t need)
+{
+	ssock__chunk *ch;
+	if (need <= CHUNK_SIZE && l && l->free_chunks) {
+		ch = l->free_chunks;
+		l->free_chunks = ch->next;
+		l->nfree_chunks--;
+	} else {
+		size_t cap = need <= CHUNK_SIZE ? CHUNK_SIZE : need;
+		ch = malloc(sizeof *ch + cap);
+		if (!ch)
+			return NULL;
+		ch->cap = cap;
+	}
+	ch->next = NULL;
+	ch->off = ch->len = 0;
+	return ch;
+}
+
+void ssock__chunk_free(ssock_loop *l, ssock__chunk *ch)
+{
+	if (ch->cap == CHUNK_SIZE && l->nfree_chunks < MAX_FREE_CHUNKS) {
+		ch->next = l->free_chunks;
+		l->free_chunks = ch;
+		l->nfree_chunks++;
+		return;
+	}
+	free(ch);
+}
+
+/* Checks a message against the framing and the queue limit; returns the
+ * bytes it takes on the wire, or a negative code. */
+static ssize_t framed_size(ssock_framing f, const void *data, size_t len, size_t max_queue)
+{
+	if (len > UINT32_MAX)
+		return SSOCK_EMSGSIZE;
+	if (f == SSOCK_FRAMING_LINE && ssock__line_check(data, len) != 0)
+		return SSOCK_EFRAMING;
+	size_t total = len + header_size(f);
+	if (total > max_queue)
+		return SSOCK_EMSGSIZE;
+	return (ssize_t)total;
+}
+
+static void frame_into(ssock_framing f, uint8_t *dst, const void *data, size_t len)
+{
+	if (f == SSOCK_FRAMING_U32) {
+		ssock__u32_header(dst, (uint32_t)len);
+		dst += SSOCK__U32_HEADER;
+	}
+	if (len)
+		memcpy(dst, data, len);
+	if (f == SSOCK_FRAMING_LINE)
+		dst[len] = '\n';
+}
+
+int ssock__frame_chunk(ssock_framing f, const void *data, size_t len, size_t max_queue,
+		       ssock__chunk **out)
+{
+	ssize_t total = framed_size(f, data, len, max_queue);
+	if (total < 0)
+		return (int)total;
+	ssock__chunk *ch = malloc(sizeof *ch + (size_t)total);
+	if (!ch)
+		return SSOCK_ENOMEM;
+	ch->next = NULL;
+	ch->off = 0;
+	ch->len = ch->cap = (size_t)total;
+	frame_into(f, ch->data, data, len);
+	*out = ch;
+	return 0;
+}
+
+/* Reserves room in c's send queue; false when it would go over the limit. */
+static bool reserve(ssock_conn *c, size_t n)
+{
+	size_t max = c->ep->cfg.send_queue_max;
+	size_t q = atomic_load_explicit(&c->queued, memory_order_relaxed);
+	do {
+		if (q + n > max)
+			return false;
+	} while (!atomic_compare_exchange_weak(&c->queued, &q, q + n));
+	return true;
+}
+
+static void mark_flush(ssock_conn *c)
+{
+	if (c->in_flush || c->want_write)
+		return;
+	ssock_loop *l = loop_of(c);
+	c->in_flush = true;
+	c->flush_next = l->flush_head;
+	l->flush_head = c;
+}
+
+static void sq_append(ssock_conn *c, ssock__chunk *ch)
+{
+	if (c->sq_tail)
+		c->sq_tail->next = ch;
+	else
+		c->sq_head = ch;
+	c->sq_tail = ch;
+}
+
+void ssock__conn_enqueue(ssock_conn *c, ssock__chunk *ch)
+{
+	sq_append(c, ch);
+	mark_flush(c);
+}
+
+int ssock__conn_send(ssock_conn *c, const void *data, size_t len)
+{
+	if (c->state >= SSOCK__CLOSING)
+		return SSOCK_ECLOSED;
+	ssock_framing f = c->ep->cfg.framing;
+	ssize_t total = framed_size(f, data, len, c->ep->cfg.send_queue_max);
+	if (total < 0)
+		return (int)total;
+	if (!reserve(c, (size_t)total))
+		return SSOCK_ESENDQFULL;
+	ssock__chunk *tail = c->sq_tail;
+	if (!tail || tail->cap - tail->len < (size_t)total) {
+		tail = chunk_new(loop_of(c), (size_t)total);
+		if (!tail) {
+			atomic_fetch_sub(&c->queued, (size_t)total);
+			return SSOCK_ENOMEM;
+		}
+		sq_append(c, tail);
+	}
+	frame_into(f, tail->data + tail->len, data, len);
+	tail->len += (size_t)total;
+	mark_flush(c);
+	return 0;
+}
+
+/* Drops written bytes from the head of the queue. */
+static void consume(ssock_conn *c, size_t n)
+{
+	ssock_loop *l = loop_of(c);
+	atomic_fetch_sub(&c->queued, n);
+	while (n > 0) {
+		ssock__chunk *ch = c->sq_head;
+		size_t left = ch->len - ch->off;
+		if (n < left) {
+			ch->off += n;
+			break;
+		}
+		n -= left;
+		c->sq_head = ch->next;
+		if (!c->sq_head)
+			c->sq_tail = NULL;
+		ssock__chunk_free(l, ch);
+	}
+	if (c->wpaused && atomic_load(&c->queued) <= c->ep->cfg.send_queue_max / 4) {
+		c->wpaused = false;
+		update_events(c);
+	}
+	if (atomic_load(&l->room_waiters) > 0) {
+		pthread_mutex_lock(&l->mu);
+		pthread_cond_broadcast(&l->cv);
+		pthread_mutex_unlock(&l->mu);
+	}
+}
+
+static void set_want_write(ssock_conn *c, bool on)
+{
+	if (c->want_write == on)
+		return;
+	c->want_write = on;
+	update_events(c);
+}
+
+static void conn_write(ssock_conn *c)
+{
+	for (int round = 0; round < WRITES_PER_WAKEUP && c->sq_head; round++) {
+		struct iovec iov[MAX_IOV];
+		int n = 0;
+		size_t want = 0;
+		for (ssock__chunk *ch = c->sq_head; ch && n < MAX_IOV; ch = ch->next) {
+			iov[n].iov_base = ch->data + ch->off;
+			iov[n].iov_len = ch->len - ch->off;
+			want += iov[n++].iov_len;
+		}
+		ssize_t w = c->tp->writev(c, iov, n);
+		if (w == -EAGAIN)
+			break;
+		if (w < 0) {
+			if (w != -EPIPE && w != -ECONNRESET)
+				report(c, (int)w, "write");
+			ssock__conn_fail(c, (int)w);
+			return;
+		}
+		c->last_io = loop_of(c)->now;
+		consume(c, (size_t)w);
+		if ((size_t)w < want)
+			break; /* the socket buffer is full */
+	}
+	set_want_write(c, c->sq_head != NULL);
+	if (c->state == SSOCK__CLOSING && !c->sq_head && atomic_load(&c->queued) == 0)
+		finish_write_side(c);
+}
+
+void ssock__flush_all(ssock_loop *l)
+{
+	while (l->flush_head) {
+		ssock_conn *c = l->flush_head;
+		l->flush_head = c->flush_next;
+		c->in_flush = false;
+		if (c->state != SSOCK__CLOSED && !c->want_write)
+			conn_write(c);
+	}
+	while (l->zombies) {
+		ssock_conn *c = l->zombies;
+		l->zombies = c->zombie_next;
+		conn_free(c);
+	}
+}
+
+void ssock__take_xq(ssock_loop *l)
+{
+	pthread_mutex_lock(&l->mu);
+	ssock_conn *c = l->xq_head;
+	l->xq_head = NULL;
+	while (c) {
+		ssock_conn *next = c->xq_next;
+		c->in_xq_list = false;
+		c->xq_next = NULL;
+		if (c->xq_head) {
+			if (c->sq_tail)
+				c->sq_tail->next = c->xq_head;
+			else
+				c->sq_head = c->xq_head;
+			c->sq_tail = c->xq_tail;
+			c->xq_head = c->xq_tail = NULL;
+			mark_flush(c);
+		}
+		c = next;
+	}
+	pthread_mutex_unlock(&l->mu);
+}
+
+static void conn_on_io(ssock__io *io, uint32_t revents)
+{
+	ssock_conn *c = (ssock_conn *)io;
+	if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR))
+		conn_read(c);
+	if (c->state == SSOCK__CLOSED)
+		return;
+	if (revents & EPOLLOUT)
+		conn_write(c);
+	else if ((revents & EPOLLERR) && c->state != SSOCK__CLOSED)
+		conn_write(c); /* surfaces the socket error if reading did not */
+}
+
+/* -------------------------------------------------- cross-thread sends */
+
+int ssock__wait_room_locked(ssock_loop *l, int timeout_ms, const struct timespec *deadline)
+{
+	atomic_fetch_add(&l->room_waiters, 1);
+	int rc = 0;
+	if (timeout_ms < 0)
+		pthread_cond_wait(&l->cv, &l->mu);
+	else if (pthread_cond_timedwait(&l->cv, &l->mu, deadline) != 0)
+		rc = SSOCK_ETIMEDOUT;
+	atomic_fetch_sub(&l->room_waiters, 1);
+	return rc;
+}
+
+int ssock__xq_push_locked(ssock__ep *ep, uint64_t id, ssock__chunk *ch)
+{
+	ssock_loop *l = ep->loop;
+	ssock_conn *c = ssock__table_get(&l->conns, id);
+	if (!c || c->ep != ep)
+		return SSOCK_ENOCONN;
+	if (c->closing)
+		return SSOCK_ECLOSED;
+	if (!reserve(c, ch->len))
+		return SSOCK_ESENDQFULL;
+	if (c->xq_tail)
+		c->xq_tail->next = ch;
+	else
+		c->xq_head = ch;
+	c->xq_tail = ch;
+	if (!c->in_xq_list) {
+		c->in_xq_list = true;
+		c->xq_next = l->xq_head;
+		l->xq_head = c;
+	}
+	return 0;
+}
+
+static int queue_from_thread(ssock__ep *ep, uint64_t id, ssock__chunk *ch, int timeout_ms)
+{
+	ssock_loop *l = ep->loop;
+	struct timespec deadline;
+	if (timeout_ms > 0)
+		ssock__abstime(&deadline, timeout_ms);
+	pthread_mutex_lock(&l->mu);
+	int rc = ssock__xq_push_locked(ep, id, ch);
+	while (rc == SSOCK_ESENDQFULL && timeout_ms != 0) {
+		rc = ssock__wait_room_locked(l, timeout_ms, &deadline);
+		if (rc == 0)
+			rc = ssock__xq_push_locked(ep, id, ch);
+	}
+	pthread_mutex_unlock(&l->mu);
+	if (rc == 0)
+		ssock__wake(l);
+	return rc;
+}
+
+int ssock__send_id(ssock__ep *ep, uint64_t id, const void *data, size_t len, int timeout_ms)
+{
+	if (!data && len > 0)
+		return SSOCK_EINVAL;
+	if (ssock__on_loop(ep->loop)) {
+		ssock_conn *c = ssock__table_get(&ep->loop->conns, id);
+		if (!c || c->ep != ep)
+			return SSOCK_ENOCONN;
+		return ssock__conn_send(c, data, len);
+	}
+	ssock__chunk *ch;
+	int rc = ssock__frame_chunk(ep->cfg.framing, data, len, ep->cfg.send_queue_max, &ch);
+	if (rc != 0)
+		return rc;
+	rc = queue_from_thread(ep, id, ch, timeout_ms);
+	if (rc != 0)
+		free(ch);
+	return rc;
+}
+
+void ssock__ep_close_all(ssock__ep *ep, int reason)
+{
+	while (ep->conns_head)
+		ssock__conn_fail(ep->conns_head, reason);
+}
+
+/* ---------------------------------------------------------- public API */
+
+uint64_t ssock_conn_id(const ssock_conn *c)
+{
+	return c ? c->id : 0;
+}
+
+const ssock_addr *ssock_conn_peer(const ssock_conn *c)
+{
+	return c ? &c->peer : NULL;
+}
+
+int ssock_conn_send(ssock_conn *c, const void *data, size_t len)
+{
+	if (!c || (!data && len > 0))
+		return SSOCK_EINVAL;
+	if (!ssock__on_loop(loop_of(c)))
+		return SSOCK_EINVAL;
+	if (c->state == SSOCK__CLOSED)
+		return SSOCK_ECLOSED;
+	return ssock__conn_send(c, data, len);
+}
+
+int ssock_conn_close(ssock_conn *c)
+{
+	if (!c || !ssock__on_loop(loop_of(c)))
+		return SSOCK_EINVAL;
+	if (c->state == SSOCK__HALF) {
+		ssock__conn_close(c, 0);
+		return 0;
+	}
+	return ssock__conn_close(c, SSOCK_ELOCAL);
+}
+
+void ssock_conn_set_user(ssock_conn *c, void *ptr)
+{
+	if (c)
+		c->user = ptr;
+}
+
+void *ssock_conn_user(const ssock_conn *c)
+{
+	return c ? c->user : NULL;
+}

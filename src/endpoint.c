@@ -1,0 +1,91 @@
+/* What servers and clients share: settings and their defaults, the inbox,
+ * the error log, and reporting background errors. */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void ssock__cfg_defaults(ssock__cfg *cfg)
+{
+	if (cfg->max_message == 0)
+		cfg->max_message = SSOCK__DEFAULT_MAX_MESSAGE;
+	if (cfg->read_size == 0)
+		cfg->read_size = SSOCK__DEFAULT_READ_SIZE;
+	if (cfg->send_queue_max == 0) {
+		cfg->send_queue_max = SSOCK__DEFAULT_SENDQ;
+		if ((size_t)cfg->max_message + 8 > cfg->send_queue_max)
+			cfg->send_queue_max = (size_t)cfg->max_message + 8;
+	}
+}
+
+int ssock__cfg_check(const ssock__cfg *cfg)
+{
+	if ((unsigned)cfg->framing > SSOCK_FRAMING_TINYPROTO)
+		return SSOCK_EINVAL;
+	if (cfg->read_size < 64 || cfg->read_size > (64u << 20))
+		return SSOCK_EINVAL;
+	if (cfg->idle_timeout_ms < 0 || cfg->read_timeout_ms < 0 || cfg->keepalive_s < 0)
+		return SSOCK_EINVAL;
+	return 0;
+}
+
+int ssock__ep_init(ssock__ep *ep, ssock_loop *given, const ssock__cfg *cfg, size_t inbox_max,
+		   size_t inbox_bytes, int errlog_max, bool is_client)
+{
+	memset(ep, 0, sizeof *ep);
+	ep->cfg = *cfg;
+	ssock__cfg_defaults(&ep->cfg);
+	int rc = ssock__cfg_check(&ep->cfg);
+	if (rc != 0 || errlog_max < 0)
+		return rc ? rc : SSOCK_EINVAL;
+	ep->is_client = is_client;
+	ep->inbox_mode = cfg->on_message == NULL;
+	ssock__inbox_init(&ep->inbox, inbox_max ? inbox_max : SSOCK__DEFAULT_INBOX_MAX,
+			  inbox_bytes ? inbox_bytes : SSOCK__DEFAULT_INBOX_BYTES);
+	rc = ssock__errlog_init(&ep->errlog, errlog_max ? errlog_max : SSOCK__DEFAULT_ERRLOG);
+	if (rc == 0)
+		rc = ssock__loop_acquire(&ep->loop, given, &ep->owns_loop);
+	if (rc == 0) {
+		/* The shared buffer must hold a whole read of any user. */
+		bool on_loop = ssock__on_loop(ep->loop);
+		if (!on_loop)
+			pthread_mutex_lock(&ep->loop->drive_mu);
+		rc = ssock__loop_rbuf(ep->loop, ep->cfg.read_size);
+		if (!on_loop)
+			pthread_mutex_unlock(&ep->loop->drive_mu);
+		if (rc != 0)
+			ssock__loop_release(ep->loop, ep->owns_loop);
+	}
+	if (rc != 0) {
+		ssock__errlog_destroy(&ep->errlog);
+		ssock__inbox_destroy(&ep->inbox);
+		ep->loop = NULL;
+	}
+	return rc;
+}
+
+void ssock__ep_destroy(ssock__ep *ep)
+{
+	if (ep->loop)
+		ssock__loop_release(ep->loop, ep->owns_loop);
+	ep->loop = NULL;
+	ssock__inbox_destroy(&ep->inbox);
+	ssock__errlog_destroy(&ep->errlog);
+}
+
+void ssock__ep_error(ssock__ep *ep, int code, const char *op, uint64_t conn,
+		     const ssock_addr *peer)
+{
+	ssock_error_info e = {.code = code, .op = op, .conn = conn, .time_ms = ssock__wall_ms()};
+	if (peer)
+		e.peer = *peer;
+	ssock__errlog_add(&ep->errlog, &e);
+	if (ep->cfg.on_error) {
+		ep->cfg.on_error(&e, ep->cfg.user);
+	} else if (ep->inbox_mode) {
+		ssock_event ev = {.type = SSOCK_EVENT_ERROR, .conn = conn, .code = code, .op = op};
+		if (peer)
+			ev.peer = *peer;
+		ssock__inbox_push(&ep->inbox, &ev, false);
+	}
+}

@@ -1,0 +1,245 @@
+/*
+ * The inbox (events for a program that polls) and the error log. Both are
+ * bounded: the inbox by messages and bytes (when full the loop stops reading,
+ * which is TCP backpressure, so nothing is dropped), the error log by entries
+ * (the oldest entry makes room for the newest).
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int ssock__inbox_init(ssock__inbox *ib, size_t max_msgs, size_t max_bytes)
+{
+	memset(ib, 0, sizeof *ib);
+	ib->max_msgs = max_msgs;
+	ib->max_bytes = max_bytes;
+	pthread_mutex_init(&ib->mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&ib->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	return 0;
+}
+
+void ssock__inbox_destroy(ssock__inbox *ib)
+{
+	for (size_t i = 0; i < ib->count; i++)
+		ssock_event_release(&ib->ring[(ib->head + i) % ib->cap].ev);
+	free(ib->ring);
+	pthread_mutex_destroy(&ib->mu);
+	pthread_cond_destroy(&ib->cv);
+}
+
+static bool room_for_message(const ssock__inbox *ib, size_t len)
+{
+	if (ib->msgs == 0)
+		return true; /* one message always fits, whatever its size */
+	return ib->msgs < ib->max_msgs && ib->bytes + len <= ib->max_bytes;
+}
+
+static bool ring_grow(ssock__inbox *ib)
+{
+	size_t cap = ib->cap ? ib->cap * 2 : 64;
+	ssock__inbox_item *ring = malloc(cap * sizeof *ring);
+	if (!ring)
+		return false;
+	for (size_t i = 0; i < ib->count; i++)
+		ring[i] = ib->ring[(ib->head + i) % ib->cap];
+	free(ib->ring);
+	ib->ring = ring;
+	ib->cap = cap;
+	ib->head = 0;
+	return true;
+}
+
+bool ssock__inbox_push(ssock__inbox *ib, const ssock_event *ev, bool ack)
+{
+	bool is_msg = ev->type == SSOCK_EVENT_MESSAGE;
+	pthread_mutex_lock(&ib->mu);
+	if (is_msg && !room_for_message(ib, ev->len)) {
+		ib->loop_waiting = true;
+		atomic_store(&ib->full, true);
+		pthread_mutex_unlock(&ib->mu);
+		return false;
+	}
+	if (ev->type == SSOCK_EVENT_ERROR && ib->count - ib->msgs >= ib->max_msgs) {
+		/* An error flood nobody reads: the error log keeps the latest. */
+		pthread_mutex_unlock(&ib->mu);
+		return false;
+	}
+	if (ib->count == ib->cap && !ring_grow(ib)) {
+		pthread_mutex_unlock(&ib->mu);
+		return false;
+	}
+	ssock__inbox_item *it = &ib->ring[(ib->head + ib->count) % ib->cap];
+	it->ev = *ev;
+	it->ack = ack;
+	ib->count++;
+	if (is_msg) {
+		ib->msgs++;
+		ib->bytes += ev->len;
+		if (!room_for_message(ib, 1))
+			atomic_store(&ib->full, true);
+	}
+	pthread_cond_signal(&ib->cv);
+	pthread_mutex_unlock(&ib->mu);
+	return true;
+}
+
+void ssock__inbox_close(ssock__inbox *ib)
+{
+	pthread_mutex_lock(&ib->mu);
+	ib->closed = true;
+	pthread_cond_broadcast(&ib->cv);
+	pthread_mutex_unlock(&ib->mu);
+}
+
+static void resume_cmd(ssock__cmd *cmd)
+{
+	ssock__ep_resume_paused(cmd->arg);
+}
+
+static void ack_cmd(ssock__cmd *cmd)
+{
+	ssock__ep *ep = cmd->arg;
+	ssock__conn_ack(ep->loop, cmd->id);
+}
+
+/* Tells the loop what taking an event changed: room again (resume reading)
+ * or a half-closed connection whose disconnect has now been seen. */
+static void notify_loop(ssock__ep *ep, bool resume, uint64_t ack_id)
+{
+	if (resume) {
+		ssock__cmd *cmd = calloc(1, sizeof *cmd);
+		if (cmd) {
+			cmd->fn = resume_cmd;
+			cmd->arg = ep;
+			ssock__post(ep->loop, cmd);
+		}
+	}
+	if (ack_id) {
+		ssock__cmd *cmd = calloc(1, sizeof *cmd);
+		if (cmd) {
+			cmd->fn = ack_cmd;
+			cmd->arg = ep;
+			cmd->id = ack_id;
+			ssock__post(ep->loop, cmd);
+		}
+	}
+}
+
+int ssock__inbox_next(ssock__ep *ep, ssock_event *ev, int timeout_ms)
+{
+	ssock__inbox *ib = &ep->inbox;
+	if (!ev)
+		return SSOCK_EINVAL;
+	memset(ev, 0, sizeof *ev);
+	if (!ep->inbox_mode)
+		return SSOCK_ENOINBOX;
+	if (timeout_ms != 0 && ssock__on_loop(ep->loop))
+		return SSOCK_ELOOPTHREAD;
+	struct timespec deadline;
+	if (timeout_ms > 0)
+		ssock__abstime(&deadline, timeout_ms);
+	pthread_mutex_lock(&ib->mu);
+	while (ib->count == 0 && !ib->closed) {
+		if (timeout_ms == 0)
+			break;
+		if (timeout_ms < 0)
+			pthread_cond_wait(&ib->cv, &ib->mu);
+		else if (pthread_cond_timedwait(&ib->cv, &ib->mu, &deadline) != 0)
+			break;
+	}
+	if (ib->count == 0 || ib->closed) {
+		int rc = ib->closed ? SSOCK_ESHUTDOWN : SSOCK_ETIMEDOUT;
+		pthread_mutex_unlock(&ib->mu);
+		return rc;
+	}
+	ssock__inbox_item it = ib->ring[ib->head];
+	ib->head = (ib->head + 1) % ib->cap;
+	ib->count--;
+	if (it.ev.type == SSOCK_EVENT_MESSAGE) {
+		ib->msgs--;
+		ib->bytes -= it.ev.len;
+	}
+	/* Resume the loop's reading only once half the room is free again, so
+	 * a steady stream does not wake the loop for every message taken. */
+	bool resume = false;
+	if (ib->loop_waiting && ib->msgs <= ib->max_msgs / 2 && ib->bytes <= ib->max_bytes / 2) {
+		ib->loop_waiting = false;
+		atomic_store(&ib->full, false);
+		resume = true;
+	} else if (!ib->loop_waiting && room_for_message(ib, 1)) {
+		atomic_store(&ib->full, false);
+	}
+	/* Posted before unlocking: once the inbox is closed no command can be
+	 * posted, so a closing handle's last loop command follows all of ours. */
+	notify_loop(ep, resume, it.ack ? it.ev.conn : 0);
+	pthread_mutex_unlock(&ib->mu);
+	*ev = it.ev;
+	return 0;
+}
+
+/* ------------------------------------------------------------ error log */
+
+int ssock__errlog_init(ssock__errlog *log, int cap)
+{
+	memset(log, 0, sizeof *log);
+	log->ring = calloc((size_t)cap, sizeof *log->ring);
+	if (!log->ring)
+		return SSOCK_ENOMEM;
+	log->cap = cap;
+	pthread_mutex_init(&log->mu, NULL);
+	return 0;
+}
+
+void ssock__errlog_destroy(ssock__errlog *log)
+{
+	if (!log->ring)
+		return;
+	free(log->ring);
+	log->ring = NULL;
+	pthread_mutex_destroy(&log->mu);
+}
+
+void ssock__errlog_add(ssock__errlog *log, const ssock_error_info *e)
+{
+	pthread_mutex_lock(&log->mu);
+	if (log->count == log->cap) {
+		log->head = (log->head + 1) % log->cap; /* drop the oldest */
+		log->count--;
+	}
+	log->ring[(log->head + log->count) % log->cap] = *e;
+	log->count++;
+	pthread_mutex_unlock(&log->mu);
+}
+
+int ssock__errlog_read(ssock__errlog *log, ssock_error_info *out, int max, int clear)
+{
+	pthread_mutex_lock(&log->mu);
+	int n = log->count;
+	for (int i = 0; i < n && i < max && out; i++)
+		out[i] = log->ring[(log->head + i) % log->cap];
+	if (clear) {
+		log->head = 0;
+		log->count = 0;
+	}
+	pthread_mutex_unlock(&log->mu);
+	return n;
+}
+
+bool ssock__inbox_blocked(ssock__inbox *ib)
+{
+	if (!atomic_load_explicit(&ib->full, memory_order_relaxed))
+		return false;
+	pthread_mutex_lock(&ib->mu);
+	bool blocked = !room_for_message(ib, 1);
+	if (blocked)
+		ib->loop_waiting = true;
+	else
+		atomic_store(&ib->full, false);
+	pthread_mutex_unlock(&ib->mu);
+	return blocked;
+}

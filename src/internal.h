@@ -1,0 +1,336 @@
+/*
+ * Internal declarations shared by the library's files. Nothing here is API.
+ *
+ * Threading model, in one place:
+ *   - All loop state (epoll set, timers, connections' I/O state) is touched
+ *     only by the thread that holds loop->drive_mu: the loop's background
+ *     thread while it handles a batch of events, or a thread driving the loop
+ *     with ssock_loop_run(), or (for a loop nobody drives) a thread running a
+ *     synchronous command itself. ssock__on_loop() tells whether the calling
+ *     thread is that thread.
+ *   - Other threads reach a loop through loop->mu: the command queue, the
+ *     table of connections by id, each connection's cross-thread send queue
+ *     and its `closing` flag. The loop thread takes loop->mu only to change
+ *     those, never per message on its own fast path.
+ */
+#ifndef SSOCK_INTERNAL_H
+#define SSOCK_INTERNAL_H
+
+#include "ssock.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#define SSOCK__DEFAULT_MAX_MESSAGE (16u << 20)
+#define SSOCK__DEFAULT_READ_SIZE (64u << 10)
+#define SSOCK__DEFAULT_SENDQ (32u << 20)
+#define SSOCK__DEFAULT_INBOX_MAX 1024
+#define SSOCK__DEFAULT_INBOX_BYTES (64u << 20)
+#define SSOCK__DEFAULT_ERRLOG 64
+#define SSOCK__DEFAULT_CONNECT_TIMEOUT_MS 10000
+#define SSOCK__LINGER_MS 5000 /* bound on a graceful close's flush + drain */
+#define SSOCK__ACCEPT_RETRY_MS 100 /* after EMFILE and the like */
+
+int64_t ssock__now_ms(void);
+int64_t ssock__wall_ms(void);
+
+/* Sets *ts to now + timeout_ms on CLOCK_MONOTONIC, for timed waits on
+ * condition variables created with that clock. */
+void ssock__abstime(struct timespec *ts, int timeout_ms);
+
+/* ------------------------------------------------------------------------ */
+/* Loop                                                                      */
+/* ------------------------------------------------------------------------ */
+
+typedef struct ssock__io ssock__io;
+typedef void (*ssock__io_fn)(ssock__io *io, uint32_t revents);
+
+/* Anything registered with epoll: a listener, a connection, the wakeup fd. */
+struct ssock__io {
+	int fd;
+	uint32_t events; /* the mask epoll currently has for fd; 0: not added */
+	ssock__io_fn on_io;
+};
+
+typedef struct ssock__timer ssock__timer;
+struct ssock__timer {
+	int64_t due;     /* monotonic ms */
+	size_t heap_idx; /* position in the loop's heap; SIZE_MAX: not armed */
+	void (*fn)(ssock__timer *t);
+};
+
+/* A call posted to the loop from another thread. */
+typedef struct ssock__cmd ssock__cmd;
+struct ssock__cmd {
+	ssock__cmd *next;
+	void (*fn)(ssock__cmd *cmd);
+	void *arg;
+	uint64_t id;
+	int result;
+	bool sync;  /* a thread waits on it: don't free, set done */
+	bool done;  /* under loop->mu */
+};
+
+/* Open-addressing hash table: connection id -> connection. */
+typedef struct ssock__table {
+	struct ssock__slot {
+		uint64_t id; /* 0: empty; UINT64_MAX: deleted */
+		ssock_conn *conn;
+	} *slots;
+	size_t cap, count, used;
+} ssock__table;
+
+typedef struct ssock__chunk ssock__chunk;
+
+struct ssock_loop {
+	int epfd;
+	ssock__io wake_io;          /* eventfd */
+	atomic_int wake_pending;    /* an eventfd write is on its way */
+	atomic_int room_waiters;    /* threads waiting for send-queue room */
+
+	pthread_mutex_t drive_mu;   /* held by whoever runs loop code */
+	pthread_mutex_t mu;         /* guards the fields below it */
+	pthread_cond_t cv;          /* sync commands done; send-queue room */
+	ssock__cmd *cmd_head, *cmd_tail;
+	ssock_conn *xq_head;        /* connections with cross-thread sends */
+	ssock__table conns;         /* all connections of this loop, by id */
+	int users;                  /* servers and clients on this loop */
+	bool has_thread, driving, stopping;
+	pthread_t thread;
+
+	/* Loop thread only: */
+	ssock__timer **heap;
+	size_t heap_len, heap_cap;
+	uint8_t *rbuf;              /* shared read buffer */
+	size_t rbuf_size;
+	ssock_conn *flush_head;     /* connections with data to write */
+	ssock_conn *zombies;        /* closed, freed at the end of the pass */
+	ssock__chunk *free_chunks;  /* spare standard-size send chunks */
+	int nfree_chunks;
+	int64_t now;                /* cached monotonic ms of this pass */
+};
+
+bool ssock__on_loop(const ssock_loop *loop);
+int ssock__loop_acquire(ssock_loop **loopp, ssock_loop *given, bool *owned);
+void ssock__loop_release(ssock_loop *loop, bool owned);
+int ssock__io_set(ssock_loop *loop, ssock__io *io, uint32_t events);
+void ssock__io_remove(ssock_loop *loop, ssock__io *io);
+void ssock__timer_init(ssock__timer *t, void (*fn)(ssock__timer *t));
+void ssock__timer_start(ssock_loop *loop, ssock__timer *t, int64_t due);
+void ssock__timer_stop(ssock_loop *loop, ssock__timer *t);
+void ssock__wake(ssock_loop *loop);
+/* Posts cmd (heap-allocated, freed by the loop after fn) to run on the loop. */
+void ssock__post(ssock_loop *loop, ssock__cmd *cmd);
+/* Runs fn(cmd) on the loop and waits for it; inline when already on it. */
+int ssock__call(ssock_loop *loop, void (*fn)(ssock__cmd *cmd), void *arg, uint64_t id);
+/* Grows the shared read buffer to at least size. */
+int ssock__loop_rbuf(ssock_loop *loop, size_t size);
+
+int ssock__table_put(ssock__table *t, uint64_t id, ssock_conn *conn);
+ssock_conn *ssock__table_get(const ssock__table *t, uint64_t id);
+void ssock__table_del(ssock__table *t, uint64_t id);
+void ssock__table_free(ssock__table *t);
+
+/* ------------------------------------------------------------------------ */
+/* Inbox and error log                                                       */
+/* ------------------------------------------------------------------------ */
+
+typedef struct ssock__inbox_item {
+	ssock_event ev;
+	bool ack; /* tell the loop when taken (a half-closed connection) */
+} ssock__inbox_item;
+
+typedef struct ssock__inbox {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	ssock__inbox_item *ring;
+	size_t cap, head, count;
+	size_t msgs, bytes;         /* messages held and their bytes */
+	size_t max_msgs, max_bytes;
+	atomic_bool full;           /* readable by the loop without mu */
+	bool loop_waiting;          /* the loop paused reading: wake on room */
+	bool closed;
+} ssock__inbox;
+
+typedef struct ssock__errlog {
+	pthread_mutex_t mu;
+	ssock_error_info *ring;
+	int cap, head, count;
+} ssock__errlog;
+
+struct ssock__ep;
+int ssock__inbox_init(ssock__inbox *ib, size_t max_msgs, size_t max_bytes);
+void ssock__inbox_destroy(ssock__inbox *ib);
+/* Loop side: appends ev (taking what it owns). Messages are refused (false)
+ * when the inbox is full; other events always fit. */
+bool ssock__inbox_push(ssock__inbox *ib, const ssock_event *ev, bool ack);
+void ssock__inbox_close(ssock__inbox *ib);
+/* Loop side: true when no message fits now; the next taker will then post a
+ * resume to the loop once there is room. */
+bool ssock__inbox_blocked(ssock__inbox *ib);
+int ssock__inbox_next(struct ssock__ep *ep, ssock_event *ev, int timeout_ms);
+
+int ssock__errlog_init(ssock__errlog *log, int cap);
+void ssock__errlog_destroy(ssock__errlog *log);
+void ssock__errlog_add(ssock__errlog *log, const ssock_error_info *e);
+int ssock__errlog_read(ssock__errlog *log, ssock_error_info *out, int max, int clear);
+
+/* ------------------------------------------------------------------------ */
+/* Endpoints (what servers and clients share) and connections               */
+/* ------------------------------------------------------------------------ */
+
+/* Settings both a server and a client apply to their connections. */
+typedef struct ssock__cfg {
+	ssock_framing framing;
+	uint32_t max_message;
+	size_t read_size;
+	size_t send_queue_max;
+	int idle_timeout_ms;
+	int read_timeout_ms;
+	int keepalive_s;
+	ssock_connect_cb on_connect;
+	ssock_message_cb on_message;
+	ssock_disconnect_cb on_disconnect;
+	ssock_error_cb on_error;
+	void *user;
+} ssock__cfg;
+
+typedef struct ssock__ep ssock__ep;
+struct ssock__ep {
+	ssock_loop *loop;
+	bool owns_loop;
+	bool is_client;
+	ssock__cfg cfg;
+	bool inbox_mode;
+	ssock__inbox inbox;
+	ssock__errlog errlog;
+	/* Connections, oldest first; changed by the loop under loop->mu. */
+	ssock_conn *conns_head, *conns_tail;
+	int nconns;
+	ssock_conn *paused_head;   /* loop only: reading stopped (inbox full) */
+	bool closing;              /* under loop->mu */
+	/* Hooks for the owner: a connection opened (before its connect event)
+	 * and closed (after its disconnect event). Loop only. */
+	void (*on_conn_open)(ssock__ep *ep, ssock_conn *conn);
+	void (*on_conn_closed)(ssock__ep *ep, ssock_conn *conn, int reason);
+};
+
+int ssock__ep_init(ssock__ep *ep, ssock_loop *given, const ssock__cfg *cfg, size_t inbox_max,
+		   size_t inbox_bytes, int errlog_max, bool is_client);
+void ssock__ep_destroy(ssock__ep *ep);
+/* Reports a background error to the log, on_error or the inbox. Loop only. */
+void ssock__ep_error(ssock__ep *ep, int code, const char *op, uint64_t conn,
+		     const ssock_addr *peer);
+void ssock__cfg_defaults(ssock__cfg *cfg);
+int ssock__cfg_check(const ssock__cfg *cfg);
+
+/* The I/O functions of a connection, so that TLS or Unix-domain sockets can
+ * come later without touching framing or server/client logic. All return
+ * bytes (>= 0) or -errno. */
+typedef struct ssock__transport {
+	ssize_t (*readv)(ssock_conn *c, struct iovec *iov, int n);
+	ssize_t (*writev)(ssock_conn *c, const struct iovec *iov, int n);
+	int (*shutdown_wr)(ssock_conn *c);
+	void (*close)(ssock_conn *c);
+} ssock__transport;
+
+extern const ssock__transport ssock__tcp_transport;
+
+struct ssock__chunk {
+	ssock__chunk *next;
+	size_t off, len, cap; /* data[off..len) is still to be written */
+	uint8_t data[];
+};
+
+enum ssock__conn_state {
+	SSOCK__OPEN,     /* reading and writing */
+	SSOCK__HALF,     /* peer sent EOF: still writable until its disconnect
+	                    event has been delivered */
+	SSOCK__CLOSING,  /* flushing what is queued, then shutdown + drain */
+	SSOCK__DRAINING, /* write side shut: reading until EOF to avoid RST */
+	SSOCK__CLOSED,
+};
+
+struct ssock_conn {
+	ssock__io io;              /* first: the io pointer is the conn */
+	uint64_t id;
+	ssock__ep *ep;
+	const ssock__transport *tp;
+	ssock_addr peer;
+	void *user;
+	enum ssock__conn_state state;
+	int close_reason;          /* reason reported when it ends */
+	bool disc_emitted;         /* the disconnect event went out */
+	bool in_flush, paused, wpaused, want_write, peer_eof;
+	bool closing;              /* under loop->mu: sends are refused */
+
+	/* Read side (loop only). */
+	uint8_t *stash;            /* bytes of a partial frame */
+	size_t stash_len, stash_cap;
+	size_t scanned;            /* line framing: stash bytes without '\n' */
+	uint8_t *big;              /* u32 payload too big for the read buffer */
+	size_t big_len, big_have, big_cap;
+	bool big_ready;            /* complete but not yet delivered */
+	int64_t last_io, partial_since;
+	ssock__timer timer;        /* idle / read / linger timeout */
+	int64_t linger_due;
+
+	/* Send side. */
+	ssock__chunk *sq_head, *sq_tail; /* loop only */
+	atomic_size_t queued;      /* bytes in sq and xq */
+	ssock__chunk *xq_head, *xq_tail; /* cross-thread sends, under mu */
+	ssock_conn *xq_next;       /* in loop->xq_head list, under mu */
+	bool in_xq_list;
+	ssock_conn *flush_next;
+
+	ssock_conn *prev, *next;   /* ep's list, changed under loop->mu */
+	ssock_conn *paused_next;
+	ssock_conn *zombie_next;
+};
+
+/* Allocates a connection for a connected socket fd and registers it; the
+ * connect event is emitted. Returns NULL (fd closed, error reported) on
+ * failure. Loop only. */
+ssock_conn *ssock__conn_open(ssock__ep *ep, int fd, const ssock_addr *peer);
+/* Ends a connection now: socket closed, queue discarded, disconnect event. */
+void ssock__conn_fail(ssock_conn *c, int reason);
+/* Starts a graceful close (flush, shutdown, drain). Loop only. */
+int ssock__conn_close(ssock_conn *c, int reason);
+/* Queues one message; loop only. */
+int ssock__conn_send(ssock_conn *c, const void *data, size_t len);
+/* With loop->mu held: queues chunk on connection id of ep from another
+ * thread. Returns 0 (chunk taken), SSOCK_ENOCONN, SSOCK_ECLOSED or
+ * SSOCK_ESENDQFULL. */
+int ssock__xq_push_locked(ssock__ep *ep, uint64_t id, ssock__chunk *ch);
+/* With loop->mu held: waits until a send queue may have room. Returns 0 or
+ * SSOCK_ETIMEDOUT (deadline is used when timeout_ms > 0). */
+int ssock__wait_room_locked(ssock_loop *loop, int timeout_ms, const struct timespec *deadline);
+/* Cross-thread send by id (any thread; inline on the loop thread). */
+int ssock__send_id(ssock__ep *ep, uint64_t id, const void *data, size_t len, int timeout_ms);
+/* Moves chunk (a framed message) into c's queue, as if sent. Loop only. */
+void ssock__conn_enqueue(ssock_conn *c, ssock__chunk *ch);
+/* Frames data into a freshly allocated chunk (for sends from other threads). */
+int ssock__frame_chunk(ssock_framing f, const void *data, size_t len, size_t max_queue,
+		       ssock__chunk **out);
+/* Resumes reading on connections paused by a full inbox. Loop only. */
+void ssock__ep_resume_paused(ssock__ep *ep);
+/* Handles the acknowledgement of a half-closed connection's disconnect. */
+void ssock__conn_ack(ssock_loop *loop, uint64_t id);
+/* Loop only: writes what connections queued during this pass, then frees
+ * the connections closed during it. */
+void ssock__flush_all(ssock_loop *loop);
+/* Loop only: moves cross-thread sends into their connections' queues. */
+void ssock__take_xq(ssock_loop *loop);
+void ssock__chunk_free(ssock_loop *loop, ssock__chunk *ch);
+/* Closes every connection of ep at once (server/client close). Loop only. */
+void ssock__ep_close_all(ssock__ep *ep, int reason);
+
+/* Socket helpers. */
+int ssock__socket_opts(int fd, int keepalive_s);
+int ssock__errno(void); /* -errno, never 0 */
+uint64_t ssock__next_id(void);
+
+#endif

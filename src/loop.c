@@ -1,0 +1,566 @@
+/*
+ * The event loop: epoll, an eventfd for cross-thread wakeups, a timer heap,
+ * a queue of commands posted from other threads, and the table of
+ * connections by id. See internal.h for who may touch what.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#define MAX_EVENTS 256
+
+/* The loop the calling thread is running loop code for, if any. */
+static __thread ssock_loop *current_loop;
+
+bool ssock__on_loop(const ssock_loop *loop)
+{
+	return current_loop == loop;
+}
+
+/* ---------------------------------------------------------------- timers */
+
+static bool timer_before(const ssock__timer *a, const ssock__timer *b)
+{
+	return a->due < b->due;
+}
+
+static void heap_set(ssock_loop *l, size_t i, ssock__timer *t)
+{
+	l->heap[i] = t;
+	t->heap_idx = i;
+}
+
+static void heap_up(ssock_loop *l, size_t i)
+{
+	ssock__timer *t = l->heap[i];
+	while (i > 0) {
+		size_t parent = (i - 1) / 2;
+		if (!timer_before(t, l->heap[parent]))
+			break;
+		heap_set(l, i, l->heap[parent]);
+		i = parent;
+	}
+	heap_set(l, i, t);
+}
+
+static void heap_down(ssock_loop *l, size_t i)
+{
+	ssock__timer *t = l->heap[i];
+	for (;;) {
+		size_t child = 2 * i + 1;
+		if (child >= l->heap_len)
+			break;
+		if (child + 1 < l->heap_len && timer_before(l->heap[child + 1], l->heap[child]))
+			child++;
+		if (!timer_before(l->heap[child], t))
+			break;
+		heap_set(l, i, l->heap[child]);
+		i = child;
+	}
+	heap_set(l, i, t);
+}
+
+void ssock__timer_init(ssock__timer *t, void (*fn)(ssock__timer *t))
+{
+	t->due = 0;
+	t->heap_idx = SIZE_MAX;
+	t->fn = fn;
+}
+
+void ssock__timer_stop(ssock_loop *l, ssock__timer *t)
+{
+	size_t i = t->heap_idx;
+	if (i == SIZE_MAX)
+		return;
+	t->heap_idx = SIZE_MAX;
+	ssock__timer *last = l->heap[--l->heap_len];
+	if (i == l->heap_len)
+		return;
+	heap_set(l, i, last);
+	heap_up(l, i);
+	heap_down(l, last->heap_idx);
+}
+
+void ssock__timer_start(ssock_loop *l, ssock__timer *t, int64_t due)
+{
+	if (t->heap_idx != SIZE_MAX) {
+		/* Re-arming an armed timer: move it where it now belongs. */
+		t->due = due;
+		heap_up(l, t->heap_idx);
+		heap_down(l, t->heap_idx);
+		return;
+	}
+	if (l->heap_len == l->heap_cap) {
+		size_t cap = l->heap_cap ? l->heap_cap * 2 : 64;
+		ssock__timer **h = realloc(l->heap, cap * sizeof *h);
+		if (!h)
+			abort(); /* a few pointers; nothing sane to do without them */
+		l->heap = h;
+		l->heap_cap = cap;
+	}
+	t->due = due;
+	heap_set(l, l->heap_len++, t);
+	heap_up(l, t->heap_idx);
+}
+
+static int next_timeout(ssock_loop *l, int timeout_ms)
+{
+	if (l->heap_len == 0)
+		return timeout_ms;
+	int64_t wait = l->heap[0]->due - ssock__now_ms();
+	if (wait < 0)
+		wait = 0;
+	if (timeout_ms >= 0 && wait > timeout_ms)
+		return timeout_ms;
+	return wait > INT32_MAX ? INT32_MAX : (int)wait;
+}
+
+static void run_timers(ssock_loop *l)
+{
+	/* Timers armed by a callback for "now" wait for the next pass, so a
+	 * timer that re-arms itself cannot hold the loop here forever. */
+	int64_t now = l->now;
+	while (l->heap_len > 0 && l->heap[0]->due <= now) {
+		ssock__timer *t = l->heap[0];
+		ssock__timer_stop(l, t);
+		t->fn(t);
+	}
+}
+
+/* ------------------------------------------------------------- epoll set */
+
+int ssock__io_set(ssock_loop *l, ssock__io *io, uint32_t events)
+{
+	if (io->events == events)
+		return 0;
+	struct epoll_event ev = {.events = events, .data.ptr = io};
+	int op = io->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+	if (events == 0)
+		op = EPOLL_CTL_DEL;
+	if (epoll_ctl(l->epfd, op, io->fd, &ev) != 0)
+		return ssock__errno();
+	io->events = events;
+	return 0;
+}
+
+void ssock__io_remove(ssock_loop *l, ssock__io *io)
+{
+	if (io->events)
+		epoll_ctl(l->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+	io->events = 0;
+}
+
+/* ------------------------------------------------------------- commands */
+
+void ssock__wake(ssock_loop *l)
+{
+	if (atomic_exchange(&l->wake_pending, 1))
+		return; /* a write is already on its way: one wakeup serves all */
+	uint64_t one = 1;
+	ssize_t n;
+	do
+		n = write(l->wake_io.fd, &one, sizeof one);
+	while (n < 0 && errno == EINTR);
+}
+
+void ssock__post(ssock_loop *l, ssock__cmd *cmd)
+{
+	cmd->next = NULL;
+	pthread_mutex_lock(&l->mu);
+	if (l->cmd_tail)
+		l->cmd_tail->next = cmd;
+	else
+		l->cmd_head = cmd;
+	l->cmd_tail = cmd;
+	pthread_mutex_unlock(&l->mu);
+	ssock__wake(l);
+}
+
+/* Runs the posted commands. Loop thread (drive_mu held). */
+static void run_commands(ssock_loop *l)
+{
+	pthread_mutex_lock(&l->mu);
+	ssock__cmd *cmd = l->cmd_head;
+	l->cmd_head = l->cmd_tail = NULL;
+	pthread_mutex_unlock(&l->mu);
+	while (cmd) {
+		ssock__cmd *next = cmd->next;
+		cmd->fn(cmd);
+		if (cmd->sync) {
+			pthread_mutex_lock(&l->mu);
+			cmd->done = true;
+			pthread_cond_broadcast(&l->cv);
+			pthread_mutex_unlock(&l->mu);
+		} else {
+			free(cmd);
+		}
+		cmd = next;
+	}
+}
+
+static void on_wake(ssock__io *io, uint32_t revents)
+{
+	(void)revents;
+	ssock_loop *l = (ssock_loop *)((char *)io - offsetof(ssock_loop, wake_io));
+	uint64_t v;
+	/* Clear the flag before reading the queues so a post that lands after
+	 * this point writes the eventfd again instead of being missed. */
+	atomic_store(&l->wake_pending, 0);
+	while (read(io->fd, &v, sizeof v) < 0 && errno == EINTR) {
+	}
+	ssock__take_xq(l);
+	run_commands(l);
+}
+
+/* Runs the loop code for one batch. Caller holds drive_mu. */
+static void enter(ssock_loop *l)
+{
+	current_loop = l;
+	l->now = ssock__now_ms();
+}
+
+static void leave(ssock_loop *l)
+{
+	(void)l;
+	current_loop = NULL;
+}
+
+int ssock__call(ssock_loop *l, void (*fn)(ssock__cmd *cmd), void *arg, uint64_t id)
+{
+	ssock__cmd cmd = {.fn = fn, .arg = arg, .id = id, .sync = true};
+	if (ssock__on_loop(l)) {
+		fn(&cmd);
+		return cmd.result;
+	}
+	ssock__post(l, &cmd);
+	pthread_mutex_lock(&l->mu);
+	while (!cmd.done) {
+		if (!l->has_thread && !l->driving) {
+			/* Nobody runs this loop now: run the queued commands here. */
+			pthread_mutex_unlock(&l->mu);
+			pthread_mutex_lock(&l->drive_mu);
+			enter(l);
+			ssock__take_xq(l);
+			run_commands(l);
+			ssock__flush_all(l);
+			leave(l);
+			pthread_mutex_unlock(&l->drive_mu);
+			pthread_mutex_lock(&l->mu);
+			continue;
+		}
+		pthread_cond_wait(&l->cv, &l->mu);
+	}
+	pthread_mutex_unlock(&l->mu);
+	return cmd.result;
+}
+
+/* ------------------------------------------------------------- one pass */
+
+static int run_once(ssock_loop *l, int timeout_ms)
+{
+	struct epoll_event evs[MAX_EVENTS];
+	int n = epoll_wait(l->epfd, evs, MAX_EVENTS, next_timeout(l, timeout_ms));
+	if (n < 0 && errno != EINTR)
+		return ssock__errno();
+	pthread_mutex_lock(&l->drive_mu);
+	enter(l);
+	for (int i = 0; i < n; i++) {
+		ssock__io *io = evs[i].data.ptr;
+		io->on_io(io, evs[i].events);
+	}
+	l->now = ssock__now_ms();
+	run_timers(l);
+	ssock__flush_all(l);
+	leave(l);
+	pthread_mutex_unlock(&l->drive_mu);
+	return 0;
+}
+
+static void *thread_main(void *arg)
+{
+	ssock_loop *l = arg;
+	for (;;) {
+		pthread_mutex_lock(&l->mu);
+		bool stop = l->stopping;
+		pthread_mutex_unlock(&l->mu);
+		if (stop)
+			break;
+		run_once(l, -1);
+	}
+	return NULL;
+}
+
+int ssock_loop_run(ssock_loop *l, int timeout_ms)
+{
+	if (!l)
+		return SSOCK_EINVAL;
+	pthread_mutex_lock(&l->mu);
+	if (l->has_thread || l->driving) {
+		pthread_mutex_unlock(&l->mu);
+		return SSOCK_EBUSY;
+	}
+	l->driving = true;
+	pthread_mutex_unlock(&l->mu);
+	int rc = run_once(l, timeout_ms);
+	pthread_mutex_lock(&l->mu);
+	l->driving = false;
+	pthread_cond_broadcast(&l->cv);
+	pthread_mutex_unlock(&l->mu);
+	return rc;
+}
+
+int ssock_loop_start(ssock_loop *l)
+{
+	if (!l)
+		return SSOCK_EINVAL;
+	pthread_mutex_lock(&l->mu);
+	if (l->has_thread || l->driving) {
+		pthread_mutex_unlock(&l->mu);
+		return SSOCK_EBUSY;
+	}
+	l->stopping = false;
+	int rc = pthread_create(&l->thread, NULL, thread_main, l);
+	if (rc == 0)
+		l->has_thread = true;
+	pthread_mutex_unlock(&l->mu);
+	return -rc;
+}
+
+static void stop_cmd(ssock__cmd *cmd)
+{
+	(void)cmd; /* the wakeup itself is the point: thread_main sees stopping */
+}
+
+int ssock_loop_stop(ssock_loop *l)
+{
+	if (!l)
+		return SSOCK_EINVAL;
+	if (ssock__on_loop(l))
+		return SSOCK_ELOOPTHREAD;
+	pthread_mutex_lock(&l->mu);
+	if (!l->has_thread) {
+		pthread_mutex_unlock(&l->mu);
+		return 0;
+	}
+	l->stopping = true;
+	pthread_mutex_unlock(&l->mu);
+	ssock__cmd *cmd = calloc(1, sizeof *cmd);
+	if (cmd) {
+		cmd->fn = stop_cmd;
+		ssock__post(l, cmd);
+	} else {
+		ssock__wake(l);
+	}
+	pthread_join(l->thread, NULL);
+	pthread_mutex_lock(&l->mu);
+	l->has_thread = false;
+	pthread_mutex_unlock(&l->mu);
+	return 0;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+int ssock_loop_new(ssock_loop **out)
+{
+	if (!out)
+		return SSOCK_EINVAL;
+	*out = NULL;
+	ssock_loop *l = calloc(1, sizeof *l);
+	if (!l)
+		return SSOCK_ENOMEM;
+	l->epfd = -1;
+	l->wake_io.fd = -1;
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&l->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_mutex_init(&l->mu, NULL);
+	pthread_mutex_init(&l->drive_mu, NULL);
+	int rc = 0;
+	l->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (l->epfd < 0)
+		rc = ssock__errno();
+	if (rc == 0) {
+		l->wake_io.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		l->wake_io.on_io = on_wake;
+		if (l->wake_io.fd < 0)
+			rc = ssock__errno();
+	}
+	if (rc == 0)
+		rc = ssock__io_set(l, &l->wake_io, EPOLLIN);
+	if (rc == 0)
+		rc = ssock__loop_rbuf(l, SSOCK__DEFAULT_READ_SIZE);
+	if (rc != 0) {
+		ssock_loop_free(l);
+		return rc;
+	}
+	*out = l;
+	return 0;
+}
+
+int ssock_loop_free(ssock_loop *l)
+{
+	if (!l)
+		return 0;
+	if (ssock__on_loop(l))
+		return SSOCK_ELOOPTHREAD;
+	pthread_mutex_lock(&l->mu);
+	int users = l->users;
+	pthread_mutex_unlock(&l->mu);
+	if (users > 0)
+		return SSOCK_EBUSY;
+	ssock_loop_stop(l);
+	/* Commands posted after the last pass are dropped unrun. */
+	for (ssock__cmd *c = l->cmd_head, *next; c; c = next) {
+		next = c->next;
+		if (!c->sync)
+			free(c);
+	}
+	while (l->free_chunks) {
+		ssock__chunk *ch = l->free_chunks;
+		l->free_chunks = ch->next;
+		free(ch);
+	}
+	if (l->wake_io.fd >= 0)
+		close(l->wake_io.fd);
+	if (l->epfd >= 0)
+		close(l->epfd);
+	ssock__table_free(&l->conns);
+	free(l->heap);
+	free(l->rbuf);
+	pthread_mutex_destroy(&l->mu);
+	pthread_mutex_destroy(&l->drive_mu);
+	pthread_cond_destroy(&l->cv);
+	free(l);
+	return 0;
+}
+
+int ssock__loop_rbuf(ssock_loop *l, size_t size)
+{
+	if (l->rbuf_size >= size)
+		return 0;
+	uint8_t *b = realloc(l->rbuf, size);
+	if (!b)
+		return SSOCK_ENOMEM;
+	l->rbuf = b;
+	l->rbuf_size = size;
+	return 0;
+}
+
+/* A server or client takes a loop: the one given (shared) or a new one of
+ * its own, started on a background thread. */
+int ssock__loop_acquire(ssock_loop **loopp, ssock_loop *given, bool *owned)
+{
+	ssock_loop *l = given;
+	*owned = false;
+	if (!l) {
+		int rc = ssock_loop_new(&l);
+		if (rc != 0)
+			return rc;
+		*owned = true;
+	}
+	pthread_mutex_lock(&l->mu);
+	l->users++;
+	pthread_mutex_unlock(&l->mu);
+	*loopp = l;
+	return 0;
+}
+
+void ssock__loop_release(ssock_loop *l, bool owned)
+{
+	pthread_mutex_lock(&l->mu);
+	l->users--;
+	pthread_mutex_unlock(&l->mu);
+	if (owned)
+		ssock_loop_free(l);
+}
+
+/* ------------------------------------------------------- id -> conn table */
+
+static size_t slot_of(uint64_t id, size_t cap)
+{
+	/* Ids are sequential: a multiplicative hash spreads them. */
+	return (size_t)((id * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
+}
+
+static int table_grow(ssock__table *t)
+{
+	size_t cap = t->cap ? t->cap * 2 : 64;
+	if (t->count * 4 < t->cap)
+		cap = t->cap; /* mostly tombstones: rehash in place */
+	struct ssock__slot *slots = calloc(cap, sizeof *slots);
+	if (!slots)
+		return SSOCK_ENOMEM;
+	for (size_t i = 0; i < t->cap; i++) {
+		uint64_t id = t->slots[i].id;
+		if (id == 0 || id == UINT64_MAX)
+			continue;
+		size_t j = slot_of(id, cap);
+		while (slots[j].id)
+			j = (j + 1) & (cap - 1);
+		slots[j] = t->slots[i];
+	}
+	free(t->slots);
+	t->slots = slots;
+	t->cap = cap;
+	t->used = t->count;
+	return 0;
+}
+
+int ssock__table_put(ssock__table *t, uint64_t id, ssock_conn *conn)
+{
+	if ((t->used + 1) * 4 > t->cap * 3) {
+		int rc = table_grow(t);
+		if (rc != 0)
+			return rc;
+	}
+	size_t i = slot_of(id, t->cap);
+	while (t->slots[i].id != 0 && t->slots[i].id != UINT64_MAX)
+		i = (i + 1) & (t->cap - 1);
+	if (t->slots[i].id == 0)
+		t->used++;
+	t->slots[i].id = id;
+	t->slots[i].conn = conn;
+	t->count++;
+	return 0;
+}
+
+static struct ssock__slot *table_find(const ssock__table *t, uint64_t id)
+{
+	if (t->cap == 0 || id == 0 || id == UINT64_MAX)
+		return NULL;
+	size_t i = slot_of(id, t->cap);
+	while (t->slots[i].id != 0) {
+		if (t->slots[i].id == id)
+			return &t->slots[i];
+		i = (i + 1) & (t->cap - 1);
+	}
+	return NULL;
+}
+
+ssock_conn *ssock__table_get(const ssock__table *t, uint64_t id)
+{
+	struct ssock__slot *s = table_find(t, id);
+	return s ? s->conn : NULL;
+}
+
+void ssock__table_del(ssock__table *t, uint64_t id)
+{
+	struct ssock__slot *s = table_find(t, id);
+	if (!s)
+		return;
+	s->id = UINT64_MAX;
+	s->conn = NULL;
+	t->count--;
+}
+
+void ssock__table_free(ssock__table *t)
+{
+	free(t->slots);
+	memset(t, 0, sizeof *t);
+}

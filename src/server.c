@@ -1,0 +1,416 @@
+/*
+ * The TCP server: listeners, accepting (with the connection limit and a
+ * pause that never spins when fds run out), and the server API. Connections
+ * themselves are conn.c's.
+ */
+#include "internal.h"
+
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#define ACCEPTS_PER_WAKEUP 64
+#define MAX_LISTENERS 64
+
+typedef struct listener {
+	ssock__io io;
+	ssock_addr addr;
+	ssock_server *srv;
+} listener;
+
+struct ssock_server {
+	ssock__ep ep;
+	int backlog;
+	int max_conns;
+	pthread_mutex_t lmu; /* guards ls/nls for other threads */
+	listener *ls[MAX_LISTENERS];
+	int nls;
+	bool user_paused;    /* loop only */
+	bool fd_paused;      /* loop only: out of fds, retry timer armed */
+	bool closed;         /* loop only */
+	ssock__timer retry;
+};
+
+/* ------------------------------------------------------------ listening */
+
+static int bind_one(const ssock_addr *a, int backlog, int *fdp, ssock_addr *bound)
+{
+	int fd = socket(a->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return ssock__errno();
+	int one = 1, zero = 0;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	/* "[::]:PORT" serves IPv4 too, so ":PORT" is one dual-stack socket. */
+	if (a->u.sa.sa_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+	int rc = 0;
+	if (bind(fd, &a->u.sa, a->len) != 0 || listen(fd, backlog) != 0)
+		rc = ssock__errno();
+	if (rc == 0) {
+		bound->len = sizeof bound->u;
+		if (getsockname(fd, &bound->u.sa, &bound->len) != 0)
+			rc = ssock__errno();
+	}
+	if (rc != 0) {
+		close(fd);
+		return rc;
+	}
+	*fdp = fd;
+	return 0;
+}
+
+/* Binds the first address text resolves to that accepts a bind. */
+static int open_listener(ssock_server *srv, const char *text, listener **out)
+{
+	ssock_addr addrs[16];
+	int n = ssock_addr_resolve(text, 1, addrs, 16);
+	if (n < 0)
+		return n;
+	listener *L = calloc(1, sizeof *L);
+	if (!L)
+		return SSOCK_ENOMEM;
+	int rc = SSOCK_EBADADDR;
+	for (int i = 0; i < n; i++) {
+		rc = bind_one(&addrs[i], srv->backlog, &L->io.fd, &L->addr);
+		if (rc == 0)
+			break;
+	}
+	if (rc != 0) {
+		free(L);
+		return rc;
+	}
+	L->srv = srv;
+	*out = L;
+	return 0;
+}
+
+static void update_listeners(ssock_server *srv)
+{
+	bool on = !srv->user_paused && !srv->fd_paused && !srv->closed;
+	for (int i = 0; i < srv->nls; i++) {
+		int rc = ssock__io_set(srv->ep.loop, &srv->ls[i]->io, on ? EPOLLIN : 0);
+		if (rc != 0)
+			ssock__ep_error(&srv->ep, rc, "listen", 0, &srv->ls[i]->addr);
+	}
+}
+
+static void retry_accept(ssock__timer *t)
+{
+	ssock_server *srv = (ssock_server *)((char *)t - offsetof(ssock_server, retry));
+	srv->fd_paused = false;
+	update_listeners(srv);
+}
+
+/* Out of fds (or kernel memory): stop accepting for a while instead of
+ * spinning on a listener that stays readable. */
+static void pause_for_fds(ssock_server *srv, int code, const ssock_addr *where)
+{
+	ssock__ep_error(&srv->ep, code, "accept", 0, where);
+	srv->fd_paused = true;
+	update_listeners(srv);
+	ssock__timer_start(srv->ep.loop, &srv->retry, srv->ep.loop->now + SSOCK__ACCEPT_RETRY_MS);
+}
+
+static void on_accept(ssock__io *io, uint32_t revents)
+{
+	(void)revents;
+	listener *L = (listener *)io;
+	ssock_server *srv = L->srv;
+	for (int i = 0; i < ACCEPTS_PER_WAKEUP && !srv->fd_paused && !srv->user_paused; i++) {
+		ssock_addr peer;
+		peer.len = sizeof peer.u;
+		int fd = accept4(io->fd, &peer.u.sa, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			int err = errno;
+			if (err == EAGAIN || err == EWOULDBLOCK)
+				return;
+			if (err == EINTR || err == ECONNABORTED || err == EPROTO || err == EPERM)
+				continue;
+			if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+				pause_for_fds(srv, -err, &L->addr);
+				return;
+			}
+			ssock__ep_error(&srv->ep, -err, "accept", 0, &L->addr);
+			return;
+		}
+		if (srv->max_conns > 0 && srv->ep.nconns >= srv->max_conns) {
+			ssock__ep_error(&srv->ep, SSOCK_ELIMIT, "accept", 0, &peer);
+			close(fd);
+			continue;
+		}
+		int rc = ssock__socket_opts(fd, srv->ep.cfg.keepalive_s);
+		if (rc != 0) {
+			ssock__ep_error(&srv->ep, rc, "accept", 0, &peer);
+			close(fd);
+			continue;
+		}
+		ssock__conn_open(&srv->ep, fd, &peer);
+	}
+}
+
+static void attach_cmd(ssock__cmd *cmd)
+{
+	listener *L = cmd->arg;
+	ssock_server *srv = L->srv;
+	if (srv->nls == MAX_LISTENERS) {
+		cmd->result = SSOCK_EINVAL;
+		return;
+	}
+	L->io.on_io = on_accept;
+	pthread_mutex_lock(&srv->lmu);
+	srv->ls[srv->nls++] = L;
+	pthread_mutex_unlock(&srv->lmu);
+	cmd->result = srv->nls - 1;
+	update_listeners(srv);
+}
+
+/* ------------------------------------------------------------- lifecycle */
+
+static int check_opts(const ssock_server_opts *o)
+{
+	if (!o || !o->listen || o->backlog < 0 || o->max_conns < 0 || o->error_log_max < 0)
+		return SSOCK_EINVAL;
+	return 0;
+}
+
+static ssock__cfg server_cfg(const ssock_server_opts *o)
+{
+	ssock__cfg cfg = {
+		.framing = o->framing,
+		.max_message = o->max_message,
+		.read_size = o->read_size,
+		.send_queue_max = o->send_queue_max,
+		.idle_timeout_ms = o->idle_timeout_ms,
+		.read_timeout_ms = o->read_timeout_ms,
+		.keepalive_s = o->keepalive_s,
+		.on_connect = o->on_connect,
+		.on_message = o->on_message,
+		.on_disconnect = o->on_disconnect,
+		.on_error = o->on_error,
+		.user = o->user,
+	};
+	return cfg;
+}
+
+static void free_server(ssock_server *srv)
+{
+	for (int i = 0; i < srv->nls; i++) {
+		close(srv->ls[i]->io.fd);
+		free(srv->ls[i]);
+	}
+	ssock__ep_destroy(&srv->ep);
+	pthread_mutex_destroy(&srv->lmu);
+	free(srv);
+}
+
+int ssock_server_new(ssock_server **out, const ssock_server_opts *opts)
+{
+	if (!out)
+		return SSOCK_EINVAL;
+	*out = NULL;
+	int rc = check_opts(opts);
+	if (rc != 0)
+		return rc;
+	ssock_server *srv = calloc(1, sizeof *srv);
+	if (!srv)
+		return SSOCK_ENOMEM;
+	pthread_mutex_init(&srv->lmu, NULL);
+	srv->backlog = opts->backlog ? opts->backlog : SOMAXCONN;
+	srv->max_conns = opts->max_conns;
+	ssock__timer_init(&srv->retry, retry_accept);
+	ssock__cfg cfg = server_cfg(opts);
+	rc = ssock__ep_init(&srv->ep, opts->loop, &cfg, opts->inbox_max, opts->inbox_max_bytes,
+			    opts->error_log_max, false);
+	if (rc != 0) {
+		pthread_mutex_destroy(&srv->lmu);
+		free(srv);
+		return rc;
+	}
+	rc = ssock_server_listen(srv, opts->listen);
+	if (rc >= 0 && srv->ep.owns_loop)
+		rc = ssock_loop_start(srv->ep.loop);
+	if (rc < 0) {
+		free_server(srv);
+		return rc;
+	}
+	*out = srv;
+	return 0;
+}
+
+int ssock_server_listen(ssock_server *srv, const char *addr)
+{
+	if (!srv || !addr)
+		return SSOCK_EINVAL;
+	listener *L;
+	int rc = open_listener(srv, addr, &L);
+	if (rc != 0)
+		return rc;
+	rc = ssock__call(srv->ep.loop, attach_cmd, L, 0);
+	if (rc < 0) {
+		close(L->io.fd);
+		free(L);
+	}
+	return rc;
+}
+
+static void shutdown_cmd(ssock__cmd *cmd)
+{
+	ssock_server *srv = cmd->arg;
+	srv->closed = true;
+	update_listeners(srv);
+	ssock__timer_stop(srv->ep.loop, &srv->retry);
+	srv->ep.paused_head = NULL;
+	ssock__ep_close_all(&srv->ep, SSOCK_ESHUTDOWN);
+}
+
+int ssock_server_close(ssock_server *srv)
+{
+	if (!srv)
+		return 0;
+	if (ssock__on_loop(srv->ep.loop))
+		return SSOCK_ELOOPTHREAD;
+	/* No inbox command can be posted after this, so shutdown_cmd runs
+	 * after every command that names this server. */
+	ssock__inbox_close(&srv->ep.inbox);
+	ssock__call(srv->ep.loop, shutdown_cmd, srv, 0);
+	if (srv->ep.owns_loop)
+		ssock_loop_stop(srv->ep.loop);
+	free_server(srv);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ API */
+
+int ssock_server_addr(ssock_server *srv, int index, ssock_addr *out)
+{
+	if (!srv || !out)
+		return SSOCK_EINVAL;
+	int rc = SSOCK_EINVAL;
+	pthread_mutex_lock(&srv->lmu);
+	if (index >= 0 && index < srv->nls) {
+		*out = srv->ls[index]->addr;
+		rc = 0;
+	}
+	pthread_mutex_unlock(&srv->lmu);
+	return rc;
+}
+
+int ssock_server_send(ssock_server *srv, uint64_t id, const void *data, size_t len)
+{
+	if (!srv)
+		return SSOCK_EINVAL;
+	return ssock__send_id(&srv->ep, id, data, len, 0);
+}
+
+int ssock_server_send_timeout(ssock_server *srv, uint64_t id, const void *data, size_t len,
+			      int timeout_ms)
+{
+	if (!srv)
+		return SSOCK_EINVAL;
+	return ssock__send_id(&srv->ep, id, data, len, timeout_ms);
+}
+
+struct bcast {
+	ssock_server *srv;
+	const void *data;
+	size_t len;
+};
+
+static void broadcast_cmd(ssock__cmd *cmd)
+{
+	struct bcast *b = cmd->arg;
+	ssock__ep *ep = &b->srv->ep;
+	int sent = 0;
+	for (ssock_conn *c = ep->conns_head; c; c = c->next) {
+		int rc = ssock__conn_send(c, b->data, b->len);
+		if (rc == 0) {
+			sent++;
+		} else if (rc == SSOCK_EMSGSIZE || rc == SSOCK_EFRAMING || rc == SSOCK_ENOMEM) {
+			cmd->result = rc; /* the same for every connection */
+			return;
+		} else if (rc != SSOCK_ECLOSED) {
+			ssock__ep_error(ep, rc, "broadcast", c->id, &c->peer);
+		}
+	}
+	cmd->result = sent;
+}
+
+int ssock_server_broadcast(ssock_server *srv, const void *data, size_t len)
+{
+	if (!srv || (!data && len > 0))
+		return SSOCK_EINVAL;
+	struct bcast b = {srv, data, len};
+	return ssock__call(srv->ep.loop, broadcast_cmd, &b, 0);
+}
+
+static void disconnect_cmd(ssock__cmd *cmd)
+{
+	ssock_server *srv = cmd->arg;
+	ssock_conn *c = ssock__table_get(&srv->ep.loop->conns, cmd->id);
+	if (!c || c->ep != &srv->ep) {
+		cmd->result = SSOCK_ENOCONN;
+		return;
+	}
+	cmd->result = ssock_conn_close(c);
+}
+
+int ssock_server_disconnect(ssock_server *srv, uint64_t id)
+{
+	if (!srv)
+		return SSOCK_EINVAL;
+	return ssock__call(srv->ep.loop, disconnect_cmd, srv, id);
+}
+
+int ssock_server_conns(ssock_server *srv, ssock_conn_info *out, int max)
+{
+	if (!srv || max < 0 || (!out && max > 0))
+		return SSOCK_EINVAL;
+	ssock_loop *l = srv->ep.loop;
+	pthread_mutex_lock(&l->mu);
+	int i = 0;
+	for (ssock_conn *c = srv->ep.conns_head; c && i < max; c = c->next, i++) {
+		out[i].id = c->id;
+		out[i].peer = c->peer;
+		out[i].queued = atomic_load(&c->queued);
+	}
+	int total = srv->ep.nconns;
+	pthread_mutex_unlock(&l->mu);
+	return total;
+}
+
+static void pause_cmd(ssock__cmd *cmd)
+{
+	ssock_server *srv = cmd->arg;
+	srv->user_paused = cmd->id != 0;
+	update_listeners(srv);
+}
+
+int ssock_server_pause(ssock_server *srv)
+{
+	if (!srv)
+		return SSOCK_EINVAL;
+	return ssock__call(srv->ep.loop, pause_cmd, srv, 1);
+}
+
+int ssock_server_resume(ssock_server *srv)
+{
+	if (!srv)
+		return SSOCK_EINVAL;
+	return ssock__call(srv->ep.loop, pause_cmd, srv, 0);
+}
+
+int ssock_server_next_event(ssock_server *srv, ssock_event *ev, int timeout_ms)
+{
+	if (!srv)
+		return SSOCK_EINVAL;
+	return ssock__inbox_next(&srv->ep, ev, timeout_ms);
+}
+
+int ssock_server_errors(ssock_server *srv, ssock_error_info *out, int max, int clear)
+{
+	if (!srv || max < 0)
+		return SSOCK_EINVAL;
+	return ssock__errlog_read(&srv->ep.errlog, out, max, clear);
+}

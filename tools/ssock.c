@@ -1,0 +1,456 @@
+/*
+ * ssock: the command-line tool. `ssock echo` serves an echo of every
+ * message; `ssock chat` sends stdin's lines as messages and prints replies.
+ * The contract (output lines, exit codes) is DESIGN.md's: tests and
+ * benchmarks drive it, so keep it exact.
+ */
+#include "ssock.h"
+
+#include <getopt.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#define EXIT_RUNTIME 1
+#define EXIT_USAGE 2
+
+static const char *prog = "ssock";
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: %s <command> [options]\n"
+		"\n"
+		"commands:\n"
+		"  echo --listen ADDR [--framing u32|line|raw] [--max-conns N] [--max-msg BYTES]\n"
+		"        serve an echo of every message; prints 'listening on HOST:PORT'\n"
+		"  chat ADDR [--framing u32|line|raw] [--wait MS]\n"
+		"        send each stdin line as a message, print each message received\n"
+		"\n"
+		"ADDR is HOST:PORT, [IPV6]:PORT or :PORT (all addresses).\n"
+		"options:\n"
+		"  --version   print the version and exit\n"
+		"  --help      print this help and exit\n",
+		prog);
+}
+
+static int usage_error(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "%s: ", prog);
+	fprintf(stderr, fmt, arg);
+	fputc('\n', stderr);
+	usage(stderr);
+	return EXIT_USAGE;
+}
+
+/* Options shared by the subcommands. */
+struct opts {
+	const char *addr;
+	ssock_framing framing;
+	int max_conns;
+	uint32_t max_msg;
+	int wait_ms;
+	bool udp;
+};
+
+static bool parse_uint(const char *s, unsigned long long max, unsigned long long *out)
+{
+	char *end;
+	if (!s || !*s || *s == '-')
+		return false;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || *end || v > max)
+		return false;
+	*out = v;
+	return true;
+}
+
+enum { OPT_LISTEN = 256, OPT_FRAMING, OPT_UDP, OPT_MAX_CONNS, OPT_MAX_MSG, OPT_WAIT, OPT_HELP };
+
+static const struct option long_opts[] = {
+	{"listen", required_argument, NULL, OPT_LISTEN},
+	{"framing", required_argument, NULL, OPT_FRAMING},
+	{"udp", no_argument, NULL, OPT_UDP},
+	{"max-conns", required_argument, NULL, OPT_MAX_CONNS},
+	{"max-msg", required_argument, NULL, OPT_MAX_MSG},
+	{"wait", required_argument, NULL, OPT_WAIT},
+	{"help", no_argument, NULL, OPT_HELP},
+	{NULL, 0, NULL, 0},
+};
+
+/* Parses argv after the subcommand. Returns 0, EXIT_USAGE, or -1 for --help. */
+static int parse_opts(int argc, char **argv, struct opts *o)
+{
+	unsigned long long v;
+	optind = 1;
+	opterr = 0;
+	for (;;) {
+		int c = getopt_long(argc, argv, "+", long_opts, NULL);
+		if (c == -1)
+			break;
+		switch (c) {
+		case OPT_LISTEN:
+			o->addr = optarg;
+			break;
+		case OPT_FRAMING:
+			if (ssock_framing_parse(optarg, &o->framing) != 0 ||
+			    o->framing == SSOCK_FRAMING_TINYPROTO)
+				return usage_error("unknown framing '%s' (u32, line or raw)", optarg);
+			break;
+		case OPT_UDP:
+			o->udp = true;
+			break;
+		case OPT_MAX_CONNS:
+			if (!parse_uint(optarg, INT32_MAX, &v))
+				return usage_error("--max-conns takes a whole number, not '%s'", optarg);
+			o->max_conns = (int)v;
+			break;
+		case OPT_MAX_MSG:
+			if (!parse_uint(optarg, UINT32_MAX, &v) || v == 0)
+				return usage_error("--max-msg takes 1 to 4294967295 bytes, not '%s'", optarg);
+			o->max_msg = (uint32_t)v;
+			break;
+		case OPT_WAIT:
+			if (!parse_uint(optarg, INT32_MAX, &v))
+				return usage_error("--wait takes milliseconds, not '%s'", optarg);
+			o->wait_ms = (int)v;
+			break;
+		case OPT_HELP:
+			return -1;
+		default:
+			return usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
+		}
+	}
+	return 0;
+}
+
+/* The tool may hold many connections: use every fd the hard limit allows.
+ * (The library itself never changes process-wide settings.) */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+/* ---------------------------------------------------------------- echo */
+
+static void echo_message(ssock_conn *c, const void *data, size_t len, void *user)
+{
+	(void)user;
+	int rc = ssock_conn_send(c, data, len);
+	if (rc != 0) {
+		/* A peer that never reads: drop it rather than its messages. */
+		char peer[SSOCK_ADDRSTRLEN];
+		ssock_addr_format(ssock_conn_peer(c), peer, sizeof peer);
+		fprintf(stderr, "%s: echo to %s failed: %s; closing it\n", prog, peer, ssock_strerror(rc));
+		ssock_conn_close(c);
+	}
+}
+
+static void echo_error(const ssock_error_info *e, void *user)
+{
+	(void)user;
+	char peer[SSOCK_ADDRSTRLEN] = "-";
+	if (e->peer.len)
+		ssock_addr_format(&e->peer, peer, sizeof peer);
+	fprintf(stderr, "%s: %s (%s): %s\n", prog, e->op, peer, ssock_strerror(e->code));
+}
+
+static int cmd_echo(int argc, char **argv)
+{
+	struct opts o = {0};
+	int rc = parse_opts(argc, argv, &o);
+	if (rc != 0)
+		return rc < 0 ? (usage(stdout), 0) : rc;
+	if (!o.addr)
+		return usage_error("%s", "echo needs --listen ADDR");
+	if (optind < argc)
+		return usage_error("unexpected argument '%s'", argv[optind]);
+	if (o.udp) {
+		fprintf(stderr, "%s: --udp is not available in this build yet\n", prog);
+		return EXIT_RUNTIME;
+	}
+	raise_fd_limit();
+
+	/* Block the stop signals before the loop thread starts, so it inherits
+	 * the mask and only sigwait() below ever takes them. */
+	sigset_t stop;
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &stop, NULL);
+
+	ssock_server_opts so = {
+		.listen = o.addr,
+		.framing = o.framing,
+		.max_conns = o.max_conns,
+		.max_message = o.max_msg,
+		.on_message = echo_message,
+		.on_error = echo_error,
+	};
+	ssock_server *srv;
+	rc = ssock_server_new(&srv, &so);
+	if (rc != 0) {
+		fprintf(stderr, "%s: cannot listen on %s: %s\n", prog, o.addr, ssock_strerror(rc));
+		return EXIT_RUNTIME;
+	}
+	ssock_addr bound;
+	char text[SSOCK_ADDRSTRLEN];
+	ssock_server_addr(srv, 0, &bound);
+	ssock_addr_format(&bound, text, sizeof text);
+	printf("listening on %s\n", text);
+	fflush(stdout);
+
+	int sig;
+	sigwait(&stop, &sig);
+	ssock_server_close(srv);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- chat */
+
+struct chat {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	ssock_framing framing;
+	unsigned long long replies, reply_bytes;
+	bool lost;
+	int lost_reason;
+	int wake_fd; /* written when the connection is lost */
+};
+
+static void chat_message(ssock_conn *c, const void *data, size_t len, void *user)
+{
+	(void)c;
+	struct chat *ch = user;
+	fwrite(data, 1, len, stdout);
+	if (ch->framing != SSOCK_FRAMING_RAW)
+		fputc('\n', stdout);
+	fflush(stdout);
+	pthread_mutex_lock(&ch->mu);
+	ch->replies++;
+	ch->reply_bytes += len;
+	pthread_cond_broadcast(&ch->cv);
+	pthread_mutex_unlock(&ch->mu);
+}
+
+static void chat_disconnect(ssock_conn *c, int reason, void *user)
+{
+	(void)c;
+	struct chat *ch = user;
+	pthread_mutex_lock(&ch->mu);
+	ch->lost = true;
+	ch->lost_reason = reason;
+	pthread_cond_broadcast(&ch->cv);
+	pthread_mutex_unlock(&ch->mu);
+	char b = 1;
+	if (write(ch->wake_fd, &b, 1) < 0) {
+		/* the main thread also sees `lost` under the mutex */
+	}
+}
+
+/* stdin read by hand, not through stdio, so poll() can watch it and the
+ * "connection lost" pipe together without stdio holding lines back. */
+struct line_reader {
+	char *buf;
+	size_t len, cap;
+	size_t skip; /* bytes of the line returned last time */
+	bool eof;
+};
+
+/* Returns the next line (NUL-terminated, without "\r\n") and its length
+ * via *n, or NULL at EOF or when lost_fd becomes readable. */
+static char *read_line(struct line_reader *r, int lost_fd, size_t *n)
+{
+	memmove(r->buf, r->buf + r->skip, r->len - r->skip);
+	r->len -= r->skip;
+	r->skip = 0;
+	for (;;) {
+		char *nl = r->len ? memchr(r->buf, '\n', r->len) : NULL;
+		if (nl || (r->eof && r->len > 0)) {
+			size_t end = nl ? (size_t)(nl - r->buf) : r->len;
+			r->skip = nl ? end + 1 : end;
+			if (end > 0 && r->buf[end - 1] == '\r')
+				end--;
+			r->buf[end] = '\0';
+			*n = end;
+			return r->buf;
+		}
+		if (r->eof)
+			return NULL;
+		if (r->cap - r->len < 4096) {
+			size_t cap = r->cap ? r->cap * 2 : 8192;
+			char *b = realloc(r->buf, cap + 1);
+			if (!b)
+				return NULL;
+			r->buf = b;
+			r->cap = cap;
+		}
+		struct pollfd p[2] = {{.fd = STDIN_FILENO, .events = POLLIN},
+				      {.fd = lost_fd, .events = POLLIN}};
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return NULL;
+		}
+		if (p[1].revents)
+			return NULL;
+		ssize_t got = read(STDIN_FILENO, r->buf + r->len, r->cap - r->len);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			r->eof = true;
+		else
+			r->len += (size_t)got;
+	}
+}
+
+/* Waits up to wait_ms for as many replies as messages sent (for raw: as
+ * many bytes). */
+static void wait_replies(struct chat *ch, unsigned long long sent, unsigned long long sent_bytes,
+			 int wait_ms)
+{
+	struct timespec deadline;
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_sec += wait_ms / 1000;
+	deadline.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+	if (deadline.tv_nsec >= 1000000000L) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&ch->mu);
+	for (;;) {
+		bool done = ch->framing == SSOCK_FRAMING_RAW ? ch->reply_bytes >= sent_bytes
+							     : ch->replies >= sent;
+		if (done || ch->lost)
+			break;
+		if (pthread_cond_timedwait(&ch->cv, &ch->mu, &deadline) != 0)
+			break;
+	}
+	pthread_mutex_unlock(&ch->mu);
+}
+
+static int chat_session(ssock_client *cli, struct chat *ch, int lost_fd, int wait_ms,
+			const char *addr)
+{
+	struct line_reader r = {0};
+	unsigned long long sent = 0, sent_bytes = 0;
+	bool bye = false;
+	int rc = 0;
+	for (;;) {
+		size_t n;
+		char *line = read_line(&r, lost_fd, &n);
+		if (!line)
+			break;
+		bye = strcmp(line, "bye") == 0;
+		if (ch->framing == SSOCK_FRAMING_RAW)
+			line[n++] = '\n'; /* raw peers (nc) see the line as typed */
+		rc = ssock_client_send_timeout(cli, line, n, -1);
+		if (rc != 0)
+			break;
+		sent++;
+		sent_bytes += n;
+		if (bye)
+			break;
+	}
+	free(r.buf);
+	if (rc == 0)
+		wait_replies(ch, sent, sent_bytes, wait_ms);
+	pthread_mutex_lock(&ch->mu);
+	bool lost = ch->lost;
+	int reason = ch->lost_reason;
+	pthread_mutex_unlock(&ch->mu);
+	if (rc != 0 && rc != SSOCK_ENOTCONN && rc != SSOCK_ECLOSED) {
+		fprintf(stderr, "%s: send to %s failed: %s\n", prog, addr, ssock_strerror(rc));
+		return EXIT_RUNTIME;
+	}
+	/* After 'bye' the server hanging up is the expected end. */
+	if ((lost || rc != 0) && !bye) {
+		fprintf(stderr, "%s: connection to %s lost: %s\n", prog, addr,
+			reason ? ssock_strerror(reason) : "closed by peer");
+		return EXIT_RUNTIME;
+	}
+	return 0;
+}
+
+static int cmd_chat(int argc, char **argv)
+{
+	struct opts o = {.wait_ms = 1000};
+	int rc = parse_opts(argc, argv, &o);
+	if (rc != 0)
+		return rc < 0 ? (usage(stdout), 0) : rc;
+	if (optind >= argc)
+		return usage_error("%s", "chat needs ADDR");
+	if (optind + 1 < argc)
+		return usage_error("unexpected argument '%s'", argv[optind + 1]);
+	o.addr = argv[optind];
+	if (o.udp) {
+		fprintf(stderr, "%s: --udp is not available in this build yet\n", prog);
+		return EXIT_RUNTIME;
+	}
+	int pipefd[2];
+	if (pipe(pipefd) != 0) {
+		perror(prog);
+		return EXIT_RUNTIME;
+	}
+	struct chat ch = {.framing = o.framing, .wake_fd = pipefd[1]};
+	pthread_mutex_init(&ch.mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&ch.cv, &ca);
+	ssock_client_opts co = {
+		.connect = o.addr,
+		.framing = o.framing,
+		.max_message = o.max_msg,
+		.on_message = chat_message,
+		.on_disconnect = chat_disconnect,
+		.user = &ch,
+	};
+	ssock_client *cli;
+	rc = ssock_client_new(&cli, &co);
+	if (rc == 0)
+		rc = ssock_client_connect(cli, -1);
+	if (rc != 0) {
+		fprintf(stderr, "%s: cannot connect to %s: %s\n", prog, o.addr, ssock_strerror(rc));
+		ssock_client_close(cli);
+		return rc == SSOCK_EBADADDR ? EXIT_USAGE : EXIT_RUNTIME;
+	}
+	int code = chat_session(cli, &ch, pipefd[0], o.wait_ms, o.addr);
+	ssock_client_close(cli);
+	close(pipefd[0]);
+	close(pipefd[1]);
+	return code;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	const char *cmd = argv[1];
+	if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+		printf("ssock %s\n", ssock_version());
+		return 0;
+	}
+	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+		usage(stdout);
+		return 0;
+	}
+	if (strcmp(cmd, "echo") == 0)
+		return cmd_echo(argc - 1, argv + 1);
+	if (strcmp(cmd, "chat") == 0)
+		return cmd_chat(argc - 1, argv + 1);
+	return usage_error("unknown command '%s'", cmd);
+}
