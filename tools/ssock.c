@@ -92,7 +92,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	optind = 1;
 	opterr = 0;
 	for (;;) {
-		int c = getopt_long(argc, argv, "+", long_opts, NULL);
+		int c = getopt_long(argc, argv, "", long_opts, NULL);
 		if (c == -1)
 			break;
 		switch (c) {
