@@ -5,6 +5,7 @@
  * .invalid TLD (RFC 6761), which never resolves.
  */
 #include <arpa/inet.h>
+#include <pthread.h>
 
 #include "addr.h"
 #include "ssock.h"
@@ -307,4 +308,40 @@ TEST(addr_port)
 	CHECK_INT(ssock_addr_port(&a), ==, 65535);
 	CHECK_INT(ssock_addr_resolve("[::1]:1", 0, &a, 1), ==, 1);
 	CHECK_INT(ssock_addr_port(&a), ==, 1);
+}
+
+/* ------------------------------------------------------------------------ */
+/* threads                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static void *resolve_many(void *arg)
+{
+	static const char *const texts[] = {"127.0.0.1:1", "[::1]:2", ":3", "localhost:4"};
+	long bad = 0;
+	(void)arg;
+	for (int i = 0; i < 200; i++) {
+		const char *t = texts[i % 4];
+		ssock_addr a[8];
+		char buf[SSOCK_ADDRSTRLEN];
+		int n = ssock_addr_resolve(t, i & 1, a, 8);
+		if (n < 1 || ssock_addr_port(&a[0]) != i % 4 + 1 ||
+		    ssock_addr_format(&a[0], buf, sizeof buf) <= 0)
+			bad++;
+	}
+	return (void *)bad;
+}
+
+TEST(resolve_from_many_threads)
+{
+	/* no static state anywhere: every thread gets its own right answers */
+	pthread_t th[8];
+	for (int i = 0; i < 8; i++)
+		CHECK_INT(pthread_create(&th[i], NULL, resolve_many, NULL), ==, 0);
+	long bad = 0;
+	for (int i = 0; i < 8; i++) {
+		void *r;
+		pthread_join(th[i], &r);
+		bad += (long)r;
+	}
+	CHECK_INT(bad, ==, 0);
 }
