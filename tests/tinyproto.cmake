@@ -1,0 +1,1 @@
+ssock_test(test_tinyproto_codec LABELS unit)
