@@ -60,6 +60,16 @@ struct conn {
     uint64_t tx_off;   /* wire bytes sent */
     uint64_t tx_end;   /* wire bytes queued: messages queued * wire.msg */
     uint64_t rx_off;   /* wire bytes received and verified */
+    uint64_t queued;   /* messages queued (tx_end / wire.msg, kept to avoid dividing) */
+    uint64_t echoed;   /* messages received whole */
+};
+
+/* A position in a connection's expected byte stream. It advances without dividing: the
+ * per-segment divisions were a visible share of the load generator's time, and the load
+ * generator must stay cheaper than the servers it measures. */
+struct cursor {
+    uint64_t in;   /* offset inside the current message, header included */
+    uint32_t ppos; /* pattern index of the next payload byte */
 };
 
 /* Log-linear latency histogram in nanoseconds: 64 linear buckets per power of two, so
@@ -83,7 +93,8 @@ static uint8_t pat[2 * PAT_LEN]; /* doubled, so any PAT_LEN bytes from any start
 static uint8_t rbuf[IO_BUF], tbuf[IO_BUF];
 static int ep = -1;
 static struct conn *conns;
-static uint64_t *stamps; /* queue time of each outstanding message: conns * depth */
+static uint64_t *stamps; /* queue time of each outstanding message: conns * ring */
+static uint64_t ring;    /* stamps per connection: depth rounded up to a power of two */
 static struct hist hist;
 static struct {
     int measuring, stopping;
@@ -93,6 +104,7 @@ static struct {
     uint64_t loop_now, last_progress;
     uint64_t next_serial; /* churn: connections started */
     long connecting;
+    uint64_t srv_cpu0, srv_cpu1, own_cpu0, own_cpu1; /* CPU ns at window start and end */
 } st;
 
 /* ---- small utilities ---- */
@@ -196,32 +208,48 @@ static double hist_quantile_us(const struct hist *h, double q)
 
 /* ---- the expected byte stream ---- */
 
-/* Points *p at the expected bytes at wire offset off of connection c and returns how many
- * of them are contiguous there (never past the end of a header or a message). */
-static size_t wire_expect(const struct conn *c, uint64_t off, const uint8_t **p)
+static struct cursor cursor_at(const struct conn *c, uint64_t off)
 {
-    uint64_t m = off / wire.msg, in = off - m * wire.msg, pay, pos;
-    uint64_t size = wire.msg - wire.hdr;
+    uint64_t size = wire.msg - wire.hdr, m = off / wire.msg, in = off - m * wire.msg;
+    uint64_t pay = in > wire.hdr ? in - wire.hdr : 0;
 
-    if (in < wire.hdr) {
-        *p = wire.hdr_bytes + in;
-        return wire.hdr - (size_t)in;
+    return (struct cursor){ in, (uint32_t)((c->seed + m * size + pay) % PAT_LEN) };
+}
+
+/* Points *p at the expected bytes at cur, returns how many of them (at most n) are
+ * contiguous there (never past the end of a header or a message), and moves cur past them.
+ * Payload bytes follow one another through the pattern across messages, so the pattern
+ * index only ever moves forward. */
+static size_t cursor_next(struct cursor *cur, size_t n, const uint8_t **p)
+{
+    size_t k;
+
+    if (cur->in < wire.hdr) {
+        k = min_sz(wire.hdr - cur->in, n);
+        *p = wire.hdr_bytes + cur->in;
+    } else {
+        k = min_sz(min_sz(wire.msg - cur->in, n), PAT_LEN);
+        *p = pat + cur->ppos;
+        cur->ppos += (uint32_t)k;
+        if (cur->ppos >= PAT_LEN)
+            cur->ppos -= PAT_LEN;
     }
-    pay = in - wire.hdr;
-    pos = c->seed + m * size + pay;
-    *p = pat + pos % PAT_LEN;
-    return min_sz(size - pay, PAT_LEN);
+    cur->in += k;
+    if (cur->in == wire.msg)
+        cur->in = 0;
+    return k;
 }
 
 static void wire_fill(const struct conn *c, uint64_t off, uint8_t *dst, size_t n)
 {
+    struct cursor cur = cursor_at(c, off);
+
     while (n > 0) {
         const uint8_t *src;
-        size_t k = min_sz(wire_expect(c, off, &src), n);
+        size_t k = cursor_next(&cur, n, &src);
 
         memcpy(dst, src, k);
         dst += k;
-        off += k;
         n -= k;
     }
 }
@@ -245,10 +273,11 @@ mismatch(const struct conn *c, uint64_t off, const uint8_t *got, const uint8_t *
 static void verify(const struct conn *c, const uint8_t *d, size_t n)
 {
     uint64_t off = c->rx_off;
+    struct cursor cur = cursor_at(c, off);
 
     while (n > 0) {
         const uint8_t *exp;
-        size_t k = min_sz(wire_expect(c, off, &exp), n);
+        size_t k = cursor_next(&cur, n, &exp);
 
         if (memcmp(d, exp, k) != 0) {
             size_t i = 0;
@@ -307,7 +336,7 @@ static int tcp_start(struct conn *c, uint64_t n)
             bench_die("connect: out of local ports (too many connections in TIME_WAIT?):");
         bench_die("connect to %s:", opt.addr_text);
     }
-    c->tx_off = c->tx_end = c->rx_off = 0;
+    c->tx_off = c->tx_end = c->rx_off = c->queued = c->echoed = 0;
     c->state = r == 0 ? C_OPEN : C_CONNECTING;
     return r == 0;
 }
@@ -334,9 +363,8 @@ static void tcp_finish(struct conn *c)
 /* Queues one more message on c, stamped with its queue time. */
 static void queue_one(struct conn *c, uint64_t now)
 {
-    uint64_t m = c->tx_end / wire.msg;
-
-    stamps[(uint64_t)conn_index(c) * (uint64_t)opt.depth + m % (uint64_t)opt.depth] = now;
+    stamps[(uint64_t)conn_index(c) * ring + (c->queued & (ring - 1))] = now;
+    c->queued++;
     c->tx_end += wire.msg;
     st.queued++;
 }
@@ -344,9 +372,7 @@ static void queue_one(struct conn *c, uint64_t now)
 /* Tops c up to depth outstanding messages, unless the run is stopping. */
 static void queue_msgs(struct conn *c, uint64_t now)
 {
-    uint64_t outstanding = (c->tx_end - c->rx_off + wire.msg - 1) / wire.msg;
-
-    for (; !st.stopping && outstanding < (uint64_t)opt.depth; outstanding++)
+    while (!st.stopping && c->queued - c->echoed < (uint64_t)opt.depth)
         queue_one(c, now);
 }
 
@@ -383,13 +409,50 @@ static void flush(struct conn *c)
         set_out(c, c->tx_off < c->tx_end);
 }
 
+/* CPU time (user + system) used so far by process pid, in ns; 0 when unreadable (the
+ * server died: the run fails elsewhere with a better message). Knowing whether the server
+ * or the load generator was the busy one is what makes a ratio meaningful. */
+static uint64_t proc_cpu_ns(long long pid)
+{
+    char path[64], buf[1024];
+    unsigned long long ut, stm;
+    const char *p;
+    size_t n;
+    FILE *f;
+
+    snprintf(path, sizeof path, "/proc/%lld/stat", pid);
+    f = fopen(path, "r");
+    if (!f)
+        return 0;
+    n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* Fields 14 and 15, counted after the ')' that ends the command name. */
+    p = strrchr(buf, ')');
+    if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
+                     &stm) != 2)
+        return 0;
+    return (ut + stm) * (1000000000u / (uint64_t)sysconf(_SC_CLK_TCK));
+}
+
+static uint64_t own_cpu_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static void stop(uint64_t now)
 {
     if (st.stopping)
         return;
     st.stopping = 1;
-    if (st.measuring)
+    if (st.measuring) {
         st.t_end = now;
+        st.own_cpu1 = own_cpu_ns();
+        st.srv_cpu1 = opt.pid > 0 ? proc_cpu_ns(opt.pid) : 0;
+    }
     st.measuring = 0;
 }
 
@@ -398,19 +461,22 @@ static void start_measuring(uint64_t now)
     memset(&hist, 0, sizeof hist);
     st.done = st.bytes = 0;
     st.t_start = now;
+    st.own_cpu0 = own_cpu_ns();
+    st.srv_cpu0 = opt.pid > 0 ? proc_cpu_ns(opt.pid) : 0;
     st.measuring = 1;
 }
 
 /* Accounts messages [first, last) of c as echoed at time now. */
 static void complete(struct conn *c, uint64_t first, uint64_t last, uint64_t now)
 {
-    uint64_t *ring = stamps + (uint64_t)conn_index(c) * (uint64_t)opt.depth;
+    const uint64_t *sent = stamps + (uint64_t)conn_index(c) * ring;
 
+    c->echoed = last;
     for (uint64_t m = first; m < last; m++) {
         st.completed++;
         if (!st.measuring)
             continue;
-        hist_add(&hist, now - ring[m % (uint64_t)opt.depth]);
+        hist_add(&hist, now - sent[m & (ring - 1)]);
         st.done++;
         st.bytes += wire.msg - wire.hdr;
     }
@@ -422,7 +488,7 @@ static void complete(struct conn *c, uint64_t first, uint64_t last, uint64_t now
  * Returns the number of messages completed. */
 static uint64_t absorb(struct conn *c, const uint8_t *d, size_t n)
 {
-    uint64_t before = c->rx_off / wire.msg, after;
+    uint64_t before = c->echoed, after;
 
     if (n > c->tx_off - c->rx_off) {
         fprintf(stderr,
@@ -735,25 +801,22 @@ static void run_idle(struct idle_result *r)
 
 /* ---- udp ---- */
 
-/* Sends datagram number c->tx_end on c: the pattern at its position, exactly size bytes. */
+/* Sends datagram number c->queued on c: the pattern at its position, exactly size bytes. */
 static void udp_send(struct conn *c, uint64_t now)
 {
-    uint64_t m = c->tx_end;
-    const uint8_t *p = pat + (c->seed + m * (uint64_t)opt.size) % PAT_LEN;
+    const uint8_t *p = pat + (c->seed + c->queued * (uint64_t)opt.size) % PAT_LEN;
 
-    stamps[conn_index(c)] = now;
     if (send(c->fd, p, (size_t)opt.size, 0) != (ssize_t)opt.size)
         bench_die("udp socket %u: send:", conn_index(c));
-    c->tx_end++;
-    st.queued++;
+    queue_one(c, now);
 }
 
 /* Checks datagram n (of size bytes) received on c against what was sent. */
 static void udp_check(struct conn *c, ssize_t n)
 {
-    const uint8_t *exp = pat + (c->seed + c->rx_off * (uint64_t)opt.size) % PAT_LEN;
+    const uint8_t *exp = pat + (c->seed + c->echoed * (uint64_t)opt.size) % PAT_LEN;
 
-    if (c->rx_off >= c->tx_end) {
+    if (c->echoed >= c->queued) {
         fprintf(stderr, "loadgen: VERIFY FAILED: udp socket %u: unexpected extra datagram\n",
                 conn_index(c));
         exit(1);
@@ -762,14 +825,14 @@ static void udp_check(struct conn *c, ssize_t n)
         fprintf(stderr,
                 "loadgen: VERIFY FAILED: udp socket %u, datagram %llu: got %zd bytes, sent "
                 "%lld\n",
-                conn_index(c), (unsigned long long)c->rx_off, n, opt.size);
+                conn_index(c), (unsigned long long)c->echoed, n, opt.size);
         exit(1);
     }
     if (memcmp(rbuf, exp, (size_t)n) != 0) {
         fprintf(stderr,
                 "loadgen: VERIFY FAILED: udp socket %u, datagram %llu: content differs from "
                 "what was sent (lost, duplicated, reordered or corrupted)\n",
-                conn_index(c), (unsigned long long)c->rx_off);
+                conn_index(c), (unsigned long long)c->echoed);
         exit(1);
     }
 }
@@ -789,9 +852,8 @@ static void udp_event(struct conn *c, uint32_t events)
             bench_die("udp socket %u: recv (server gone?):", conn_index(c));
         udp_check(c, n);
         now = now_ns();
-        c->rx_off++;
         progress();
-        complete(c, 0, 1, now); /* depth is 1: the send time is the connection's stamp */
+        complete(c, c->echoed, c->echoed + 1, now);
         if (!st.stopping)
             udp_send(c, now);
     }
@@ -850,7 +912,7 @@ static void __attribute__((noreturn)) usage(const char *why)
             "  --warmup S     unmeasured lead-in before the measured window; default 0.2\n"
             "  --count N      also stop after N measured messages (churn: connections)\n"
             "  --raw          no u32 headers: bare payload bytes, for a plain byte echo\n"
-            "  --pid P        server pid whose VmRSS idle reports\n"
+            "  --pid P        server pid: idle reports its VmRSS, other modes its CPU use\n"
             "  --timeout S    fail when nothing moves for S seconds; default 5\n"
             "  --sources N    churn: rotate over N source addresses 127.0.0.x; default 64\n"
             "  --tag T        copied into the result line as tag=T\n");
@@ -976,8 +1038,10 @@ static void setup(void)
         (rlim_t)opt.conns + 16 > rl.rlim_cur)
         bench_die("%ld connections need more than the fd limit %llu (raise ulimit -n)",
                   opt.conns, (unsigned long long)rl.rlim_cur);
+    for (ring = 1; ring < (uint64_t)opt.depth; ring *= 2)
+        ;
     conns = calloc((size_t)opt.conns, sizeof *conns);
-    stamps = calloc((size_t)opt.conns * (size_t)opt.depth, sizeof *stamps);
+    stamps = calloc((size_t)opt.conns * (size_t)ring, sizeof *stamps);
     if (!conns || !stamps)
         bench_die("out of memory for %ld connections", opt.conns);
     ep = epoll_create1(EPOLL_CLOEXEC);
@@ -988,6 +1052,17 @@ static void setup(void)
 static const char *framing_name(void)
 {
     return opt.mode == M_UDP ? "udp" : opt.raw ? "raw" : "u32";
+}
+
+static double cpu_pct(uint64_t cpu_ns, double secs)
+{
+    return secs > 0 ? (double)cpu_ns / 1e9 / secs * 100 : 0;
+}
+
+/* Server CPU per echoed message: stable even when the machine is noisy. */
+static double srv_ns_per_msg(void)
+{
+    return st.done ? (double)(st.srv_cpu1 - st.srv_cpu0) / (double)st.done : 0;
 }
 
 static void report(const struct idle_result *idle)
@@ -1005,6 +1080,11 @@ static void report(const struct idle_result *idle)
            (unsigned long long)st.done, unit, rate, mbps);
     printf("  %s p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max %.1f us; every byte verified\n",
            opt.mode == M_CHURN ? "connect-to-echo" : "round trip", p50, p99, p999, max);
+    if (!idle && opt.pid > 0 && st.srv_cpu1 >= st.srv_cpu0 && st.srv_cpu1 > 0)
+        printf("  server CPU %.0f%% (%.0f ns per %s), load generator CPU %.0f%%\n",
+               cpu_pct(st.srv_cpu1 - st.srv_cpu0, secs), srv_ns_per_msg(),
+               opt.mode == M_CHURN ? "connection" : "message",
+               cpu_pct(st.own_cpu1 - st.own_cpu0, secs));
     if (idle && opt.pid > 0)
         printf("  server VmRSS %lld kB before, %lld kB with %ld idle connections: %.0f B per "
                "connection (opened and served in %.2f s)\n",
@@ -1018,6 +1098,12 @@ static void report(const struct idle_result *idle)
            secs, (unsigned long long)st.done, rate, mbps, p50, p99, p999, max);
     if (opt.mode == M_CHURN)
         printf(" conns_per_s=%.1f", rate);
+    if (!idle) {
+        printf(" loadgen_cpu_pct=%.1f", cpu_pct(st.own_cpu1 - st.own_cpu0, secs));
+        if (opt.pid > 0 && st.srv_cpu1 >= st.srv_cpu0 && st.srv_cpu1 > 0)
+            printf(" server_cpu_pct=%.1f server_ns_per_msg=%.0f",
+                   cpu_pct(st.srv_cpu1 - st.srv_cpu0, secs), srv_ns_per_msg());
+    }
     if (idle && opt.pid > 0)
         printf(" rss_before_kb=%lld rss_after_kb=%lld bytes_per_conn=%.1f open_s=%.3f",
                idle->rss_before, idle->rss_after,

@@ -148,6 +148,7 @@ server_cmd() {
     epoll-u32) CMD=("$BIN/bench_epoll_u32" --listen $addr) ;;
     libuv) CMD=("$BIN/bench_libuv" --listen $addr) ;;
     libevent) CMD=("$BIN/bench_libevent" --listen $addr) ;;
+    libevent-bev) CMD=("$BIN/bench_libevent" --bufferevent --listen $addr) ;;
     udp-plain) CMD=("$BIN/bench_udp" --listen $addr) ;;
     udp-epoll) CMD=("$BIN/bench_udp" --epoll --listen $addr) ;;
     ssock)
