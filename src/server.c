@@ -118,7 +118,10 @@ static void on_accept(ssock__io *io, uint32_t revents)
 	(void)revents;
 	listener *L = (listener *)io;
 	ssock_server *srv = L->srv;
-	for (int i = 0; i < ACCEPTS_PER_WAKEUP && !srv->fd_paused && !srv->user_paused; i++) {
+	/* The flags are checked on every turn, not only by epoll: a pause or
+	 * close handled earlier in the same pass leaves this event stale. */
+	for (int i = 0; i < ACCEPTS_PER_WAKEUP && !srv->fd_paused && !srv->user_paused && !srv->closed;
+	     i++) {
 		ssock_addr peer;
 		peer.len = sizeof peer.u;
 		int fd = accept4(io->fd, &peer.u.sa, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
