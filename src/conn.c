@@ -72,6 +72,10 @@ static bool emit_disconnect(ssock_conn *c, int reason, size_t unsent, bool want_
 {
 	ssock__ep *ep = c->ep;
 	c->disc_emitted = true;
+	/* The owner learns first, so a program that sees the event and then
+	 * asks (a client's state) gets an answer that agrees with it. */
+	if (ep->on_conn_closed)
+		ep->on_conn_closed(ep, c, reason);
 	if (ep->cfg.on_disconnect) {
 		ep->cfg.on_disconnect(c, reason, ep->cfg.user);
 		return false;
@@ -232,8 +236,6 @@ void ssock__conn_fail(ssock_conn *c, int reason)
 	size_t unsent = unlink_conn(c);
 	if (!c->disc_emitted)
 		emit_disconnect(c, reason, unsent, false);
-	if (c->ep->on_conn_closed)
-		c->ep->on_conn_closed(c->ep, c, reason);
 	/* Freed after this pass: a caller up the stack may still hold c. */
 	c->zombie_next = l->zombies;
 	l->zombies = c;

@@ -213,7 +213,9 @@ struct ssock__ep {
 	ssock_conn *paused_head;   /* loop only: reading stopped (inbox full) */
 	bool closing;              /* under loop->mu */
 	/* Hooks for the owner: a connection opened (before its connect event)
-	 * and closed (after its disconnect event). Loop only. */
+	 * and ended (right before its disconnect event, which for a peer's
+	 * clean close comes while the socket still finishes closing). Loop
+	 * only. */
 	void (*on_conn_open)(ssock__ep *ep, ssock_conn *conn);
 	void (*on_conn_closed)(ssock__ep *ep, ssock_conn *conn, int reason);
 };
