@@ -1,3 +1,4 @@
 # Loopback tests: servers on 127.0.0.1:0 / [::1]:0, a raw peer on plain
 # sockets, every wait with a deadline. "threaded" ones also run under TSan.
 ssock_test(test_server LABELS net SOURCES net_helpers.c)
+ssock_test(test_client LABELS net SOURCES net_helpers.c)
