@@ -140,14 +140,22 @@ static void connected(ssock_client *cli, int fd)
 
 static void on_connect_io(ssock__io *io, uint32_t revents)
 {
-	(void)revents;
 	ssock_client *cli = (ssock_client *)((char *)io - offsetof(ssock_client, cio));
+	/* The event may be stale: a command earlier in this pass (close,
+	 * disconnect, reconnect) dropped the attempt, or replaced it with a new
+	 * one on this same io. Ask the socket, not the event. */
+	if (io->fd < 0 || cli->closed)
+		return;
 	int err = 0;
 	socklen_t len = sizeof err;
 	if (getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
 		err = errno;
-	if (err == 0 && !(revents & EPOLLOUT))
-		return;
+	if (err == 0) {
+		ssock_addr peer;
+		peer.len = sizeof peer.u;
+		if (!(revents & EPOLLOUT) || getpeername(io->fd, &peer.u.sa, &peer.len) != 0)
+			return; /* still in progress */
+	}
 	ssock__timer_stop(loop_of(cli), &cli->timer);
 	int fd = io->fd;
 	ssock__io_remove(loop_of(cli), io);
