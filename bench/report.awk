@@ -77,6 +77,13 @@ function small_cell(r, s, m) {
                    N > 1 && MED ? sprintf("%.0f%%", (MAX - MIN) / 2 / MED * 100) : "-")
 }
 
+# The server's CPU use during the measured window (median): near 100% means the server
+# was the bottleneck; well below means the load generator (or the machine) was.
+function cpu_cell(r, s) {
+    stats(vals[r, s, "server_cpu_pct"])
+    return N ? sprintf("%6.0f%%", MED) : sprintf("%7s", "-")
+}
+
 function fail_note(r, s) {
     if (!(((r, s) in fails))) return ""
     return sprintf("  FAILED in %d of %d rounds", fails[r, s], fails[r, s] + ok[r, s])
@@ -90,11 +97,15 @@ function print_block(r, title, metrics, target, list,    ms, nm, srv, ns, i, j, 
     line = sprintf("  %-10s", "server")
     for (j = 1; j <= nm; j++)
         line = line sprintf("%s%9s %7s %6s", j > 1 ? " | " : " ", metric_name(ms[j]), "x ref", "spread")
+    if (r != "idle")
+        line = line " | srv cpu"
     print line
     for (i = 1; i <= ns; i++) {
         line = sprintf("  %-10s", srv[i])
         for (j = 1; j <= nm; j++)
             line = line (j > 1 ? " | " : " ") cell(r, srv[i], ms[j])
+        if (r != "idle")
+            line = line " | " cpu_cell(r, srv[i])
         print line fail_note(r, srv[i])
     }
 }
@@ -150,7 +161,7 @@ function ahead_line(lib,    i, r, m, v, w, behind, rowsn, rs, n) {
     if (kv["status"] != "ok") { fails[r, s]++; next }
     ok[r, s]++
     for (k in kv)
-        if (k ~ /_per_s$|_us$|_per_conn$/)
+        if (k ~ /_per_s$|_us$|_per_conn$|_pct$/)
             vals[r, s, k] = vals[r, s, k] " " kv[k]
 }
 
@@ -179,7 +190,8 @@ END {
 
     printf "Each cell: median over %d round(s); x ref = median / median of the reference server\n", rounds
     printf "(epoll-raw; udp-plain for udp) in this same run; spread = (max - min) / 2 across rounds,\n"
-    printf "as %% of the median (in bytes for B/conn). n/a = not built; FAIL = the run failed.\n"
+    printf "as %% of the median (in bytes for B/conn); srv cpu = the server's CPU use while measured\n"
+    printf "(near 100%% = server-bound). n/a = not built; FAIL = the run failed.\n"
 
     n = split(rows, rs, " ")
     for (i = 1; i <= n; i++) {
