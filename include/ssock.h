@@ -1,5 +1,5 @@
 /*
- * ssock.h - framed TCP servers and clients on one epoll loop.
+ * ssock.h - framed TCP servers and clients, and UDP sockets, on one epoll loop.
  *
  * This is the only public header of libssock. Everything here is documented
  * function by function: what it returns, who owns what, which thread may call
@@ -9,7 +9,7 @@
  *     and a negative error code on failure: -errno where one fits, else one of
  *     the SSOCK_E* codes below. ssock_strerror() names every code. errno is
  *     never the channel for an error.
- *   - Handles (ssock_loop, ssock_server, ssock_client) are opaque and
+ *   - Handles (ssock_loop, ssock_server, ssock_client, ssock_udp) are opaque and
  *     allocated by the library; every public call on them is thread-safe.
  *   - Options structs are read during the *_new() call only; every zero field
  *     means the documented default, so `ssock_server_opts o = {.listen =
@@ -511,6 +511,137 @@ int ssock_client_errors(ssock_client *cli, ssock_error_info *out, int max, int c
  * frees the client. Returns 0, or SSOCK_ELOOPTHREAD (and does nothing) on the
  * loop thread. NULL is fine. */
 int ssock_client_close(ssock_client *cli);
+
+/* ------------------------------------------------------------------------ */
+/* UDP                                                                       */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A UDP socket: one datagram is one message, delivered whole with its
+ * sender's address, through a callback or the inbox, like a server's
+ * messages. Reading runs on a loop (its own background thread, or a shared
+ * one); sending needs no loop at all: every send is one non-blocking
+ * sendto(..., MSG_NOSIGNAL) on the socket by the calling thread, so there is
+ * no send queue and nothing to flush (the kernel's socket buffer is the
+ * queue; sendto on a UDP socket is thread-safe).
+ *
+ * Two forms:
+ *   - bound (opts.bind): receives from anyone, sends to any address with
+ *     ssock_udp_send_to();
+ *   - connected (opts.connect): the socket is connect()ed to one peer;
+ *     ssock_udp_send() goes to it, and only its datagrams are delivered
+ *     (others are dropped unseen). ICMP "port unreachable" from that peer is
+ *     reported as an SSOCK_ECONNREFUSED error (op "recv") or returned by the
+ *     next send.
+ *
+ * UDP has no backpressure: in inbox mode, when the inbox is full the socket
+ * is not read until there is room again, and meanwhile the kernel drops what
+ * overflows its receive buffer. Datagrams can be lost or reordered by the
+ * network; ssock never merges, splits or duplicates them.
+ */
+typedef struct ssock_udp ssock_udp;
+
+/* The largest UDP payload over IPv4 (65535 - 20 - 8), ssock's UDP limit. */
+#define SSOCK_UDP_MAX_MESSAGE 65507
+
+/* `from` and `data` are owned by the library and valid during the call
+ * only. Loop thread. */
+typedef void (*ssock_datagram_cb)(ssock_udp *udp, const ssock_addr *from, const void *data,
+				  size_t len, void *user);
+
+typedef struct ssock_udp_opts {
+	/* Local address: "HOST:PORT", "[IPV6]:PORT" or ":PORT" (all addresses:
+	 * one dual-stack [::] socket that also serves IPv4, whose IPv4 peers
+	 * then appear as ::ffff:a.b.c.d). Port 0 picks a free port: read it
+	 * with ssock_udp_addr(). Required unless `connect` is set; with
+	 * `connect` it fixes the local end (default: any address, free port). */
+	const char *bind;
+	/* Peer for the connected form: "HOST:PORT" or "[IPV6]:PORT" (HOST may
+	 * be a name; the first address it resolves to is used). NULL: the
+	 * bound form. */
+	const char *connect;
+	uint32_t max_message; /* largest datagram accepted and sent, in bytes;
+	                         default and at most SSOCK_UDP_MAX_MESSAGE.
+	                         A larger one from a peer is refused: not
+	                         delivered, and reported as an SSOCK_EMSGSIZE
+	                         error (op "recv", peer = its sender). */
+	size_t inbox_max;     /* inbox mode: datagrams held before reading
+	                         stops; default 1024 */
+	int error_log_max;    /* entries kept in the error log; default 64 */
+	ssock_loop *loop;     /* shared loop; NULL: the handle owns a loop on a
+	                         background thread */
+	/* Set: callback mode. NULL: inbox mode, datagrams come as
+	 * SSOCK_EVENT_MESSAGE events (see ssock_udp_next_event()). */
+	ssock_datagram_cb on_datagram;
+	/* Background errors; called on the loop thread. When NULL they go to
+	 * the inbox in inbox mode (SSOCK_EVENT_ERROR). They always go to the
+	 * error log. */
+	ssock_error_cb on_error;
+	void *user;           /* passed to every callback */
+} ssock_udp_opts;
+
+/* Creates a UDP socket (SOCK_NONBLOCK | SOCK_CLOEXEC), binds and/or
+ * connects it as opts says and starts receiving (on its own background
+ * thread unless opts->loop is given). Returns 0 and sets *out, or
+ * SSOCK_EINVAL (bad options, max_message above SSOCK_UDP_MAX_MESSAGE),
+ * SSOCK_EBADADDR, SSOCK_ERESOLVE, SSOCK_EADDRINUSE, SSOCK_EAFNOSUPPORT (bind
+ * and connect addresses of different families), ... Nothing is left
+ * allocated on failure. May block on DNS. Any thread. */
+int ssock_udp_new(ssock_udp **out, const ssock_udp_opts *opts);
+
+/* Copies the socket's local address into *out (the real port when port 0
+ * was asked for, or the one the kernel chose for the connected form).
+ * Returns 0 or SSOCK_EINVAL. Any thread. */
+int ssock_udp_addr(ssock_udp *udp, ssock_addr *out);
+
+/* Sends data[0..len) as one datagram to `to` (an IPv4 address is accepted
+ * on a dual-stack IPv6 socket). Never blocks and never queues: on return
+ * the datagram is in the kernel or was not sent, and the caller's buffer is
+ * free. Returns 0, SSOCK_EMSGSIZE when len is above max_message,
+ * SSOCK_ESENDQFULL when the socket's send buffer is full (nothing sent: try
+ * again later, or use ssock_udp_send_to_timeout()), SSOCK_EINVAL for a bad
+ * address (or, in the connected form, any `to` but the connected peer;
+ * NULL means that peer), SSOCK_EAFNOSUPPORT for an IPv6 `to` on an IPv4
+ * socket, or the kernel's -errno (-ENETUNREACH, SSOCK_ECONNREFUSED after an
+ * ICMP refusal in the connected form, ...). Any thread, also callbacks;
+ * not concurrently with ssock_udp_close(). */
+int ssock_udp_send_to(ssock_udp *udp, const ssock_addr *to, const void *data, size_t len);
+
+/* As ssock_udp_send_to(), but while the send buffer is full waits up to
+ * timeout_ms (-1: no limit) for room, then SSOCK_ETIMEDOUT. On the loop
+ * thread it cannot wait and returns SSOCK_ESENDQFULL at once. */
+int ssock_udp_send_to_timeout(ssock_udp *udp, const ssock_addr *to, const void *data, size_t len,
+			      int timeout_ms);
+
+/* Connected form: sends one datagram to the peer, as ssock_udp_send_to().
+ * Returns SSOCK_ENOTCONN on a handle of the bound form. */
+int ssock_udp_send(ssock_udp *udp, const void *data, size_t len);
+
+/* Inbox mode: takes the oldest event into *ev, waiting up to timeout_ms (0:
+ * don't wait, -1: no limit). Datagrams are SSOCK_EVENT_MESSAGE events with
+ * `peer` = the sender and conn = 0; errors are SSOCK_EVENT_ERROR. Returns 0
+ * (the caller now owns *ev: see ssock_event), SSOCK_ETIMEDOUT, SSOCK_ENOINBOX
+ * in callback mode, SSOCK_ESHUTDOWN once the handle is closing. Any thread;
+ * waiting is refused on the loop thread (SSOCK_ELOOPTHREAD). */
+int ssock_udp_next_event(ssock_udp *udp, ssock_event *ev, int timeout_ms);
+
+/* Blocking receive for simple programs (inbox mode): waits up to timeout_ms
+ * (-1: no limit) for the next datagram and hands it over: on 0, *data (NULL
+ * when *len == 0) is the caller's to free with ssock_free(), and *from (may
+ * be NULL) is its sender. Returns 0, SSOCK_ETIMEDOUT, the code of an error
+ * event that came first (e.g. SSOCK_EMSGSIZE for a refused datagram, with
+ * *from set to its sender), SSOCK_ENOINBOX in callback mode or
+ * SSOCK_ESHUTDOWN. Any thread but the loop's. */
+int ssock_udp_recv(ssock_udp *udp, void **data, size_t *len, ssock_addr *from, int timeout_ms);
+
+/* As ssock_server_errors(). */
+int ssock_udp_errors(ssock_udp *udp, ssock_error_info *out, int max, int clear);
+
+/* Stops receiving, joins the handle's thread if it owns one, closes the
+ * socket and frees the handle; inbox events not yet taken are freed.
+ * Returns 0, or SSOCK_ELOOPTHREAD (and does nothing) on the loop thread.
+ * No other call on this handle may run concurrently or follow. NULL is fine. */
+int ssock_udp_close(ssock_udp *udp);
 
 #ifdef __cplusplus
 }
