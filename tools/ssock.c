@@ -166,6 +166,57 @@ static void echo_error(const ssock_error_info *e, void *user)
 	fprintf(stderr, "%s: %s (%s): %s\n", prog, e->op, peer, ssock_strerror(e->code));
 }
 
+/* ------------------------------------------------------------ echo --udp */
+
+static void udp_echo_datagram(ssock_udp *u, const ssock_addr *from, const void *data, size_t len,
+			      void *user)
+{
+	(void)user;
+	int rc = ssock_udp_send_to(u, from, data, len);
+	/* A full send buffer loses this reply, as UDP may: no line per loss. */
+	if (rc != 0 && rc != SSOCK_ESENDQFULL) {
+		char peer[SSOCK_ADDRSTRLEN];
+		ssock_addr_format(from, peer, sizeof peer);
+		fprintf(stderr, "%s: echo to %s failed: %s\n", prog, peer, ssock_strerror(rc));
+	}
+}
+
+static int udp_echo(const struct opts *o)
+{
+	if (o->max_msg > SSOCK_UDP_MAX_MESSAGE)
+		return usage_error("%s", "--max-msg with --udp is at most 65507 bytes");
+	/* As for TCP: only sigwait() below takes the stop signals. */
+	sigset_t stop;
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &stop, NULL);
+
+	ssock_udp_opts uo = {
+		.bind = o->addr,
+		.max_message = o->max_msg,
+		.on_datagram = udp_echo_datagram,
+		.on_error = echo_error,
+	};
+	ssock_udp *u;
+	int rc = ssock_udp_new(&u, &uo);
+	if (rc != 0) {
+		fprintf(stderr, "%s: cannot listen on %s (udp): %s\n", prog, o->addr, ssock_strerror(rc));
+		return rc == SSOCK_EBADADDR ? EXIT_USAGE : EXIT_RUNTIME;
+	}
+	ssock_addr bound;
+	char text[SSOCK_ADDRSTRLEN];
+	ssock_udp_addr(u, &bound);
+	ssock_addr_format(&bound, text, sizeof text);
+	printf("listening on %s\n", text);
+	fflush(stdout);
+
+	int sig;
+	sigwait(&stop, &sig);
+	ssock_udp_close(u);
+	return 0;
+}
+
 static int cmd_echo(int argc, char **argv)
 {
 	struct opts o = {0};
@@ -176,10 +227,8 @@ static int cmd_echo(int argc, char **argv)
 		return usage_error("%s", "echo needs --listen ADDR");
 	if (optind < argc)
 		return usage_error("unexpected argument '%s'", argv[optind]);
-	if (o.udp) {
-		fprintf(stderr, "%s: --udp is not available in this build yet\n", prog);
-		return EXIT_RUNTIME;
-	}
+	if (o.udp)
+		return udp_echo(&o);
 	raise_fd_limit();
 
 	/* Block the stop signals before the loop thread starts, so it inherits
@@ -383,6 +432,123 @@ static int chat_session(ssock_client *cli, struct chat *ch, int lost_fd, int wai
 	return 0;
 }
 
+/* ------------------------------------------------------------ chat --udp */
+
+static void udp_chat_datagram(ssock_udp *u, const ssock_addr *from, const void *data, size_t len,
+			      void *user)
+{
+	(void)u;
+	(void)from; /* a connected socket only hears its peer */
+	struct chat *ch = user;
+	fwrite(data, 1, len, stdout);
+	fputc('\n', stdout);
+	fflush(stdout);
+	pthread_mutex_lock(&ch->mu);
+	ch->replies++;
+	pthread_cond_broadcast(&ch->cv);
+	pthread_mutex_unlock(&ch->mu);
+}
+
+static void udp_chat_error(const ssock_error_info *e, void *user)
+{
+	struct chat *ch = user;
+	/* ICMP "port unreachable": nobody listens there. Anything else (an
+	 * oversized reply) costs one datagram, not the session. */
+	if (e->code != SSOCK_ECONNREFUSED) {
+		fprintf(stderr, "%s: %s: %s\n", prog, e->op, ssock_strerror(e->code));
+		return;
+	}
+	pthread_mutex_lock(&ch->mu);
+	ch->lost = true;
+	ch->lost_reason = e->code;
+	pthread_cond_broadcast(&ch->cv);
+	pthread_mutex_unlock(&ch->mu);
+	char b = 1;
+	if (write(ch->wake_fd, &b, 1) < 0) {
+		/* the main thread also sees `lost` under the mutex */
+	}
+}
+
+static int udp_chat_session(ssock_udp *u, struct chat *ch, int lost_fd, int wait_ms,
+			    const char *addr)
+{
+	/* Allocated up front: read_line() memmoves from r.buf before it ever
+	 * allocates, and memmove(NULL, NULL, 0) is undefined (UBSan stops). */
+	struct line_reader r = {.buf = malloc(8192 + 1), .cap = 8192};
+	if (!r.buf) {
+		fprintf(stderr, "%s: out of memory\n", prog);
+		return EXIT_RUNTIME;
+	}
+	unsigned long long sent = 0;
+	int rc = 0;
+	for (;;) {
+		size_t n;
+		char *line = read_line(&r, lost_fd, &n);
+		if (!line)
+			break;
+		bool bye = strcmp(line, "bye") == 0;
+		rc = ssock_udp_send_to_timeout(u, NULL, line, n, -1);
+		if (rc != 0)
+			break;
+		sent++;
+		if (bye)
+			break;
+	}
+	free(r.buf);
+	if (rc == 0)
+		wait_replies(ch, sent, 0, wait_ms);
+	pthread_mutex_lock(&ch->mu);
+	bool lost = ch->lost;
+	pthread_mutex_unlock(&ch->mu);
+	if (lost || rc == SSOCK_ECONNREFUSED) {
+		fprintf(stderr, "%s: %s refused the datagrams (nobody listening?)\n", prog, addr);
+		return EXIT_RUNTIME;
+	}
+	if (rc != 0) {
+		fprintf(stderr, "%s: send to %s failed: %s\n", prog, addr, ssock_strerror(rc));
+		return EXIT_RUNTIME;
+	}
+	return 0;
+}
+
+static int udp_chat(const struct opts *o)
+{
+	if (o->max_msg > SSOCK_UDP_MAX_MESSAGE)
+		return usage_error("%s", "--max-msg with --udp is at most 65507 bytes");
+	int pipefd[2];
+	if (pipe(pipefd) != 0) {
+		perror(prog);
+		return EXIT_RUNTIME;
+	}
+	/* Counted as messages (not raw bytes) by wait_replies(). */
+	struct chat ch = {.framing = SSOCK_FRAMING_U32, .wake_fd = pipefd[1]};
+	pthread_mutex_init(&ch.mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&ch.cv, &ca);
+	ssock_udp_opts uo = {
+		.connect = o->addr,
+		.max_message = o->max_msg,
+		.on_datagram = udp_chat_datagram,
+		.on_error = udp_chat_error,
+		.user = &ch,
+	};
+	ssock_udp *u;
+	int rc = ssock_udp_new(&u, &uo);
+	int code;
+	if (rc != 0) {
+		fprintf(stderr, "%s: cannot connect to %s (udp): %s\n", prog, o->addr, ssock_strerror(rc));
+		code = rc == SSOCK_EBADADDR ? EXIT_USAGE : EXIT_RUNTIME;
+	} else {
+		code = udp_chat_session(u, &ch, pipefd[0], o->wait_ms, o->addr);
+		ssock_udp_close(u);
+	}
+	close(pipefd[0]);
+	close(pipefd[1]);
+	return code;
+}
+
 static int cmd_chat(int argc, char **argv)
 {
 	struct opts o = {.wait_ms = 1000};
@@ -394,10 +560,8 @@ static int cmd_chat(int argc, char **argv)
 	if (optind + 1 < argc)
 		return usage_error("unexpected argument '%s'", argv[optind + 1]);
 	o.addr = argv[optind];
-	if (o.udp) {
-		fprintf(stderr, "%s: --udp is not available in this build yet\n", prog);
-		return EXIT_RUNTIME;
-	}
+	if (o.udp)
+		return udp_chat(&o);
 	int pipefd[2];
 	if (pipe(pipefd) != 0) {
 		perror(prog);
