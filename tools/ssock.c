@@ -321,9 +321,11 @@ struct line_reader {
  * via *n, or NULL at EOF or when lost_fd becomes readable. */
 static char *read_line(struct line_reader *r, int lost_fd, size_t *n)
 {
-	memmove(r->buf, r->buf + r->skip, r->len - r->skip);
-	r->len -= r->skip;
-	r->skip = 0;
+	if (r->skip) {
+		memmove(r->buf, r->buf + r->skip, r->len - r->skip);
+		r->len -= r->skip;
+		r->skip = 0;
+	}
 	for (;;) {
 		char *nl = r->len ? memchr(r->buf, '\n', r->len) : NULL;
 		if (nl || (r->eof && r->len > 0)) {
