@@ -207,11 +207,14 @@ static void on_wake(ssock__io *io, uint32_t revents)
 	(void)revents;
 	ssock_loop *l = (ssock_loop *)((char *)io - offsetof(ssock_loop, wake_io));
 	uint64_t v;
-	/* Clear the flag before reading the queues so a post that lands after
-	 * this point writes the eventfd again instead of being missed. */
-	atomic_store(&l->wake_pending, 0);
+	/* Drain the eventfd first, then clear the flag, then read the queues.
+	 * A post that lands after the clear writes the eventfd again; one that
+	 * lands before it is in the queues read below. (Clearing before the
+	 * read lost wakeups: a write between the two was consumed by the read
+	 * while the flag stayed set, so no later post ever wrote again.) */
 	while (read(io->fd, &v, sizeof v) < 0 && errno == EINTR) {
 	}
+	atomic_store(&l->wake_pending, 0);
 	ssock__take_xq(l);
 	run_commands(l);
 }
