@@ -480,11 +480,14 @@ static ssize_t decode(ssock_conn *c, const uint8_t *buf, size_t len, const uint8
 static void process(ssock_conn *c, uint8_t *buf, size_t len)
 {
 	size_t off = 0;
+	bool held = false; /* stopped by a full inbox */
 	while (off < len && c->state == SSOCK__OPEN) {
 		const uint8_t *msg;
 		size_t mlen, need;
-		if (inbox_blocked(c))
+		if (inbox_blocked(c)) {
+			held = true;
 			break;
+		}
 		ssize_t n = decode(c, buf + off, len - off, &msg, &mlen, &need);
 		if (n < 0) {
 			report(c, (int)n, "frame");
@@ -500,8 +503,10 @@ static void process(ssock_conn *c, uint8_t *buf, size_t len)
 			break;
 		}
 		c->scanned = 0;
-		if (!deliver(c, msg, mlen, NULL))
+		if (!deliver(c, msg, mlen, NULL)) {
+			held = true;
 			break;
+		}
 		off += (size_t)n;
 	}
 	if (c->state != SSOCK__OPEN)
@@ -524,7 +529,11 @@ static void process(ssock_conn *c, uint8_t *buf, size_t len)
 	}
 	if (!c->big && c->stash_len == 0 && c->stash_cap > loop_of(c)->rbuf_size)
 		drop_stash(c); /* don't keep a long line's buffer while idle */
-	if (c->stash_len > 0 && inbox_blocked(c))
+	/* Stopped by the inbox: pause even if a taker has made room since,
+	 * because its resume command (posted when it found the loop waiting)
+	 * only looks at paused connections, and the stashed frames may be the
+	 * last bytes this peer ever sends. */
+	if (held || (c->stash_len > 0 && inbox_blocked(c)))
 		pause_reading(c);
 }
 
