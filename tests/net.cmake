@@ -2,3 +2,4 @@
 # sockets, every wait with a deadline. "threaded" ones also run under TSan.
 ssock_test(test_server LABELS net SOURCES net_helpers.c)
 ssock_test(test_client LABELS net SOURCES net_helpers.c)
+ssock_test(test_regress LABELS net SOURCES net_helpers.c)
