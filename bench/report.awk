@@ -58,6 +58,7 @@ function ratio_text(r, s, m,    v, ref) {
 }
 
 # "median  x-ref  spread" for one metric of one server in one row, fixed width.
+# The spread and value are taken before ratio_text(), which reuses the stats() globals.
 function cell(r, s, m,    v, spread) {
     if (s in na) return sprintf("%9s %7s %6s", "n/a", "", "")
     stats(vals[r, s, m])
@@ -69,12 +70,14 @@ function cell(r, s, m,    v, spread) {
 }
 
 # A narrower cell for the wide sweep table: "median x-ref spread".
-function small_cell(r, s, m) {
+function small_cell(r, s, m,    v, spread) {
     if (s in na) return sprintf("%6s %5s %5s", "n/a", "", "")
     stats(vals[r, s, m])
     if (N == 0) return sprintf("%6s %5s %5s", ((r, s) in fails) ? "FAIL" : "-", "", "")
-    return sprintf("%6s %5s %5s", fmt(m, MED), ratio_text(r, s, m),
-                   N > 1 && MED ? sprintf("%.0f%%", (MAX - MIN) / 2 / MED * 100) : "-")
+    # Taken before ratio_text(), which reuses the globals stats() sets.
+    v = fmt(m, MED)
+    spread = N > 1 && MED ? sprintf("%.0f%%", (MAX - MIN) / 2 / MED * 100) : "-"
+    return sprintf("%6s %5s %5s", v, ratio_text(r, s, m), spread)
 }
 
 # The server's CPU use during the measured window (median): near 100% means the server
@@ -142,7 +145,8 @@ function ahead_line(lib,    i, r, m, v, w, behind, rowsn, rs, n) {
         w = median(r, lib, m)
         if (v == "" || w == "") continue
         rowsn++
-        if (hi_better(m) ? v <= w : v >= w) behind = behind " " r
+        if (hi_better(m) ? v <= w : v >= w)
+            behind = behind " " r (m == "bytes_per_conn" ? sprintf(" (%+.0f B)", v - w) : sprintf(" (%.2fx)", w ? v / w : 0))
     }
     targets_total++
     if (behind == "" && rowsn > 0) targets_met++
