@@ -3,3 +3,4 @@
 ssock_test(test_server LABELS net SOURCES net_helpers.c)
 ssock_test(test_client LABELS net SOURCES net_helpers.c)
 ssock_test(test_regress LABELS net SOURCES net_helpers.c)
+ssock_test(test_threads LABELS net threaded SOURCES net_helpers.c)
