@@ -144,16 +144,16 @@ build_bench() {
 server_cmd() {
     local addr=127.0.0.1:0
     case $1 in
-    epoll-raw) CMD=("$BIN/bench_epoll_raw" --listen $addr) ;;
-    epoll-u32) CMD=("$BIN/bench_epoll_u32" --listen $addr) ;;
-    libuv) CMD=("$BIN/bench_libuv" --listen $addr) ;;
-    libevent) CMD=("$BIN/bench_libevent" --listen $addr) ;;
-    libevent-bev) CMD=("$BIN/bench_libevent" --bufferevent --listen $addr) ;;
-    udp-plain) CMD=("$BIN/bench_udp" --listen $addr) ;;
-    udp-epoll) CMD=("$BIN/bench_udp" --epoll --listen $addr) ;;
+    epoll-raw) CMD=("$BIN/bench_epoll_raw" --listen "$addr") ;;
+    epoll-u32) CMD=("$BIN/bench_epoll_u32" --listen "$addr") ;;
+    libuv) CMD=("$BIN/bench_libuv" --listen "$addr") ;;
+    libevent) CMD=("$BIN/bench_libevent" --listen "$addr") ;;
+    libevent-bev) CMD=("$BIN/bench_libevent" --bufferevent --listen "$addr") ;;
+    udp-plain) CMD=("$BIN/bench_udp" --listen "$addr") ;;
+    udp-epoll) CMD=("$BIN/bench_udp" --epoll --listen "$addr") ;;
     ssock)
         [ -n "$SSOCK" ] || return 1
-        CMD=("$SSOCK" echo --listen $addr)
+        CMD=("$SSOCK" echo --listen "$addr")
         [ "$2" = udp ] && CMD+=(--udp)
         ;;
     *) return 1 ;;
