@@ -266,7 +266,15 @@ int ssock__call(ssock_loop *l, void (*fn)(ssock__cmd *cmd), void *arg, uint64_t 
 static int run_once(ssock_loop *l, int timeout_ms)
 {
 	struct epoll_event evs[MAX_EVENTS];
-	int n = epoll_wait(l->epfd, evs, MAX_EVENTS, next_timeout(l, timeout_ms));
+	/* The timer heap is loop state: between two ssock_loop_run() calls a
+	 * thread with a command may run it inline (see ssock__call()) and arm
+	 * timers, so read it under drive_mu too. Such a command was posted,
+	 * which wrote the eventfd: epoll_wait returns and the next pass sees
+	 * its timers. */
+	pthread_mutex_lock(&l->drive_mu);
+	int wait_ms = next_timeout(l, timeout_ms);
+	pthread_mutex_unlock(&l->drive_mu);
+	int n = epoll_wait(l->epfd, evs, MAX_EVENTS, wait_ms);
 	if (n < 0 && errno != EINTR)
 		return ssock__errno();
 	pthread_mutex_lock(&l->drive_mu);
