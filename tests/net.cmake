@@ -4,3 +4,5 @@ ssock_test(test_server LABELS net SOURCES net_helpers.c)
 ssock_test(test_client LABELS net SOURCES net_helpers.c)
 ssock_test(test_regress LABELS net SOURCES net_helpers.c)
 ssock_test(test_threads LABELS net threaded SOURCES net_helpers.c)
+# The core's "done when" load check: 50 clients x 200 echoes up to 1 MiB.
+ssock_test(test_load LABELS net load SOURCES net_helpers.c)
