@@ -649,7 +649,13 @@ static void conn_read(ssock_conn *c)
 		drain_discard(c);
 		return;
 	}
-	size_t high = c->ep->cfg.send_queue_max / 2;
+	/* A server stops reading from a peer whose replies pile up (it sends
+	 * but does not read). A client never does: its queue is filled by its
+	 * own program, and if it stopped reading because the server is slow to
+	 * take that, while the server stopped reading because the client does
+	 * not take the replies, neither would ever move again. One side that
+	 * always reads breaks the cycle. */
+	size_t high = c->ep->is_client ? SIZE_MAX : c->ep->cfg.send_queue_max / 2;
 	for (int i = 0; i < READS_PER_WAKEUP && c->state == SSOCK__OPEN && !c->paused; i++) {
 		if (inbox_blocked(c)) {
 			pause_reading(c);
