@@ -452,3 +452,37 @@ TEST(connect_waits_through_auto_reconnect)
 	CHECK_OK(ssock_client_close(cli));
 	CHECK_OK(ssock_server_close(srv));
 }
+
+TEST(keeps_reading_while_its_send_queue_is_full)
+{
+	/* A client that sends faster than an echo server answers, with small
+	 * queues on both sides. If the client stopped reading because its own
+	 * queue is full while the server stopped reading because its replies
+	 * are not taken, both would wait for ever. */
+	np_collect scol;
+	int port;
+	np_collect_init(&scol);
+	scol.echo = true;
+	ssock_server_opts so = {.send_queue_max = 64 << 10};
+	np_collect_server_opts(&scol, &so);
+	ssock_server *srv = np_server(&so, &port);
+	CHECK(srv);
+	np_collect ccol;
+	np_collect_init(&ccol);
+	ssock_client_opts o = {.send_queue_max = 64 << 10};
+	np_collect_client_opts(&ccol, &o);
+	ssock_client *cli = new_client(&o, port);
+	CHECK(cli);
+	CHECK_OK(ssock_client_connect(cli, T));
+	enum { N = 40000 }; /* 40 MB: more than the kernel buffers hold */
+	char msg[1000];
+	memset(msg, 'e', sizeof msg);
+	for (int i = 0; i < N; i++)
+		CHECK_OK(ssock_client_send_timeout(cli, msg, sizeof msg, T));
+	CHECK(np_collect_wait(&ccol, &ccol.messages, N, T));
+	CHECK_INT(scol.echo_failures, ==, 0);
+	CHECK_OK(ssock_client_close(cli));
+	CHECK_OK(ssock_server_close(srv));
+	np_collect_free(&ccol);
+	np_collect_free(&scol);
+}

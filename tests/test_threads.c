@@ -269,6 +269,7 @@ struct busy {
 	bool raw;
 	atomic_int *stop;
 	int sent;
+	int last_rc;
 };
 
 static void *busy_client(void *arg)
@@ -278,6 +279,7 @@ static void *busy_client(void *arg)
 	memset(msg, 'q', sizeof msg);
 	while (!atomic_load(b->stop)) {
 		int rc = ssock_client_send(b->cli, msg, 1 + (size_t)b->sent % sizeof msg);
+		b->last_rc = rc;
 		if (rc == 0)
 			b->sent++;
 		else if (rc != SSOCK_ESENDQFULL)
@@ -332,7 +334,11 @@ TEST(close_with_clients_still_sending)
 		}
 		CHECK(pthread_create(&th[i], NULL, b[i].raw ? busy_raw : busy_client, &b[i]) == 0);
 	}
-	/* Let traffic flow, then close the server under it. */
+	/* Let traffic flow (every client has had an echo back), then close
+	 * the server under it. */
+	for (int i = 0; i < NCLI; i++) {
+		CHECK(np_collect_wait(&ccol[i], &ccol[i].messages, 1, T));
+	}
 	CHECK(np_collect_wait(&col, &col.messages, 5000, T));
 	CHECK_OK(ssock_server_close(srv));
 	int msgs_at_close = col.messages;
