@@ -13,6 +13,7 @@
  */
 #include "frame.h"
 #include "internal.h"
+#include "tinyproto.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,8 @@ static void conn_on_io(ssock__io *io, uint32_t revents);
 static void conn_timer(ssock__timer *t);
 static void conn_write(ssock_conn *c);
 static void process(ssock_conn *c, uint8_t *buf, size_t len);
+static void tp_kick(ssock_conn *c);
+static void sq_raw(ssock_conn *c, uint8_t byte);
 
 static ssock_loop *loop_of(const ssock_conn *c)
 {
@@ -40,6 +43,7 @@ static size_t header_size(ssock_framing f)
 {
 	switch (f) {
 	case SSOCK_FRAMING_U32:
+	case SSOCK_FRAMING_TINYPROTO: /* its size header is u32's */
 		return SSOCK__U32_HEADER;
 	case SSOCK_FRAMING_LINE:
 		return 1; /* the '\n' after the payload */
@@ -164,6 +168,8 @@ ssock_conn *ssock__conn_open(ssock__ep *ep, int fd, const ssock_addr *peer)
 	}
 	if (ep->cfg.idle_timeout_ms > 0)
 		ssock__timer_start(l, &c->timer, l->now + ep->cfg.idle_timeout_ms);
+	if (ep->cfg.framing == SSOCK_FRAMING_TINYPROTO)
+		sq_raw(c, SSOCK__TP_HELLO); /* messages wait in tq for the peer's */
 	if (ep->on_conn_open)
 		ep->on_conn_open(ep, c);
 	emit_connect(c);
@@ -218,6 +224,18 @@ static size_t unlink_conn(ssock_conn *c)
 		ssock__chunk_free(l, ch);
 	}
 	c->sq_head = c->sq_tail = NULL;
+	if (c->tx_cur) {
+		c->tq_tail = c->tq_tail ? c->tq_tail : c->tx_cur;
+		c->tx_cur->next = c->tq_head;
+		c->tq_head = c->tx_cur;
+		c->tx_cur = NULL;
+	}
+	for (ssock__chunk *ch = c->tq_head, *next; ch; ch = next) {
+		next = ch->next;
+		unsent += ch->len - ch->off;
+		free(ch);
+	}
+	c->tq_head = c->tq_tail = NULL;
 	return unsent;
 }
 
@@ -453,21 +471,73 @@ static bool deliver_big(ssock_conn *c)
 	c->big = NULL;
 	c->big_ready = false;
 	c->big_len = c->big_have = c->big_cap = 0;
+	c->proto.rx_accepted = false;
 	return true;
 }
 
-/* Decodes one frame at buf; returns bytes consumed, 0 for "need more"
- * (with *need set for u32), or a negative code. */
+static void tp_accepted(ssock_conn *c);
+static void tp_refused(ssock_conn *c);
+
+/* tinyproto: what the bytes at buf are (handshake, status byte, size to
+ * answer, or an accepted frame); acts on control bytes itself. */
+static ssize_t tp_decode(ssock_conn *c, const uint8_t *buf, size_t len, const uint8_t **msg,
+			 size_t *mlen, size_t *need, bool *is_msg)
+{
+	ssock__tp_act act;
+	ssize_t n = ssock__tp_step(&c->proto, buf, len, c->ep->cfg.max_message, &act);
+	if (n < 0)
+		return n;
+	switch (act) {
+	case SSOCK__TP_NEED:
+		*need = c->proto.hello_in && !c->proto.tx_waiting ? SSOCK__U32_HEADER : 1;
+		return 0;
+	case SSOCK__TP_GOT_HELLO:
+		c->proto.hello_in = true;
+		return n;
+	case SSOCK__TP_ACCEPTED:
+		tp_accepted(c);
+		return n;
+	case SSOCK__TP_REFUSED:
+		tp_refused(c);
+		return n;
+	case SSOCK__TP_ANSWER_NO:
+		/* Refused, not fatal: the peer sends no payload after 0x00. */
+		sq_raw(c, SSOCK__TP_REFUSE);
+		report(c, SSOCK_EMSGSIZE, "frame");
+		return n;
+	case SSOCK__TP_ANSWER_OK:
+		sq_raw(c, SSOCK__TP_ACCEPT);
+		c->proto.rx_accepted = true;
+		break;
+	case SSOCK__TP_FRAME:
+		break;
+	}
+	/* The size was checked against max_message before it was accepted. */
+	n = ssock__u32_decode(buf, len, UINT32_MAX, msg, mlen, need);
+	if (n > 0) {
+		c->proto.rx_accepted = false;
+		*is_msg = true;
+	}
+	return n;
+}
+
+/* Decodes one frame at buf; returns bytes consumed (*is_msg tells whether
+ * they were a message or protocol bytes), 0 for "need more" (with *need set
+ * when the frame's size is known), or a negative code. */
 static ssize_t decode(ssock_conn *c, const uint8_t *buf, size_t len, const uint8_t **msg,
-		      size_t *mlen, size_t *need)
+		      size_t *mlen, size_t *need, bool *is_msg)
 {
 	const ssock__cfg *cfg = &c->ep->cfg;
 	*need = 0;
+	*is_msg = true;
 	switch (cfg->framing) {
 	case SSOCK_FRAMING_U32:
 		return ssock__u32_decode(buf, len, cfg->max_message, msg, mlen, need);
 	case SSOCK_FRAMING_LINE:
 		return ssock__line_decode(buf, len, cfg->max_message, &c->scanned, msg, mlen);
+	case SSOCK_FRAMING_TINYPROTO:
+		*is_msg = false;
+		return tp_decode(c, buf, len, msg, mlen, need, is_msg);
 	default:
 		*msg = buf;
 		*mlen = len;
@@ -477,18 +547,19 @@ static ssize_t decode(ssock_conn *c, const uint8_t *buf, size_t len, const uint8
 
 /* Decodes and delivers every whole frame in buf[0..len) and keeps the rest.
  * Stops early when the connection closes or the inbox fills. */
-static void process(ssock_conn *c, uint8_t *buf, size_t len)
+static void process_frames(ssock_conn *c, uint8_t *buf, size_t len)
 {
 	size_t off = 0;
 	bool held = false; /* stopped by a full inbox */
 	while (off < len && c->state == SSOCK__OPEN) {
 		const uint8_t *msg;
 		size_t mlen, need;
+		bool is_msg;
 		if (inbox_blocked(c)) {
 			held = true;
 			break;
 		}
-		ssize_t n = decode(c, buf + off, len - off, &msg, &mlen, &need);
+		ssize_t n = decode(c, buf + off, len - off, &msg, &mlen, &need, &is_msg);
 		if (n < 0) {
 			report(c, (int)n, "frame");
 			ssock__conn_fail(c, (int)n);
@@ -503,7 +574,7 @@ static void process(ssock_conn *c, uint8_t *buf, size_t len)
 			break;
 		}
 		c->scanned = 0;
-		if (!deliver(c, msg, mlen, NULL)) {
+		if (is_msg && !deliver(c, msg, mlen, NULL)) {
 			held = true;
 			break;
 		}
@@ -535,6 +606,17 @@ static void process(ssock_conn *c, uint8_t *buf, size_t len)
 	 * last bytes this peer ever sends. */
 	if (held || (c->stash_len > 0 && inbox_blocked(c)))
 		pause_reading(c);
+}
+
+/* process_frames(), then (tinyproto) start a queued message if the input
+ * left nothing half-received: never while bytes of the peer's next message
+ * may be waiting in buf, which would make both sides talk at once. */
+static void process(ssock_conn *c, uint8_t *buf, size_t len)
+{
+	c->in_process = true;
+	process_frames(c, buf, len);
+	c->in_process = false;
+	tp_kick(c);
 }
 
 /* One read into the big payload buffer (and the shared buffer after it). */
@@ -576,6 +658,8 @@ static ssize_t read_big(ssock_conn *c, size_t *want)
 	}
 	if (rest && c->state == SSOCK__OPEN)
 		process(c, l->rbuf, rest);
+	else
+		tp_kick(c);
 	return n;
 }
 
@@ -716,6 +800,7 @@ void ssock__ep_resume_paused(ssock__ep *ep)
 		}
 		if (c->state == SSOCK__OPEN && !c->paused)
 			update_events(c);
+		tp_kick(c);
 	}
 }
 
@@ -751,6 +836,13 @@ void ssock__chunk_free(ssock_loop *l, ssock__chunk *ch)
 	free(ch);
 }
 
+/* 1 when a line message ends in '\r': it goes out as "...\r\r\n", so that
+ * the receiver, which strips one '\r' before the '\n', gets it back whole. */
+static size_t line_cr(ssock_framing f, const void *data, size_t len)
+{
+	return f == SSOCK_FRAMING_LINE && len > 0 && ((const uint8_t *)data)[len - 1] == '\r';
+}
+
 /* Checks a message against the framing and the queue limit; returns the
  * bytes it takes on the wire, or a negative code. */
 static ssize_t framed_size(ssock_framing f, const void *data, size_t len, size_t max_queue)
@@ -759,7 +851,7 @@ static ssize_t framed_size(ssock_framing f, const void *data, size_t len, size_t
 		return SSOCK_EMSGSIZE;
 	if (f == SSOCK_FRAMING_LINE && ssock__line_check(data, len) != 0)
 		return SSOCK_EFRAMING;
-	size_t total = len + header_size(f);
+	size_t total = len + header_size(f) + line_cr(f, data, len);
 	if (total > max_queue)
 		return SSOCK_EMSGSIZE;
 	return (ssize_t)total;
@@ -767,14 +859,17 @@ static ssize_t framed_size(ssock_framing f, const void *data, size_t len, size_t
 
 static void frame_into(ssock_framing f, uint8_t *dst, const void *data, size_t len)
 {
-	if (f == SSOCK_FRAMING_U32) {
+	if (header_size(f) == SSOCK__U32_HEADER) {
 		ssock__u32_header(dst, (uint32_t)len);
 		dst += SSOCK__U32_HEADER;
 	}
 	if (len)
 		memcpy(dst, data, len);
-	if (f == SSOCK_FRAMING_LINE)
+	if (f == SSOCK_FRAMING_LINE) {
+		if (line_cr(f, data, len))
+			dst[len++] = '\r';
 		dst[len] = '\n';
+	}
 }
 
 int ssock__frame_chunk(ssock_framing f, const void *data, size_t len, size_t max_queue,
@@ -825,10 +920,91 @@ static void sq_append(ssock_conn *c, ssock__chunk *ch)
 	c->sq_tail = ch;
 }
 
-void ssock__conn_enqueue(ssock_conn *c, ssock__chunk *ch)
+/* ------------------------------------------------------- tinyproto turns */
+
+/* Appends one protocol byte (handshake or status answer) to the queue. */
+static void sq_raw(ssock_conn *c, uint8_t byte)
 {
+	ssock__chunk *tail = c->sq_tail;
+	if (!tail || tail->cap == tail->len) {
+		tail = chunk_new(loop_of(c), 1);
+		if (!tail) {
+			report(c, SSOCK_ENOMEM, "write");
+			ssock__conn_fail(c, SSOCK_ENOMEM);
+			return;
+		}
+		sq_append(c, tail);
+	}
+	tail->data[tail->len++] = byte;
+	atomic_fetch_add(&c->queued, 1);
+	mark_flush(c);
+}
+
+/* Starts the next queued message (its size header only) when it is this
+ * side's turn; the payload waits for the peer's answer. */
+static void tp_kick(ssock_conn *c)
+{
+	if (c->ep->cfg.framing != SSOCK_FRAMING_TINYPROTO || c->in_process || !c->tq_head ||
+	    c->state == SSOCK__CLOSED || c->state == SSOCK__DRAINING || c->tx_cur)
+		return;
+	if (!ssock__tp_may_send(&c->proto, c->stash_len > 0 || c->big))
+		return;
+	ssock__chunk *ch = c->tq_head;
+	c->tq_head = ch->next;
+	if (!c->tq_head)
+		c->tq_tail = NULL;
+	ch->next = NULL;
+	c->tx_cur = ch;
+	c->proto.tx_waiting = true;
+	c->proto.after_refusal = false;
+	/* The header bytes go out as a copy; queued already counts them. */
+	atomic_fetch_sub(&c->queued, SSOCK__U32_HEADER);
+	for (int i = 0; i < SSOCK__U32_HEADER && c->state != SSOCK__CLOSED; i++)
+		sq_raw(c, ch->data[i]);
+	ch->off = SSOCK__U32_HEADER;
+}
+
+static void tp_accepted(ssock_conn *c)
+{
+	ssock__chunk *ch = c->tx_cur;
+	c->tx_cur = NULL;
+	c->proto.tx_waiting = false;
 	sq_append(c, ch);
 	mark_flush(c);
+}
+
+static void tp_refused(ssock_conn *c)
+{
+	ssock__chunk *ch = c->tx_cur;
+	c->tx_cur = NULL;
+	c->proto.tx_waiting = false;
+	c->proto.after_refusal = true;
+	atomic_fetch_sub(&c->queued, ch->len - ch->off);
+	free(ch);
+	report(c, SSOCK_EREFUSED, "send");
+}
+
+/* Queues one framed message: straight to the socket queue, or (tinyproto)
+ * to wait for its turn. */
+static void enqueue_msg(ssock_conn *c, ssock__chunk *ch)
+{
+	if (c->ep->cfg.framing != SSOCK_FRAMING_TINYPROTO) {
+		sq_append(c, ch);
+		mark_flush(c);
+		return;
+	}
+	ch->next = NULL;
+	if (c->tq_tail)
+		c->tq_tail->next = ch;
+	else
+		c->tq_head = ch;
+	c->tq_tail = ch;
+	tp_kick(c);
+}
+
+void ssock__conn_enqueue(ssock_conn *c, ssock__chunk *ch)
+{
+	enqueue_msg(c, ch);
 }
 
 int ssock__conn_send(ssock_conn *c, const void *data, size_t len)
@@ -841,6 +1017,17 @@ int ssock__conn_send(ssock_conn *c, const void *data, size_t len)
 		return (int)total;
 	if (!reserve(c, (size_t)total))
 		return SSOCK_ESENDQFULL;
+	if (f == SSOCK_FRAMING_TINYPROTO) {
+		/* One chunk per message: each waits for its own answer. */
+		ssock__chunk *ch;
+		int rc = ssock__frame_chunk(f, data, len, SIZE_MAX, &ch);
+		if (rc != 0) {
+			atomic_fetch_sub(&c->queued, (size_t)total);
+			return rc;
+		}
+		enqueue_msg(c, ch);
+		return 0;
+	}
 	ssock__chunk *tail = c->sq_tail;
 	if (!tail || tail->cap - tail->len < (size_t)total) {
 		tail = chunk_new(loop_of(c), (size_t)total);
@@ -948,7 +1135,13 @@ void ssock__take_xq(ssock_loop *l)
 		ssock_conn *next = c->xq_next;
 		c->in_xq_list = false;
 		c->xq_next = NULL;
-		if (c->xq_head) {
+		if (c->xq_head && c->ep->cfg.framing == SSOCK_FRAMING_TINYPROTO) {
+			for (ssock__chunk *ch = c->xq_head, *nx; ch; ch = nx) {
+				nx = ch->next;
+				enqueue_msg(c, ch);
+			}
+			c->xq_head = c->xq_tail = NULL;
+		} else if (c->xq_head) {
 			if (c->sq_tail)
 				c->sq_tail->next = c->xq_head;
 			else

@@ -17,6 +17,7 @@
 #define SSOCK_INTERNAL_H
 
 #include "ssock.h"
+#include "tinyproto.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -267,6 +268,7 @@ struct ssock_conn {
 	int close_reason;          /* reason reported when it ends */
 	bool disc_emitted;         /* the disconnect event went out */
 	bool in_flush, paused, wpaused, want_write, peer_eof;
+	bool in_process;           /* decoding input (callbacks may run) */
 	bool closing;              /* under loop->mu: sends are refused */
 
 	/* Read side (loop only). */
@@ -287,6 +289,12 @@ struct ssock_conn {
 	ssock_conn *xq_next;       /* in loop->xq_head list, under mu */
 	bool in_xq_list;
 	ssock_conn *flush_next;
+
+	/* tinyproto (loop only): protocol state, messages waiting for their
+	 * turn, and the one whose size was sent and awaits its answer. */
+	ssock__tp proto;
+	ssock__chunk *tq_head, *tq_tail;
+	ssock__chunk *tx_cur;
 
 	ssock_conn *prev, *next;   /* ep's list, changed under loop->mu */
 	ssock_conn *paused_next;

@@ -28,9 +28,9 @@ static void usage(FILE *out)
 		"usage: %s <command> [options]\n"
 		"\n"
 		"commands:\n"
-		"  echo --listen ADDR [--framing u32|line|raw] [--max-conns N] [--max-msg BYTES]\n"
+		"  echo --listen ADDR [--framing u32|line|raw|tinyproto] [--max-conns N] [--max-msg BYTES]\n"
 		"        serve an echo of every message; prints 'listening on HOST:PORT'\n"
-		"  chat ADDR [--framing u32|line|raw] [--wait MS]\n"
+		"  chat ADDR [--framing u32|line|raw|tinyproto] [--wait MS]\n"
 		"        send each stdin line as a message, print each message received\n"
 		"\n"
 		"ADDR is HOST:PORT, [IPV6]:PORT or :PORT (all addresses).\n"
@@ -100,9 +100,9 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			o->addr = optarg;
 			break;
 		case OPT_FRAMING:
-			if (ssock_framing_parse(optarg, &o->framing) != 0 ||
-			    o->framing == SSOCK_FRAMING_TINYPROTO)
-				return usage_error("unknown framing '%s' (u32, line or raw)", optarg);
+			if (ssock_framing_parse(optarg, &o->framing) != 0)
+				return usage_error("unknown framing '%s' (u32, line, raw or tinyproto)",
+						   optarg);
 			break;
 		case OPT_UDP:
 			o->udp = true;
@@ -227,6 +227,8 @@ static int cmd_echo(int argc, char **argv)
 		return usage_error("%s", "echo needs --listen ADDR");
 	if (optind < argc)
 		return usage_error("unexpected argument '%s'", argv[optind]);
+	if (o.udp && o.framing == SSOCK_FRAMING_TINYPROTO)
+		return usage_error("%s", "--framing tinyproto is a TCP framing (not with --udp)");
 	if (o.udp)
 		return udp_echo(&o);
 	raise_fd_limit();
@@ -413,6 +415,10 @@ static int chat_session(ssock_client *cli, struct chat *ch, int lost_fd, int wai
 		sent_bytes += n;
 		if (bye)
 			break;
+		/* tinyproto is half-duplex: the next line waits for this reply,
+		 * so the two sides never start a message at the same moment. */
+		if (ch->framing == SSOCK_FRAMING_TINYPROTO)
+			wait_replies(ch, sent, sent_bytes, wait_ms);
 	}
 	free(r.buf);
 	if (rc == 0)
@@ -562,6 +568,8 @@ static int cmd_chat(int argc, char **argv)
 	if (optind + 1 < argc)
 		return usage_error("unexpected argument '%s'", argv[optind + 1]);
 	o.addr = argv[optind];
+	if (o.udp && o.framing == SSOCK_FRAMING_TINYPROTO)
+		return usage_error("%s", "--framing tinyproto is a TCP framing (not with --udp)");
 	if (o.udp)
 		return udp_chat(&o);
 	int pipefd[2];
