@@ -441,10 +441,7 @@ int ssock_client_close(ssock_client *cli)
 		return 0;
 	if (ssock__on_loop(cli->ep.loop))
 		return SSOCK_ELOOPTHREAD;
-	ssock__inbox_close(&cli->ep.inbox);
-	ssock__call(cli->ep.loop, close_cmd, cli, 0);
-	if (cli->ep.owns_loop)
-		ssock_loop_stop(cli->ep.loop);
+	ssock__ep_shutdown(&cli->ep, close_cmd, cli);
 	free_client(cli);
 	return 0;
 }

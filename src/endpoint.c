@@ -89,3 +89,24 @@ void ssock__ep_error(ssock__ep *ep, int code, const char *op, uint64_t conn,
 		ssock__inbox_push(&ep->inbox, &ev, false);
 	}
 }
+
+static void barrier_cmd(ssock__cmd *cmd)
+{
+	(void)cmd; /* runs in a later pass than the shutdown command */
+}
+
+void ssock__ep_shutdown(ssock__ep *ep, void (*fn)(ssock__cmd *cmd), void *arg)
+{
+	/* No inbox command can be posted after this, so fn runs after every
+	 * command that names this endpoint. */
+	ssock__inbox_close(&ep->inbox);
+	ssock__call(ep->loop, fn, arg, 0);
+	if (ep->owns_loop) {
+		ssock_loop_stop(ep->loop);
+		return;
+	}
+	/* A shared loop may still hold readiness events for the endpoint's
+	 * sockets, fetched in the pass that ran fn; once a later command has
+	 * run, that pass is over and nothing can reach the endpoint. */
+	ssock__call(ep->loop, barrier_cmd, NULL, 0);
+}

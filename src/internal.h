@@ -227,6 +227,10 @@ void ssock__ep_destroy(ssock__ep *ep);
 /* Reports a background error to the log, on_error or the inbox. Loop only. */
 void ssock__ep_error(ssock__ep *ep, int code, const char *op, uint64_t conn,
 		     const ssock_addr *peer);
+/* Runs fn(arg) on the loop to take the endpoint's sockets off it, then
+ * makes sure the loop can no longer reach the endpoint (its own thread
+ * joined, or a shared loop's current pass over). Then it may be freed. */
+void ssock__ep_shutdown(ssock__ep *ep, void (*fn)(ssock__cmd *cmd), void *arg);
 void ssock__cfg_defaults(ssock__cfg *cfg);
 int ssock__cfg_check(const ssock__cfg *cfg);
 

@@ -274,12 +274,7 @@ int ssock_server_close(ssock_server *srv)
 		return 0;
 	if (ssock__on_loop(srv->ep.loop))
 		return SSOCK_ELOOPTHREAD;
-	/* No inbox command can be posted after this, so shutdown_cmd runs
-	 * after every command that names this server. */
-	ssock__inbox_close(&srv->ep.inbox);
-	ssock__call(srv->ep.loop, shutdown_cmd, srv, 0);
-	if (srv->ep.owns_loop)
-		ssock_loop_stop(srv->ep.loop);
+	ssock__ep_shutdown(&srv->ep, shutdown_cmd, srv);
 	free_server(srv);
 	return 0;
 }

@@ -233,11 +233,6 @@ static void close_cmd(ssock__cmd *cmd)
 	ssock__io_remove(u->ep.loop, &u->io);
 }
 
-static void barrier_cmd(ssock__cmd *cmd)
-{
-	(void)cmd; /* runs in a later pass than close_cmd: see ssock_udp_close() */
-}
-
 /* --------------------------------------------------------------- opening */
 
 /* Creates the socket, binds it to local and/or connects it to peer. */
@@ -296,20 +291,6 @@ static int open_socket(ssock_udp *u, const ssock_udp_opts *o)
 	return rc;
 }
 
-/* Takes the socket off the loop; on return the loop no longer touches u. */
-static void detach(ssock_udp *u)
-{
-	ssock__call(u->ep.loop, close_cmd, u, 0);
-	if (u->ep.owns_loop) {
-		ssock_loop_stop(u->ep.loop);
-	} else {
-		/* A shared loop may still hold a readiness event for this socket
-		 * fetched in the pass that ran close_cmd; once a later command
-		 * has run, that pass is over and nothing can reach u. */
-		ssock__call(u->ep.loop, barrier_cmd, u, 0);
-	}
-}
-
 static void free_udp(ssock_udp *u)
 {
 	if (u->io.fd >= 0)
@@ -366,7 +347,7 @@ int ssock_udp_new(ssock_udp **out, const ssock_udp_opts *opts)
 	if (rc == 0 && u->ep.owns_loop)
 		rc = ssock_loop_start(u->ep.loop);
 	if (rc != 0) {
-		detach(u);
+		ssock__ep_shutdown(&u->ep, close_cmd, u);
 		free_udp(u);
 		return rc;
 	}
@@ -380,8 +361,7 @@ int ssock_udp_close(ssock_udp *u)
 		return 0;
 	if (ssock__on_loop(u->ep.loop))
 		return SSOCK_ELOOPTHREAD;
-	ssock__inbox_close(&u->ep.inbox);
-	detach(u);
+	ssock__ep_shutdown(&u->ep, close_cmd, u);
 	free_udp(u);
 	return 0;
 }
