@@ -26,6 +26,7 @@
 #define MAX_FREE_CHUNKS 256     /* spare chunks a loop keeps */
 #define MAX_IOV 64
 #define BIG_MIN_GROWTH (64u << 10)
+#define BIG_EXACT_MAX (64u << 20)
 
 static void conn_on_io(ssock__io *io, uint32_t revents);
 static void conn_timer(ssock__timer *t);
@@ -98,8 +99,13 @@ static bool deliver(ssock_conn *c, const uint8_t *msg, size_t len, uint8_t *owne
 {
 	ssock__ep *ep = c->ep;
 	if (ep->cfg.on_message) {
+		/* A callback that sends this very buffer back (an echo) takes
+		 * it instead of a copy: see ssock__conn_send(). */
+		c->lending = owned;
 		ep->cfg.on_message(c, msg, len, ep->cfg.user);
-		free(owned);
+		if (c->lending)
+			free(owned);
+		c->lending = NULL;
 		return true;
 	}
 	ssock_event ev = {.type = SSOCK_EVENT_MESSAGE, .conn = c->id, .peer = c->peer, .len = len};
@@ -443,8 +449,12 @@ static bool start_big(ssock_conn *c, const uint8_t *frame, size_t have, size_t t
 {
 	size_t payload = total - SSOCK__U32_HEADER;
 	size_t got = have - SSOCK__U32_HEADER;
+	/* Up to BIG_EXACT_MAX the whole payload is allocated at once: a large
+	 * malloc is mapped lazily, so memory still follows the bytes that
+	 * arrive, and growing by copies is avoided. Beyond it, the buffer
+	 * grows with what arrives, so no announced size alone commits much. */
 	size_t cap = got * 2 > BIG_MIN_GROWTH ? got * 2 : BIG_MIN_GROWTH;
-	if (cap > payload)
+	if (payload <= BIG_EXACT_MAX || cap > payload)
 		cap = payload;
 	c->big = malloc(cap);
 	if (!c->big) {
@@ -806,6 +816,12 @@ void ssock__ep_resume_paused(ssock__ep *ep)
 
 /* ----------------------------------------------------------- write path */
 
+/* A chunk's bytes: its own, or a payload buffer it took over (ext). */
+static uint8_t *chunk_bytes(ssock__chunk *ch)
+{
+	return ch->ext ? ch->ext : ch->data;
+}
+
 static ssock__chunk *chunk_new(ssock_loop *l, size_t need)
 {
 	ssock__chunk *ch;
@@ -821,12 +837,18 @@ static ssock__chunk *chunk_new(ssock_loop *l, size_t need)
 		ch->cap = cap;
 	}
 	ch->next = NULL;
+	ch->ext = NULL;
 	ch->off = ch->len = 0;
 	return ch;
 }
 
 void ssock__chunk_free(ssock_loop *l, ssock__chunk *ch)
 {
+	if (ch->ext) {
+		free(ch->ext);
+		free(ch);
+		return;
+	}
 	if (ch->cap == CHUNK_SIZE && l->nfree_chunks < MAX_FREE_CHUNKS) {
 		ch->next = l->free_chunks;
 		l->free_chunks = ch;
@@ -882,6 +904,7 @@ int ssock__frame_chunk(ssock_framing f, const void *data, size_t len, size_t max
 	if (!ch)
 		return SSOCK_ENOMEM;
 	ch->next = NULL;
+	ch->ext = NULL;
 	ch->off = 0;
 	ch->len = ch->cap = (size_t)total;
 	frame_into(f, ch->data, data, len);
@@ -926,7 +949,7 @@ static void sq_append(ssock_conn *c, ssock__chunk *ch)
 static void sq_raw(ssock_conn *c, uint8_t byte)
 {
 	ssock__chunk *tail = c->sq_tail;
-	if (!tail || tail->cap == tail->len) {
+	if (!tail || tail->ext || tail->cap == tail->len) {
 		tail = chunk_new(loop_of(c), 1);
 		if (!tail) {
 			report(c, SSOCK_ENOMEM, "write");
@@ -1007,6 +1030,33 @@ void ssock__conn_enqueue(ssock_conn *c, ssock__chunk *ch)
 	enqueue_msg(c, ch);
 }
 
+/* Echo fast path: the payload buffer being delivered to a callback is sent
+ * as is, after its header, instead of being copied. Room is reserved. */
+static bool send_lent(ssock_conn *c, size_t len)
+{
+	ssock__chunk *ext = malloc(sizeof *ext);
+	if (!ext)
+		return false;
+	uint8_t h[SSOCK__U32_HEADER];
+	ssock__u32_header(h, (uint32_t)len);
+	ssock__chunk *tail = c->sq_tail;
+	if (!tail || tail->ext || tail->cap - tail->len < sizeof h) {
+		tail = chunk_new(loop_of(c), sizeof h);
+		if (!tail) {
+			free(ext);
+			return false;
+		}
+		sq_append(c, tail);
+	}
+	memcpy(tail->data + tail->len, h, sizeof h);
+	tail->len += sizeof h;
+	*ext = (ssock__chunk){.ext = c->lending, .len = len, .cap = len};
+	c->lending = NULL;
+	sq_append(c, ext);
+	mark_flush(c);
+	return true;
+}
+
 int ssock__conn_send(ssock_conn *c, const void *data, size_t len)
 {
 	if (c->state >= SSOCK__CLOSING)
@@ -1017,6 +1067,8 @@ int ssock__conn_send(ssock_conn *c, const void *data, size_t len)
 		return (int)total;
 	if (!reserve(c, (size_t)total))
 		return SSOCK_ESENDQFULL;
+	if (f == SSOCK_FRAMING_U32 && data == c->lending && len > 0 && send_lent(c, len))
+		return 0;
 	if (f == SSOCK_FRAMING_TINYPROTO) {
 		/* One chunk per message: each waits for its own answer. */
 		ssock__chunk *ch;
@@ -1029,7 +1081,7 @@ int ssock__conn_send(ssock_conn *c, const void *data, size_t len)
 		return 0;
 	}
 	ssock__chunk *tail = c->sq_tail;
-	if (!tail || tail->cap - tail->len < (size_t)total) {
+	if (!tail || tail->ext || tail->cap - tail->len < (size_t)total) {
 		tail = chunk_new(loop_of(c), (size_t)total);
 		if (!tail) {
 			atomic_fetch_sub(&c->queued, (size_t)total);
@@ -1087,7 +1139,7 @@ static void conn_write(ssock_conn *c)
 		int n = 0;
 		size_t want = 0;
 		for (ssock__chunk *ch = c->sq_head; ch && n < MAX_IOV; ch = ch->next) {
-			iov[n].iov_base = ch->data + ch->off;
+			iov[n].iov_base = chunk_bytes(ch) + ch->off;
 			iov[n].iov_len = ch->len - ch->off;
 			want += iov[n++].iov_len;
 		}

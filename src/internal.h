@@ -248,7 +248,9 @@ extern const ssock__transport ssock__tcp_transport;
 
 struct ssock__chunk {
 	ssock__chunk *next;
-	size_t off, len, cap; /* data[off..len) is still to be written */
+	uint8_t *ext;         /* a payload buffer taken over, used instead of
+	                         data[] (freed with the chunk); usually NULL */
+	size_t off, len, cap; /* bytes[off..len) is still to be written */
 	uint8_t data[];
 };
 
@@ -273,6 +275,8 @@ struct ssock_conn {
 	bool disc_emitted;         /* the disconnect event went out */
 	bool in_flush, paused, wpaused, want_write, peer_eof;
 	bool in_process;           /* decoding input (callbacks may run) */
+	uint8_t *lending;          /* the malloc'd payload a callback is
+	                              looking at, which a send may take */
 	bool closing;              /* under loop->mu: sends are refused */
 
 	/* Read side (loop only). */
