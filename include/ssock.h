@@ -112,13 +112,14 @@ const char *ssock_errname(int code);
 /* Addresses                                                                 */
 /* ------------------------------------------------------------------------ */
 
-/* An IPv4 or IPv6 socket address. Plain data: copy it freely. */
+/* An IPv4 or IPv6 socket address. Plain data: copy it freely. (Sized for
+ * IPv6, not for sockaddr_storage: every connection keeps one, and idle
+ * connections should cost little memory.) */
 typedef struct ssock_addr {
 	union {
 		struct sockaddr sa;
 		struct sockaddr_in in4;
 		struct sockaddr_in6 in6;
-		struct sockaddr_storage ss;
 	} u;
 	socklen_t len;
 } ssock_addr;
