@@ -3,13 +3,14 @@
 # build-fuzz/ and runs each for SECONDS (default 60). New corpus entries go
 # to build-fuzz/corpus/ (the checked-in seeds in fuzz/corpus/ stay small).
 # A crash input is copied to fuzz/crashes/<target>-<name>, where CMake turns
-# it into a regression test. Exits 1 if any target crashed.
+# it into a regression test (and this script replays it before fuzzing).
+# Exits 1 if any target crashed or a saved crash crashes again.
 set -eu
 
 secs=${1:-60}
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$root/build-fuzz
-targets="fuzz_u32 fuzz_line fuzz_addr"
+targets="fuzz_u32 fuzz_line fuzz_tinyproto fuzz_addr"
 
 # clang and its fuzzer runtime (libclang-rt-*-dev on Debian) are all we need.
 fuzzer_works() {
@@ -34,7 +35,7 @@ fi
 
 cmake -S "$root" -B "$build" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 	-DSSOCK_FUZZ=ON -DSSOCK_TESTS=OFF -DSSOCK_EXAMPLES=OFF -DSSOCK_BENCH=OFF >/dev/null
-# Only the harnesses: they build from frame.c/addr.c alone.
+# Only the harnesses: they build from frame.c/addr.c/tinyproto.c alone.
 cmake --build "$build" --target $targets -j "$(nproc 2>/dev/null || echo 2)" >/dev/null
 
 failed=0
@@ -48,8 +49,17 @@ for t in $targets; do
 	case $t in
 	fuzz_u32) dict=$root/fuzz/u32.dict ;;
 	fuzz_line) dict=$root/fuzz/line.dict ;;
+	fuzz_tinyproto) dict=$root/fuzz/tinyproto.dict ;;
 	fuzz_addr) dict=$root/fuzz/addr.dict ;;
 	esac
+	# Every crash saved before is a regression test: replay it first.
+	for f in "$root"/fuzz/crashes/"$t"-*; do
+		[ -f "$f" ] || continue
+		if ! "$build/fuzz/$t" "$f" >"$log.replay" 2>&1; then
+			echo "   regression: $f crashes again (log $log.replay)"
+			failed=1
+		fi
+	done
 	echo "== $t: ${secs}s"
 	rc=0
 	"$build/fuzz/$t" -max_total_time="$secs" -timeout=10 -print_final_stats=1 \

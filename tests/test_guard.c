@@ -14,6 +14,7 @@
 #include "frame.h"
 #include "ssock.h"
 #include "test.h"
+#include "tinyproto.h"
 
 static uint8_t *guard_end; /* first byte of the PROT_NONE page */
 
@@ -189,4 +190,37 @@ TEST(guard_addr_split_every_suffix)
 	const char *b = (const char *)place("[::1]:443", 10);
 	CHECK_INT(ssock__addr_split(b, host, &port), ==, 0);
 	CHECK_INT(port, ==, 443);
+}
+
+static const struct input tp_inputs[] = {
+	IN("\xff"),
+	IN("\x00"),
+	IN("\xff\x00\x00\x00\x05hello"),
+	IN("\x00\x00\x00\x07"),
+	IN("\xff\xff\xff\xff"),
+	IN("\x01\x00\x00\x00"),
+	IN("G"),
+};
+
+TEST(guard_tinyproto_every_prefix_every_state)
+{
+	CHECK_INT(guard_setup(), ==, 0);
+	for (size_t i = 0; i < sizeof tp_inputs / sizeof tp_inputs[0]; i++) {
+		const struct input *in = &tp_inputs[i];
+		for (unsigned f = 0; f < 16; f++) {
+			ssock__tp st = {.hello_in = f & 1, .rx_accepted = f & 2,
+					.tx_waiting = f & 4, .after_refusal = f & 8};
+			for (size_t k = 0; k <= in->len; k++) {
+				ssock__tp_act act;
+				const uint8_t *b = place(in->bytes, k);
+				ssize_t rc = ssock__tp_step(&st, b, k, 16, &act);
+				/* never more than it was given; nothing when it needs more */
+				CHECK(rc < 0 || (size_t)rc <= k);
+				if (rc >= 0 && act == SSOCK__TP_NEED)
+					CHECK_INT(rc, ==, 0);
+				if (k == 0)
+					CHECK(rc == 0 && act == SSOCK__TP_NEED);
+			}
+		}
+	}
 }
