@@ -1,63 +1,83 @@
 /*
- * ssock: the command-line tool. `ssock echo` serves an echo of every
- * message; `ssock chat` sends stdin's lines as messages and prints replies.
- * The contract (output lines, exit codes) is DESIGN.md's: tests and
- * benchmarks drive it, so keep it exact.
+ * ssock: the command-line tool. This file holds main(), the dispatch to the
+ * subcommands (cmd_*.c), help, and the option parsing they share.
+ * The contract of echo and chat (output lines, exit codes) is DESIGN.md's:
+ * tests and benchmarks drive it, so keep it exact.
+ *
+ * Exit codes everywhere: 0 success, 1 runtime error (one line on stderr
+ * saying what failed and where), 2 usage error (the line, then the usage).
  */
-#include "ssock.h"
+#include "cli.h"
 
+#include <errno.h>
 #include <getopt.h>
-#include <poll.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdbool.h>
-#include <stdio.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <unistd.h>
+#include <time.h>
 
-#define EXIT_RUNTIME 1
-#define EXIT_USAGE 2
+const char *prog = "ssock";
 
-static const char *prog = "ssock";
+static const struct command *const commands[] = {
+	&cmd_echo, &cmd_chat, &cmd_listen, &cmd_send, &cmd_send_file, &cmd_recv_files,
+};
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
 
 static void usage(FILE *out)
 {
+	fprintf(out, "usage: %s <command> [options]\n\ncommands:\n", prog);
+	for (size_t i = 0; i < NCOMMANDS; i++)
+		fprintf(out, "  %s\n", commands[i]->synopsis);
 	fprintf(out,
-		"usage: %s <command> [options]\n"
-		"\n"
-		"commands:\n"
-		"  echo --listen ADDR [--framing u32|line|raw|tinyproto] [--max-conns N] [--max-msg BYTES]\n"
-		"        serve an echo of every message; prints 'listening on HOST:PORT'\n"
-		"  chat ADDR [--framing u32|line|raw|tinyproto] [--wait MS]\n"
-		"        send each stdin line as a message, print each message received\n"
 		"\n"
 		"ADDR is HOST:PORT, [IPV6]:PORT or :PORT (all addresses).\n"
+		"'%s help COMMAND' or '%s COMMAND --help' explains one command.\n"
 		"options:\n"
 		"  --version   print the version and exit\n"
-		"  --help      print this help and exit\n",
-		prog);
+		"  --help      print this help and exit\n"
+		"exit codes: 0 success, 1 runtime error, 2 usage error\n",
+		prog, prog);
 }
 
-static int usage_error(const char *fmt, const char *arg)
+static void command_help(const struct command *cmd, FILE *out)
 {
+	fprintf(out, "usage: %s %s\n\n%s", prog, cmd->synopsis, cmd->help);
+}
+
+int cli_usage_error(const struct command *cmd, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
 	fprintf(stderr, "%s: ", prog);
-	fprintf(stderr, fmt, arg);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
 	fputc('\n', stderr);
-	usage(stderr);
+	if (cmd)
+		fprintf(stderr, "usage: %s %s\n(see '%s help %s')\n", prog, cmd->synopsis, prog,
+			cmd->name);
+	else
+		usage(stderr);
 	return EXIT_USAGE;
 }
 
-/* Options shared by the subcommands. */
-struct opts {
-	const char *addr;
-	ssock_framing framing;
-	int max_conns;
-	uint32_t max_msg;
-	int wait_ms;
-	bool udp;
-};
+int cli_fail(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "%s: ", prog);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return EXIT_RUNTIME;
+}
+
+int cli_addr_exit(int rc)
+{
+	return rc == SSOCK_EBADADDR ? EXIT_USAGE : EXIT_RUNTIME;
+}
+
+/* ------------------------------------------------------------- options */
 
 static bool parse_uint(const char *s, unsigned long long max, unsigned long long *out)
 {
@@ -72,68 +92,111 @@ static bool parse_uint(const char *s, unsigned long long max, unsigned long long
 	return true;
 }
 
-enum { OPT_LISTEN = 256, OPT_FRAMING, OPT_UDP, OPT_MAX_CONNS, OPT_MAX_MSG, OPT_WAIT, OPT_HELP };
-
+/* The getopt value of each option is its O_* bit. */
 static const struct option long_opts[] = {
-	{"listen", required_argument, NULL, OPT_LISTEN},
-	{"framing", required_argument, NULL, OPT_FRAMING},
-	{"udp", no_argument, NULL, OPT_UDP},
-	{"max-conns", required_argument, NULL, OPT_MAX_CONNS},
-	{"max-msg", required_argument, NULL, OPT_MAX_MSG},
-	{"wait", required_argument, NULL, OPT_WAIT},
-	{"help", no_argument, NULL, OPT_HELP},
+	{"listen", required_argument, NULL, O_LISTEN},
+	{"framing", required_argument, NULL, O_FRAMING},
+	{"udp", no_argument, NULL, O_UDP},
+	{"max-conns", required_argument, NULL, O_MAX_CONNS},
+	{"max-msg", required_argument, NULL, O_MAX_MSG},
+	{"wait", required_argument, NULL, O_WAIT},
+	{"hex", no_argument, NULL, O_HEX},
+	{"reply", no_argument, NULL, O_REPLY},
+	{"dir", required_argument, NULL, O_DIR},
+	{"overwrite", no_argument, NULL, O_OVERWRITE},
+	{"max-size", required_argument, NULL, O_MAX_SIZE},
+	{"stats", no_argument, NULL, O_STATS},
+	{"once", no_argument, NULL, O_ONCE},
+	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
 
-/* Parses argv after the subcommand. Returns 0, EXIT_USAGE, or -1 for --help. */
-static int parse_opts(int argc, char **argv, struct opts *o)
+/* Stores one option's value. Returns 0 or EXIT_USAGE. */
+static int set_opt(const struct command *cmd, int c, const char *arg, struct opts *o)
 {
 	unsigned long long v;
-	optind = 1;
-	opterr = 0;
-	for (;;) {
-		int c = getopt_long(argc, argv, "", long_opts, NULL);
-		if (c == -1)
-			break;
-		switch (c) {
-		case OPT_LISTEN:
-			o->addr = optarg;
-			break;
-		case OPT_FRAMING:
-			if (ssock_framing_parse(optarg, &o->framing) != 0)
-				return usage_error("unknown framing '%s' (u32, line, raw or tinyproto)",
-						   optarg);
-			break;
-		case OPT_UDP:
-			o->udp = true;
-			break;
-		case OPT_MAX_CONNS:
-			if (!parse_uint(optarg, INT32_MAX, &v))
-				return usage_error("--max-conns takes a whole number, not '%s'", optarg);
-			o->max_conns = (int)v;
-			break;
-		case OPT_MAX_MSG:
-			if (!parse_uint(optarg, UINT32_MAX, &v) || v == 0)
-				return usage_error("--max-msg takes 1 to 4294967295 bytes, not '%s'", optarg);
-			o->max_msg = (uint32_t)v;
-			break;
-		case OPT_WAIT:
-			if (!parse_uint(optarg, INT32_MAX, &v))
-				return usage_error("--wait takes milliseconds, not '%s'", optarg);
-			o->wait_ms = (int)v;
-			break;
-		case OPT_HELP:
-			return -1;
-		default:
-			return usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
-		}
+	switch (c) {
+	case O_LISTEN:
+		o->addr = arg;
+		return 0;
+	case O_FRAMING:
+		if (ssock_framing_parse(arg, &o->framing) != 0)
+			return cli_usage_error(cmd, "unknown framing '%s' (u32, line, raw or tinyproto)",
+					       arg);
+		return 0;
+	case O_MAX_CONNS:
+		if (!parse_uint(arg, INT32_MAX, &v))
+			return cli_usage_error(cmd, "--max-conns takes a whole number, not '%s'", arg);
+		o->max_conns = (int)v;
+		return 0;
+	case O_MAX_MSG:
+		if (!parse_uint(arg, UINT32_MAX, &v) || v == 0)
+			return cli_usage_error(cmd, "--max-msg takes 1 to 4294967295 bytes, not '%s'", arg);
+		o->max_msg = (uint32_t)v;
+		return 0;
+	case O_WAIT:
+		if (!parse_uint(arg, INT32_MAX, &v))
+			return cli_usage_error(cmd, "--wait takes milliseconds, not '%s'", arg);
+		o->wait_ms = (int)v;
+		return 0;
+	case O_DIR:
+		o->dir = arg;
+		return 0;
+	case O_MAX_SIZE:
+		if (!parse_uint(arg, UINT64_MAX, &v))
+			return cli_usage_error(cmd, "--max-size takes bytes, not '%s'", arg);
+		o->max_size = v;
+		return 0;
 	}
+	bool *flag = c == O_UDP	      ? &o->udp
+		     : c == O_HEX     ? &o->hex
+		     : c == O_REPLY   ? &o->reply
+		     : c == O_OVERWRITE ? &o->overwrite
+		     : c == O_STATS   ? &o->stats
+				      : &o->once;
+	*flag = true;
 	return 0;
 }
 
-/* The tool may hold many connections: use every fd the hard limit allows.
- * (The library itself never changes process-wide settings.) */
-static void raise_fd_limit(void)
+int cli_parse(const struct command *cmd, int argc, char **argv, struct opts *o)
+{
+	optind = 1;
+	opterr = 0;
+	for (;;) {
+		int c = getopt_long(argc, argv, "h", long_opts, NULL);
+		if (c == -1)
+			break;
+		if (c == 'h')
+			return -1;
+		if (c == '?' || c == ':' || !(cmd->allowed & (unsigned)c))
+			return cli_usage_error(cmd, "unknown or incomplete option '%s' for %s",
+					       argv[optind - 1], cmd->name);
+		int rc = set_opt(cmd, c, optarg, o);
+		if (rc != 0)
+			return rc;
+	}
+	o->args = argv + optind;
+	o->nargs = argc - optind;
+	return 0;
+}
+
+/* ---------------------------------------------------------- utilities */
+
+void cli_block_stop(sigset_t *set)
+{
+	sigemptyset(set);
+	sigaddset(set, SIGINT);
+	sigaddset(set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, set, NULL);
+}
+
+void cli_wait_stop(const sigset_t *set)
+{
+	int sig;
+	sigwait(set, &sig);
+}
+
+void cli_raise_fd_limit(void)
 {
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -142,469 +205,63 @@ static void raise_fd_limit(void)
 	}
 }
 
-/* ---------------------------------------------------------------- echo */
-
-static void echo_message(ssock_conn *c, const void *data, size_t len, void *user)
+int64_t cli_now_ms(void)
 {
-	(void)user;
-	int rc = ssock_conn_send(c, data, len);
-	if (rc != 0) {
-		/* A peer that never reads: drop it rather than its messages. */
-		char peer[SSOCK_ADDRSTRLEN];
-		ssock_addr_format(ssock_conn_peer(c), peer, sizeof peer);
-		fprintf(stderr, "%s: echo to %s failed: %s; closing it\n", prog, peer, ssock_strerror(rc));
-		ssock_conn_close(c);
-	}
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void echo_error(const ssock_error_info *e, void *user)
+void cli_fmt_bytes(char *buf, size_t size, double bytes)
 {
-	(void)user;
-	char peer[SSOCK_ADDRSTRLEN] = "-";
-	if (e->peer.len)
-		ssock_addr_format(&e->peer, peer, sizeof peer);
-	fprintf(stderr, "%s: %s (%s): %s\n", prog, e->op, peer, ssock_strerror(e->code));
+	static const char *const unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+	int u = 0;
+	while (bytes >= 1024 && u < 4) {
+		bytes /= 1024;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, size, "%.0f B", bytes);
+	else
+		snprintf(buf, size, "%.1f %s", bytes, unit[u]);
 }
 
-/* ------------------------------------------------------------ echo --udp */
-
-static void udp_echo_datagram(ssock_udp *u, const ssock_addr *from, const void *data, size_t len,
-			      void *user)
+long cli_peak_rss_kib(void)
 {
-	(void)user;
-	int rc = ssock_udp_send_to(u, from, data, len);
-	/* A full send buffer loses this reply, as UDP may: no line per loss. */
-	if (rc != 0 && rc != SSOCK_ESENDQFULL) {
-		char peer[SSOCK_ADDRSTRLEN];
-		ssock_addr_format(from, peer, sizeof peer);
-		fprintf(stderr, "%s: echo to %s failed: %s\n", prog, peer, ssock_strerror(rc));
-	}
+	FILE *f = fopen("/proc/self/status", "r");
+	if (!f)
+		return -1;
+	char line[256];
+	long kib = -1;
+	while (fgets(line, sizeof line, f))
+		if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
+			break;
+	fclose(f);
+	return kib;
 }
 
-static int udp_echo(const struct opts *o)
+/* --------------------------------------------------------------- main */
+
+static const struct command *find_command(const char *name)
 {
-	if (o->max_msg > SSOCK_UDP_MAX_MESSAGE)
-		return usage_error("%s", "--max-msg with --udp is at most 65507 bytes");
-	/* As for TCP: only sigwait() below takes the stop signals. */
-	sigset_t stop;
-	sigemptyset(&stop);
-	sigaddset(&stop, SIGINT);
-	sigaddset(&stop, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &stop, NULL);
+	for (size_t i = 0; i < NCOMMANDS; i++)
+		if (strcmp(commands[i]->name, name) == 0)
+			return commands[i];
+	return NULL;
+}
 
-	ssock_udp_opts uo = {
-		.bind = o->addr,
-		.max_message = o->max_msg,
-		.on_datagram = udp_echo_datagram,
-		.on_error = echo_error,
-	};
-	ssock_udp *u;
-	int rc = ssock_udp_new(&u, &uo);
-	if (rc != 0) {
-		fprintf(stderr, "%s: cannot listen on %s (udp): %s\n", prog, o->addr, ssock_strerror(rc));
-		return rc == SSOCK_EBADADDR ? EXIT_USAGE : EXIT_RUNTIME;
+/* `ssock help [COMMAND]` */
+static int help(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stdout);
+		return 0;
 	}
-	ssock_addr bound;
-	char text[SSOCK_ADDRSTRLEN];
-	ssock_udp_addr(u, &bound);
-	ssock_addr_format(&bound, text, sizeof text);
-	printf("listening on %s\n", text);
-	fflush(stdout);
-
-	int sig;
-	sigwait(&stop, &sig);
-	ssock_udp_close(u);
+	const struct command *cmd = find_command(argv[1]);
+	if (!cmd)
+		return cli_usage_error(NULL, "no help for unknown command '%s'", argv[1]);
+	command_help(cmd, stdout);
 	return 0;
-}
-
-static int cmd_echo(int argc, char **argv)
-{
-	struct opts o = {0};
-	int rc = parse_opts(argc, argv, &o);
-	if (rc != 0)
-		return rc < 0 ? (usage(stdout), 0) : rc;
-	if (!o.addr)
-		return usage_error("%s", "echo needs --listen ADDR");
-	if (optind < argc)
-		return usage_error("unexpected argument '%s'", argv[optind]);
-	if (o.udp && o.framing == SSOCK_FRAMING_TINYPROTO)
-		return usage_error("%s", "--framing tinyproto is a TCP framing (not with --udp)");
-	if (o.udp)
-		return udp_echo(&o);
-	raise_fd_limit();
-
-	/* Block the stop signals before the loop thread starts, so it inherits
-	 * the mask and only sigwait() below ever takes them. */
-	sigset_t stop;
-	sigemptyset(&stop);
-	sigaddset(&stop, SIGINT);
-	sigaddset(&stop, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &stop, NULL);
-
-	ssock_server_opts so = {
-		.listen = o.addr,
-		.framing = o.framing,
-		.max_conns = o.max_conns,
-		.max_message = o.max_msg,
-		.on_message = echo_message,
-		.on_error = echo_error,
-	};
-	ssock_server *srv;
-	rc = ssock_server_new(&srv, &so);
-	if (rc != 0) {
-		fprintf(stderr, "%s: cannot listen on %s: %s\n", prog, o.addr, ssock_strerror(rc));
-		return EXIT_RUNTIME;
-	}
-	ssock_addr bound;
-	char text[SSOCK_ADDRSTRLEN];
-	ssock_server_addr(srv, 0, &bound);
-	ssock_addr_format(&bound, text, sizeof text);
-	printf("listening on %s\n", text);
-	fflush(stdout);
-
-	int sig;
-	sigwait(&stop, &sig);
-	ssock_server_close(srv);
-	return 0;
-}
-
-/* ---------------------------------------------------------------- chat */
-
-struct chat {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	ssock_framing framing;
-	unsigned long long replies, reply_bytes;
-	bool lost;
-	int lost_reason;
-	int wake_fd; /* written when the connection is lost */
-};
-
-static void chat_message(ssock_conn *c, const void *data, size_t len, void *user)
-{
-	(void)c;
-	struct chat *ch = user;
-	fwrite(data, 1, len, stdout);
-	if (ch->framing != SSOCK_FRAMING_RAW)
-		fputc('\n', stdout);
-	fflush(stdout);
-	pthread_mutex_lock(&ch->mu);
-	ch->replies++;
-	ch->reply_bytes += len;
-	pthread_cond_broadcast(&ch->cv);
-	pthread_mutex_unlock(&ch->mu);
-}
-
-static void chat_disconnect(ssock_conn *c, int reason, void *user)
-{
-	(void)c;
-	struct chat *ch = user;
-	pthread_mutex_lock(&ch->mu);
-	ch->lost = true;
-	ch->lost_reason = reason;
-	pthread_cond_broadcast(&ch->cv);
-	pthread_mutex_unlock(&ch->mu);
-	char b = 1;
-	if (write(ch->wake_fd, &b, 1) < 0) {
-		/* the main thread also sees `lost` under the mutex */
-	}
-}
-
-/* stdin read by hand, not through stdio, so poll() can watch it and the
- * "connection lost" pipe together without stdio holding lines back. */
-struct line_reader {
-	char *buf;
-	size_t len, cap;
-	size_t skip; /* bytes of the line returned last time */
-	bool eof;
-};
-
-/* Returns the next line (NUL-terminated, without "\r\n") and its length
- * via *n, or NULL at EOF or when lost_fd becomes readable. */
-static char *read_line(struct line_reader *r, int lost_fd, size_t *n)
-{
-	if (r->skip) {
-		memmove(r->buf, r->buf + r->skip, r->len - r->skip);
-		r->len -= r->skip;
-		r->skip = 0;
-	}
-	for (;;) {
-		char *nl = r->len ? memchr(r->buf, '\n', r->len) : NULL;
-		if (nl || (r->eof && r->len > 0)) {
-			size_t end = nl ? (size_t)(nl - r->buf) : r->len;
-			r->skip = nl ? end + 1 : end;
-			if (end > 0 && r->buf[end - 1] == '\r')
-				end--;
-			r->buf[end] = '\0';
-			*n = end;
-			return r->buf;
-		}
-		if (r->eof)
-			return NULL;
-		if (r->cap - r->len < 4096) {
-			size_t cap = r->cap ? r->cap * 2 : 8192;
-			char *b = realloc(r->buf, cap + 1);
-			if (!b)
-				return NULL;
-			r->buf = b;
-			r->cap = cap;
-		}
-		struct pollfd p[2] = {{.fd = STDIN_FILENO, .events = POLLIN},
-				      {.fd = lost_fd, .events = POLLIN}};
-		if (poll(p, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
-			return NULL;
-		}
-		if (p[1].revents)
-			return NULL;
-		ssize_t got = read(STDIN_FILENO, r->buf + r->len, r->cap - r->len);
-		if (got < 0 && errno == EINTR)
-			continue;
-		if (got <= 0)
-			r->eof = true;
-		else
-			r->len += (size_t)got;
-	}
-}
-
-/* Waits up to wait_ms for as many replies as messages sent (for raw: as
- * many bytes). */
-static void wait_replies(struct chat *ch, unsigned long long sent, unsigned long long sent_bytes,
-			 int wait_ms)
-{
-	struct timespec deadline;
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += wait_ms / 1000;
-	deadline.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-	if (deadline.tv_nsec >= 1000000000L) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000L;
-	}
-	pthread_mutex_lock(&ch->mu);
-	for (;;) {
-		bool done = ch->framing == SSOCK_FRAMING_RAW ? ch->reply_bytes >= sent_bytes
-							     : ch->replies >= sent;
-		if (done || ch->lost)
-			break;
-		if (pthread_cond_timedwait(&ch->cv, &ch->mu, &deadline) != 0)
-			break;
-	}
-	pthread_mutex_unlock(&ch->mu);
-}
-
-static int chat_session(ssock_client *cli, struct chat *ch, int lost_fd, int wait_ms,
-			const char *addr)
-{
-	struct line_reader r = {0};
-	unsigned long long sent = 0, sent_bytes = 0;
-	bool bye = false;
-	int rc = 0;
-	for (;;) {
-		size_t n;
-		char *line = read_line(&r, lost_fd, &n);
-		if (!line)
-			break;
-		bye = strcmp(line, "bye") == 0;
-		if (ch->framing == SSOCK_FRAMING_RAW)
-			line[n++] = '\n'; /* raw peers (nc) see the line as typed */
-		rc = ssock_client_send_timeout(cli, line, n, -1);
-		if (rc != 0)
-			break;
-		sent++;
-		sent_bytes += n;
-		if (bye)
-			break;
-		/* tinyproto is half-duplex: the next line waits for this reply,
-		 * so the two sides never start a message at the same moment. */
-		if (ch->framing == SSOCK_FRAMING_TINYPROTO)
-			wait_replies(ch, sent, sent_bytes, wait_ms);
-	}
-	free(r.buf);
-	if (rc == 0)
-		wait_replies(ch, sent, sent_bytes, wait_ms);
-	pthread_mutex_lock(&ch->mu);
-	bool lost = ch->lost;
-	int reason = ch->lost_reason;
-	pthread_mutex_unlock(&ch->mu);
-	if (rc != 0 && rc != SSOCK_ENOTCONN && rc != SSOCK_ECLOSED) {
-		fprintf(stderr, "%s: send to %s failed: %s\n", prog, addr, ssock_strerror(rc));
-		return EXIT_RUNTIME;
-	}
-	/* After 'bye' the server hanging up is the expected end. */
-	if ((lost || rc != 0) && !bye) {
-		fprintf(stderr, "%s: connection to %s lost: %s\n", prog, addr,
-			reason ? ssock_strerror(reason) : "closed by peer");
-		return EXIT_RUNTIME;
-	}
-	return 0;
-}
-
-/* ------------------------------------------------------------ chat --udp */
-
-static void udp_chat_datagram(ssock_udp *u, const ssock_addr *from, const void *data, size_t len,
-			      void *user)
-{
-	(void)u;
-	(void)from; /* a connected socket only hears its peer */
-	struct chat *ch = user;
-	fwrite(data, 1, len, stdout);
-	fputc('\n', stdout);
-	fflush(stdout);
-	pthread_mutex_lock(&ch->mu);
-	ch->replies++;
-	pthread_cond_broadcast(&ch->cv);
-	pthread_mutex_unlock(&ch->mu);
-}
-
-static void udp_chat_error(const ssock_error_info *e, void *user)
-{
-	struct chat *ch = user;
-	/* ICMP "port unreachable": nobody listens there. Anything else (an
-	 * oversized reply) costs one datagram, not the session. */
-	if (e->code != SSOCK_ECONNREFUSED) {
-		fprintf(stderr, "%s: %s: %s\n", prog, e->op, ssock_strerror(e->code));
-		return;
-	}
-	pthread_mutex_lock(&ch->mu);
-	ch->lost = true;
-	ch->lost_reason = e->code;
-	pthread_cond_broadcast(&ch->cv);
-	pthread_mutex_unlock(&ch->mu);
-	char b = 1;
-	if (write(ch->wake_fd, &b, 1) < 0) {
-		/* the main thread also sees `lost` under the mutex */
-	}
-}
-
-static int udp_chat_session(ssock_udp *u, struct chat *ch, int lost_fd, int wait_ms,
-			    const char *addr)
-{
-	/* Allocated up front: read_line() memmoves from r.buf before it ever
-	 * allocates, and memmove(NULL, NULL, 0) is undefined (UBSan stops). */
-	struct line_reader r = {.buf = malloc(8192 + 1), .cap = 8192};
-	if (!r.buf) {
-		fprintf(stderr, "%s: out of memory\n", prog);
-		return EXIT_RUNTIME;
-	}
-	unsigned long long sent = 0;
-	int rc = 0;
-	for (;;) {
-		size_t n;
-		char *line = read_line(&r, lost_fd, &n);
-		if (!line)
-			break;
-		bool bye = strcmp(line, "bye") == 0;
-		rc = ssock_udp_send_to_timeout(u, NULL, line, n, -1);
-		if (rc != 0)
-			break;
-		sent++;
-		if (bye)
-			break;
-	}
-	free(r.buf);
-	if (rc == 0)
-		wait_replies(ch, sent, 0, wait_ms);
-	pthread_mutex_lock(&ch->mu);
-	bool lost = ch->lost;
-	pthread_mutex_unlock(&ch->mu);
-	if (lost || rc == SSOCK_ECONNREFUSED) {
-		fprintf(stderr, "%s: %s refused the datagrams (nobody listening?)\n", prog, addr);
-		return EXIT_RUNTIME;
-	}
-	if (rc != 0) {
-		fprintf(stderr, "%s: send to %s failed: %s\n", prog, addr, ssock_strerror(rc));
-		return EXIT_RUNTIME;
-	}
-	return 0;
-}
-
-static int udp_chat(const struct opts *o)
-{
-	if (o->max_msg > SSOCK_UDP_MAX_MESSAGE)
-		return usage_error("%s", "--max-msg with --udp is at most 65507 bytes");
-	int pipefd[2];
-	if (pipe(pipefd) != 0) {
-		perror(prog);
-		return EXIT_RUNTIME;
-	}
-	/* Counted as messages (not raw bytes) by wait_replies(). */
-	struct chat ch = {.framing = SSOCK_FRAMING_U32, .wake_fd = pipefd[1]};
-	pthread_mutex_init(&ch.mu, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&ch.cv, &ca);
-	ssock_udp_opts uo = {
-		.connect = o->addr,
-		.max_message = o->max_msg,
-		.on_datagram = udp_chat_datagram,
-		.on_error = udp_chat_error,
-		.user = &ch,
-	};
-	ssock_udp *u;
-	int rc = ssock_udp_new(&u, &uo);
-	int code;
-	if (rc != 0) {
-		fprintf(stderr, "%s: cannot connect to %s (udp): %s\n", prog, o->addr, ssock_strerror(rc));
-		code = rc == SSOCK_EBADADDR ? EXIT_USAGE : EXIT_RUNTIME;
-	} else {
-		code = udp_chat_session(u, &ch, pipefd[0], o->wait_ms, o->addr);
-		ssock_udp_close(u);
-	}
-	close(pipefd[0]);
-	close(pipefd[1]);
-	return code;
-}
-
-static int cmd_chat(int argc, char **argv)
-{
-	struct opts o = {.wait_ms = 1000};
-	int rc = parse_opts(argc, argv, &o);
-	if (rc != 0)
-		return rc < 0 ? (usage(stdout), 0) : rc;
-	if (optind >= argc)
-		return usage_error("%s", "chat needs ADDR");
-	if (optind + 1 < argc)
-		return usage_error("unexpected argument '%s'", argv[optind + 1]);
-	o.addr = argv[optind];
-	if (o.udp && o.framing == SSOCK_FRAMING_TINYPROTO)
-		return usage_error("%s", "--framing tinyproto is a TCP framing (not with --udp)");
-	if (o.udp)
-		return udp_chat(&o);
-	int pipefd[2];
-	if (pipe(pipefd) != 0) {
-		perror(prog);
-		return EXIT_RUNTIME;
-	}
-	struct chat ch = {.framing = o.framing, .wake_fd = pipefd[1]};
-	pthread_mutex_init(&ch.mu, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&ch.cv, &ca);
-	ssock_client_opts co = {
-		.connect = o.addr,
-		.framing = o.framing,
-		.max_message = o.max_msg,
-		.on_message = chat_message,
-		.on_disconnect = chat_disconnect,
-		.user = &ch,
-	};
-	ssock_client *cli;
-	rc = ssock_client_new(&cli, &co);
-	if (rc == 0)
-		rc = ssock_client_connect(cli, -1);
-	if (rc != 0) {
-		fprintf(stderr, "%s: cannot connect to %s: %s\n", prog, o.addr, ssock_strerror(rc));
-		ssock_client_close(cli);
-		return rc == SSOCK_EBADADDR ? EXIT_USAGE : EXIT_RUNTIME;
-	}
-	int code = chat_session(cli, &ch, pipefd[0], o.wait_ms, o.addr);
-	ssock_client_close(cli);
-	close(pipefd[0]);
-	close(pipefd[1]);
-	return code;
 }
 
 int main(int argc, char **argv)
@@ -613,18 +270,25 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return EXIT_USAGE;
 	}
-	const char *cmd = argv[1];
-	if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+	const char *name = argv[1];
+	if (strcmp(name, "--version") == 0 || strcmp(name, "version") == 0) {
 		printf("ssock %s\n", ssock_version());
 		return 0;
 	}
-	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
-		usage(stdout);
+	if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0)
+		return help(1, argv);
+	if (strcmp(name, "help") == 0)
+		return help(argc - 1, argv + 1);
+	const struct command *cmd = find_command(name);
+	if (!cmd)
+		return cli_usage_error(NULL, "unknown command '%s'", name);
+	struct opts o = {.wait_ms = -1}; /* -1: --wait not given */
+	int rc = cli_parse(cmd, argc - 1, argv + 1, &o);
+	if (rc < 0) {
+		command_help(cmd, stdout);
 		return 0;
 	}
-	if (strcmp(cmd, "echo") == 0)
-		return cmd_echo(argc - 1, argv + 1);
-	if (strcmp(cmd, "chat") == 0)
-		return cmd_chat(argc - 1, argv + 1);
-	return usage_error("unknown command '%s'", cmd);
+	if (rc != 0)
+		return rc;
+	return cmd->run(&o);
 }
