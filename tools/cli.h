@@ -77,8 +77,9 @@ int cli_usage_error(const struct command *cmd, const char *fmt, ...)
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* The exit code for a failed ssock call on an address given by the user:
- * a malformed address is a usage error, the rest are runtime errors. */
-int cli_addr_exit(int rc);
+ * a malformed address is a usage error (then the command's usage follows the
+ * error line already printed), the rest are runtime errors. */
+int cli_addr_exit(const struct command *cmd, int rc);
 
 /* Blocks SIGINT and SIGTERM in the calling thread (call before any loop
  * thread starts, so it inherits the mask); cli_wait_stop() then takes them. */

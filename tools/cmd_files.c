@@ -213,6 +213,8 @@ static void rx_header(struct receiver *r, struct rx *x, ssock_conn *c, const uns
 	}
 	x->got = 0;
 	xxh64_init(&x->hash);
+	printf("receiving %s (%llu bytes) from %s\n", x->name, (unsigned long long)x->size, x->peer);
+	fflush(stdout);
 	progress_start(&x->bar, x->name, x->size);
 	x->state = RX_DATA;
 	ssock_conn_send(c, "R", 1);
@@ -449,7 +451,7 @@ static int rx_serve(struct receiver *r, struct opts *o, const sigset_t *stop)
 	int rc = ssock_server_new(&srv, &so);
 	if (rc != 0) {
 		cli_fail("cannot listen on %s: %s", o->addr, ssock_strerror(rc));
-		return cli_addr_exit(rc);
+		return cli_addr_exit(&cmd_recv_files, rc);
 	}
 	ssock_addr bound;
 	char text[SSOCK_ADDRSTRLEN];
@@ -509,8 +511,9 @@ const struct command cmd_recv_files = {
 	.synopsis = "recv-files --listen ADDR --dir DIR [--overwrite] [--max-size BYTES] [--once] "
 		    "[--stats]",
 	.help = "Receives files sent with 'ssock send-file' into DIR. Prints 'listening on\n"
-		"HOST:PORT' first, one line per file received, and a summary with the peak\n"
-		"memory use (VmHWM) when it stops (SIGINT or SIGTERM: exit 0).\n"
+		"HOST:PORT' first, a line 'receiving NAME ...' when a file starts and 'received\n"
+		"NAME ...' when it landed, and a summary with the peak memory use (VmHWM) when\n"
+		"it stops (SIGINT or SIGTERM: exit 0). Refusals and failures go to stderr.\n"
 		"A name with '/', '..', a NUL or a control character, or an empty or absolute\n"
 		"one, is refused. Data goes to a temporary file in DIR and is renamed to its\n"
 		"name only when its size and XXH64 checksum match: a broken transfer leaves\n"
@@ -694,7 +697,7 @@ static int run_send_file(struct opts *o)
 		cli_fail("cannot connect to %s: %s", s.addr, ssock_strerror(rc));
 		ssock_client_close(s.cli);
 		free(s.buf);
-		return cli_addr_exit(rc);
+		return cli_addr_exit(&cmd_send_file, rc);
 	}
 	int ok = 0, failed = 0;
 	for (int i = 1; i < o->nargs && !s.lost; i++)

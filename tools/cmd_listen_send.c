@@ -77,7 +77,7 @@ static int listen_udp(struct opts *o, const sigset_t *stop)
 	int rc = ssock_udp_new(&u, &uo);
 	if (rc != 0) {
 		cli_fail("cannot listen on %s (udp): %s", o->addr, ssock_strerror(rc));
-		return cli_addr_exit(rc);
+		return cli_addr_exit(&cmd_listen, rc);
 	}
 	ssock_addr bound;
 	ssock_udp_addr(u, &bound);
@@ -115,7 +115,7 @@ static int run_listen(struct opts *o)
 	int rc = ssock_server_new(&srv, &so);
 	if (rc != 0) {
 		cli_fail("cannot listen on %s: %s", o->addr, ssock_strerror(rc));
-		return cli_addr_exit(rc);
+		return cli_addr_exit(&cmd_listen, rc);
 	}
 	ssock_addr bound;
 	ssock_server_addr(srv, 0, &bound);
@@ -200,7 +200,7 @@ static int send_tcp(const struct opts *o, const char *addr)
 	if (rc != 0) {
 		cli_fail("cannot connect to %s: %s", addr, ssock_strerror(rc));
 		ssock_client_close(cli);
-		return cli_addr_exit(rc);
+		return cli_addr_exit(&cmd_send, rc);
 	}
 	int code = send_tcp_all(cli, o, addr);
 	if (code == 0)
@@ -242,7 +242,7 @@ static int send_udp(const struct opts *o, const char *addr)
 	int rc = ssock_udp_new(&u, &uo);
 	if (rc != 0) {
 		cli_fail("cannot connect to %s (udp): %s", addr, ssock_strerror(rc));
-		return cli_addr_exit(rc);
+		return cli_addr_exit(&cmd_send, rc);
 	}
 	int code = send_udp_all(u, o, addr);
 	ssock_udp_close(u);

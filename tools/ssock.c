@@ -72,9 +72,12 @@ int cli_fail(const char *fmt, ...)
 	return EXIT_RUNTIME;
 }
 
-int cli_addr_exit(int rc)
+int cli_addr_exit(const struct command *cmd, int rc)
 {
-	return rc == SSOCK_EBADADDR ? EXIT_USAGE : EXIT_RUNTIME;
+	if (rc != SSOCK_EBADADDR)
+		return EXIT_RUNTIME;
+	fprintf(stderr, "usage: %s %s\n(see '%s help %s')\n", prog, cmd->synopsis, prog, cmd->name);
+	return EXIT_USAGE;
 }
 
 /* ------------------------------------------------------------- options */

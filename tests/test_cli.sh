@@ -1,0 +1,493 @@
+#!/usr/bin/env bash
+# The ssock tool's subcommands run as programs over loopback, one case per
+# CTest test (tests/cli.cmake registers every case_* function below):
+#   test_cli.sh CASE PATH/TO/ssock
+# Servers listen on port 0 and the port is read from their first line. Nothing
+# sleeps: every wait is a `read -t` on a program's output or a `wait` on its
+# pid. nc (netcat-openbsd) and socat are required (scripts/deps.sh installs
+# them); a case that needs them fails when they are missing, it is not skipped.
+set -euo pipefail
+case_name=$1
+SSOCK=$2
+HERE=$(cd "$(dirname "$0")" && pwd)
+PEER="python3 $HERE/file_peer.py"
+tmp=$(mktemp -d)
+declare -A PID OUT ERR
+cleanup() {
+	for p in "${PID[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+umask 022
+
+fail() {
+	echo "FAIL ($case_name): $*" >&2
+	for f in "$tmp"/*.err; do
+		[ -s "$f" ] && { echo "--- stderr of $(basename "$f" .err):" >&2; cat "$f" >&2; }
+	done
+	exit 1
+}
+
+need() { command -v "$1" >/dev/null || fail "$1 is not installed (scripts/deps.sh installs it)"; }
+
+# spawn NAME CMD...: runs CMD in the background; its stdout is readable on
+# fd ${OUT[NAME]}, its stderr goes to $tmp/NAME.err.
+spawn() {
+	local name=$1 fd
+	shift
+	mkfifo "$tmp/$name.out"
+	"$@" >"$tmp/$name.out" 2>"$tmp/$name.err" </dev/null &
+	PID[$name]=$!
+	exec {fd}<"$tmp/$name.out"
+	OUT[$name]=$fd
+}
+
+# spawn_err NAME CMD...: as spawn, for nc and socat, which announce their
+# port on stderr: that is readable on fd ${ERR[NAME]} (see expect_err).
+spawn_err() {
+	local name=$1 fd
+	shift
+	mkfifo "$tmp/$name.out" "$tmp/$name.errfifo"
+	"$@" >"$tmp/$name.out" 2>"$tmp/$name.errfifo" </dev/null &
+	PID[$name]=$!
+	# in the order the child opens them, or both sides block
+	exec {fd}<"$tmp/$name.out"
+	OUT[$name]=$fd
+	exec {fd}<"$tmp/$name.errfifo"
+	ERR[$name]=$fd
+}
+
+# expect NAME REGEX: the next line NAME prints must match REGEX (whole line).
+expect() {
+	local line
+	read -r -t 10 line <&"${OUT[$1]}" || fail "$1: no line (wanted /$2/)"
+	[[ $line =~ ^$2$ ]] || fail "$1: wanted /$2/, got '$line'"
+	M=("${BASH_REMATCH[@]}")
+}
+
+# expect_err NAME REGEX: skips NAME's stderr lines until one matches REGEX.
+expect_err() {
+	local line
+	while read -r -t 10 line <&"${ERR[$1]}"; do
+		[[ $line =~ ^$2$ ]] && { M=("${BASH_REMATCH[@]}"); return 0; }
+	done
+	fail "$1: no line /$2/ on stderr"
+}
+
+# expect_eq NAME TEXT: the next line NAME prints must be exactly TEXT.
+expect_eq() {
+	local line
+	read -r -t 10 line <&"${OUT[$1]}" || fail "$1: no line (wanted '$2')"
+	[ "$line" = "$2" ] || fail "$1: wanted '$2', got '$line'"
+}
+
+# serve NAME ARGS...: starts `ssock ARGS...` and sets PORT from its
+# "listening on 127.0.0.1:PORT" line.
+serve() {
+	local name=$1
+	shift
+	spawn "$name" "$SSOCK" "$@"
+	expect "$name" 'listening on 127\.0\.0\.1:([0-9]+)'
+	PORT=${M[1]}
+}
+
+# stop NAME: SIGINT; it must exit 0 and print nothing more on stdout
+# (except what `rest` allows: a regex for recv-files' summary).
+stop() {
+	local rc=0 line rest=${2:-}
+	kill -INT "${PID[$1]}"
+	wait "${PID[$1]}" || rc=$?
+	unset "PID[$1]"
+	[ "$rc" = 0 ] || fail "$1 exited $rc on SIGINT"
+	while IFS= read -r -t 10 line <&"${OUT[$1]}"; do
+		[ -n "$rest" ] && [[ $line =~ ^$rest$ ]] && continue
+		fail "$1 printed '$line' after the expected output"
+	done
+}
+
+# run CMD...: runs it to the end; sets RC, STDOUT and STDERR.
+run() {
+	RC=0
+	"$@" >"$tmp/run.out" 2>"$tmp/run.stderr" </dev/null || RC=$?
+	STDOUT=$(cat "$tmp/run.out")
+	STDERR=$(cat "$tmp/run.stderr")
+}
+
+# check_run WANT_RC WANT_STDOUT CMD...
+check_run() {
+	local rc=$1 out=$2
+	shift 2
+	run "$@"
+	[ "$RC" = "$rc" ] || fail "'$*' exited $RC, wanted $rc (stderr: $STDERR)"
+	[ "$STDOUT" = "$out" ] || fail "'$*' printed '$STDOUT', wanted '$out'"
+}
+
+# A port nobody listens on: one a listener had, closed again.
+closed_port() {
+	serve gone listen 127.0.0.1:0
+	stop gone
+	CLOSED=$PORT
+}
+
+# ------------------------------------------------------------ help, usage
+
+case_version_help() {
+	run "$SSOCK" --version
+	[ "$RC" = 0 ] && [[ $STDOUT =~ ^ssock\ [0-9]+\.[0-9]+\.[0-9]+$ ]] || fail "--version: '$STDOUT'"
+	run "$SSOCK" --help
+	[ "$RC" = 0 ] || fail "--help exited $RC"
+	local all=$STDOUT
+	for cmd in echo chat listen send send-file recv-files; do
+		grep -q "^  $cmd " <<<"$all" || fail "--help does not list $cmd"
+		run "$SSOCK" help "$cmd"
+		[ "$RC" = 0 ] && [[ $STDOUT == "usage: ssock $cmd "* ]] || fail "help $cmd: '$STDOUT'"
+		local via_help=$STDOUT
+		run "$SSOCK" "$cmd" --help
+		[ "$RC" = 0 ] && [ "$STDOUT" = "$via_help" ] || fail "$cmd --help differs from help $cmd"
+	done
+}
+
+case_usage_errors() {
+	local -a bad=(
+		""
+		"nonsense"
+		"help nonsense"
+		"echo"
+		"echo --listen"
+		"echo --listen 127.0.0.1:0 extra"
+		"echo --listen 127.0.0.1:0 --framing bogus"
+		"echo --listen 127.0.0.1:0 --reply"
+		"chat"
+		"chat 127.0.0.1:1 --wait soon"
+		"listen"
+		"listen 127.0.0.1:0 --dir /tmp"
+		"listen 127.0.0.1:0 --udp --framing line"
+		"listen 127.0.0.1:0 --max-msg 0"
+		"send"
+		"send not-an-address hello"
+		"send 127.0.0.1:1 hello --wait -5"
+		"send-file"
+		"send-file 127.0.0.1:1"
+		"send-file 127.0.0.1:1 f --framing line"
+		"recv-files --listen 127.0.0.1:0"
+		"recv-files --dir /tmp"
+		"recv-files --listen 127.0.0.1:0 --dir /tmp --max-size lots"
+	)
+	for args in "${bad[@]}"; do
+		# shellcheck disable=SC2086 # word splitting wanted
+		run "$SSOCK" $args
+		[ "$RC" = 2 ] || fail "'ssock $args' exited $RC, wanted 2"
+		[[ $STDERR == "ssock: "* || $STDERR == "usage: "* ]] || fail "'ssock $args' said '$STDERR'"
+		grep -q "usage: ssock" <<<"$STDERR" || fail "'ssock $args' printed no usage"
+	done
+}
+
+case_runtime_errors() {
+	closed_port
+	check_run 1 "" "$SSOCK" send "127.0.0.1:$CLOSED" hello
+	[ "$STDERR" = "ssock: cannot connect to 127.0.0.1:$CLOSED: connection refused" ] ||
+		fail "send to a closed port said '$STDERR'"
+	check_run 1 "" "$SSOCK" send-file "127.0.0.1:$CLOSED" "$0"
+	[ "$STDERR" = "ssock: cannot connect to 127.0.0.1:$CLOSED: connection refused" ] ||
+		fail "send-file to a closed port said '$STDERR'"
+	check_run 1 "" "$SSOCK" recv-files --listen 127.0.0.1:0 --dir "$tmp/missing"
+	[[ $STDERR == "ssock: cannot open directory $tmp/missing: No such file or directory" ]] ||
+		fail "recv-files said '$STDERR'"
+	serve busy listen 127.0.0.1:0
+	check_run 1 "" "$SSOCK" listen "127.0.0.1:$PORT"
+	[ "$STDERR" = "ssock: cannot listen on 127.0.0.1:$PORT: address already in use" ] ||
+		fail "listen on a busy port said '$STDERR'"
+	stop busy
+}
+
+# ------------------------------------------------------------ listen, send
+
+case_listen_send() {
+	serve l listen 127.0.0.1:0
+	check_run 0 "" "$SSOCK" send "127.0.0.1:$PORT" one "" $'tab\there\\ \x01\xff' "last"
+	expect_eq l "one"
+	expect_eq l ""
+	expect_eq l 'tab\x09here\\ \x01\xff'
+	expect_eq l "last"
+	stop l
+}
+
+case_listen_hex() {
+	serve l listen 127.0.0.1:0 --hex
+	check_run 0 "" "$SSOCK" send "127.0.0.1:$PORT" AB "" $'\x01\n'
+	expect_eq l "4142"
+	expect_eq l ""
+	expect_eq l "010a"
+	stop l
+}
+
+case_listen_udp() {
+	serve l listen 127.0.0.1:0 --udp
+	check_run 0 "" "$SSOCK" send --udp "127.0.0.1:$PORT" one two
+	expect_eq l "one"
+	expect_eq l "two"
+	stop l
+}
+
+case_listen_tinyproto() {
+	serve l listen 127.0.0.1:0 --framing tinyproto
+	check_run 0 "" "$SSOCK" send --framing tinyproto "127.0.0.1:$PORT" one two three
+	expect_eq l "one"
+	expect_eq l "two"
+	expect_eq l "three"
+	stop l
+}
+
+case_send_reply() {
+	local f
+	for f in u32 line tinyproto; do
+		serve "e_$f" echo --listen 127.0.0.1:0 --framing "$f"
+		check_run 0 $'one\n\nthree' "$SSOCK" send --framing "$f" --reply "127.0.0.1:$PORT" one "" three
+		check_run 0 "6f6e65" "$SSOCK" send --framing "$f" --reply --hex "127.0.0.1:$PORT" one
+		stop "e_$f"
+	done
+}
+
+case_send_reply_udp() {
+	serve e echo --udp --listen 127.0.0.1:0
+	check_run 0 $'one\ntwo' "$SSOCK" send --udp --reply "127.0.0.1:$PORT" one two
+	stop e
+	check_run 1 "" "$SSOCK" send --udp --reply --wait 5000 "127.0.0.1:$PORT" again
+	[ "$STDERR" = "ssock: 127.0.0.1:$PORT refused the datagrams (nobody listening?)" ] ||
+		fail "udp send to a closed port said '$STDERR'"
+}
+
+case_send_reply_missing() {
+	serve l listen 127.0.0.1:0
+	check_run 1 "" "$SSOCK" send --reply --wait 200 "127.0.0.1:$PORT" hello
+	[ "$STDERR" = "ssock: no reply from 127.0.0.1:$PORT to message 1 within 200 ms" ] ||
+		fail "missing reply said '$STDERR'"
+	expect_eq l "hello"
+	stop l
+}
+
+# --------------------------------------------- line and raw with nc, socat
+
+case_nc_line_to_listen() {
+	need nc
+	serve l listen 127.0.0.1:0 --framing line
+	printf 'hello\r\nworld\n\nno newline' | nc -N 127.0.0.1 "$PORT" || fail "nc failed"
+	expect_eq l "hello"
+	expect_eq l "world"
+	expect_eq l ""
+	stop l # the partial last line is never delivered
+}
+
+case_send_line_to_nc() {
+	need nc
+	spawn_err nc nc -dlv 127.0.0.1 0
+	expect_err nc 'Listening on .* ([0-9]+)'
+	check_run 0 "" "$SSOCK" send --framing line "127.0.0.1:${M[1]}" one "two words" ""
+	expect_eq nc "one"
+	expect_eq nc "two words"
+	expect_eq nc ""
+	wait "${PID[nc]}" || fail "nc exited $?"
+	unset "PID[nc]"
+}
+
+case_socat_raw_to_listen() {
+	need socat
+	serve l listen 127.0.0.1:0 --framing raw
+	printf 'raw bytes\001' | socat -u - "TCP:127.0.0.1:$PORT" || fail "socat failed"
+	expect_eq l 'raw bytes\x01'
+	stop l
+}
+
+case_send_raw_to_socat() {
+	need socat
+	spawn_err socat socat -d -d -u "TCP-LISTEN:0,bind=127.0.0.1" STDOUT
+	expect_err socat '.*listening on AF=2 127\.0\.0\.1:([0-9]+)'
+	check_run 0 "" "$SSOCK" send --framing raw "127.0.0.1:${M[1]}" 'abc' $'def\n'
+	expect_eq socat "abcdef"
+	wait "${PID[socat]}" || fail "socat exited $?"
+	unset "PID[socat]"
+}
+
+case_socat_line_echo() {
+	need socat
+	serve e echo --listen 127.0.0.1:0 --framing line
+	local got
+	got=$(printf 'one\r\ntwo\n' | socat -t 10 - "TCP:127.0.0.1:$PORT") || fail "socat failed"
+	[ "$got" = $'one\ntwo' ] || fail "socat got '$got' back"
+	stop e
+}
+
+case_send_to_socat_echo() {
+	need socat
+	spawn_err socat socat -d -d "TCP-LISTEN:0,bind=127.0.0.1,fork" EXEC:cat
+	expect_err socat '.*listening on AF=2 127\.0\.0\.1:([0-9]+)'
+	check_run 0 $'one\ntwo' "$SSOCK" send --framing line --reply "127.0.0.1:${M[1]}" one two
+	check_run 0 'xyz\x0a' "$SSOCK" send --framing raw --reply "127.0.0.1:${M[1]}" $'xyz\n'
+}
+
+# ----------------------------------------------------------- file transfer
+
+# recv NAME ARGS...: starts `ssock recv-files --once` into $tmp/NAME.
+recv() {
+	local name=$1
+	shift
+	mkdir -p "$tmp/$name"
+	serve "$name" recv-files --once --listen 127.0.0.1:0 --dir "$tmp/$name" "$@"
+}
+
+# finish NAME WANT_RC [SUMMARY_REGEX]: waits for a --once receiver to end by
+# itself; its last line must be the summary.
+finish() {
+	local rc=0
+	wait "${PID[$1]}" || rc=$?
+	unset "PID[$1]"
+	[ "$rc" = "$2" ] || fail "$1 exited $rc, wanted $2"
+	expect "$1" "recv-files: ${3:-.*}; peak RSS [0-9]+ KiB"
+}
+
+# no_leftovers DIR NAME: no file NAME and no temporary file in DIR.
+no_leftovers() {
+	[ ! -e "$1/$2" ] || fail "$1/$2 exists after a failed transfer"
+	local left
+	left=$(find "$1" -name '.ssock-part*')
+	[ -z "$left" ] || fail "temporary files left: $left"
+}
+
+mode_of() { stat -c %a "$1"; }
+
+case_files_several() {
+	mkdir "$tmp/src"
+	head -c 3145731 /dev/urandom >"$tmp/src/big.bin"
+	: >"$tmp/src/empty"
+	printf '#!/bin/sh\necho hi\n' >"$tmp/src/run.sh"
+	chmod 755 "$tmp/src/run.sh"
+	chmod 640 "$tmp/src/big.bin"
+	recv rx --stats
+	run "$SSOCK" send-file "127.0.0.1:$PORT" "$tmp/src/big.bin" "$tmp/src/empty" "$tmp/src/run.sh"
+	[ "$RC" = 0 ] || fail "send-file exited $RC: $STDERR"
+	[ -z "$STDERR" ] || fail "send-file said '$STDERR' (stderr is not a terminal: no progress bar)"
+	local -a lines
+	mapfile -t lines <<<"$STDOUT"
+	[ "${#lines[@]}" = 3 ] || fail "send-file printed: $STDOUT"
+	[[ ${lines[0]} =~ ^sent\ big\.bin\ \(3145731\ bytes\)\ in\ [0-9.]+\ s,\ .*/s$ ]] || fail "${lines[0]}"
+	[[ ${lines[1]} =~ ^sent\ empty\ \(0\ bytes\) ]] || fail "${lines[1]}"
+	[[ ${lines[2]} =~ ^sent\ run\.sh\ \(18\ bytes\) ]] || fail "${lines[2]}"
+	local f hash
+	for f in big.bin:3145731 empty:0 run.sh:18; do
+		expect rx "receiving ${f%%:*} \(${f#*:} bytes\) from 127\.0\.0\.1:[0-9]+"
+		hash=$(python3 "$HERE/file_peer.py" xxh64 "$tmp/src/${f%%:*}")
+		expect rx "received ${f%%:*} \(${f#*:} bytes, xxh64 $hash\) from 127\.0\.0\.1:[0-9]+, peak RSS [0-9]+ KiB"
+	done
+	finish rx 0 "3 file\(s\) received \(3\.0 MiB\), 0 failed"
+	for f in big.bin empty run.sh; do
+		cmp "$tmp/src/$f" "$tmp/rx/$f" || fail "$f differs"
+	done
+	[ "$(mode_of "$tmp/rx/run.sh")" = 755 ] || fail "run.sh has mode $(mode_of "$tmp/rx/run.sh")"
+	[ "$(mode_of "$tmp/rx/big.bin")" = 640 ] || fail "big.bin has mode $(mode_of "$tmp/rx/big.bin")"
+	no_leftovers "$tmp/rx" nothing
+}
+
+case_files_bad_names() {
+	recv rx
+	mkdir -p "$tmp/rx/a"
+	run $PEER "$PORT" name '../x' '/etc/passwd' 'a/b' '' '..' '.' 'a\x00b' 'x..y' $'bell\a'
+	[ "$RC" = 0 ] || fail "a bad name was not refused: $STDOUT $STDERR"
+	local want="X name contains '/'
+X absolute path
+X name contains '/'
+X empty name
+X name is '.' or contains '..'
+X name is '.' or contains '..'
+X name contains a NUL byte
+X name is '.' or contains '..'
+X name contains a control character"
+	[ "$STDOUT" = "$want" ] || fail "refusals were: $STDOUT"
+	finish rx 1 "0 file\(s\) received \(0 B\), 9 failed"
+	[ -z "$(ls -A "$tmp/rx/a")" ] && [ "$(ls -A "$tmp/rx")" = a ] || fail "files written: $(ls -AR "$tmp/rx")"
+	[ ! -e "$tmp/x" ] || fail "../x was written"
+	grep -q "refused '../x' from 127.0.0.1:[0-9]*: name contains '/'" "$tmp/rx.err" ||
+		fail "the receiver did not say why"
+}
+
+case_files_no_overwrite() {
+	mkdir "$tmp/src"
+	echo new >"$tmp/src/f.txt"
+	echo other >"$tmp/src/g.txt"
+	recv rx
+	echo old >"$tmp/rx/f.txt"
+	run "$SSOCK" send-file "127.0.0.1:$PORT" "$tmp/src/f.txt" "$tmp/src/g.txt"
+	[ "$RC" = 1 ] || fail "send-file over an existing file exited $RC"
+	[[ $STDOUT =~ ^sent\ g\.txt ]] || fail "the next file was not sent: $STDOUT"
+	grep -qx "ssock: $tmp/src/f.txt was not stored by the receiver: a file of that name exists.*" \
+		<<<"$STDERR" || fail "send-file said: $STDERR"
+	grep -qx "ssock: 1 of 2 file(s) not stored at 127.0.0.1:$PORT" <<<"$STDERR" || fail "$STDERR"
+	expect rx "receiving g\.txt .*"
+	expect rx "received g\.txt .*"
+	finish rx 1
+	[ "$(cat "$tmp/rx/f.txt")" = old ] || fail "f.txt was overwritten"
+	# With --overwrite it is replaced.
+	recv rx2 --overwrite
+	echo old >"$tmp/rx2/f.txt"
+	run "$SSOCK" send-file "127.0.0.1:$PORT" "$tmp/src/f.txt"
+	[ "$RC" = 0 ] || fail "send-file with --overwrite exited $RC: $STDERR"
+	expect rx2 "receiving f\.txt .*"
+	expect rx2 "received f\.txt .*"
+	finish rx2 0
+	[ "$(cat "$tmp/rx2/f.txt")" = new ] || fail "f.txt was not replaced"
+	no_leftovers "$tmp/rx2" nothing
+}
+
+case_files_max_size() {
+	head -c 5000 /dev/zero >"$tmp/five"
+	recv rx --max-size 4096
+	run "$SSOCK" send-file "127.0.0.1:$PORT" "$tmp/five"
+	[ "$RC" = 1 ] || fail "an oversized file exited $RC"
+	grep -q "over the limit of 4096" <<<"$STDERR" || fail "send-file said: $STDERR"
+	finish rx 1
+	no_leftovers "$tmp/rx" five
+}
+
+# A peer that breaks the protocol in WAY: the receiver answers X (or sees the
+# connection end), keeps nothing, and --once exits 1.
+broken_peer() {
+	local way=$1 want=$2
+	recv rx
+	run $PEER "$PORT" "$way" victim.bin
+	[ "$RC" = 0 ] || fail "peer ($way): $STDOUT $STDERR"
+	[[ $STDOUT =~ $want ]] || fail "peer ($way) got: $STDOUT"
+	expect rx "receiving victim\.bin \(16384 bytes\) from .*"
+	finish rx 1
+	no_leftovers "$tmp/rx" victim.bin
+}
+
+case_files_bad_checksum() { broken_peer badsum $'R\nX checksum mismatch \(xxh64 0123456789abcdef announced, [0-9a-f]{16} received\)$'; }
+case_files_short_data() { broken_peer short $'R\nX size mismatch: 16384 bytes announced, 8192 received$'; }
+case_files_too_much_data() { broken_peer toomuch $'R\nX more data than the announced size$'; }
+
+case_files_peer_gone() {
+	broken_peer cut '^R$'
+	grep -q "transfer of 'victim.bin' from .* broken after 8192 of 16384 bytes; nothing kept" \
+		"$tmp/rx.err" || fail "the receiver did not report the broken transfer"
+}
+
+# The real sender killed mid-file: the receiver is stopped as soon as the file
+# starts, so the sender can only fill the socket buffers before it is killed.
+case_files_sender_killed() {
+	truncate -s 64M "$tmp/huge"
+	recv rx
+	spawn tx "$SSOCK" send-file "127.0.0.1:$PORT" "$tmp/huge"
+	expect rx "receiving huge \(67108864 bytes\) from .*"
+	kill -STOP "${PID[rx]}"
+	kill -9 "${PID[tx]}"
+	wait "${PID[tx]}" 2>/dev/null || true
+	unset "PID[tx]"
+	kill -CONT "${PID[rx]}"
+	finish rx 1
+	no_leftovers "$tmp/rx" huge
+	grep -q "transfer of 'huge' from .* broken after [0-9]* of 67108864 bytes; nothing kept" \
+		"$tmp/rx.err" || fail "the receiver did not report the broken transfer"
+}
+
+declare -F "case_$case_name" >/dev/null || fail "no such case"
+"case_$case_name"
+echo "ok: $case_name"
