@@ -191,19 +191,21 @@ static void rx_header(struct receiver *r, struct rx *x, ssock_conn *c, const uns
 	const char *why = p[1] != PROTO_VERSION ? "unsupported protocol version" : bad_name(name, nlen);
 	char reason[160];
 	struct stat st;
+	if (!why) { /* the name in the message has no NUL after it: use a copy */
+		memcpy(x->name, name, nlen);
+		x->name[nlen] = '\0';
+	}
 	if (!why && x->size > r->max_size) {
 		snprintf(reason, sizeof reason, "file of %llu bytes is over the limit of %llu (--max-size)",
 			 (unsigned long long)x->size, (unsigned long long)r->max_size);
 		why = reason;
-	} else if (!why && !r->overwrite && fstatat(r->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+	} else if (!why && !r->overwrite && fstatat(r->dirfd, x->name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 		why = "a file of that name exists (the receiver may allow --overwrite)";
 	}
 	if (why) {
 		rx_refuse(r, x, c, shown, why);
 		return;
 	}
-	memcpy(x->name, name, nlen);
-	x->name[nlen] = '\0';
 	x->fd = rx_create_tmp(r, x);
 	if (x->fd < 0) {
 		snprintf(reason, sizeof reason, "cannot create a file in %s: %s", r->dir, strerror(-x->fd));
