@@ -58,9 +58,9 @@ struct opts {
  * function. */
 struct command {
 	const char *name;
-	unsigned allowed;  /* O_* bits */
+	unsigned allowed; /* O_* bits */
 	const char *synopsis;
-	const char *help;  /* what it does, option by option */
+	const char *help; /* what it does, option by option */
 	int (*run)(struct opts *o);
 };
 
@@ -113,7 +113,6 @@ void progress_add(struct progress *p, uint64_t bytes);
 void progress_end(struct progress *p, bool ok);
 
 /* The subcommands (cmd_*.c). */
-extern const struct command cmd_echo, cmd_chat, cmd_listen, cmd_send, cmd_send_file,
-	cmd_recv_files;
+extern const struct command cmd_echo, cmd_chat, cmd_listen, cmd_send, cmd_send_file, cmd_recv_files;
 
 #endif /* SSOCK_CLI_H */

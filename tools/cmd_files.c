@@ -163,8 +163,8 @@ static int rx_create_tmp(struct receiver *r, struct rx *x)
 	static unsigned long seq;
 	for (int tries = 0; tries < 100; tries++) {
 		snprintf(x->tmp, sizeof x->tmp, ".ssock-part.%ld.%lu", (long)getpid(), ++seq);
-		int fd = openat(r->dirfd, x->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
-				0600);
+		int fd = openat(r->dirfd, x->tmp,
+				O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 		if (fd >= 0 || errno != EEXIST)
 			return fd >= 0 ? fd : -errno;
 	}
@@ -182,13 +182,14 @@ static void rx_header(struct receiver *r, struct rx *x, ssock_conn *c, const uns
 	shown[o++] = '\'';
 	for (size_t i = 0; i < nlen && i < NAME_MAX_LEN; i++) {
 		unsigned char ch = (unsigned char)name[i];
-		o += (size_t)snprintf(shown + o, sizeof shown - o, ch >= 0x20 && ch < 0x7f ? "%c" : "\\x%02x",
-				      ch);
+		o += (size_t)snprintf(shown + o, sizeof shown - o,
+				      ch >= 0x20 && ch < 0x7f ? "%c" : "\\x%02x", ch);
 	}
 	snprintf(shown + o, sizeof shown - o, "'");
 	x->size = get_be64(p + 2);
 	x->mode = get_be32(p + 10) & 0777;
-	const char *why = p[1] != PROTO_VERSION ? "unsupported protocol version" : bad_name(name, nlen);
+	const char *why =
+		p[1] != PROTO_VERSION ? "unsupported protocol version" : bad_name(name, nlen);
 	char reason[160];
 	struct stat st;
 	if (!why) { /* the name in the message has no NUL after it: use a copy */
@@ -196,10 +197,12 @@ static void rx_header(struct receiver *r, struct rx *x, ssock_conn *c, const uns
 		x->name[nlen] = '\0';
 	}
 	if (!why && x->size > r->max_size) {
-		snprintf(reason, sizeof reason, "file of %llu bytes is over the limit of %llu (--max-size)",
+		snprintf(reason, sizeof reason,
+			 "file of %llu bytes is over the limit of %llu (--max-size)",
 			 (unsigned long long)x->size, (unsigned long long)r->max_size);
 		why = reason;
-	} else if (!why && !r->overwrite && fstatat(r->dirfd, x->name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+	} else if (!why && !r->overwrite &&
+		   fstatat(r->dirfd, x->name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 		why = "a file of that name exists (the receiver may allow --overwrite)";
 	}
 	if (why) {
@@ -208,14 +211,16 @@ static void rx_header(struct receiver *r, struct rx *x, ssock_conn *c, const uns
 	}
 	x->fd = rx_create_tmp(r, x);
 	if (x->fd < 0) {
-		snprintf(reason, sizeof reason, "cannot create a file in %s: %s", r->dir, strerror(-x->fd));
+		snprintf(reason, sizeof reason, "cannot create a file in %s: %s", r->dir,
+			 strerror(-x->fd));
 		x->fd = -1;
 		rx_refuse(r, x, c, shown, reason);
 		return;
 	}
 	x->got = 0;
 	xxh64_init(&x->hash);
-	printf("receiving %s (%llu bytes) from %s\n", x->name, (unsigned long long)x->size, x->peer);
+	printf("receiving %s (%llu bytes) from %s\n", x->name, (unsigned long long)x->size,
+	       x->peer);
 	fflush(stdout);
 	progress_start(&x->bar, x->name, x->size);
 	x->state = RX_DATA;
@@ -292,20 +297,25 @@ static void rx_end(struct receiver *r, struct rx *x, ssock_conn *c, const unsign
 	uint64_t want = get_be64(p + 1), have = xxh64_digest(&x->hash);
 	char reason[200];
 	if (x->got != x->size) {
-		snprintf(reason, sizeof reason, "size mismatch: %llu bytes announced, %llu received",
+		snprintf(reason, sizeof reason,
+			 "size mismatch: %llu bytes announced, %llu received",
 			 (unsigned long long)x->size, (unsigned long long)x->got);
 		rx_fail(r, x, c, reason);
 		return;
 	}
 	if (want != have) {
-		snprintf(reason, sizeof reason, "checksum mismatch (xxh64 %016llx announced, %016llx received)",
+		snprintf(reason, sizeof reason,
+			 "checksum mismatch (xxh64 %016llx announced, %016llx received)",
 			 (unsigned long long)want, (unsigned long long)have);
 		rx_fail(r, x, c, reason);
 		return;
 	}
 	int rc = rx_land(r, x);
 	if (rc != 0) {
-		snprintf(reason, sizeof reason, rc == -EEXIST ? "a file of that name exists (the receiver may allow --overwrite)" : "cannot store it in %s: %s",
+		snprintf(reason, sizeof reason,
+			 rc == -EEXIST
+				 ? "a file of that name exists (the receiver may allow --overwrite)"
+				 : "cannot store it in %s: %s",
 			 r->dir, strerror(-rc));
 		rx_fail(r, x, c, reason);
 		return;
@@ -346,9 +356,10 @@ static void rx_message(ssock_conn *c, const void *data, size_t len, void *user)
 		rx_header(r, x, c, p, len);
 	else if (x->state == RX_DATA && type == 'D')
 		rx_data(r, x, c, p + 1, len - 1);
-	else if (x->state == RX_DATA && type == 'E' && len == 9)
-		rx_end(r, x, c, p), x->state = RX_IDLE;
-	else if (x->state == RX_DISCARD && type == 'D')
+	else if (x->state == RX_DATA && type == 'E' && len == 9) {
+		rx_end(r, x, c, p);
+		x->state = RX_IDLE;
+	} else if (x->state == RX_DISCARD && type == 'D')
 		return;
 	else if (x->state == RX_DISCARD && type == 'E' && len == 9)
 		x->state = RX_IDLE;
@@ -376,8 +387,11 @@ static void rx_connect(ssock_conn *c, void *user)
 static void rx_free(struct receiver *r, struct rx *x)
 {
 	if (x->fd >= 0) {
-		fprintf(stderr, "%s: transfer of '%s' from %s broken after %llu of %llu bytes; nothing kept\n",
-			prog, x->name, x->peer, (unsigned long long)x->got, (unsigned long long)x->size);
+		fprintf(stderr,
+			"%s: transfer of '%s' from %s broken after %llu of %llu bytes; nothing "
+			"kept\n",
+			prog, x->name, x->peer, (unsigned long long)x->got,
+			(unsigned long long)x->size);
 		r->failed++;
 		x->failed = true;
 	}
@@ -471,8 +485,8 @@ static int rx_serve(struct receiver *r, struct opts *o, const sigset_t *stop)
 	}
 	char bytes[32];
 	cli_fmt_bytes(bytes, sizeof bytes, (double)r->bytes);
-	printf("recv-files: %llu file(s) received (%s), %llu failed; peak RSS %ld KiB\n", r->ok, bytes,
-	       r->failed, cli_peak_rss_kib());
+	printf("recv-files: %llu file(s) received (%s), %llu failed; peak RSS %ld KiB\n", r->ok,
+	       bytes, r->failed, cli_peak_rss_kib());
 	fflush(stdout);
 	if (o->once)
 		return r->once_failed || r->failed ? EXIT_RUNTIME : 0;
@@ -563,7 +577,8 @@ static int tx_lost(struct sender *s, const char *file, int rc)
 {
 	s->lost = true;
 	if (rc == SSOCK_ETIMEDOUT)
-		return cli_fail("no answer from %s about %s within %d ms", s->addr, file, s->wait_ms);
+		return cli_fail("no answer from %s about %s within %d ms", s->addr, file,
+				s->wait_ms);
 	return cli_fail("connection to %s lost while sending %s: %s", s->addr, file,
 			rc == SSOCK_ENOTCONN ? "closed by the receiver" : ssock_strerror(rc));
 }
@@ -610,7 +625,8 @@ static int tx_body(struct sender *s, const char *file, int fd, uint64_t size, st
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
-			code = cli_fail("cannot read %s: %s", file, n < 0 ? strerror(errno) : "it shrank while being sent");
+			code = cli_fail("cannot read %s: %s", file,
+					n < 0 ? strerror(errno) : "it shrank while being sent");
 			break; /* E follows: the receiver sees the wrong size and drops it */
 		}
 		s->buf[0] = 'D';
@@ -634,12 +650,11 @@ static int tx_body(struct sender *s, const char *file, int fd, uint64_t size, st
 	}
 	if (!msg && (rc = tx_reply(s, s->wait_ms, &msg, &len)) != 0)
 		return tx_lost(s, file, rc);
+	/* A read error above was reported already; the X it caused is not news. */
 	if (msg[0] == 'X' && code == 0)
 		code = tx_refused(file, msg, len);
 	else if (msg[0] != 'K' && msg[0] != 'X')
 		code = cli_fail("%s does not speak the file protocol (unexpected answer)", s->addr);
-	else if (msg[0] == 'K')
-		code = code ? code : 0;
 	ssock_free(msg);
 	return code;
 }
@@ -673,8 +688,8 @@ static int tx_file(struct sender *s, const char *file)
 		double secs = (double)(cli_now_ms() - t0) / 1000.0;
 		char rate[32];
 		cli_fmt_bytes(rate, sizeof rate, secs > 0 ? (double)st.st_size / secs : 0);
-		printf("sent %s (%llu bytes) in %.2f s, %s/s\n", name, (unsigned long long)st.st_size,
-		       secs, rate);
+		printf("sent %s (%llu bytes) in %.2f s, %s/s\n", name,
+		       (unsigned long long)st.st_size, secs, rate);
 		fflush(stdout);
 	}
 	return code;
@@ -683,15 +698,17 @@ static int tx_file(struct sender *s, const char *file)
 static int run_send_file(struct opts *o)
 {
 	if (o->nargs < 2)
-		return cli_usage_error(&cmd_send_file, "send-file needs ADDR and at least one FILE");
+		return cli_usage_error(&cmd_send_file,
+				       "send-file needs ADDR and at least one FILE");
 	struct sender s = {.addr = o->args[0], .wait_ms = o->wait_ms < 0 ? 30000 : o->wait_ms};
-	s.buf = malloc(CHUNK + 1 > HEADER_MIN + NAME_MAX_LEN ? CHUNK + 1 : HEADER_MIN + NAME_MAX_LEN);
+	s.buf = malloc(CHUNK + 1 > HEADER_MIN + NAME_MAX_LEN ? CHUNK + 1
+							     : HEADER_MIN + NAME_MAX_LEN);
 	if (!s.buf)
 		return cli_fail("out of memory");
 	/* A small send queue: memory stays a few chunks whatever the file size,
 	 * and send_timeout() waits for the receiver to catch up. */
-	ssock_client_opts co = {.connect = s.addr, .max_message = 64 * 1024,
-				.send_queue_max = 8 * CHUNK};
+	ssock_client_opts co = {
+		.connect = s.addr, .max_message = 64 * 1024, .send_queue_max = 8 * CHUNK};
 	int rc = ssock_client_new(&s.cli, &co);
 	if (rc == 0)
 		rc = ssock_client_connect(s.cli, -1);

@@ -95,7 +95,8 @@ static int run_listen(struct opts *o)
 		return cli_usage_error(&cmd_listen, "unexpected argument '%s'", o->args[1]);
 	o->addr = o->args[0];
 	if (o->udp && o->framing != SSOCK_FRAMING_U32)
-		return cli_usage_error(&cmd_listen, "--framing is for TCP (with --udp a datagram is a message)");
+		return cli_usage_error(&cmd_listen,
+				       "--framing is for TCP (with --udp a datagram is a message)");
 	if (o->udp && o->max_msg > SSOCK_UDP_MAX_MESSAGE)
 		return cli_usage_error(&cmd_listen, "--max-msg with --udp is at most 65507 bytes");
 	cli_raise_fd_limit();
@@ -128,13 +129,16 @@ static int run_listen(struct opts *o)
 const struct command cmd_listen = {
 	.name = "listen",
 	.allowed = O_FRAMING | O_UDP | O_HEX | O_MAX_MSG,
-	.synopsis = "listen ADDR [--framing u32|line|raw|tinyproto] [--udp] [--hex] [--max-msg BYTES]",
+	.synopsis =
+		"listen ADDR [--framing u32|line|raw|tinyproto] [--udp] [--hex] [--max-msg BYTES]",
 	.help = "Serves on ADDR and prints every message received as one line: printable ASCII\n"
-		"as is, '\\' as '\\\\', any other byte as \\xNN (so a line is always one message).\n"
+		"as is, '\\' as '\\\\', any other byte as \\xNN (so a line is always one "
+		"message).\n"
 		"Prints 'listening on HOST:PORT' first; SIGINT or SIGTERM stop it with exit 0.\n"
 		"Nothing is sent back.\n"
 		"\n"
-		"  --framing NAME     u32 (default), line, raw (each read is a message) or tinyproto\n"
+		"  --framing NAME     u32 (default), line, raw (each read is a message) or "
+		"tinyproto\n"
 		"  --udp              UDP: each datagram is a message\n"
 		"  --hex              print each message as lowercase hex instead\n"
 		"  --max-msg BYTES    largest message accepted (default 16 MiB; UDP: 65507)\n",
@@ -150,18 +154,22 @@ static int send_tcp_all(ssock_client *cli, const struct opts *o, const char *add
 	for (int i = 1; i < o->nargs; i++) {
 		int rc = ssock_client_send_timeout(cli, o->args[i], strlen(o->args[i]), o->wait_ms);
 		if (rc != 0)
-			return cli_fail("cannot send message %d to %s: %s", i, addr, ssock_strerror(rc));
+			return cli_fail("cannot send message %d to %s: %s", i, addr,
+					ssock_strerror(rc));
 		if (!o->reply)
 			continue;
 		void *data;
 		size_t len;
 		rc = ssock_client_recv(cli, &data, &len, o->wait_ms);
 		if (rc == SSOCK_ETIMEDOUT)
-			return cli_fail("no reply from %s to message %d within %d ms", addr, i, o->wait_ms);
+			return cli_fail("no reply from %s to message %d within %d ms", addr, i,
+					o->wait_ms);
 		if (rc == SSOCK_ENOTCONN)
-			return cli_fail("connection to %s lost before the reply to message %d", addr, i);
+			return cli_fail("connection to %s lost before the reply to message %d",
+					addr, i);
 		if (rc != 0)
-			return cli_fail("no reply from %s to message %d: %s", addr, i, ssock_strerror(rc));
+			return cli_fail("no reply from %s to message %d: %s", addr, i,
+					ssock_strerror(rc));
 		print_message(data, len, o->hex);
 		ssock_free(data);
 	}
@@ -212,7 +220,8 @@ static int send_tcp(const struct opts *o, const char *addr)
 static int send_udp_all(ssock_udp *u, const struct opts *o, const char *addr)
 {
 	for (int i = 1; i < o->nargs; i++) {
-		int rc = ssock_udp_send_to_timeout(u, NULL, o->args[i], strlen(o->args[i]), o->wait_ms);
+		int rc = ssock_udp_send_to_timeout(u, NULL, o->args[i], strlen(o->args[i]),
+						   o->wait_ms);
 		if (rc == SSOCK_ECONNREFUSED)
 			return cli_fail("%s refused the datagrams (nobody listening?)", addr);
 		if (rc != 0)
@@ -224,11 +233,13 @@ static int send_udp_all(ssock_udp *u, const struct opts *o, const char *addr)
 		size_t len;
 		rc = ssock_udp_recv(u, &data, &len, NULL, o->wait_ms);
 		if (rc == SSOCK_ETIMEDOUT)
-			return cli_fail("no reply from %s to message %d within %d ms", addr, i, o->wait_ms);
+			return cli_fail("no reply from %s to message %d within %d ms", addr, i,
+					o->wait_ms);
 		if (rc == SSOCK_ECONNREFUSED)
 			return cli_fail("%s refused the datagrams (nobody listening?)", addr);
 		if (rc != 0)
-			return cli_fail("no reply from %s to message %d: %s", addr, i, ssock_strerror(rc));
+			return cli_fail("no reply from %s to message %d: %s", addr, i,
+					ssock_strerror(rc));
 		print_message(data, len, o->hex);
 		ssock_free(data);
 	}
@@ -256,7 +267,8 @@ static int run_send(struct opts *o)
 	if (o->wait_ms < 0)
 		o->wait_ms = 1000;
 	if (o->udp && o->framing != SSOCK_FRAMING_U32)
-		return cli_usage_error(&cmd_send, "--framing is for TCP (with --udp a datagram is a message)");
+		return cli_usage_error(&cmd_send,
+				       "--framing is for TCP (with --udp a datagram is a message)");
 	if (o->udp && o->max_msg > SSOCK_UDP_MAX_MESSAGE)
 		return cli_usage_error(&cmd_send, "--max-msg with --udp is at most 65507 bytes");
 	return o->udp ? send_udp(o, o->args[0]) : send_tcp(o, o->args[0]);
@@ -265,8 +277,9 @@ static int run_send(struct opts *o)
 const struct command cmd_send = {
 	.name = "send",
 	.allowed = O_FRAMING | O_UDP | O_REPLY | O_WAIT | O_HEX | O_MAX_MSG,
-	.synopsis = "send ADDR MSG... [--framing u32|line|raw|tinyproto] [--udp] [--reply] [--wait MS] "
-		    "[--hex]",
+	.synopsis =
+		"send ADDR MSG... [--framing u32|line|raw|tinyproto] [--udp] [--reply] [--wait MS] "
+		"[--hex]",
 	.help = "Connects to ADDR and sends each MSG argument as one message, in order. Exits 0\n"
 		"once everything is sent (and, with --reply, every reply printed).\n"
 		"\n"

@@ -124,17 +124,19 @@ static int set_opt(const struct command *cmd, int c, const char *arg, struct opt
 		return 0;
 	case O_FRAMING:
 		if (ssock_framing_parse(arg, &o->framing) != 0)
-			return cli_usage_error(cmd, "unknown framing '%s' (u32, line, raw or tinyproto)",
-					       arg);
+			return cli_usage_error(
+				cmd, "unknown framing '%s' (u32, line, raw or tinyproto)", arg);
 		return 0;
 	case O_MAX_CONNS:
 		if (!parse_uint(arg, INT32_MAX, &v))
-			return cli_usage_error(cmd, "--max-conns takes a whole number, not '%s'", arg);
+			return cli_usage_error(cmd, "--max-conns takes a whole number, not '%s'",
+					       arg);
 		o->max_conns = (int)v;
 		return 0;
 	case O_MAX_MSG:
 		if (!parse_uint(arg, UINT32_MAX, &v) || v == 0)
-			return cli_usage_error(cmd, "--max-msg takes 1 to 4294967295 bytes, not '%s'", arg);
+			return cli_usage_error(
+				cmd, "--max-msg takes 1 to 4294967295 bytes, not '%s'", arg);
 		o->max_msg = (uint32_t)v;
 		return 0;
 	case O_WAIT:
@@ -151,12 +153,12 @@ static int set_opt(const struct command *cmd, int c, const char *arg, struct opt
 		o->max_size = v;
 		return 0;
 	}
-	bool *flag = c == O_UDP	      ? &o->udp
-		     : c == O_HEX     ? &o->hex
-		     : c == O_REPLY   ? &o->reply
+	bool *flag = c == O_UDP         ? &o->udp
+		     : c == O_HEX       ? &o->hex
+		     : c == O_REPLY     ? &o->reply
 		     : c == O_OVERWRITE ? &o->overwrite
-		     : c == O_STATS   ? &o->stats
-				      : &o->once;
+		     : c == O_STATS     ? &o->stats
+					: &o->once;
 	*flag = true;
 	return 0;
 }
