@@ -68,9 +68,9 @@ int main(int argc, char **argv)
 		} else if (ev.type == SSOCK_EVENT_MESSAGE) {
 			printf("%s sent %zu bytes\n", who, ev.len);
 			/* Any thread may send, by connection id. */
-			rc = ssock_server_send(srv, ev.conn, ev.data, ev.len);
-			if (rc != 0)
-				fprintf(stderr, "send to %s: %s\n", who, ssock_strerror(rc));
+			int err = ssock_server_send(srv, ev.conn, ev.data, ev.len);
+			if (err != 0)
+				fprintf(stderr, "send to %s: %s\n", who, ssock_strerror(err));
 		} else if (ev.type == SSOCK_EVENT_DISCONNECT) {
 			printf("%s disconnected (%s)\n", who,
 			       ev.code ? ssock_strerror(ev.code) : "closed by the client");

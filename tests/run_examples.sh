@@ -291,5 +291,41 @@ case_tinyproto() {
 	stop srv
 }
 
+# udp SERVER CLIENT: two clients at once, a 3000-byte datagram comes back
+# whole, `bye` ends a client; with no server the client says so and exits 1.
+case_udp() {
+	local pa pb big port
+	start_server "$1" 127.0.0.1:0
+	spawn a "$2" "$ADDR"
+	expect_eq a "Message from Server: Hello server, from UDP client!"
+	expect srv "Message from $PEER: Hello server, from UDP client!"
+	pa=${M[1]}
+
+	big=$(printf 'y%.0s' $(seq 3000))
+	run "hi"$'\n'"$big"$'\n'"bye"$'\n'"never sent"$'\n' "$2" "$ADDR"
+	check_run 0 "Message from Server: Hello server, from UDP client!
+Message from Server: hi
+Message from Server: $big"
+	expect srv "Message from $PEER: Hello server, from UDP client!"
+	pb=${M[1]}
+	expect_eq srv "Message from $pb: hi"
+	expect_eq srv "Message from $pb: $big"
+	expect_eq srv "$pb said bye"
+
+	say a "still here"
+	expect_eq a "Message from Server: still here"
+	expect_eq srv "Message from $pa: still here"
+	hangup a # end of input counts as bye
+	finish a
+	expect_eq srv "$pa said bye"
+	port=${ADDR##*:}
+	stop srv
+
+	# Nothing listens on that port now: the kernel's refusal is reported.
+	run "" "$2" "127.0.0.1:$port"
+	check_run 1 ""
+	grep -q "connection refused" "$tmp/run.err" || fail "no refusal reported: $(cat "$tmp/run.err")"
+}
+
 "case_$case_name" "$@"
 echo "ok: $case_name"
