@@ -5,6 +5,8 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
+#include <malloc.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
@@ -405,6 +407,53 @@ static long status_field(const char *name)
 long np_rss_kb(void)
 {
 	return status_field("VmRSS");
+}
+
+long np_peak_rss_kb(void)
+{
+	return status_field("VmHWM");
+}
+
+bool np_heap_measurable(void)
+{
+	/* Sanitizers and valgrind replace malloc: glibc's counters then say
+	 * nothing (and those tools check leaks themselves). */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	return false;
+#else
+	const char *pre = getenv("LD_PRELOAD");
+	return !(pre && (strstr(pre, "vgpreload") || strstr(pre, "valgrind")));
+#endif
+}
+
+int64_t np_heap_bytes(void)
+{
+	if (!np_heap_measurable())
+		return -1;
+	struct mallinfo2 mi = mallinfo2();
+	return (int64_t)(mi.uordblks + mi.hblkhd);
+}
+
+long np_raise_nofile(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return -1;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			return -1;
+	}
+	return rl.rlim_cur == RLIM_INFINITY ? LONG_MAX : (long)rl.rlim_cur;
+}
+
+long np_scale(const char *env, long dflt)
+{
+	const char *v = getenv(env);
+	if (!v || !*v)
+		return dflt;
+	long n = strtol(v, NULL, 10);
+	return n > 0 ? n : dflt;
 }
 
 int np_thread_count(void)
