@@ -398,7 +398,9 @@ int ssock_server_errors(ssock_server *srv, ssock_error_info *out, int max, int c
 
 /* Stops accepting, closes every connection (queued data is discarded),
  * joins the server's thread if it owns one, closes every socket and frees
- * the server. Inbox events not yet taken are freed. Returns 0, or
+ * the server. Inbox events not yet taken are freed. Threads waiting in
+ * ssock_server_next_event() wake with SSOCK_ESHUTDOWN before the memory
+ * goes; no other call on srv may start once close has begun. Returns 0, or
  * SSOCK_ELOOPTHREAD (and does nothing) when called from the loop thread.
  * NULL is fine. */
 int ssock_server_close(ssock_server *srv);

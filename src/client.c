@@ -39,6 +39,7 @@ struct ssock_client {
 	/* Under loop->mu. */
 	ssock_client_state state;
 	uint64_t cur_id;
+	uint64_t connects;      /* connections made so far */
 	bool want;              /* the program wants to be connected */
 	int last_error;
 	ssock__chunk *off_head, *off_tail;
@@ -237,6 +238,7 @@ static void on_conn_open(ssock__ep *ep, ssock_conn *c)
 	ssock_loop *l = loop_of(cli);
 	pthread_mutex_lock(&l->mu);
 	cli->cur_id = c->id;
+	cli->connects++;
 	cli->state = SSOCK_STATE_CONNECTED;
 	cli->last_error = 0;
 	ssock__chunk *off = cli->off_head;
@@ -448,8 +450,11 @@ int ssock_client_close(ssock_client *cli)
 
 /* ---------------------------------------------------------------- API */
 
-/* Waits (mu held) until connected, given up, or the deadline. */
-static int wait_connected(ssock_client *cli, int wait_ms)
+/* Waits until a connection was made after the `since`-th, the attempt was
+ * given up, or the deadline. A connection that was made and has already
+ * ended again (a server that greets and closes) still counts as made: its
+ * events are in the inbox. */
+static int wait_connected(ssock_client *cli, int wait_ms, uint64_t since)
 {
 	ssock_loop *l = loop_of(cli);
 	struct timespec deadline;
@@ -458,7 +463,7 @@ static int wait_connected(ssock_client *cli, int wait_ms)
 	int rc = 0;
 	pthread_mutex_lock(&l->mu);
 	for (;;) {
-		if (cli->state == SSOCK_STATE_CONNECTED) {
+		if (cli->state == SSOCK_STATE_CONNECTED || cli->connects > since) {
 			rc = 0;
 			break;
 		}
@@ -483,8 +488,11 @@ int ssock_client_connect(ssock_client *cli, int wait_ms)
 		return SSOCK_EINVAL;
 	if (wait_ms != 0 && ssock__on_loop(loop_of(cli)))
 		return SSOCK_ELOOPTHREAD;
+	pthread_mutex_lock(&loop_of(cli)->mu);
+	uint64_t since = cli->connects;
+	pthread_mutex_unlock(&loop_of(cli)->mu);
 	ssock__call(loop_of(cli), connect_cmd, cli, 0);
-	return wait_ms == 0 ? 0 : wait_connected(cli, wait_ms);
+	return wait_ms == 0 ? 0 : wait_connected(cli, wait_ms, since);
 }
 
 int ssock_client_reconnect(ssock_client *cli)

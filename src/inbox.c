@@ -25,6 +25,14 @@ int ssock__inbox_init(ssock__inbox *ib, size_t max_msgs, size_t max_bytes)
 
 void ssock__inbox_destroy(ssock__inbox *ib)
 {
+	/* A thread still waiting in ssock__inbox_next() was woken by
+	 * ssock__inbox_close(); let it leave before the memory goes. */
+	pthread_mutex_lock(&ib->mu);
+	ib->closed = true;
+	pthread_cond_broadcast(&ib->cv);
+	while (ib->waiters > 0)
+		pthread_cond_wait(&ib->cv, &ib->mu);
+	pthread_mutex_unlock(&ib->mu);
 	for (size_t i = 0; i < ib->count; i++)
 		ssock_event_release(&ib->ring[(ib->head + i) % ib->cap].ev);
 	free(ib->ring);
@@ -144,6 +152,7 @@ int ssock__inbox_next(ssock__ep *ep, ssock_event *ev, int timeout_ms)
 	if (timeout_ms > 0)
 		ssock__abstime(&deadline, timeout_ms);
 	pthread_mutex_lock(&ib->mu);
+	ib->waiters++;
 	while (ib->count == 0 && !ib->closed) {
 		if (timeout_ms == 0)
 			break;
@@ -152,6 +161,8 @@ int ssock__inbox_next(ssock__ep *ep, ssock_event *ev, int timeout_ms)
 		else if (pthread_cond_timedwait(&ib->cv, &ib->mu, &deadline) != 0)
 			break;
 	}
+	if (--ib->waiters == 0 && ib->closed)
+		pthread_cond_broadcast(&ib->cv); /* ssock__inbox_destroy() waits */
 	if (ib->count == 0 || ib->closed) {
 		int rc = ib->closed ? SSOCK_ESHUTDOWN : SSOCK_ETIMEDOUT;
 		pthread_mutex_unlock(&ib->mu);

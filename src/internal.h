@@ -153,6 +153,7 @@ typedef struct ssock__inbox {
 	size_t max_msgs, max_bytes;
 	atomic_bool full;           /* readable by the loop without mu */
 	bool loop_waiting;          /* the loop paused reading: wake on room */
+	int waiters;                /* threads inside ssock__inbox_next() */
 	bool closed;
 } ssock__inbox;
 
