@@ -6,3 +6,4 @@ ssock_test(test_regress LABELS net SOURCES net_helpers.c)
 ssock_test(test_threads LABELS net threaded SOURCES net_helpers.c)
 # The core's "done when" load check: 50 clients x 200 echoes up to 1 MiB.
 ssock_test(test_load LABELS net load SOURCES net_helpers.c)
+target_compile_definitions(test_load PRIVATE SSOCK_TOOL="$<TARGET_FILE:ssock_tool>")

@@ -12,7 +12,11 @@
 #include "ssock.h"
 #include "test.h"
 
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -121,23 +125,10 @@ static void *send_thread(void *arg)
 	return NULL;
 }
 
-TEST(echo_50_clients_200_messages_up_to_1mib)
+/* Runs the 50 clients against the echo server on 127.0.0.1:port and
+ * checks every echo. */
+static void run_clients(int port)
 {
-	/* Server: echo from the callback. Its queue per connection is sized
-	 * so that the echo of what one read completes always fits (reading
-	 * stops at half the queue): a failed echo here is a bug. */
-	struct echo_stats st = {0};
-	ssock_server_opts so = {
-		.send_queue_max = 4u << 20,
-		.on_connect = srv_connect,
-		.on_message = srv_echo,
-		.user = &st,
-	};
-	int port;
-	ssock_server *srv = np_server(&so, &port);
-	CHECK(srv);
-
-	/* Clients: all on one shared loop thread. */
 	struct load *load = calloc(1, sizeof *load);
 	pthread_mutex_init(&load->mu, NULL);
 	pthread_condattr_t ca;
@@ -207,11 +198,68 @@ TEST(echo_50_clients_200_messages_up_to_1mib)
 	fprintf(stderr, "%llu bytes echoed\n", (unsigned long long)bytes);
 	CHECK_INT(bytes, ==, want);
 	CHECK_OK(ssock_loop_free(loop));
+	pthread_mutex_destroy(&load->mu);
+	pthread_cond_destroy(&load->cv);
+	free(load);
+}
+
+TEST(echo_50_clients_200_messages_up_to_1mib)
+{
+	/* Server: echo from the callback. Its queue per connection is sized
+	 * so that the echo of what one read completes always fits (reading
+	 * stops at half the queue): a failed echo here is a bug. */
+	struct echo_stats st = {0};
+	ssock_server_opts so = {
+		.send_queue_max = 4u << 20,
+		.on_connect = srv_connect,
+		.on_message = srv_echo,
+		.user = &st,
+	};
+	int port;
+	ssock_server *srv = np_server(&so, &port);
+	CHECK(srv);
+	run_clients(port);
+	if (test__failed)
+		return;
 	CHECK_OK(ssock_server_close(srv));
 	CHECK_INT(st.failures, ==, 0);
 	CHECK_INT(st.messages, ==, NCLIENTS * NMSGS);
 	CHECK_INT(st.connects, ==, NCLIENTS);
-	pthread_mutex_destroy(&load->mu);
-	pthread_cond_destroy(&load->cv);
-	free(load);
+}
+
+/* The same against the tool, as issue 2's "done when" states it:
+ * `ssock echo` (u32) with its default settings. */
+TEST(ssock_echo_tool_50_clients_200_messages_up_to_1mib)
+{
+	int out[2];
+	CHECK(pipe(out) == 0);
+	pid_t pid = fork();
+	CHECK(pid >= 0);
+	if (pid == 0) {
+		dup2(out[1], STDOUT_FILENO);
+		close(out[0]);
+		close(out[1]);
+		execl(SSOCK_TOOL, SSOCK_TOOL, "echo", "--listen", "127.0.0.1:0", (char *)NULL);
+		_exit(127);
+	}
+	close(out[1]);
+	char line[128] = {0};
+	size_t n = 0;
+	struct pollfd pfd = {.fd = out[0], .events = POLLIN};
+	while (n < sizeof line - 1 && !memchr(line, '\n', n) && poll(&pfd, 1, TEST_TIMEOUT_MS) > 0) {
+		ssize_t r = read(out[0], line + n, sizeof line - 1 - n);
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+	}
+	int port = 0;
+	bool ok = sscanf(line, "listening on 127.0.0.1:%d", &port) == 1 && port > 0;
+	if (ok)
+		run_clients(port);
+	kill(pid, SIGTERM);
+	int status = 0;
+	waitpid(pid, &status, 0);
+	close(out[0]);
+	CHECK(ok);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0); /* clean stop on SIGTERM */
 }
