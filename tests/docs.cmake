@@ -12,3 +12,10 @@ if(TARGET echo_client AND TARGET ssock_tool)
     COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/run_example.sh $<TARGET_FILE:ssock_tool> $<TARGET_FILE:echo_client>)
   set_tests_properties(examples.echo_client_against_ssock_echo PROPERTIES LABELS net TIMEOUT 60)
 endif()
+# What `make install` puts in place works for a program outside the tree.
+find_program(PKG_CONFIG_EXE pkg-config)
+if(PKG_CONFIG_EXE AND NOT SSOCK_SANITIZER)
+  add_test(NAME install.find_package_and_pkg_config
+    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/install_check.sh ${PROJECT_BINARY_DIR} ${PROJECT_SOURCE_DIR})
+  set_tests_properties(install.find_package_and_pkg_config PROPERTIES LABELS unit TIMEOUT 120)
+endif()
