@@ -161,6 +161,29 @@ bool fx_echo(fx *f, int fd, const char *msg)
 	return ok;
 }
 
+static pthread_barrier_t warm_barrier;
+
+static void *warm_thread(void *arg)
+{
+	(void)arg;
+	pthread_barrier_wait(&warm_barrier); /* all alive at once: one arena each */
+	free(malloc(64));
+	return NULL;
+}
+
+void fx_warm_arenas(int threads)
+{
+	pthread_t th[64];
+	if (threads > 64)
+		threads = 64;
+	pthread_barrier_init(&warm_barrier, NULL, (unsigned)threads);
+	for (int i = 0; i < threads; i++)
+		pthread_create(&th[i], NULL, warm_thread, NULL);
+	for (int i = 0; i < threads; i++)
+		pthread_join(th[i], NULL);
+	pthread_barrier_destroy(&warm_barrier);
+}
+
 bool fx_start(fx *f, ssock_server_opts *o)
 {
 	memset(f, 0, sizeof *f);

@@ -52,6 +52,11 @@ typedef struct fx {
 	long rss0;
 } fx;
 
+/* Runs `threads` threads at once, each using malloc, so that glibc creates
+ * the arenas a test's own threads will use before the baseline is taken
+ * (an arena's header counts as heap in use, and arenas are never freed). */
+void fx_warm_arenas(int threads);
+
 /* Starts the server (o->listen, callbacks and user are filled in; the
  * framing is o->framing), connects the good peer, echoes once and takes the
  * baseline. Returns false (and prints why) on failure. */
