@@ -3,13 +3,15 @@
 #   make demo       build, then run the demo (scripts/demo.sh)
 #   make test       build and run the tests, then again under
 #                   ASan+UBSan, and the threaded ones under TSan
+#   make test-valgrind  the integration tests (label net, without the
+#                   load ones) under valgrind memcheck: no errors, no leaks
 #   make bench      the benchmark (bench/run.sh)
 #   make fuzz       run every fuzzer for FUZZ_SECONDS (default 60)
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build demo test test-plain test-asan test-tsan bench fuzz install clean
+.PHONY: all deps build demo test test-plain test-asan test-tsan test-valgrind bench fuzz install clean
 
 all: build
 
@@ -39,6 +41,9 @@ test-tsan: deps
 		-DSSOCK_SANITIZER=thread $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build-tsan -j $(JOBS)
 	cd build-tsan && ctest --output-on-failure -j $(JOBS) -L threaded
+
+test-valgrind: build
+	bash tests/valgrind.sh build -L net -LE load
 
 bench: deps
 	@bash bench/run.sh

@@ -145,7 +145,10 @@ TEST(load_churn_100k_connect_send_close)
 		echoes, np_count_fds(), f.fds0,
 		(long long)(np_heap_bytes() >= 0 ? np_heap_bytes() - f.heap0 : 0), rss, f.rss0,
 		np_peak_rss_kb());
-	CHECK_INT(rss - f.rss0, <, 32 * 1024);
+	/* (Under ASan freed memory sits in its quarantine: RSS says nothing
+	 * there, and its leak check does the job.) */
+	if (np_heap_measurable())
+		CHECK_INT(rss - f.rss0, <, 32 * 1024);
 	CHECK(fx_finish(&f));
 }
 

@@ -415,7 +415,7 @@ TEST(fault_client_never_reads)
 	enum { QMAX = 256 << 10, MSG = 8 << 10 };
 	char *buf = calloc(1, MSG);
 	size_t total = 64 << 20;
-	uint8_t *stream = malloc(total);
+	uint8_t *stream = calloc(1, total);
 	CHECK(buf && stream);
 	fx f;
 	ssock_server_opts o = {.send_queue_max = QMAX};
