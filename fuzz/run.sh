@@ -79,7 +79,7 @@ for t in $targets; do
 		done
 		grep -E 'ERROR|invariant failed|SUMMARY' "$log" | head -n 5 || true
 	fi
-	summary="$summary$(printf '%-10s %12s execs %8s exec/s  %s' "$t" "${execs:-?}" "${rate:-?}" "$result")
+	summary="$summary$(printf '%-15s %12s execs %8s exec/s  %s' "$t" "${execs:-?}" "${rate:-?}" "$result")
 "
 done
 
