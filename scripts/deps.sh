@@ -10,6 +10,11 @@ command -v python3 >/dev/null || need+=(python3)
 # The CLI tests talk to `ssock` with nc and socat (line and raw framings).
 command -v nc >/dev/null || need+=(netcat-openbsd)
 command -v socat >/dev/null || need+=(socat)
+# The examples' test reads the client's address with ss; the install test
+# builds a consumer with pkg-config; CI runs the net tests under valgrind.
+command -v ss >/dev/null || need+=(iproute2)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+command -v valgrind >/dev/null || need+=(valgrind)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "deps: missing ${need[*]}; run as root or install them" >&2
