@@ -5,11 +5,14 @@
 #include <netinet/tcp.h>
 #include <unistd.h>
 
+/* One buffer (the common case) goes through read()/send(), not their
+ * vector forms: the kernel's single-buffer path skips importing an iovec
+ * array, which is measurable when every message is its own syscall. */
 static ssize_t tcp_readv(ssock_conn *c, struct iovec *iov, int n)
 {
 	ssize_t r;
 	do
-		r = readv(c->io.fd, iov, n);
+		r = n == 1 ? read(c->io.fd, iov[0].iov_base, iov[0].iov_len) : readv(c->io.fd, iov, n);
 	while (r < 0 && errno == EINTR);
 	return r < 0 ? ssock__errno() : r;
 }
@@ -21,7 +24,8 @@ static ssize_t tcp_writev(ssock_conn *c, const struct iovec *iov, int n)
 	struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
 	ssize_t r;
 	do
-		r = sendmsg(c->io.fd, &msg, MSG_NOSIGNAL);
+		r = n == 1 ? send(c->io.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL)
+			   : sendmsg(c->io.fd, &msg, MSG_NOSIGNAL);
 	while (r < 0 && errno == EINTR);
 	return r < 0 ? ssock__errno() : r;
 }
