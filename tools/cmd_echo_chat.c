@@ -122,7 +122,7 @@ static int run_echo(struct opts *op)
 	rc = ssock_server_new(&srv, &so);
 	if (rc != 0) {
 		fprintf(stderr, "%s: cannot listen on %s: %s\n", prog, o.addr, ssock_strerror(rc));
-		return EXIT_RUNTIME;
+		return rc == SSOCK_EBADADDR ? EXIT_USAGE : EXIT_RUNTIME; /* a bad argument */
 	}
 	ssock_addr bound;
 	char text[SSOCK_ADDRSTRLEN];
