@@ -346,25 +346,6 @@ static void close_cmd(ssock__cmd *cmd)
 
 /* ---------------------------------------------------------- lifecycle */
 
-static ssock__cfg client_cfg(const ssock_client_opts *o)
-{
-	ssock__cfg cfg = {
-		.framing = o->framing,
-		.max_message = o->max_message,
-		.read_size = o->read_size,
-		.send_queue_max = o->send_queue_max,
-		.idle_timeout_ms = o->idle_timeout_ms,
-		.read_timeout_ms = o->read_timeout_ms,
-		.keepalive_s = o->keepalive_s,
-		.on_connect = o->on_connect,
-		.on_message = o->on_message,
-		.on_disconnect = o->on_disconnect,
-		.on_error = o->on_error,
-		.user = o->user,
-	};
-	return cfg;
-}
-
 static int check_opts(const ssock_client_opts *o)
 {
 	if (!o || !o->connect || o->connect_timeout_ms < 0 || o->reconnect_min_ms < 0 ||
@@ -415,7 +396,7 @@ int ssock_client_new(ssock_client **out, const ssock_client_opts *opts)
 	if (!cli->rng)
 		cli->rng = 1;
 	ssock__timer_init(&cli->timer, on_timer);
-	ssock__cfg cfg = client_cfg(opts);
+	ssock__cfg cfg = SSOCK__CFG_FROM_OPTS(opts);
 	rc = cli->target ? 0 : SSOCK_ENOMEM;
 	if (rc == 0)
 		rc = ssock__ep_init(&cli->ep, opts->loop, &cfg, opts->inbox_max, opts->inbox_max_bytes,

@@ -200,6 +200,24 @@ typedef struct ssock__cfg {
 	void *user;
 } ssock__cfg;
 
+/* The settings a server's or a client's options share, by field name (both
+ * options structs spell them the same way). */
+#define SSOCK__CFG_FROM_OPTS(o)                                                                  \
+	((ssock__cfg){                                                                             \
+		.framing = (o)->framing,                                                           \
+		.max_message = (o)->max_message,                                                   \
+		.read_size = (o)->read_size,                                                       \
+		.send_queue_max = (o)->send_queue_max,                                             \
+		.idle_timeout_ms = (o)->idle_timeout_ms,                                           \
+		.read_timeout_ms = (o)->read_timeout_ms,                                           \
+		.keepalive_s = (o)->keepalive_s,                                                   \
+		.on_connect = (o)->on_connect,                                                     \
+		.on_message = (o)->on_message,                                                     \
+		.on_disconnect = (o)->on_disconnect,                                               \
+		.on_error = (o)->on_error,                                                         \
+		.user = (o)->user,                                                                 \
+	})
+
 typedef struct ssock__ep ssock__ep;
 struct ssock__ep {
 	ssock_loop *loop;

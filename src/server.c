@@ -178,25 +178,6 @@ static int check_opts(const ssock_server_opts *o)
 	return 0;
 }
 
-static ssock__cfg server_cfg(const ssock_server_opts *o)
-{
-	ssock__cfg cfg = {
-		.framing = o->framing,
-		.max_message = o->max_message,
-		.read_size = o->read_size,
-		.send_queue_max = o->send_queue_max,
-		.idle_timeout_ms = o->idle_timeout_ms,
-		.read_timeout_ms = o->read_timeout_ms,
-		.keepalive_s = o->keepalive_s,
-		.on_connect = o->on_connect,
-		.on_message = o->on_message,
-		.on_disconnect = o->on_disconnect,
-		.on_error = o->on_error,
-		.user = o->user,
-	};
-	return cfg;
-}
-
 static void free_server(ssock_server *srv)
 {
 	for (int i = 0; i < srv->nls; i++) {
@@ -223,7 +204,7 @@ int ssock_server_new(ssock_server **out, const ssock_server_opts *opts)
 	srv->backlog = opts->backlog ? opts->backlog : SOMAXCONN;
 	srv->max_conns = opts->max_conns;
 	ssock__timer_init(&srv->retry, retry_accept);
-	ssock__cfg cfg = server_cfg(opts);
+	ssock__cfg cfg = SSOCK__CFG_FROM_OPTS(opts);
 	rc = ssock__ep_init(&srv->ep, opts->loop, &cfg, opts->inbox_max, opts->inbox_max_bytes,
 			    opts->error_log_max, false);
 	if (rc != 0) {
