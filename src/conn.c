@@ -595,9 +595,17 @@ static void process_frames(ssock_conn *c, uint8_t *buf, size_t len)
 	if (off < len) {
 		if (!stash(c, buf + off, len - off))
 			return;
+		/* read_timeout_ms bounds how long one message may take once its
+		 * first byte is in: the clock restarts with each new partial
+		 * frame, not with each read (a steady stream that always ends a
+		 * read mid-frame is not a stalled peer). */
 		if (!c->partial_since) {
 			c->partial_since = loop_of(c)->now;
 			arm_timer(c);
+		} else if (off > 0) {
+			/* The armed timer is due earlier; when it fires it sees the
+			 * new start and re-arms. */
+			c->partial_since = loop_of(c)->now;
 		}
 	} else {
 		c->stash_len = 0;

@@ -105,3 +105,42 @@ TEST(close_wakes_a_thread_waiting_on_the_inbox)
 		CHECK_INT(w.rc, ==, SSOCK_ESHUTDOWN);
 	}
 }
+
+static void echo_back(ssock_conn *c, const void *data, size_t len, void *user)
+{
+	(void)user;
+	ssock_conn_send(c, data, len);
+}
+
+/* read_timeout_ms bounds one message's arrival, not a busy stream: a peer
+ * whose every write ends in the middle of the next frame keeps going for
+ * several times the timeout without being called stalled. */
+TEST(read_timeout_spares_a_stream_that_always_ends_mid_frame)
+{
+	ssock_server_opts so = {.read_timeout_ms = 200, .on_message = echo_back};
+	int port;
+	ssock_server *srv = np_server(&so, &port);
+	CHECK(srv);
+	int fd = np_connect(port, false);
+	CHECK(fd >= 0);
+	/* frame k = 4-byte header + 8 bytes; each write is the second half of
+	 * frame k and the first half of frame k + 1 */
+	uint8_t frame[12] = {0, 0, 0, 8, 'p', 'a', 'y', 'l', 'o', 'a', 'd', '!'};
+	CHECK_INT(np_write(fd, frame, 6), ==, 0);
+	int64_t until = test_now_ms() + 4 * so.read_timeout_ms;
+	int rounds = 0;
+	while (test_now_ms() < until) {
+		uint8_t out[12];
+		memcpy(out, frame + 6, 6);
+		memcpy(out + 6, frame, 6);
+		CHECK_INT(np_write(fd, out, sizeof out), ==, 0);
+		uint8_t echo[12];
+		/* the echo of the frame just completed: waits for an event */
+		CHECK_INT(np_read_exact(fd, echo, sizeof echo, TEST_TIMEOUT_MS), ==, 0);
+		CHECK_MEM(echo, frame, sizeof frame);
+		rounds++;
+	}
+	CHECK(rounds > 0);
+	close(fd);
+	ssock_server_close(srv);
+}
