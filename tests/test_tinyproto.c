@@ -63,6 +63,25 @@ static int peer_recv(int fd, char **data, uint32_t *len)
 	return 0;
 }
 
+/* Takes events until the disconnect; fails the test if a message comes
+ * first (a protocol error must never be delivered as one). Returns the
+ * disconnect reason, or 1 when the wait failed. */
+static int end_without_message(ssock_server *srv)
+{
+	ssock_event ev;
+	for (;;) {
+		if (ssock_server_next_event(srv, &ev, T) != 0)
+			return 1;
+		ssock_event_type type = ev.type;
+		int code = ev.code;
+		ssock_event_release(&ev);
+		if (type == SSOCK_EVENT_MESSAGE)
+			return 1;
+		if (type == SSOCK_EVENT_DISCONNECT)
+			return code;
+	}
+}
+
 static ssock_server *tp_server(int *port, uint32_t max)
 {
 	ssock_server_opts o = {.framing = SSOCK_FRAMING_TINYPROTO, .max_message = max};
@@ -141,16 +160,7 @@ static void truncated_case(const uint8_t *partial, size_t n, bool wait_ok)
 		CHECK_INT(np_write(fd, partial + 4, n - 4), ==, 0);
 	}
 	shutdown(fd, SHUT_WR);
-	ssock_event ev;
-	for (;;) {
-		CHECK_OK(ssock_server_next_event(srv, &ev, T));
-		CHECK(ev.type != SSOCK_EVENT_MESSAGE);
-		if (ev.type == SSOCK_EVENT_DISCONNECT)
-			break;
-		ssock_event_release(&ev);
-	}
-	CHECK_INT(ev.code, ==, SSOCK_ETRUNCATED);
-	ssock_event_release(&ev);
+	CHECK_INT(end_without_message(srv), ==, SSOCK_ETRUNCATED);
 	close(fd);
 	ssock_server_close(srv);
 }
@@ -232,15 +242,7 @@ TEST(collision_is_reported_and_closed)
 	CHECK_INT(np_read_exact(fd, h, 4, T), ==, 0);
 	const uint8_t theirs[] = {0, 0, 0, 6, 't', 'h', 'e', 'i', 'r', 's'};
 	CHECK_INT(np_write(fd, theirs, 4), ==, 0);
-	for (;;) {
-		CHECK_OK(ssock_server_next_event(srv, &ev, T));
-		CHECK(ev.type != SSOCK_EVENT_MESSAGE); /* never a misread */
-		if (ev.type == SSOCK_EVENT_DISCONNECT)
-			break;
-		ssock_event_release(&ev);
-	}
-	CHECK_INT(ev.code, ==, SSOCK_ECOLLISION);
-	ssock_event_release(&ev);
+	CHECK_INT(end_without_message(srv), ==, SSOCK_ECOLLISION); /* never a misread */
 	CHECK_INT(np_wait_eof(fd, T), ==, 0);
 	close(fd);
 	ssock_server_close(srv);
