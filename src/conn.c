@@ -1017,7 +1017,7 @@ static void tp_refused(ssock_conn *c)
 
 /* Queues one framed message: straight to the socket queue, or (tinyproto)
  * to wait for its turn. */
-static void enqueue_msg(ssock_conn *c, ssock__chunk *ch)
+void ssock__conn_enqueue(ssock_conn *c, ssock__chunk *ch)
 {
 	if (c->ep->cfg.framing != SSOCK_FRAMING_TINYPROTO) {
 		sq_append(c, ch);
@@ -1031,11 +1031,6 @@ static void enqueue_msg(ssock_conn *c, ssock__chunk *ch)
 		c->tq_head = ch;
 	c->tq_tail = ch;
 	tp_kick(c);
-}
-
-void ssock__conn_enqueue(ssock_conn *c, ssock__chunk *ch)
-{
-	enqueue_msg(c, ch);
 }
 
 /* Echo fast path: the payload buffer being delivered to a callback is sent
@@ -1085,7 +1080,7 @@ int ssock__conn_send(ssock_conn *c, const void *data, size_t len)
 			atomic_fetch_sub(&c->queued, (size_t)total);
 			return rc;
 		}
-		enqueue_msg(c, ch);
+		ssock__conn_enqueue(c, ch);
 		return 0;
 	}
 	ssock__chunk *tail = c->sq_tail;
@@ -1198,7 +1193,7 @@ void ssock__take_xq(ssock_loop *l)
 		if (c->xq_head && c->ep->cfg.framing == SSOCK_FRAMING_TINYPROTO) {
 			for (ssock__chunk *ch = c->xq_head, *nx; ch; ch = nx) {
 				nx = ch->next;
-				enqueue_msg(c, ch);
+				ssock__conn_enqueue(c, ch);
 			}
 			c->xq_head = c->xq_tail = NULL;
 		} else if (c->xq_head) {
