@@ -347,7 +347,8 @@ int ssock__xq_push_locked(ssock__ep *ep, uint64_t id, ssock__chunk *ch);
 int ssock__wait_room_locked(ssock_loop *loop, int timeout_ms, const struct timespec *deadline);
 /* Cross-thread send by id (any thread; inline on the loop thread). */
 int ssock__send_id(ssock__ep *ep, uint64_t id, const void *data, size_t len, int timeout_ms);
-/* Moves chunk (a framed message) into c's queue, as if sent. Loop only. */
+/* Queues one framed message whose room is reserved: to the socket queue, or
+ * (tinyproto) to wait for its turn. Loop only. */
 void ssock__conn_enqueue(ssock_conn *c, ssock__chunk *ch);
 /* Frames data into a freshly allocated chunk (for sends from other threads). */
 int ssock__frame_chunk(ssock_framing f, const void *data, size_t len, size_t max_queue,
