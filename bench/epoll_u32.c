@@ -35,9 +35,7 @@ static int listen_fd;
 static struct conn **conns; /* indexed by fd */
 static size_t conn_slots;
 static uint8_t rbuf[BENCH_READ_SIZE];
-static uint8_t *obuf; /* replies to the read being handled; shared, reused */
-static size_t olen, ocap;
-static int out_of_memory;
+static struct u32_out out; /* replies to the read being handled */
 
 static void close_conn(int fd)
 {
@@ -58,50 +56,33 @@ static void set_interest(int fd, uint32_t events)
         bench_die("epoll_ctl(MOD):");
 }
 
-/* The echo "handler": sends the message back, which appends a framed copy to obuf. */
+/* The echo "handler": sends the message back, which appends a framed copy to out. */
 static void deliver(void *ctx, const uint8_t *payload, size_t len)
 {
-    size_t need = olen + 4 + len;
-
     (void)ctx;
-    if (need > ocap) {
-        size_t cap = ocap ? ocap : BENCH_READ_SIZE;
-        uint8_t *p;
-        while (cap < need)
-            cap *= 2;
-        p = realloc(obuf, cap);
-        if (!p) {
-            out_of_memory = 1;
-            return;
-        }
-        obuf = p;
-        ocap = cap;
-    }
-    bench_put_be32(obuf + olen, (uint32_t)len);
-    memcpy(obuf + olen + 4, payload, len);
-    olen = need;
+    u32_out_append(&out, payload, len);
 }
 
-/* Sends obuf; keeps what the kernel refused. Returns 0, 1 if output is now pending, -1. */
+/* Sends out.buf; keeps what the kernel refused. Returns 0, 1 if output is now pending, -1. */
 static int flush_out(int fd, struct conn *c)
 {
     ssize_t w;
 
     do
-        w = send(fd, obuf, olen, MSG_NOSIGNAL);
+        w = send(fd, out.buf, out.len, MSG_NOSIGNAL);
     while (w < 0 && errno == EINTR);
     if (w < 0 && errno != EAGAIN)
         return -1;
     if (w < 0)
         w = 0;
-    if ((size_t)w == olen)
+    if ((size_t)w == out.len)
         return 0;
-    c->pend_len = olen - (size_t)w;
+    c->pend_len = out.len - (size_t)w;
     c->pend_off = 0;
     c->pend = malloc(c->pend_len);
     if (!c->pend)
         return -1;
-    memcpy(c->pend, obuf + w, c->pend_len);
+    memcpy(c->pend, out.buf + w, c->pend_len);
     set_interest(fd, EPOLLOUT);
     return 1;
 }
@@ -109,16 +90,16 @@ static int flush_out(int fd, struct conn *c)
 /* Handles one read's worth of bytes. Returns 0, 1 if output is pending, -1 to close. */
 static int handle_bytes(int fd, struct conn *c, size_t n)
 {
-    olen = 0;
-    out_of_memory = 0;
+    out.len = 0;
+    out.oom = 0;
     if (u32_feed(&c->in, rbuf, n, deliver, NULL) < 0) {
         fprintf(stderr, "bench_epoll_u32: fd %d: frame above %u bytes, closing\n", fd,
                 BENCH_MAX_MESSAGE);
         return -1;
     }
-    if (out_of_memory)
+    if (out.oom)
         return -1;
-    return olen ? flush_out(fd, c) : 0;
+    return out.len ? flush_out(fd, c) : 0;
 }
 
 static void on_readable(int fd, struct conn *c)

@@ -50,9 +50,7 @@ struct conn {
 };
 
 static uint8_t rbuf[BENCH_READ_SIZE];
-static uint8_t *obuf; /* replies to the read being handled; shared, reused */
-static size_t olen, ocap;
-static int out_of_memory;
+static struct u32_out out; /* replies to the read being handled */
 
 static void on_conn_event(evutil_socket_t fd, short what, void *arg);
 
@@ -74,50 +72,33 @@ static int watch(struct conn *c, short what)
     return event_add(c->ev, NULL);
 }
 
-/* The echo "handler": sends the message back, which appends a framed copy to obuf. */
+/* The echo "handler": sends the message back, which appends a framed copy to out. */
 static void deliver(void *ctx, const uint8_t *payload, size_t len)
 {
-    size_t need = olen + 4 + len;
-
     (void)ctx;
-    if (need > ocap) {
-        size_t cap = ocap ? ocap : BENCH_READ_SIZE;
-        uint8_t *p;
-        while (cap < need)
-            cap *= 2;
-        p = realloc(obuf, cap);
-        if (!p) {
-            out_of_memory = 1;
-            return;
-        }
-        obuf = p;
-        ocap = cap;
-    }
-    bench_put_be32(obuf + olen, (uint32_t)len);
-    memcpy(obuf + olen + 4, payload, len);
-    olen = need;
+    u32_out_append(&out, payload, len);
 }
 
-/* Sends obuf; keeps what the kernel refused and waits for EV_WRITE. Returns 0 or -1. */
+/* Sends out.buf; keeps what the kernel refused and waits for EV_WRITE. Returns 0 or -1. */
 static int flush_out(struct conn *c)
 {
     ssize_t w;
 
     do
-        w = send(c->fd, obuf, olen, MSG_NOSIGNAL);
+        w = send(c->fd, out.buf, out.len, MSG_NOSIGNAL);
     while (w < 0 && errno == EINTR);
     if (w < 0 && errno != EAGAIN)
         return -1;
     if (w < 0)
         w = 0;
-    if ((size_t)w == olen)
+    if ((size_t)w == out.len)
         return 0;
-    c->pend_len = olen - (size_t)w;
+    c->pend_len = out.len - (size_t)w;
     c->pend_off = 0;
     c->pend = malloc(c->pend_len);
     if (!c->pend)
         return -1;
-    memcpy(c->pend, obuf + w, c->pend_len);
+    memcpy(c->pend, out.buf + w, c->pend_len);
     return watch(c, EV_WRITE);
 }
 
@@ -130,13 +111,13 @@ static int read_once(struct conn *c)
         return 0;
     if (n <= 0)
         return -1;
-    olen = 0;
-    out_of_memory = 0;
+    out.len = 0;
+    out.oom = 0;
     if (u32_feed(&c->in, rbuf, (size_t)n, deliver, NULL) < 0) {
         fprintf(stderr, "bench_libevent: frame above %u bytes, closing\n", BENCH_MAX_MESSAGE);
         return -1;
     }
-    if (out_of_memory || (olen > 0 && flush_out(c) < 0))
+    if (out.oom || (out.len > 0 && flush_out(c) < 0))
         return -1;
     return !c->pend && (size_t)n == sizeof rbuf;
 }

@@ -106,3 +106,25 @@ int u32_feed(struct u32_in *in, const uint8_t *data, size_t n, u32_deliver_fn de
     }
     return n > 0 ? stash_tail(in, data, n) : 0;
 }
+
+void u32_out_append(struct u32_out *out, const uint8_t *payload, size_t len)
+{
+    size_t need = out->len + 4 + len;
+
+    if (need > out->cap) {
+        size_t cap = out->cap ? out->cap : BENCH_READ_SIZE;
+        uint8_t *p;
+        while (cap < need)
+            cap *= 2;
+        p = realloc(out->buf, cap);
+        if (!p) {
+            out->oom = 1;
+            return;
+        }
+        out->buf = p;
+        out->cap = cap;
+    }
+    bench_put_be32(out->buf + out->len, (uint32_t)len);
+    memcpy(out->buf + out->len + 4, payload, len);
+    out->len = need;
+}

@@ -1,5 +1,5 @@
-/* Incremental u32 frame decoder shared by the framed reference servers (epoll and libuv),
- * so those two differ only in their event loop.
+/* Incremental u32 frame decoder and reply buffer shared by the framed reference servers
+ * (epoll, libuv and libevent), so they differ only in their event loop.
  *
  * Complete frames are handed to the caller in place, straight from the read buffer; only a
  * frame split across reads is copied, into a buffer that is freed as soon as the frame
@@ -26,5 +26,16 @@ int u32_feed(struct u32_in *in, const uint8_t *data, size_t n, u32_deliver_fn de
 
 /* Frees any partial frame; the decoder can be reused afterwards. */
 void u32_in_free(struct u32_in *in);
+
+/* The replies to the read being handled: framed copies appended here, sent with one call,
+ * and the buffer reused (one per server, not per connection). */
+struct u32_out {
+    uint8_t *buf;
+    size_t len, cap;
+    int oom; /* an append ran out of memory: the caller closes the connection */
+};
+
+/* Appends payload as one u32 frame; on allocation failure sets out->oom instead. */
+void u32_out_append(struct u32_out *out, const uint8_t *payload, size_t len);
 
 #endif

@@ -29,9 +29,7 @@ struct write_req {
 
 static uv_loop_t *loop;
 static char slab[BENCH_READ_SIZE];
-static uint8_t *obuf; /* replies to the read being handled; shared, reused */
-static size_t olen, ocap;
-static int out_of_memory;
+static struct u32_out out; /* replies to the read being handled */
 
 static void on_closed(uv_handle_t *h)
 {
@@ -54,28 +52,11 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init(slab, sizeof slab);
 }
 
-/* The echo "handler": sends the message back, which appends a framed copy to obuf. */
+/* The echo "handler": sends the message back, which appends a framed copy to out. */
 static void deliver(void *ctx, const uint8_t *payload, size_t len)
 {
-    size_t need = olen + 4 + len;
-
     (void)ctx;
-    if (need > ocap) {
-        size_t cap = ocap ? ocap : BENCH_READ_SIZE;
-        uint8_t *p;
-        while (cap < need)
-            cap *= 2;
-        p = realloc(obuf, cap);
-        if (!p) {
-            out_of_memory = 1;
-            return;
-        }
-        obuf = p;
-        ocap = cap;
-    }
-    bench_put_be32(obuf + olen, (uint32_t)len);
-    memcpy(obuf + olen + 4, payload, len);
-    olen = need;
+    u32_out_append(&out, payload, len);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -93,11 +74,11 @@ static void on_written(uv_write_t *req, int status)
     }
 }
 
-/* Sends obuf now if the kernel takes it; queues the rest. Returns 0 or -1 to close. */
+/* Sends out.buf now if the kernel takes it; queues the rest. Returns 0 or -1 to close. */
 static int send_out(struct conn *c)
 {
     uv_stream_t *s = (uv_stream_t *)&c->tcp;
-    uv_buf_t b = uv_buf_init((char *)obuf, (unsigned)olen);
+    uv_buf_t b = uv_buf_init((char *)out.buf, (unsigned)out.len);
     struct write_req *wr;
     int r = uv_try_write(s, &b, 1);
 
@@ -105,13 +86,13 @@ static int send_out(struct conn *c)
         r = 0; /* kernel full, or earlier writes still queued: keep order */
     if (r < 0)
         return -1;
-    if ((size_t)r == olen)
+    if ((size_t)r == out.len)
         return 0;
-    wr = malloc(sizeof *wr + olen - (size_t)r);
+    wr = malloc(sizeof *wr + out.len - (size_t)r);
     if (!wr)
         return -1;
-    memcpy(wr->data, obuf + r, olen - (size_t)r);
-    wr->buf = uv_buf_init(wr->data, (unsigned)(olen - (size_t)r));
+    memcpy(wr->data, out.buf + r, out.len - (size_t)r);
+    wr->buf = uv_buf_init(wr->data, (unsigned)(out.len - (size_t)r));
     if (uv_write(&wr->req, s, &wr->buf, 1, on_written) < 0) {
         free(wr);
         return -1;
@@ -131,14 +112,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         close_conn(c);
         return;
     }
-    olen = 0;
-    out_of_memory = 0;
+    out.len = 0;
+    out.oom = 0;
     if (u32_feed(&c->in, (const uint8_t *)buf->base, (size_t)nread, deliver, NULL) < 0) {
         fprintf(stderr, "bench_libuv: frame above %u bytes, closing\n", BENCH_MAX_MESSAGE);
         close_conn(c);
         return;
     }
-    if (out_of_memory || (olen > 0 && send_out(c) < 0))
+    if (out.oom || (out.len > 0 && send_out(c) < 0))
         close_conn(c);
 }
 
