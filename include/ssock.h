@@ -318,7 +318,8 @@ typedef struct ssock_server_opts {
 	                          for this long (SSOCK_EIDLE); 0: never */
 	int read_timeout_ms;   /* close a connection whose partial message has
 	                          not completed in this long (SSOCK_ESTALLED);
-	                          0: never */
+	                          time spent waiting for room in a full inbox
+	                          does not count; 0: never */
 	int keepalive_s;       /* TCP keepalive idle seconds; 0: off */
 	int error_log_max;     /* entries kept in the error log; default 64 */
 	ssock_loop *loop;      /* shared loop; NULL: the server owns a loop on a

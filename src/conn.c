@@ -23,7 +23,7 @@
 #define READS_PER_WAKEUP 16     /* fairness: then the next connection */
 #define WRITES_PER_WAKEUP 8
 #define CHUNK_SIZE (16u << 10)  /* standard send chunk */
-#define MAX_FREE_CHUNKS 256     /* spare chunks a loop keeps */
+#define MAX_FREE_CHUNKS 32      /* spare chunks a loop keeps (512 KiB) */
 #define MAX_IOV 64
 #define BIG_MIN_GROWTH (64u << 10)
 #define BIG_EXACT_MAX (64u << 20)
@@ -38,6 +38,11 @@ static void sq_raw(ssock_conn *c, uint8_t byte);
 static ssock_loop *loop_of(const ssock_conn *c)
 {
 	return c->ep->loop;
+}
+
+static const ssock__transport *tp_of(const ssock_conn *c)
+{
+	return c->ep->tp;
 }
 
 static size_t header_size(ssock_framing f)
@@ -99,13 +104,15 @@ static bool deliver(ssock_conn *c, const uint8_t *msg, size_t len, uint8_t *owne
 {
 	ssock__ep *ep = c->ep;
 	if (ep->cfg.on_message) {
-		/* A callback that sends this very buffer back (an echo) takes
-		 * it instead of a copy: see ssock__conn_send(). */
-		c->lending = owned;
+		/* A callback that sends this very buffer (an echo) hands it over
+		 * instead of a copy: see ssock__conn_send(). */
+		ssock_loop *l = loop_of(c);
+		uint8_t *outer = l->lending;
+		l->lending = owned;
 		ep->cfg.on_message(c, msg, len, ep->cfg.user);
-		if (c->lending)
+		if (l->lending)
 			free(owned);
-		c->lending = NULL;
+		l->lending = outer;
 		return true;
 	}
 	ssock_event ev = {.type = SSOCK_EVENT_MESSAGE, .conn = c->id, .peer = c->peer, .len = len};
@@ -129,23 +136,78 @@ static bool deliver(ssock_conn *c, const uint8_t *msg, size_t len, uint8_t *owne
 
 /* --------------------------------------------------------- open / close */
 
+/* The connection's occasional part (see ssock__conn_x), allocated on first
+ * need. Returns NULL when memory ran out; the caller reports and fails. */
+static ssock__conn_x *x_new(ssock_conn *c)
+{
+	ssock__conn_x *x = calloc(1, sizeof *x);
+	if (!x)
+		return NULL;
+	x->conn = c;
+	ssock__timer_init(&x->timer, conn_timer);
+	x->last_io = loop_of(c)->now;
+	c->x = x;
+	return x;
+}
+
+/* As x_new(), failing the connection with SSOCK_ENOMEM when memory ran out. */
+static ssock__conn_x *x_get(ssock_conn *c, const char *op)
+{
+	if (c->x)
+		return c->x;
+	ssock__conn_x *x = x_new(c);
+	if (!x) {
+		report(c, SSOCK_ENOMEM, op);
+		ssock__conn_fail(c, SSOCK_ENOMEM);
+	}
+	return x;
+}
+
+/* Whether c needs its occasional part for as long as it is open. */
+static bool x_always(const ssock_conn *c)
+{
+	return c->ep->cfg.idle_timeout_ms > 0 || c->ep->cfg.framing == SSOCK_FRAMING_TINYPROTO;
+}
+
+/* Frees c's occasional part once nothing in it is in use. Called only where
+ * nothing up the stack holds c->x. */
+static void x_trim(ssock_conn *c)
+{
+	ssock__conn_x *x = c->x;
+	if (!x || c->state != SSOCK__OPEN || x->stash || x->big || x->timer.heap_idx != SIZE_MAX ||
+	    x_always(c))
+		return;
+	free(x);
+	c->x = NULL;
+}
+
+/* Notes activity for the idle timeout. */
+static void touch(ssock_conn *c)
+{
+	if (c->x)
+		c->x->last_io = loop_of(c)->now;
+}
+
 ssock_conn *ssock__conn_open(ssock__ep *ep, int fd, const ssock_addr *peer)
 {
 	ssock_loop *l = ep->loop;
 	ssock_conn *c = calloc(1, sizeof *c);
+	if (c) {
+		c->io.fd = fd;
+		c->io.on_io = conn_on_io;
+		c->id = ssock__next_id();
+		c->ep = ep;
+		c->peer = *peer;
+		if (x_always(c) && !x_new(c)) {
+			free(c);
+			c = NULL;
+		}
+	}
 	if (!c) {
 		close(fd);
 		ssock__ep_error(ep, SSOCK_ENOMEM, "accept", 0, peer);
 		return NULL;
 	}
-	c->io.fd = fd;
-	c->io.on_io = conn_on_io;
-	c->id = ssock__next_id();
-	c->ep = ep;
-	c->tp = &ssock__tcp_transport;
-	c->peer = *peer;
-	c->last_io = l->now;
-	ssock__timer_init(&c->timer, conn_timer);
 	pthread_mutex_lock(&l->mu);
 	int rc = ssock__table_put(&l->conns, c->id, c);
 	if (rc == 0) {
@@ -161,6 +223,7 @@ ssock_conn *ssock__conn_open(ssock__ep *ep, int fd, const ssock_addr *peer)
 	if (rc != 0) {
 		ssock__ep_error(ep, rc, "accept", 0, peer);
 		close(fd);
+		free(c->x);
 		free(c);
 		return NULL;
 	}
@@ -173,7 +236,7 @@ ssock_conn *ssock__conn_open(ssock__ep *ep, int fd, const ssock_addr *peer)
 		return NULL;
 	}
 	if (ep->cfg.idle_timeout_ms > 0)
-		ssock__timer_start(l, &c->timer, l->now + ep->cfg.idle_timeout_ms);
+		ssock__timer_start(l, &c->x->timer, l->now + ep->cfg.idle_timeout_ms);
 	if (ep->cfg.framing == SSOCK_FRAMING_TINYPROTO)
 		sq_raw(c, SSOCK__TP_HELLO); /* messages wait in tq for the peer's */
 	if (ep->on_conn_open)
@@ -192,13 +255,24 @@ static void list_remove(ssock_conn **head, ssock_conn *c, size_t next_off)
 	}
 }
 
+/* Frees a list of chunks; returns the bytes they still held. */
+static size_t free_chunks(ssock_loop *l, ssock__chunk *ch)
+{
+	size_t unsent = 0;
+	for (ssock__chunk *next; ch; ch = next) {
+		next = ch->next;
+		unsent += ch->len - ch->off;
+		ssock__chunk_free(l, ch);
+	}
+	return unsent;
+}
+
 /* Unlinks c from everything other threads can reach it by, and drops its
  * cross-thread sends. Returns the bytes that will never be sent. */
 static size_t unlink_conn(ssock_conn *c)
 {
 	ssock_loop *l = loop_of(c);
 	ssock__ep *ep = c->ep;
-	size_t unsent = 0;
 	pthread_mutex_lock(&l->mu);
 	c->closing = true;
 	ssock__table_del(&l->conns, c->id);
@@ -219,29 +293,19 @@ static size_t unlink_conn(ssock_conn *c)
 	if (atomic_load(&l->room_waiters) > 0)
 		pthread_cond_broadcast(&l->cv); /* their id is gone now */
 	pthread_mutex_unlock(&l->mu);
-	for (ssock__chunk *ch = xq, *next; ch; ch = next) {
-		next = ch->next;
-		unsent += ch->len - ch->off;
-		free(ch);
-	}
-	for (ssock__chunk *ch = c->sq_head, *next; ch; ch = next) {
-		next = ch->next;
-		unsent += ch->len - ch->off;
-		ssock__chunk_free(l, ch);
-	}
+	size_t unsent = free_chunks(l, xq) + free_chunks(l, c->sq_head);
 	c->sq_head = c->sq_tail = NULL;
-	if (c->tx_cur) {
-		c->tq_tail = c->tq_tail ? c->tq_tail : c->tx_cur;
-		c->tx_cur->next = c->tq_head;
-		c->tq_head = c->tx_cur;
-		c->tx_cur = NULL;
+	ssock__conn_x *x = c->x;
+	if (x) {
+		/* The message whose size went out never got its answer. */
+		if (x->tx_cur) {
+			x->tx_cur->next = x->tq_head;
+			x->tq_head = x->tx_cur;
+			x->tx_cur = NULL;
+		}
+		unsent += free_chunks(l, x->tq_head);
+		x->tq_head = x->tq_tail = NULL;
 	}
-	for (ssock__chunk *ch = c->tq_head, *next; ch; ch = next) {
-		next = ch->next;
-		unsent += ch->len - ch->off;
-		free(ch);
-	}
-	c->tq_head = c->tq_tail = NULL;
 	return unsent;
 }
 
@@ -252,8 +316,9 @@ void ssock__conn_fail(ssock_conn *c, int reason)
 	ssock_loop *l = loop_of(c);
 	c->state = SSOCK__CLOSED;
 	ssock__io_remove(l, &c->io);
-	c->tp->close(c);
-	ssock__timer_stop(l, &c->timer);
+	tp_of(c)->close(c);
+	if (c->x)
+		ssock__timer_stop(l, &c->x->timer);
 	if (c->paused)
 		list_remove(&c->ep->paused_head, c, offsetof(ssock_conn, paused_next));
 	c->paused = false;
@@ -267,45 +332,58 @@ void ssock__conn_fail(ssock_conn *c, int reason)
 
 static void conn_free(ssock_conn *c)
 {
-	free(c->stash);
-	free(c->big);
+	if (c->x) {
+		free(c->x->stash);
+		free(c->x->big);
+		free(c->x);
+	}
 	free(c);
 }
 
+/* Whether the read timeout's clock runs: a frame has begun, and reading is
+ * not paused by a full inbox (the wait is then this side's, not the peer's). */
+static bool read_clock_runs(const ssock_conn *c)
+{
+	return c->ep->cfg.read_timeout_ms > 0 && c->x->partial_since && !c->paused;
+}
+
+/* Arms c's timer for the earliest of its deadlines, or stops it. */
 static void arm_timer(ssock_conn *c)
 {
 	ssock_loop *l = loop_of(c);
 	const ssock__cfg *cfg = &c->ep->cfg;
+	ssock__conn_x *x = c->x;
 	int64_t due = INT64_MAX;
 	if (c->state >= SSOCK__CLOSING)
-		due = c->linger_due;
-	if (cfg->idle_timeout_ms > 0 && c->last_io + cfg->idle_timeout_ms < due)
-		due = c->last_io + cfg->idle_timeout_ms;
-	if (cfg->read_timeout_ms > 0 && c->partial_since && c->partial_since + cfg->read_timeout_ms < due)
-		due = c->partial_since + cfg->read_timeout_ms;
+		due = x->linger_due;
+	if (cfg->idle_timeout_ms > 0 && x->last_io + cfg->idle_timeout_ms < due)
+		due = x->last_io + cfg->idle_timeout_ms;
+	if (read_clock_runs(c) && x->partial_since + cfg->read_timeout_ms < due)
+		due = x->partial_since + cfg->read_timeout_ms;
 	if (due == INT64_MAX)
-		ssock__timer_stop(l, &c->timer);
-	else if (c->timer.heap_idx == SIZE_MAX || c->timer.due != due)
-		ssock__timer_start(l, &c->timer, due);
+		ssock__timer_stop(l, &x->timer);
+	else if (x->timer.heap_idx == SIZE_MAX || x->timer.due != due)
+		ssock__timer_start(l, &x->timer, due);
 }
 
 static void conn_timer(ssock__timer *t)
 {
-	ssock_conn *c = (ssock_conn *)((char *)t - offsetof(ssock_conn, timer));
+	ssock__conn_x *x = (ssock__conn_x *)((char *)t - offsetof(ssock__conn_x, timer));
+	ssock_conn *c = x->conn;
 	const ssock__cfg *cfg = &c->ep->cfg;
 	int64_t now = loop_of(c)->now;
-	if (c->state >= SSOCK__CLOSING && now >= c->linger_due) {
+	if (c->state >= SSOCK__CLOSING && now >= x->linger_due) {
 		/* The peer would not take our last bytes (or its FIN) in time. */
 		ssock__conn_fail(c, c->close_reason);
-	} else if (cfg->idle_timeout_ms > 0 && now - c->last_io >= cfg->idle_timeout_ms) {
+	} else if (cfg->idle_timeout_ms > 0 && now - x->last_io >= cfg->idle_timeout_ms) {
 		report(c, SSOCK_EIDLE, "idle");
 		ssock__conn_fail(c, SSOCK_EIDLE);
-	} else if (cfg->read_timeout_ms > 0 && c->partial_since &&
-		   now - c->partial_since >= cfg->read_timeout_ms) {
+	} else if (read_clock_runs(c) && now - x->partial_since >= cfg->read_timeout_ms) {
 		report(c, SSOCK_ESTALLED, "read");
 		ssock__conn_fail(c, SSOCK_ESTALLED);
 	} else {
 		arm_timer(c);
+		x_trim(c);
 	}
 }
 
@@ -334,7 +412,7 @@ static void finish_write_side(ssock_conn *c)
 		ssock__conn_fail(c, c->close_reason);
 		return;
 	}
-	c->tp->shutdown_wr(c);
+	tp_of(c)->shutdown_wr(c);
 	c->state = SSOCK__DRAINING;
 	update_events(c);
 }
@@ -344,13 +422,16 @@ int ssock__conn_close(ssock_conn *c, int reason)
 	if (c->state >= SSOCK__CLOSING)
 		return SSOCK_ECLOSED;
 	ssock_loop *l = loop_of(c);
+	ssock__conn_x *x = x_get(c, "close"); /* for the linger timer */
+	if (!x)
+		return 0; /* closed at once instead */
 	pthread_mutex_lock(&l->mu);
 	c->closing = true;
 	pthread_mutex_unlock(&l->mu);
 	c->close_reason = reason;
 	c->state = SSOCK__CLOSING;
-	c->partial_since = 0;
-	c->linger_due = l->now + SSOCK__LINGER_MS;
+	x->partial_since = 0;
+	x->linger_due = l->now + SSOCK__LINGER_MS;
 	arm_timer(c);
 	update_events(c);
 	if (c->state == SSOCK__CLOSING && atomic_load(&c->queued) == 0)
@@ -372,6 +453,12 @@ void ssock__conn_ack(ssock_loop *l, uint64_t id)
 		half_close_done(c);
 }
 
+/* Whether part of a frame has been read. */
+static bool mid_frame(const ssock_conn *c)
+{
+	return c->x && (c->x->stash_len > 0 || c->x->big);
+}
+
 /* The peer sent EOF. At a frame boundary that is a clean close; the
  * connection stays writable until the program has seen the disconnect, so
  * replies to its last messages still go out. */
@@ -382,7 +469,7 @@ static void on_eof(ssock_conn *c)
 		ssock__conn_fail(c, c->close_reason);
 		return;
 	}
-	if (c->stash_len > 0 || c->big) {
+	if (mid_frame(c)) {
 		report(c, SSOCK_ETRUNCATED, "read");
 		ssock__conn_fail(c, SSOCK_ETRUNCATED);
 		return;
@@ -416,32 +503,35 @@ static bool inbox_blocked(ssock_conn *c)
  * delivered) in the connection's stash. buf may point into the stash. */
 static bool stash(ssock_conn *c, const uint8_t *buf, size_t len)
 {
-	if (buf >= c->stash && buf < c->stash + c->stash_cap) {
-		memmove(c->stash, buf, len);
-		c->stash_len = len;
+	ssock__conn_x *x = x_get(c, "read");
+	if (!x)
+		return false;
+	if (x->stash && buf >= x->stash && buf < x->stash + x->stash_cap) {
+		memmove(x->stash, buf, len);
+		x->stash_len = len;
 		return true;
 	}
-	if (len > c->stash_cap) {
-		uint8_t *s = realloc(c->stash, len);
+	if (len > x->stash_cap) {
+		uint8_t *s = realloc(x->stash, len);
 		if (!s) {
 			report(c, SSOCK_ENOMEM, "read");
 			ssock__conn_fail(c, SSOCK_ENOMEM);
 			return false;
 		}
-		c->stash = s;
-		c->stash_cap = len;
+		x->stash = s;
+		x->stash_cap = len;
 	}
-	memcpy(c->stash, buf, len);
-	c->stash_len = len;
+	memcpy(x->stash, buf, len);
+	x->stash_len = len;
 	return true;
 }
 
-static void drop_stash(ssock_conn *c)
+static void drop_stash(ssock__conn_x *x)
 {
-	free(c->stash);
-	c->stash = NULL;
-	c->stash_len = c->stash_cap = 0;
-	c->scanned = 0;
+	free(x->stash);
+	x->stash = NULL;
+	x->stash_len = x->stash_cap = 0;
+	x->scanned = 0;
 }
 
 /* A u32 payload larger than the shared buffer: collect it in its own. */
@@ -449,6 +539,9 @@ static bool start_big(ssock_conn *c, const uint8_t *frame, size_t have, size_t t
 {
 	size_t payload = total - SSOCK__U32_HEADER;
 	size_t got = have - SSOCK__U32_HEADER;
+	ssock__conn_x *x = x_get(c, "read");
+	if (!x)
+		return false;
 	/* Up to BIG_EXACT_MAX the whole payload is allocated at once: a large
 	 * malloc is mapped lazily, so memory still follows the bytes that
 	 * arrive, and growing by copies is avoided. Beyond it, the buffer
@@ -456,32 +549,32 @@ static bool start_big(ssock_conn *c, const uint8_t *frame, size_t have, size_t t
 	size_t cap = got * 2 > BIG_MIN_GROWTH ? got * 2 : BIG_MIN_GROWTH;
 	if (payload <= BIG_EXACT_MAX || cap > payload)
 		cap = payload;
-	c->big = malloc(cap);
-	if (!c->big) {
+	x->big = malloc(cap);
+	if (!x->big) {
 		report(c, SSOCK_ENOMEM, "read");
 		ssock__conn_fail(c, SSOCK_ENOMEM);
 		return false;
 	}
-	memcpy(c->big, frame + SSOCK__U32_HEADER, got);
-	c->big_len = payload;
-	c->big_have = got;
-	c->big_cap = cap;
+	memcpy(x->big, frame + SSOCK__U32_HEADER, got);
+	x->big_len = payload;
+	x->big_have = got;
+	x->big_cap = cap;
 	return true;
 }
 
 /* Hands over a completed big payload; false when the inbox is full. */
 static bool deliver_big(ssock_conn *c)
 {
-	uint8_t *big = c->big;
-	size_t len = c->big_len;
-	if (!deliver(c, big, len, big)) {
-		c->big_ready = true;
+	ssock__conn_x *x = c->x;
+	uint8_t *big = x->big;
+	if (!deliver(c, big, x->big_len, big)) {
+		x->big_ready = true;
 		return false;
 	}
-	c->big = NULL;
-	c->big_ready = false;
-	c->big_len = c->big_have = c->big_cap = 0;
-	c->proto.rx_accepted = false;
+	x->big = NULL;
+	x->big_ready = false;
+	x->big_len = x->big_have = x->big_cap = 0;
+	x->proto.rx_accepted = false;
 	return true;
 }
 
@@ -493,16 +586,17 @@ static void tp_refused(ssock_conn *c);
 static ssize_t tp_decode(ssock_conn *c, const uint8_t *buf, size_t len, const uint8_t **msg,
 			 size_t *mlen, size_t *need, bool *is_msg)
 {
+	ssock__tp *st = &c->x->proto;
 	ssock__tp_act act;
-	ssize_t n = ssock__tp_step(&c->proto, buf, len, c->ep->cfg.max_message, &act);
+	ssize_t n = ssock__tp_step(st, buf, len, c->ep->cfg.max_message, &act);
 	if (n < 0)
 		return n;
 	switch (act) {
 	case SSOCK__TP_NEED:
-		*need = c->proto.hello_in && !c->proto.tx_waiting ? SSOCK__U32_HEADER : 1;
+		*need = st->hello_in && !st->tx_waiting ? SSOCK__U32_HEADER : 1;
 		return 0;
 	case SSOCK__TP_GOT_HELLO:
-		c->proto.hello_in = true;
+		st->hello_in = true;
 		return n;
 	case SSOCK__TP_ACCEPTED:
 		tp_accepted(c);
@@ -517,7 +611,7 @@ static ssize_t tp_decode(ssock_conn *c, const uint8_t *buf, size_t len, const ui
 		return n;
 	case SSOCK__TP_ANSWER_OK:
 		sq_raw(c, SSOCK__TP_ACCEPT);
-		c->proto.rx_accepted = true;
+		st->rx_accepted = true;
 		break;
 	case SSOCK__TP_FRAME:
 		break;
@@ -525,7 +619,7 @@ static ssize_t tp_decode(ssock_conn *c, const uint8_t *buf, size_t len, const ui
 	/* The size was checked against max_message before it was accepted. */
 	n = ssock__u32_decode(buf, len, UINT32_MAX, msg, mlen, need);
 	if (n > 0) {
-		c->proto.rx_accepted = false;
+		st->rx_accepted = false;
 		*is_msg = true;
 	}
 	return n;
@@ -533,9 +627,10 @@ static ssize_t tp_decode(ssock_conn *c, const uint8_t *buf, size_t len, const ui
 
 /* Decodes one frame at buf; returns bytes consumed (*is_msg tells whether
  * they were a message or protocol bytes), 0 for "need more" (with *need set
- * when the frame's size is known), or a negative code. */
-static ssize_t decode(ssock_conn *c, const uint8_t *buf, size_t len, const uint8_t **msg,
-		      size_t *mlen, size_t *need, bool *is_msg)
+ * when the frame's size is known), or a negative code. *scanned is line
+ * framing's count of bytes at buf already known to hold no '\n'. */
+static ssize_t decode(ssock_conn *c, const uint8_t *buf, size_t len, size_t *scanned,
+		      const uint8_t **msg, size_t *mlen, size_t *need, bool *is_msg)
 {
 	const ssock__cfg *cfg = &c->ep->cfg;
 	*need = 0;
@@ -544,7 +639,7 @@ static ssize_t decode(ssock_conn *c, const uint8_t *buf, size_t len, const uint8
 	case SSOCK_FRAMING_U32:
 		return ssock__u32_decode(buf, len, cfg->max_message, msg, mlen, need);
 	case SSOCK_FRAMING_LINE:
-		return ssock__line_decode(buf, len, cfg->max_message, &c->scanned, msg, mlen);
+		return ssock__line_decode(buf, len, cfg->max_message, scanned, msg, mlen);
 	case SSOCK_FRAMING_TINYPROTO:
 		*is_msg = false;
 		return tp_decode(c, buf, len, msg, mlen, need, is_msg);
@@ -555,11 +650,49 @@ static ssize_t decode(ssock_conn *c, const uint8_t *buf, size_t len, const uint8
 	}
 }
 
+/* After a pass over input: keeps what was left (a partial frame, or frames
+ * an inbox could not take) and runs the read timeout's clock, which bounds
+ * how long one message may take once its first byte is in. */
+static bool keep_rest(ssock_conn *c, const uint8_t *rest, size_t len, size_t scanned, bool fresh)
+{
+	int64_t now = loop_of(c)->now;
+	if (len > 0) {
+		if (!stash(c, rest, len))
+			return false;
+		ssock__conn_x *x = c->x;
+		x->scanned = scanned;
+		/* The clock restarts with each new partial frame, not with each
+		 * read: a steady stream whose reads always end mid-frame is not a
+		 * stalled peer. An armed timer due earlier sees the new start
+		 * when it fires and re-arms. */
+		if (!x->partial_since) {
+			x->partial_since = now;
+			arm_timer(c);
+		} else if (fresh) {
+			x->partial_since = now;
+		}
+		return true;
+	}
+	ssock__conn_x *x = c->x;
+	if (!x)
+		return true;
+	if (x->stash)
+		drop_stash(x); /* an idle connection holds no read buffer */
+	if (x->big && !x->partial_since) {
+		x->partial_since = now;
+		arm_timer(c);
+	} else if (!x->big && x->partial_since) {
+		x->partial_since = 0;
+		arm_timer(c);
+	}
+	return true;
+}
+
 /* Decodes and delivers every whole frame in buf[0..len) and keeps the rest.
  * Stops early when the connection closes or the inbox fills. */
 static void process_frames(ssock_conn *c, uint8_t *buf, size_t len)
 {
-	size_t off = 0;
+	size_t off = 0, scanned = c->x ? c->x->scanned : 0;
 	bool held = false; /* stopped by a full inbox */
 	while (off < len && c->state == SSOCK__OPEN) {
 		const uint8_t *msg;
@@ -569,7 +702,7 @@ static void process_frames(ssock_conn *c, uint8_t *buf, size_t len)
 			held = true;
 			break;
 		}
-		ssize_t n = decode(c, buf + off, len - off, &msg, &mlen, &need, &is_msg);
+		ssize_t n = decode(c, buf + off, len - off, &scanned, &msg, &mlen, &need, &is_msg);
 		if (n < 0) {
 			report(c, (int)n, "frame");
 			ssock__conn_fail(c, (int)n);
@@ -583,46 +716,20 @@ static void process_frames(ssock_conn *c, uint8_t *buf, size_t len)
 			}
 			break;
 		}
-		c->scanned = 0;
+		scanned = 0;
 		if (is_msg && !deliver(c, msg, mlen, NULL)) {
 			held = true;
 			break;
 		}
 		off += (size_t)n;
 	}
-	if (c->state != SSOCK__OPEN)
+	if (c->state != SSOCK__OPEN || !keep_rest(c, buf + off, len - off, scanned, off > 0))
 		return;
-	if (off < len) {
-		if (!stash(c, buf + off, len - off))
-			return;
-		/* read_timeout_ms bounds how long one message may take once its
-		 * first byte is in: the clock restarts with each new partial
-		 * frame, not with each read (a steady stream that always ends a
-		 * read mid-frame is not a stalled peer). */
-		if (!c->partial_since) {
-			c->partial_since = loop_of(c)->now;
-			arm_timer(c);
-		} else if (off > 0) {
-			/* The armed timer is due earlier; when it fires it sees the
-			 * new start and re-arms. */
-			c->partial_since = loop_of(c)->now;
-		}
-	} else {
-		c->stash_len = 0;
-		if (!c->big)
-			c->partial_since = 0;
-		else if (!c->partial_since) {
-			c->partial_since = loop_of(c)->now;
-			arm_timer(c);
-		}
-	}
-	if (!c->big && c->stash_len == 0 && c->stash_cap > loop_of(c)->rbuf_size)
-		drop_stash(c); /* don't keep a long line's buffer while idle */
 	/* Stopped by the inbox: pause even if a taker has made room since,
 	 * because its resume command (posted when it found the loop waiting)
 	 * only looks at paused connections, and the stashed frames may be the
 	 * last bytes this peer ever sends. */
-	if (held || (c->stash_len > 0 && inbox_blocked(c)))
+	if (held || (off < len && inbox_blocked(c)))
 		pause_reading(c);
 }
 
@@ -641,38 +748,39 @@ static void process(ssock_conn *c, uint8_t *buf, size_t len)
 static ssize_t read_big(ssock_conn *c, size_t *want)
 {
 	ssock_loop *l = loop_of(c);
-	if (c->big_have == c->big_cap) {
-		size_t cap = c->big_cap * 2;
-		if (cap > c->big_len)
-			cap = c->big_len;
-		uint8_t *b = realloc(c->big, cap);
+	ssock__conn_x *x = c->x;
+	if (x->big_have == x->big_cap) {
+		size_t cap = x->big_cap * 2;
+		if (cap > x->big_len)
+			cap = x->big_len;
+		uint8_t *b = realloc(x->big, cap);
 		if (!b)
 			return SSOCK_ENOMEM;
-		c->big = b;
-		c->big_cap = cap;
+		x->big = b;
+		x->big_cap = cap;
 	}
 	struct iovec iov[2] = {
-		{c->big + c->big_have, c->big_cap - c->big_have},
+		{x->big + x->big_have, x->big_cap - x->big_have},
 		{l->rbuf, l->rbuf_size},
 	};
 	/* Read past the payload only once it is all in view, so frames after
 	 * it land in the shared buffer. */
-	int niov = c->big_cap == c->big_len ? 2 : 1;
+	int niov = x->big_cap == x->big_len ? 2 : 1;
 	*want = iov[0].iov_len + (niov == 2 ? iov[1].iov_len : 0);
-	ssize_t n = c->tp->readv(c, iov, niov);
+	ssize_t n = tp_of(c)->readv(c, iov, niov);
 	if (n <= 0)
 		return n;
 	size_t into_big = (size_t)n < iov[0].iov_len ? (size_t)n : iov[0].iov_len;
-	c->big_have += into_big;
+	x->big_have += into_big;
 	size_t rest = (size_t)n - into_big;
-	if (c->big_have == c->big_len) {
+	if (x->big_have == x->big_len) {
 		if (!deliver_big(c)) {
 			if (rest)
 				stash(c, l->rbuf, rest);
 			pause_reading(c);
 			return n;
 		}
-		c->partial_since = 0;
+		x->partial_since = 0;
 	}
 	if (rest && c->state == SSOCK__OPEN)
 		process(c, l->rbuf, rest);
@@ -685,18 +793,19 @@ static ssize_t read_big(ssock_conn *c, size_t *want)
 static ssize_t read_shared(ssock_conn *c, size_t *want)
 {
 	ssock_loop *l = loop_of(c);
-	size_t have = c->stash_len;
+	size_t have = c->x ? c->x->stash_len : 0;
 	if (have > 0)
-		memcpy(l->rbuf, c->stash, have);
+		memcpy(l->rbuf, c->x->stash, have);
 	size_t room = l->rbuf_size - have;
 	if (room > c->ep->cfg.read_size)
 		room = c->ep->cfg.read_size;
 	struct iovec iov = {l->rbuf + have, room};
 	*want = room;
-	ssize_t n = c->tp->readv(c, &iov, 1);
+	ssize_t n = tp_of(c)->readv(c, &iov, 1);
 	if (n <= 0)
 		return n;
-	c->stash_len = 0;
+	if (have > 0)
+		c->x->stash_len = 0;
 	process(c, l->rbuf, have + (size_t)n);
 	return n;
 }
@@ -704,25 +813,26 @@ static ssize_t read_shared(ssock_conn *c, size_t *want)
 /* One read appended to a stash too long to copy around (a long line). */
 static ssize_t read_stash(ssock_conn *c, size_t *want)
 {
+	ssock__conn_x *x = c->x;
 	size_t room = c->ep->cfg.read_size;
-	if (c->stash_cap - c->stash_len < room) {
-		size_t cap = c->stash_cap * 2;
-		if (cap < c->stash_len + room)
-			cap = c->stash_len + room;
-		uint8_t *s = realloc(c->stash, cap);
+	if (x->stash_cap - x->stash_len < room) {
+		size_t cap = x->stash_cap * 2;
+		if (cap < x->stash_len + room)
+			cap = x->stash_len + room;
+		uint8_t *s = realloc(x->stash, cap);
 		if (!s)
 			return SSOCK_ENOMEM;
-		c->stash = s;
-		c->stash_cap = cap;
+		x->stash = s;
+		x->stash_cap = cap;
 	}
-	struct iovec iov = {c->stash + c->stash_len, room};
+	struct iovec iov = {x->stash + x->stash_len, room};
 	*want = room;
-	ssize_t n = c->tp->readv(c, &iov, 1);
+	ssize_t n = tp_of(c)->readv(c, &iov, 1);
 	if (n <= 0)
 		return n;
-	size_t len = c->stash_len + (size_t)n;
-	c->stash_len = 0;
-	process(c, c->stash, len);
+	size_t len = x->stash_len + (size_t)n;
+	x->stash_len = 0;
+	process(c, x->stash, len);
 	return n;
 }
 
@@ -731,7 +841,7 @@ static void drain_discard(ssock_conn *c)
 	ssock_loop *l = loop_of(c);
 	for (int i = 0; i < READS_PER_WAKEUP; i++) {
 		struct iovec iov = {l->rbuf, l->rbuf_size};
-		ssize_t n = c->tp->readv(c, &iov, 1);
+		ssize_t n = tp_of(c)->readv(c, &iov, 1);
 		if (n == 0) {
 			on_eof(c);
 			return;
@@ -745,12 +855,8 @@ static void drain_discard(ssock_conn *c)
 	}
 }
 
-static void conn_read(ssock_conn *c)
+static void read_frames(ssock_conn *c)
 {
-	if (c->state == SSOCK__DRAINING) {
-		drain_discard(c);
-		return;
-	}
 	/* A server stops reading from a peer whose replies pile up (it sends
 	 * but does not read). A client never does: its queue is filled by its
 	 * own program, and if it stopped reading because the server is slow to
@@ -770,9 +876,10 @@ static void conn_read(ssock_conn *c)
 		}
 		size_t want = 0;
 		ssize_t n;
-		if (c->big)
+		ssock__conn_x *x = c->x;
+		if (x && x->big)
 			n = read_big(c, &want);
-		else if (c->stash_len > loop_of(c)->rbuf_size / 2)
+		else if (x && x->stash_len > loop_of(c)->rbuf_size / 2)
 			n = read_stash(c, &want);
 		else
 			n = read_shared(c, &want);
@@ -791,10 +898,19 @@ static void conn_read(ssock_conn *c)
 			}
 			return;
 		}
-		c->last_io = loop_of(c)->now;
+		touch(c);
 		if ((size_t)n < want)
 			return; /* drained: level-triggered epoll says when there is more */
 	}
+}
+
+static void conn_read(ssock_conn *c)
+{
+	if (c->state == SSOCK__DRAINING)
+		drain_discard(c);
+	else
+		read_frames(c);
+	x_trim(c);
 }
 
 void ssock__ep_resume_paused(ssock__ep *ep)
@@ -807,18 +923,24 @@ void ssock__ep_resume_paused(ssock__ep *ep)
 		c->paused = false;
 		if (c->state != SSOCK__OPEN)
 			continue;
-		if (c->big_ready && !deliver_big(c)) {
+		ssock__conn_x *x = c->x;
+		if (x && x->partial_since) {
+			x->partial_since = loop_of(c)->now; /* the wait was ours */
+			arm_timer(c);
+		}
+		if (x && x->big_ready && !deliver_big(c)) {
 			pause_reading(c);
 			continue;
 		}
-		if (c->stash_len > 0) {
-			size_t len = c->stash_len;
-			c->stash_len = 0;
-			process(c, c->stash, len);
+		if (x && x->stash_len > 0) {
+			size_t len = x->stash_len;
+			x->stash_len = 0;
+			process(c, x->stash, len);
 		}
 		if (c->state == SSOCK__OPEN && !c->paused)
 			update_events(c);
 		tp_kick(c);
+		x_trim(c);
 	}
 }
 
@@ -975,19 +1097,20 @@ static void sq_raw(ssock_conn *c, uint8_t byte)
  * side's turn; the payload waits for the peer's answer. */
 static void tp_kick(ssock_conn *c)
 {
-	if (c->ep->cfg.framing != SSOCK_FRAMING_TINYPROTO || c->in_process || !c->tq_head ||
-	    c->state == SSOCK__CLOSED || c->state == SSOCK__DRAINING || c->tx_cur)
+	if (c->ep->cfg.framing != SSOCK_FRAMING_TINYPROTO || c->in_process ||
+	    c->state == SSOCK__CLOSED || c->state == SSOCK__DRAINING)
 		return;
-	if (!ssock__tp_may_send(&c->proto, c->stash_len > 0 || c->big))
+	ssock__conn_x *x = c->x;
+	if (!x->tq_head || x->tx_cur || !ssock__tp_may_send(&x->proto, mid_frame(c)))
 		return;
-	ssock__chunk *ch = c->tq_head;
-	c->tq_head = ch->next;
-	if (!c->tq_head)
-		c->tq_tail = NULL;
+	ssock__chunk *ch = x->tq_head;
+	x->tq_head = ch->next;
+	if (!x->tq_head)
+		x->tq_tail = NULL;
 	ch->next = NULL;
-	c->tx_cur = ch;
-	c->proto.tx_waiting = true;
-	c->proto.after_refusal = false;
+	x->tx_cur = ch;
+	x->proto.tx_waiting = true;
+	x->proto.after_refusal = false;
 	/* The header bytes go out as a copy; queued already counts them. */
 	atomic_fetch_sub(&c->queued, SSOCK__U32_HEADER);
 	for (int i = 0; i < SSOCK__U32_HEADER && c->state != SSOCK__CLOSED; i++)
@@ -997,19 +1120,21 @@ static void tp_kick(ssock_conn *c)
 
 static void tp_accepted(ssock_conn *c)
 {
-	ssock__chunk *ch = c->tx_cur;
-	c->tx_cur = NULL;
-	c->proto.tx_waiting = false;
+	ssock__conn_x *x = c->x;
+	ssock__chunk *ch = x->tx_cur;
+	x->tx_cur = NULL;
+	x->proto.tx_waiting = false;
 	sq_append(c, ch);
 	mark_flush(c);
 }
 
 static void tp_refused(ssock_conn *c)
 {
-	ssock__chunk *ch = c->tx_cur;
-	c->tx_cur = NULL;
-	c->proto.tx_waiting = false;
-	c->proto.after_refusal = true;
+	ssock__conn_x *x = c->x;
+	ssock__chunk *ch = x->tx_cur;
+	x->tx_cur = NULL;
+	x->proto.tx_waiting = false;
+	x->proto.after_refusal = true;
 	atomic_fetch_sub(&c->queued, ch->len - ch->off);
 	free(ch);
 	report(c, SSOCK_EREFUSED, "send");
@@ -1024,12 +1149,13 @@ void ssock__conn_enqueue(ssock_conn *c, ssock__chunk *ch)
 		mark_flush(c);
 		return;
 	}
+	ssock__conn_x *x = c->x;
 	ch->next = NULL;
-	if (c->tq_tail)
-		c->tq_tail->next = ch;
+	if (x->tq_tail)
+		x->tq_tail->next = ch;
 	else
-		c->tq_head = ch;
-	c->tq_tail = ch;
+		x->tq_head = ch;
+	x->tq_tail = ch;
 	tp_kick(c);
 }
 
@@ -1053,8 +1179,8 @@ static bool send_lent(ssock_conn *c, size_t len)
 	}
 	memcpy(tail->data + tail->len, h, sizeof h);
 	tail->len += sizeof h;
-	*ext = (ssock__chunk){.ext = c->lending, .len = len, .cap = len};
-	c->lending = NULL;
+	*ext = (ssock__chunk){.ext = loop_of(c)->lending, .len = len, .cap = len};
+	loop_of(c)->lending = NULL;
 	sq_append(c, ext);
 	mark_flush(c);
 	return true;
@@ -1070,7 +1196,7 @@ int ssock__conn_send(ssock_conn *c, const void *data, size_t len)
 		return (int)total;
 	if (!reserve(c, (size_t)total))
 		return SSOCK_ESENDQFULL;
-	if (f == SSOCK_FRAMING_U32 && data == c->lending && len > 0 && send_lent(c, len))
+	if (f == SSOCK_FRAMING_U32 && data == loop_of(c)->lending && len > 0 && send_lent(c, len))
 		return 0;
 	if (f == SSOCK_FRAMING_TINYPROTO) {
 		/* One chunk per message: each waits for its own answer. */
@@ -1146,7 +1272,7 @@ static void conn_write(ssock_conn *c)
 			iov[n].iov_len = ch->len - ch->off;
 			want += iov[n++].iov_len;
 		}
-		ssize_t w = c->tp->writev(c, iov, n);
+		ssize_t w = tp_of(c)->writev(c, iov, n);
 		if (w == -EAGAIN)
 			break;
 		if (w < 0) {
@@ -1155,7 +1281,7 @@ static void conn_write(ssock_conn *c)
 			ssock__conn_fail(c, (int)w);
 			return;
 		}
-		c->last_io = loop_of(c)->now;
+		touch(c);
 		consume(c, (size_t)w);
 		if ((size_t)w < want)
 			break; /* the socket buffer is full */

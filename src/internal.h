@@ -109,6 +109,8 @@ struct ssock_loop {
 	size_t rbuf_size;
 	ssock_conn *flush_head;     /* connections with data to write */
 	ssock_conn *zombies;        /* closed, freed at the end of the pass */
+	uint8_t *lending;           /* the malloc'd payload a message callback
+	                               is looking at, which a send may take */
 	ssock__chunk *free_chunks;  /* spare standard-size send chunks */
 	int nfree_chunks;
 	int64_t now;                /* cached monotonic ms of this pass */
@@ -232,6 +234,7 @@ struct ssock__ep {
 	int nconns;
 	ssock_conn *paused_head;   /* loop only: reading stopped (inbox full) */
 	bool closing;              /* under loop->mu */
+	const struct ssock__transport *tp; /* how its connections do I/O */
 	/* Hooks for the owner: a connection opened (before its connect event)
 	 * and ended (right before its disconnect event, which for a peer's
 	 * clean close comes while the socket still finishes closing). Loop
@@ -282,50 +285,61 @@ enum ssock__conn_state {
 	SSOCK__CLOSED,
 };
 
-struct ssock_conn {
-	ssock__io io;              /* first: the io pointer is the conn */
-	uint64_t id;
-	ssock__ep *ep;
-	const ssock__transport *tp;
-	ssock_addr peer;
-	void *user;
-	enum ssock__conn_state state;
-	int close_reason;          /* reason reported when it ends */
-	bool disc_emitted;         /* the disconnect event went out */
-	bool in_flush, paused, wpaused, want_write, peer_eof;
-	bool in_process;           /* decoding input (callbacks may run) */
-	uint8_t *lending;          /* the malloc'd payload a callback is
-	                              looking at, which a send may take */
-	bool closing;              /* under loop->mu: sends are refused */
-
-	/* Read side (loop only). */
+/* What only some connections need, allocated when first needed (a frame
+ * that spans reads, a timeout, a graceful close, tinyproto) and freed when
+ * nothing in it is in use, so an idle connection of the other framings
+ * without an idle timeout carries none of it. Loop only. */
+typedef struct ssock__conn_x {
+	ssock_conn *conn;
+	/* A frame that spans reads. */
 	uint8_t *stash;            /* bytes of a partial frame */
 	size_t stash_len, stash_cap;
 	size_t scanned;            /* line framing: stash bytes without '\n' */
 	uint8_t *big;              /* u32 payload too big for the read buffer */
 	size_t big_len, big_have, big_cap;
 	bool big_ready;            /* complete but not yet delivered */
-	int64_t last_io, partial_since;
-	ssock__timer timer;        /* idle / read / linger timeout */
-	int64_t linger_due;
-
-	/* Send side. */
-	ssock__chunk *sq_head, *sq_tail; /* loop only */
-	atomic_size_t queued;      /* bytes in sq and xq */
-	ssock__chunk *xq_head, *xq_tail; /* cross-thread sends, under mu */
-	ssock_conn *xq_next;       /* in loop->xq_head list, under mu */
-	bool in_xq_list;
-	ssock_conn *flush_next;
-
-	/* tinyproto (loop only): protocol state, messages waiting for their
-	 * turn, and the one whose size was sent and awaits its answer. */
+	int64_t partial_since;     /* when the current partial frame began */
+	/* Timeouts: idle, read (a partial frame), linger (a graceful close). */
+	ssock__timer timer;
+	int64_t last_io, linger_due;
+	/* tinyproto: protocol state, messages waiting for their turn, and the
+	 * one whose size was sent and awaits its answer. */
 	ssock__tp proto;
 	ssock__chunk *tq_head, *tq_tail;
 	ssock__chunk *tx_cur;
+} ssock__conn_x;
 
+/* A connection. Kept small (168 bytes): an idle server holds one per peer.
+ * Loop-only flags share a bitfield; the two flags other threads read under
+ * loop->mu are separate bytes, so they never share a memory location with
+ * what the loop changes without the lock. */
+struct ssock_conn {
+	ssock__io io;              /* first: the io pointer is the conn */
+	uint64_t id;
+	ssock__ep *ep;
+	ssock_addr peer;
+	void *user;
 	ssock_conn *prev, *next;   /* ep's list, changed under loop->mu */
-	ssock_conn *paused_next;
-	ssock_conn *zombie_next;
+
+	/* Send side. */
+	atomic_size_t queued;      /* bytes in sq, xq and (tinyproto) tq */
+	ssock__chunk *sq_head, *sq_tail; /* loop only */
+	ssock__chunk *xq_head, *xq_tail; /* cross-thread sends, under mu */
+	ssock_conn *xq_next;       /* in loop->xq_head list, under mu */
+	ssock_conn *flush_next;    /* in loop->flush_head list */
+	union {                    /* never in both lists at once */
+		ssock_conn *paused_next; /* ep->paused_head: inbox full */
+		ssock_conn *zombie_next; /* loop->zombies: closed */
+	};
+
+	ssock__conn_x *x;          /* NULL when nothing in it is needed */
+	int close_reason;          /* reason reported when it ends */
+	uint8_t state;             /* enum ssock__conn_state */
+	bool disc_emitted : 1;     /* the disconnect event went out */
+	bool in_flush : 1, paused : 1, wpaused : 1, want_write : 1, peer_eof : 1;
+	bool in_process : 1;       /* decoding input (callbacks may run) */
+	bool closing;              /* under loop->mu: sends are refused */
+	bool in_xq_list;           /* under loop->mu */
 };
 
 /* Allocates a connection for a connected socket fd and registers it; the

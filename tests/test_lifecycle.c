@@ -144,3 +144,36 @@ TEST(read_timeout_spares_a_stream_that_always_ends_mid_frame)
 	close(fd);
 	ssock_server_close(srv);
 }
+
+/* read_timeout_ms measures the peer, not this program: frames held back
+ * because the program has not taken its inbox are complete, and the
+ * connection must not be closed as stalled however long they wait. */
+TEST(read_timeout_does_not_count_a_full_inbox)
+{
+	ssock_server_opts so = {.read_timeout_ms = 100, .inbox_max = 1};
+	int port;
+	ssock_server *srv = np_server(&so, &port);
+	CHECK(srv);
+	int fd = np_connect(port, false);
+	CHECK(fd >= 0);
+	/* five whole frames in one write: one fits the inbox, four wait */
+	uint8_t wire[5 * 5];
+	for (int i = 0; i < 5; i++) {
+		uint8_t f[5] = {0, 0, 0, 1, (uint8_t)('a' + i)};
+		memcpy(wire + 5 * i, f, sizeof f);
+	}
+	CHECK_INT(np_write(fd, wire, sizeof wire), ==, 0);
+	/* a negative wait: the server must not close us while we don't read */
+	CHECK(np_quiet(fd, 4 * so.read_timeout_ms));
+	for (int i = 0; i < 5; i++) {
+		ssock_event ev;
+		CHECK_OK(np_server_wait(srv, SSOCK_EVENT_MESSAGE, &ev, TEST_TIMEOUT_MS));
+		CHECK_INT(ev.len, ==, 1);
+		CHECK_INT(((const uint8_t *)ev.data)[0], ==, 'a' + i);
+		ssock_event_release(&ev);
+	}
+	ssock_error_info err[4];
+	CHECK_INT(ssock_server_errors(srv, err, 4, 0), ==, 0);
+	close(fd);
+	ssock_server_close(srv);
+}
