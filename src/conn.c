@@ -25,6 +25,8 @@
 #define CHUNK_SIZE (16u << 10)  /* standard send chunk */
 #define MAX_FREE_CHUNKS 32      /* spare chunks a loop keeps (512 KiB) */
 #define MAX_IOV 64
+#define OBUF_MIN (16u << 10)    /* the shared output buffer's first size */
+#define OBUF_MAX (256u << 10)   /* and its largest: bigger output uses chunks */
 #define BIG_MIN_GROWTH (64u << 10)
 #define BIG_EXACT_MAX (64u << 20)
 
@@ -34,6 +36,7 @@ static void conn_write(ssock_conn *c);
 static void process(ssock_conn *c, uint8_t *buf, size_t len);
 static void tp_kick(ssock_conn *c);
 static void sq_raw(ssock_conn *c, uint8_t byte);
+static struct ssock__flush *out_seg(ssock_conn *c);
 
 static ssock_loop *loop_of(const ssock_conn *c)
 {
@@ -295,6 +298,11 @@ static size_t unlink_conn(ssock_conn *c)
 	pthread_mutex_unlock(&l->mu);
 	size_t unsent = free_chunks(l, xq) + free_chunks(l, c->sq_head);
 	c->sq_head = c->sq_tail = NULL;
+	struct ssock__flush *seg = out_seg(c);
+	if (seg) {
+		unsent += seg->len;
+		seg->len = 0;
+	}
 	ssock__conn_x *x = c->x;
 	if (x) {
 		/* The message whose size went out never got its answer. */
@@ -1054,14 +1062,66 @@ static bool reserve(ssock_conn *c, size_t n)
 	return true;
 }
 
-static void mark_flush(ssock_conn *c)
+static void set_want_write(ssock_conn *c, bool on);
+
+/* Puts c on the list of connections written at the end of this pass and
+ * returns its entry; NULL when EPOLLOUT will write it instead (it waits for
+ * room already, or the list could not grow). */
+static struct ssock__flush *mark_flush(ssock_conn *c)
 {
-	if (c->in_flush || c->want_write)
-		return;
 	ssock_loop *l = loop_of(c);
-	c->in_flush = true;
-	c->flush_next = l->flush_head;
-	l->flush_head = c;
+	if (c->flush_idx)
+		return &l->flush[c->flush_idx - 1];
+	if (c->want_write)
+		return NULL;
+	if (l->nflush == l->flush_cap) {
+		size_t cap = l->flush_cap ? l->flush_cap * 2 : 64;
+		struct ssock__flush *f = cap <= UINT32_MAX ? realloc(l->flush, cap * sizeof *f) : NULL;
+		if (!f) {
+			set_want_write(c, true);
+			return NULL;
+		}
+		l->flush = f;
+		l->flush_cap = cap;
+	}
+	l->flush[l->nflush] = (struct ssock__flush){.conn = c};
+	c->flush_idx = (uint32_t)++l->nflush;
+	return &l->flush[l->nflush - 1];
+}
+
+/* Room for n bytes of c's output in the loop's shared output buffer, or
+ * NULL when they go into a chunk instead: c has chunks queued (its bytes in
+ * the shared buffer always come first), another connection has added bytes
+ * after c's, or the buffer is at its limit. */
+static uint8_t *out_room(ssock_conn *c, size_t n)
+{
+	ssock_loop *l = loop_of(c);
+	if (c->sq_head || n > OBUF_MAX - l->obuf_len)
+		return NULL;
+	if (c->flush_idx) {
+		const struct ssock__flush *f = &l->flush[c->flush_idx - 1];
+		if (f->len > 0 && f->off + f->len != l->obuf_len)
+			return NULL;
+	}
+	if (l->obuf_len + n > l->obuf_cap) {
+		size_t cap = l->obuf_cap ? l->obuf_cap * 2 : OBUF_MIN;
+		while (cap < l->obuf_len + n)
+			cap *= 2;
+		uint8_t *b = realloc(l->obuf, cap);
+		if (!b)
+			return NULL;
+		l->obuf = b;
+		l->obuf_cap = cap;
+	}
+	struct ssock__flush *f = mark_flush(c);
+	if (!f)
+		return NULL;
+	if (f->len == 0)
+		f->off = (uint32_t)l->obuf_len;
+	f->len += (uint32_t)n;
+	uint8_t *p = l->obuf + l->obuf_len;
+	l->obuf_len += n;
+	return p;
 }
 
 static void sq_append(ssock_conn *c, ssock__chunk *ch)
@@ -1166,19 +1226,21 @@ static bool send_lent(ssock_conn *c, size_t len)
 	ssock__chunk *ext = malloc(sizeof *ext);
 	if (!ext)
 		return false;
-	uint8_t h[SSOCK__U32_HEADER];
-	ssock__u32_header(h, (uint32_t)len);
-	ssock__chunk *tail = c->sq_tail;
-	if (!tail || tail->ext || tail->cap - tail->len < sizeof h) {
-		tail = chunk_new(loop_of(c), sizeof h);
-		if (!tail) {
-			free(ext);
-			return false;
+	uint8_t *h = out_room(c, SSOCK__U32_HEADER);
+	if (!h) {
+		ssock__chunk *tail = c->sq_tail;
+		if (!tail || tail->ext || tail->cap - tail->len < SSOCK__U32_HEADER) {
+			tail = chunk_new(loop_of(c), SSOCK__U32_HEADER);
+			if (!tail) {
+				free(ext);
+				return false;
+			}
+			sq_append(c, tail);
 		}
-		sq_append(c, tail);
+		h = tail->data + tail->len;
+		tail->len += SSOCK__U32_HEADER;
 	}
-	memcpy(tail->data + tail->len, h, sizeof h);
-	tail->len += sizeof h;
+	ssock__u32_header(h, (uint32_t)len);
 	*ext = (ssock__chunk){.ext = loop_of(c)->lending, .len = len, .cap = len};
 	loop_of(c)->lending = NULL;
 	sq_append(c, ext);
@@ -1209,6 +1271,11 @@ int ssock__conn_send(ssock_conn *c, const void *data, size_t len)
 		ssock__conn_enqueue(c, ch);
 		return 0;
 	}
+	uint8_t *dst = out_room(c, (size_t)total);
+	if (dst) {
+		frame_into(f, dst, data, len);
+		return 0;
+	}
 	ssock__chunk *tail = c->sq_tail;
 	if (!tail || tail->ext || tail->cap - tail->len < (size_t)total) {
 		tail = chunk_new(loop_of(c), (size_t)total);
@@ -1224,11 +1291,50 @@ int ssock__conn_send(ssock_conn *c, const void *data, size_t len)
 	return 0;
 }
 
+/* c's bytes in the shared output buffer, or NULL. */
+static struct ssock__flush *out_seg(ssock_conn *c)
+{
+	ssock_loop *l = loop_of(c);
+	struct ssock__flush *f = c->flush_idx ? &l->flush[c->flush_idx - 1] : NULL;
+	return f && f->len > 0 ? f : NULL;
+}
+
+/* Moves what is left of c's bytes in the shared output buffer, which is
+ * reused after this pass, into a chunk at the head of its queue. */
+static bool out_keep(ssock_conn *c)
+{
+	struct ssock__flush *f = out_seg(c);
+	if (!f)
+		return true;
+	ssock_loop *l = loop_of(c);
+	ssock__chunk *ch = chunk_new(l, f->len);
+	if (!ch) {
+		report(c, SSOCK_ENOMEM, "write");
+		ssock__conn_fail(c, SSOCK_ENOMEM);
+		return false;
+	}
+	memcpy(ch->data, l->obuf + f->off, f->len);
+	ch->len = f->len;
+	f->len = 0;
+	ch->next = c->sq_head;
+	c->sq_head = ch;
+	if (!c->sq_tail)
+		c->sq_tail = ch;
+	return true;
+}
+
 /* Drops written bytes from the head of the queue. */
 static void consume(ssock_conn *c, size_t n)
 {
 	ssock_loop *l = loop_of(c);
 	atomic_fetch_sub(&c->queued, n);
+	struct ssock__flush *f = out_seg(c);
+	if (f) {
+		uint32_t k = n < f->len ? (uint32_t)n : f->len;
+		f->off += k;
+		f->len -= k;
+		n -= k;
+	}
 	while (n > 0) {
 		ssock__chunk *ch = c->sq_head;
 		size_t left = ch->len - ch->off;
@@ -1263,15 +1369,24 @@ static void set_want_write(ssock_conn *c, bool on)
 
 static void conn_write(ssock_conn *c)
 {
-	for (int round = 0; round < WRITES_PER_WAKEUP && c->sq_head; round++) {
+	ssock_loop *l = loop_of(c);
+	for (int round = 0; round < WRITES_PER_WAKEUP; round++) {
 		struct iovec iov[MAX_IOV];
 		int n = 0;
 		size_t want = 0;
+		const struct ssock__flush *f = out_seg(c);
+		if (f) {
+			iov[n].iov_base = l->obuf + f->off;
+			iov[n].iov_len = f->len;
+			want += iov[n++].iov_len;
+		}
 		for (ssock__chunk *ch = c->sq_head; ch && n < MAX_IOV; ch = ch->next) {
 			iov[n].iov_base = chunk_bytes(ch) + ch->off;
 			iov[n].iov_len = ch->len - ch->off;
 			want += iov[n++].iov_len;
 		}
+		if (n == 0)
+			break;
 		ssize_t w = tp_of(c)->writev(c, iov, n);
 		if (w == -EAGAIN)
 			break;
@@ -1286,6 +1401,8 @@ static void conn_write(ssock_conn *c)
 		if ((size_t)w < want)
 			break; /* the socket buffer is full */
 	}
+	if (!out_keep(c))
+		return;
 	set_want_write(c, c->sq_head != NULL);
 	if (c->state == SSOCK__CLOSING && !c->sq_head && atomic_load(&c->queued) == 0)
 		finish_write_side(c);
@@ -1293,13 +1410,16 @@ static void conn_write(ssock_conn *c)
 
 void ssock__flush_all(ssock_loop *l)
 {
-	while (l->flush_head) {
-		ssock_conn *c = l->flush_head;
-		l->flush_head = c->flush_next;
-		c->in_flush = false;
+	/* Writing may run callbacks (a disconnect) that queue more: the list
+	 * and the buffer may grow, and are read by index, to the end. */
+	for (size_t i = 0; i < l->nflush; i++) {
+		ssock_conn *c = l->flush[i].conn;
 		if (c->state != SSOCK__CLOSED && !c->want_write)
 			conn_write(c);
+		c->flush_idx = 0;
 	}
+	l->nflush = 0;
+	l->obuf_len = 0;
 	while (l->zombies) {
 		ssock_conn *c = l->zombies;
 		l->zombies = c->zombie_next;

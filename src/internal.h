@@ -107,7 +107,18 @@ struct ssock_loop {
 	size_t heap_len, heap_cap;
 	uint8_t *rbuf;              /* shared read buffer */
 	size_t rbuf_size;
-	ssock_conn *flush_head;     /* connections with data to write */
+	/* Output of this pass, written at its end (ssock__flush_all): the
+	 * connections with something to write, in order, and the bytes that
+	 * they queued with nothing else in their queue, back to back in one
+	 * shared buffer; so replies cost no allocation and no buffer per
+	 * connection. What the kernel does not take moves into chunks. */
+	struct ssock__flush {
+		ssock_conn *conn;
+		uint32_t off, len;  /* its bytes in obuf, if any */
+	} *flush;
+	size_t nflush, flush_cap;
+	uint8_t *obuf;
+	size_t obuf_len, obuf_cap;
 	ssock_conn *zombies;        /* closed, freed at the end of the pass */
 	uint8_t *lending;           /* the malloc'd payload a message callback
 	                               is looking at, which a send may take */
@@ -326,7 +337,6 @@ struct ssock_conn {
 	ssock__chunk *sq_head, *sq_tail; /* loop only */
 	ssock__chunk *xq_head, *xq_tail; /* cross-thread sends, under mu */
 	ssock_conn *xq_next;       /* in loop->xq_head list, under mu */
-	ssock_conn *flush_next;    /* in loop->flush_head list */
 	union {                    /* never in both lists at once */
 		ssock_conn *paused_next; /* ep->paused_head: inbox full */
 		ssock_conn *zombie_next; /* loop->zombies: closed */
@@ -334,9 +344,10 @@ struct ssock_conn {
 
 	ssock__conn_x *x;          /* NULL when nothing in it is needed */
 	int close_reason;          /* reason reported when it ends */
+	uint32_t flush_idx;        /* 1 + its index in loop->flush; 0: none */
 	uint8_t state;             /* enum ssock__conn_state */
 	bool disc_emitted : 1;     /* the disconnect event went out */
-	bool in_flush : 1, paused : 1, wpaused : 1, want_write : 1, peer_eof : 1;
+	bool paused : 1, wpaused : 1, want_write : 1, peer_eof : 1;
 	bool in_process : 1;       /* decoding input (callbacks may run) */
 	bool closing;              /* under loop->mu: sends are refused */
 	bool in_xq_list;           /* under loop->mu */

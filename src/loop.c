@@ -444,6 +444,8 @@ int ssock_loop_free(ssock_loop *l)
 	ssock__table_free(&l->conns);
 	free(l->heap);
 	free(l->rbuf);
+	free(l->obuf);
+	free(l->flush);
 	pthread_mutex_destroy(&l->mu);
 	pthread_mutex_destroy(&l->drive_mu);
 	pthread_cond_destroy(&l->cv);

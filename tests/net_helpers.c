@@ -54,9 +54,17 @@ ssock_server *np_server(ssock_server_opts *opts, int *port)
 
 int np_connect(int port, bool v6)
 {
+	return np_connect_rcvbuf(port, v6, 0);
+}
+
+int np_connect_rcvbuf(int port, bool v6, int rcvbuf)
+{
 	int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -1;
+	/* before connect(): the window offered in the handshake follows it */
+	if (rcvbuf > 0)
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
 	struct timeval tv = {.tv_sec = 10};
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);

@@ -37,6 +37,10 @@ ssock_server *np_server(ssock_server_opts *opts, int *port);
  * Returns the fd or -1. */
 int np_connect(int port, bool v6);
 
+/* As np_connect(), with SO_RCVBUF set to rcvbuf bytes first (0: the
+ * default), so that a sender that outruns the reader fills it quickly. */
+int np_connect_rcvbuf(int port, bool v6, int rcvbuf);
+
 /* Writes all of buf (blocking). Returns 0 or -1. */
 int np_write(int fd, const void *buf, size_t len);
 

@@ -8,8 +8,10 @@
 #include "test.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define T TEST_TIMEOUT_MS
@@ -561,4 +563,105 @@ TEST(send_timeout_succeeds_once_peer_reads)
 	pthread_join(th, NULL);
 	close(fd);
 	CHECK_OK(rc);
+}
+
+/* Replies written from callbacks to two connections in turn, in bursts
+ * that soon outrun what the kernel takes for a peer that does not read,
+ * of every size from 1 byte to 5 kB: each peer gets exactly its own
+ * messages, whole and in order, however they were queued (back to back in
+ * the loop's shared output buffer, in chunks once another connection's
+ * bytes came between, or what a partial write left of either). */
+enum { BURSTS = 40, BURST = 200 };
+static struct {
+	ssock_server *srv;
+	uint64_t ids[2];
+	int failures, bursts;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+} burst = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static size_t burst_len(int seq)
+{
+	return 1 + ((size_t)seq * 7919u) % 5000;
+}
+
+/* Message i of burst k goes to connection (i + k) % 2: in each burst the
+ * other connection starts second and keeps the tail of the shared buffer. */
+static int burst_target(int k, int i)
+{
+	return (i + k) % 2;
+}
+
+static void burst_on_message(ssock_conn *c, const void *data, size_t len, void *user)
+{
+	(void)c, (void)data, (void)len, (void)user;
+	static uint8_t buf[5001];
+	int k = burst.bursts, failures = 0;
+	for (int i = 0; i < BURST; i++) {
+		int seq = k * BURST + i;
+		np_pattern(buf, burst_len(seq), (uint64_t)seq);
+		if (ssock_server_send(burst.srv, burst.ids[burst_target(k, i)], buf, burst_len(seq)))
+			failures++;
+	}
+	pthread_mutex_lock(&burst.mu);
+	burst.failures += failures;
+	burst.bursts++;
+	pthread_cond_broadcast(&burst.cv);
+	pthread_mutex_unlock(&burst.mu);
+}
+
+TEST(interleaved_replies_stay_whole_and_in_order)
+{
+	np_collect col;
+	np_collect_init(&col);
+	ssock_server_opts o = {0};
+	np_collect_server_opts(&col, &o);
+	o.on_message = burst_on_message;
+	int port;
+	burst.srv = np_server(&o, &port);
+	CHECK(burst.srv);
+	int fds[2];
+	for (int i = 0; i < 2; i++) {
+		fds[i] = np_connect_rcvbuf(port, false, 4096);
+		CHECK(fds[i] >= 0);
+	}
+	CHECK(np_collect_wait(&col, &col.connects, 2, T));
+	ssock_conn_info info[2];
+	CHECK_INT(ssock_server_conns(burst.srv, info, 2), ==, 2);
+	for (int i = 0; i < 2; i++) /* oldest first: fds[i] */
+		burst.ids[i] = info[i].id;
+	/* one burst per pass of the loop: each "go" waits for the last burst */
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += T / 1000;
+	for (int k = 0; k < BURSTS; k++) {
+		CHECK_OK(np_send_u32(fds[0], "go", 2));
+		pthread_mutex_lock(&burst.mu);
+		int rc = 0;
+		while (burst.bursts <= k && rc == 0)
+			rc = pthread_cond_timedwait(&burst.cv, &burst.mu, &deadline);
+		pthread_mutex_unlock(&burst.mu);
+		CHECK_OK(rc);
+	}
+	for (int p = 0; p < 2; p++) {
+		for (int k = 0; k < BURSTS; k++) {
+			for (int i = 0; i < BURST; i++) {
+				if (burst_target(k, i) != p)
+					continue;
+				int seq = k * BURST + i;
+				void *data;
+				size_t len;
+				CHECK_OK(np_recv_u32(fds[p], &data, &len, T));
+				bool ok = len == burst_len(seq) && np_pattern_ok(data, len, (uint64_t)seq);
+				free(data);
+				CHECK(ok);
+			}
+		}
+		CHECK(np_quiet(fds[p], 0));
+	}
+	CHECK_INT(burst.failures, ==, 0);
+	close(fds[0]);
+	close(fds[1]);
+	CHECK_OK(ssock_server_close(burst.srv));
+	np_collect_free(&col);
 }
