@@ -429,6 +429,11 @@ int ssock__conn_close(ssock_conn *c, int reason)
 {
 	if (c->state >= SSOCK__CLOSING)
 		return SSOCK_ECLOSED;
+	if (c->peer_eof && atomic_load(&c->queued) == 0) {
+		/* Nothing to flush, and the peer's EOF is in: done at once. */
+		ssock__conn_fail(c, reason);
+		return 0;
+	}
 	ssock_loop *l = loop_of(c);
 	ssock__conn_x *x = x_get(c, "close"); /* for the linger timer */
 	if (!x)
