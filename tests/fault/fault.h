@@ -24,10 +24,11 @@
 #define FX_RING 256
 /* Heap a warm server may hold beyond its baseline without having leaked:
  * its loop's read buffer growing and its few spare send chunks. Cases that
- * fill send queues allow the loop's whole spare-chunk cache (see conn.c,
- * MAX_FREE_CHUNKS * CHUNK_SIZE = 4 MiB). */
+ * fill send queues allow the loop's whole spare-chunk cache and its shared
+ * output buffer at their largest (see conn.c: MAX_FREE_CHUNKS * CHUNK_SIZE
+ * = 512 KiB, OBUF_MAX = 256 KiB). */
 #define FX_HEAP_SLACK (256 << 10)
-#define FX_HEAP_SLACK_CHUNKS ((4 << 20) + FX_HEAP_SLACK)
+#define FX_HEAP_SLACK_CHUNKS ((768 << 10) + FX_HEAP_SLACK)
 
 typedef struct fx {
 	pthread_mutex_t mu;
