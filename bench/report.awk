@@ -47,14 +47,34 @@ function median(r, s, m) {
 
 function ref_of(r) { return r == "udp" ? "udp-plain" : "epoll-raw" }
 
-# Ratio of server s to the row's reference, as text ("+N B" for memory per connection).
-function ratio_text(r, s, m,    v, ref) {
-    v = median(r, s, m)
-    ref = median(r, ref_of(r), m)
-    if (v == "" || ref == "") return "-"
-    if (m == "bytes_per_conn") return sprintf("%+.0f B", v - ref)
-    if (ref == 0) return "-"
-    return sprintf("%.2f", v / ref)
+# The per-round pairs of server s against server b in row r for metric m, as a
+# space-separated list: s / b measured in the same round (s - b for bytes per connection).
+# Only rounds where both cells ran count.
+function pairs(r, s, m, b,    i, R, x, y, str) {
+    str = ""
+    for (i = 1; i <= nround; i++) {
+        R = roundlist[i]
+        if (!((r, s, m, R) in val) || !((r, b, m, R) in val)) continue
+        x = val[r, s, m, R] + 0
+        y = val[r, b, m, R] + 0
+        if (m == "bytes_per_conn") str = str " " (x - y)
+        else if (y != 0) str = str " " (x / y)
+    }
+    return str
+}
+
+# The paired ratio: the median over rounds of s / b from the same round ("" if no pair).
+function paired(r, s, m, b) {
+    stats(pairs(r, s, m, b))
+    return N ? MED : ""
+}
+
+# The paired ratio of server s to the row's reference, as text ("+N B" for memory).
+function ratio_text(r, s, m,    x) {
+    x = paired(r, s, m, ref_of(r))
+    if (x == "") return "-"
+    if (m == "bytes_per_conn") return sprintf("%+.0f B", x)
+    return sprintf("%.2f", x)
 }
 
 # "median  x-ref  spread" for one metric of one server in one row, fixed width.
@@ -69,22 +89,50 @@ function cell(r, s, m,    v, spread) {
     return sprintf("%9s %7s %6s", v, ratio_text(r, s, m), spread)
 }
 
-# A narrower cell for the wide sweep table: "median x-ref spread".
+# A narrower cell for the wide sweep tables: "median x-ref spread".
 function small_cell(r, s, m,    v, spread) {
-    if (s in na) return sprintf("%6s %5s %5s", "n/a", "", "")
+    if (s in na) return sprintf("%6s %4s %4s", "n/a", "", "")
     stats(vals[r, s, m])
-    if (N == 0) return sprintf("%6s %5s %5s", ((r, s) in fails) ? "FAIL" : "-", "", "")
+    if (N == 0) return sprintf("%6s %4s %4s", ((r, s) in fails) ? "FAIL" : "-", "", "")
     # Taken before ratio_text(), which reuses the globals stats() sets.
-    v = fmt(m, MED)
+    v = m == "server_ns_per_msg" ? fmt_ns(MED) : fmt(m, MED)
     spread = N > 1 && MED ? sprintf("%.0f%%", (MAX - MIN) / 2 / MED * 100) : "-"
-    return sprintf("%6s %5s %5s", v, ratio_text(r, s, m), spread)
+    return sprintf("%6s %4s %4s", v, ratio_text(r, s, m), spread)
 }
 
-# The server's CPU use during the measured window (median): near 100% means the server
-# was the bottleneck; well below means the load generator (or the machine) was.
-function cpu_cell(r, s) {
+# Nanoseconds, compact: 950, 12.3k, 1.23M.
+function fmt_ns(v) {
+    if (v >= 1e6) return sprintf("%.2fM", v / 1e6)
+    if (v >= 1e4) return sprintf("%.1fk", v / 1e3)
+    return sprintf("%.0f", v)
+}
+
+# The server's CPU in the measured window: its use (median; near 100% means the server was
+# the bottleneck, well below means the load generator or the machine was), its CPU time per
+# message (per connection for churn; median) and the paired ratio of that to the reference.
+function cpu_cell(r, s,    pct, ns) {
+    if (s in na) return sprintf("%5s %7s %5s", "", "", "")
     stats(vals[r, s, "server_cpu_pct"])
-    return N ? sprintf("%6.0f%%", MED) : sprintf("%7s", "-")
+    pct = N ? sprintf("%4.0f%%", MED) : "-"
+    stats(vals[r, s, "server_ns_per_msg"])
+    ns = N ? fmt_ns(MED) : "-"
+    return sprintf("%5s %7s %5s", pct, ns, ratio_text(r, s, "server_ns_per_msg"))
+}
+
+# One table of the size sweep for metric m, headed by unit.
+function sweep_table(m, unit,    ns, srv, i, j, r, line, label) {
+    ns = split(servers, srv, " ")
+    line = sprintf("  %-7s", unit)
+    for (j = 1; j <= ns; j++) line = line sprintf("  %-16s", srv[j])
+    sub(/ +$/, "", line)
+    print line
+    for (i = 1; i <= nsz; i++) {
+        r = "sweep-" sz[i]
+        label = sz[i] >= 1048576 ? (sz[i] / 1048576) " MiB" : sz[i] >= 1024 ? (sz[i] / 1024) " KiB" : sz[i] " B"
+        line = sprintf("  %-7s", label)
+        for (j = 1; j <= ns; j++) line = line "  " small_cell(r, srv[j], m)
+        print line
+    }
 }
 
 function fail_note(r, s) {
@@ -101,7 +149,7 @@ function print_block(r, title, metrics, target, list,    ms, nm, srv, ns, i, j, 
     for (j = 1; j <= nm; j++)
         line = line sprintf("%s%9s %7s %6s", j > 1 ? " | " : " ", metric_name(ms[j]), "x ref", "spread")
     if (r != "idle")
-        line = line " | srv cpu"
+        line = line sprintf(" | %5s %7s %5s", "cpu", r == "churn" ? "ns/conn" : "ns/msg", "x ref")
     print line
     for (i = 1; i <= ns; i++) {
         line = sprintf("  %-10s", srv[i])
@@ -113,44 +161,69 @@ function print_block(r, title, metrics, target, list,    ms, nm, srv, ns, i, j, 
     }
 }
 
-# One line of the targets summary; cmp is ">=", "<=" or ">" against goal.
-function target_line(label, r, m, goal, cmp, against,    v, ref, x, met, shown, goal_text) {
+# Whether x meets goal under cmp (">=", "<=" or ">").
+function meets(x, goal, cmp) { return cmp == ">=" ? x >= goal : cmp == "<=" ? x <= goal : x > goal }
+
+# One line of the targets summary: ssock's paired ratio to server against in row r, metric
+# m (difference for bytes per connection), checked against goal with cmp; then in how many
+# rounds the pair alone met it, and ssock's paired CPU per message against the same server.
+function target_line(label, r, m, goal, cmp, against,    str, a, n, i, x, met, hit, shown, goal_text, cpu) {
     goal_text = cmp " " goal (m == "bytes_per_conn" ? " B" : "x")
-    if ("ssock" in na) { printf "  %-34s %-16s %-12s %s\n", label, "-", goal_text, "n/a (ssock not built)"; return }
-    v = median(r, "ssock", m)
-    ref = median(r, against, m)
-    if (v == "" || ref == "") {
-        printf "  %-34s %-16s %-12s %s\n", label, "-", goal_text, ((r, "ssock") in fails) ? "FAILED (see log)" : "not run"
+    if ("ssock" in na) { printf "  %-30s %8s  %-9s %s\n", label, "-", goal_text, "n/a (ssock not built)"; return }
+    str = pairs(r, "ssock", m, against)
+    n = split(str, a, " ")
+    if (n == 0) {
+        printf "  %-30s %8s  %-9s %s\n", label, "-", goal_text,
+            ((r, "ssock") in fails) || ((r, against) in fails) ? "FAILED (see log)" : "not run"
         return
     }
-    if (m == "bytes_per_conn") { x = v - ref; shown = sprintf("%+.0f B", x) }
-    else { x = ref ? v / ref : 0; shown = sprintf("%.3fx", x) }
-    met = cmp == ">=" ? x >= goal : cmp == "<=" ? x <= goal : x > goal
+    hit = 0
+    for (i = 1; i <= n; i++) if (meets(a[i] + 0, goal, cmp)) hit++
+    stats(str)
+    x = MED
+    met = meets(x, goal, cmp)
+    shown = m == "bytes_per_conn" ? sprintf("%+.0f B", x) : sprintf("%.3fx", x)
+    cpu = "-"
+    if (m != "bytes_per_conn" && m != "p99_us" && (x = paired(r, "ssock", "server_ns_per_msg", against)) != "")
+        cpu = sprintf("%.2fx", x)
     targets_total++
     if (met) targets_met++
-    printf "  %-34s %-16s %-12s %s\n", label, shown, goal_text, met ? "met" : "MISSED"
+    printf "  %-30s %8s  %-9s %-6s  %2d of %-2d  %8s\n", label, shown, goal_text,
+        met ? "met" : "MISSED", hit, n, cpu
 }
 
-# Whether ssock beats library lib in the primary metric of every row both ran.
-function ahead_line(lib,    i, r, m, v, w, behind, rowsn, rs, n) {
-    if ("ssock" in na || lib in na) { printf "  %-34s %-16s %-12s %s\n", "ahead of " lib, "-", "all rows", "n/a"; return }
+# Whether ssock beats library lib in the primary metric of every row both ran, by the
+# paired ratio (difference for bytes per connection). The rows it is behind in are listed
+# below the line, wrapped.
+function ahead_line(lib,    i, r, m, x, behind, rowsn, rs, n, item, line) {
+    if ("ssock" in na || lib in na) { printf "  %-30s %8s  %-9s %s\n", "ahead of " lib, "-", "all rows", "n/a"; return }
     n = split(rows, rs, " ")
     behind = ""
     rowsn = 0
     for (i = 1; i <= n; i++) {
         r = rs[i]
-        if (r == "udp") continue
+        if (r == "udp" || !(r in primary)) continue
         m = primary[r]
-        v = median(r, "ssock", m)
-        w = median(r, lib, m)
-        if (v == "" || w == "") continue
+        x = paired(r, "ssock", m, lib)
+        if (x == "") continue
         rowsn++
-        if (hi_better(m) ? v <= w : v >= w)
-            behind = behind " " r (m == "bytes_per_conn" ? sprintf(" (%+.0f B)", v - w) : sprintf(" (%.2fx)", w ? v / w : 0))
+        if (hi_better(m) ? x <= 1 : x >= 0)
+            behind = behind " " r (m == "bytes_per_conn" ? sprintf(" (%+.0f B)", x) : sprintf(" (%.2fx)", x)) ","
     }
     targets_total++
     if (behind == "" && rowsn > 0) targets_met++
-    printf "  %-34s %-16s %-12s %s\n", "ahead of " lib, rowsn " rows", "all rows", rowsn == 0 ? "not run" : behind == "" ? "met" : "MISSED (behind in:" behind ")"
+    printf "  %-30s %8s  %-9s %s\n", "ahead of " lib, rowsn " rows", "all rows",
+        rowsn == 0 ? "not run" : behind == "" ? "met" : "MISSED"
+    if (behind == "") return
+    sub(/,$/, "", behind)
+    n = split(behind, rs, ",")
+    line = "      behind in:"
+    for (i = 1; i <= n; i++) {
+        item = rs[i] (i < n ? "," : "")
+        if (length(line) + length(item) > 92) { print line; line = "               " }
+        line = line item
+    }
+    print line
 }
 
 {
@@ -164,9 +237,13 @@ function ahead_line(lib,    i, r, m, v, w, behind, rowsn, rs, n) {
     if (kv["status"] == "na") { na[s] = 1; next }
     if (kv["status"] != "ok") { fails[r, s]++; next }
     ok[r, s]++
+    R = kv["round"]
+    if (!(R in seen_round)) { seen_round[R] = 1; roundlist[++nround] = R }
     for (k in kv)
-        if (k ~ /_per_s$|_us$|_per_conn$|_pct$/)
+        if (k ~ /_per_s$|_us$|_per_conn$|_pct$|_per_msg$/) {
             vals[r, s, k] = vals[r, s, k] " " kv[k]
+            val[r, s, k, R] = kv[k]
+        }
 }
 
 END {
@@ -192,10 +269,13 @@ END {
     target["idle"] = "at most 256 B per connection above epoll-raw"
     target["udp"] = "msgs/s >= 0.95x udp-plain"
 
-    printf "Each cell: median over %d round(s); x ref = median / median of the reference server\n", rounds
-    printf "(epoll-raw; udp-plain for udp) in this same run; spread = (max - min) / 2 across rounds,\n"
-    printf "as %% of the median (in bytes for B/conn); srv cpu = the server's CPU use while measured\n"
-    printf "(near 100%% = server-bound). n/a = not built; FAIL = the run failed.\n"
+    printf "Each cell: median over %d round(s). x ref = paired ratio: the median over rounds of\n", rounds
+    printf "server / reference measured in the same round (epoll-raw; udp-plain for udp); for B/conn\n"
+    printf "the median per-round difference. spread = (max - min) / 2 of the server's own values\n"
+    printf "across rounds, as %% of the median (bytes for B/conn). cpu = server CPU use while\n"
+    printf "measured (near 100%% = server-bound); ns/msg = server CPU time per message (per\n"
+    printf "connection for churn), median, and its paired ratio (lower is cheaper). n/a = not\n"
+    printf "built; FAIL = the run failed.\n"
 
     n = split(rows, rs, " ")
     for (i = 1; i <= n; i++) {
@@ -206,23 +286,16 @@ END {
 
     nsz = split(sweep, sz, " ")
     if (nsz > 0 && rows ~ /(^| )sweep( |$)/) {
-        ns = split(servers, srv, " ")
         printf "\npipeline message-size sweep: 10 connections, depth 64 (above 4 KiB: 256 KiB\n"
-        printf "outstanding per connection, at least 2 messages); payload MB/s: median, x epoll-raw, spread\n"
-        line = sprintf("  %-7s", "size")
-        for (j = 1; j <= ns; j++) line = line sprintf("  %-18s", srv[j])
-        print line
-        for (i = 1; i <= nsz; i++) {
-            r = "sweep-" sz[i]
-            label = sz[i] >= 1048576 ? (sz[i] / 1048576) " MiB" : sz[i] >= 1024 ? (sz[i] / 1024) " KiB" : sz[i] " B"
-            line = sprintf("  %-7s", label)
-            for (j = 1; j <= ns; j++) line = line "  " small_cell(r, srv[j], "mb_per_s")
-            print line
-        }
+        printf "outstanding per connection, at least 2 messages). Each cell: median, paired ratio to\n"
+        printf "epoll-raw, spread; first payload MB/s, then server CPU ns per message.\n"
+        sweep_table("mb_per_s", "MB/s")
+        sweep_table("server_ns_per_msg", "ns/msg")
     }
 
-    printf "\nssock against the issue-4 targets (same-run medians):\n"
-    printf "  %-34s %-16s %-12s %s\n", "row", "ssock", "target", "status"
+    printf "\nssock against the issue-4 targets (paired ratios over %d round(s); rounds = in how many\n", rounds
+    printf "rounds the pair alone met the target; ns/msg = ssock's paired server CPU per message):\n"
+    printf "  %-30s %8s  %-9s %-6s  %-8s  %8s\n", "target", "ssock", "goal", "status", "rounds", "ns/msg"
     if (rows ~ /pp1( |$)/) {
         target_line("pingpong 1 conn: msgs/s", "pp1", "msgs_per_s", 0.95, ">=", "epoll-raw")
         target_line("pingpong 1 conn: p99", "pp1", "p99_us", 1.10, "<=", "epoll-raw")

@@ -4,7 +4,8 @@
 # Installs missing dependencies, builds the ssock tool (Release) and the benchmark programs,
 # then runs every row against every server, interleaved (A B C, A B C, ... with the order
 # rotated each round), server pinned to one CPU and load generator to another, and prints
-# per-row tables of medians, ratios to the raw epoll echo from the same run, and spreads.
+# per-row tables of medians, paired ratios to the raw epoll echo (the median over rounds of
+# server / reference in the same round), spreads, and the server's CPU per message.
 # Exit status: 0 when every cell ran and verified, 1 when any failed (the tables still
 # print, with the failures shown), 2 when nothing could be built.
 #
@@ -20,10 +21,13 @@ BENCH=$ROOT/bench
 BUILD=${BENCH_BUILD_DIR:-$ROOT/build-bench}
 case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
 
+# Cells on a 2-core VM move +-20% from one to the next, so the defaults spend the time on
+# rounds (each a paired comparison with the reference) rather than on long cells: 7 rounds
+# of 1 s cells take about 8 minutes.
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
     d_rounds=1 d_secs=0.3 d_sweep=0.15 d_warm=0.05 d_hold=0.2
 else
-    d_rounds=3 d_secs=2 d_sweep=1 d_warm=0.2 d_hold=1
+    d_rounds=7 d_secs=1 d_sweep=0.3 d_warm=0.15 d_hold=0.5
 fi
 ROUNDS=${BENCH_ROUNDS:-$d_rounds}
 SECS=${BENCH_SECONDS:-$d_secs}
@@ -325,8 +329,8 @@ describe_machine() {
     load=$(cut -d' ' -f1 /proc/loadavg)
     say "ssock bench $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
     say "machine: $(nproc) CPUs ($cpu), $(uname -sr), load average $load"
-    say "config: rounds=$ROUNDS seconds=$SECS sweep_seconds=$SWEEP_SECS warmup=$WARMUP" \
-        "idle_conns=$IDLE_CONNS idle_hold=$IDLE_HOLD raw_framing=$RAW_FRAMING"
+    say "config: rounds=$ROUNDS seconds=$SECS sweep_seconds=$SWEEP_SECS warmup=$WARMUP"
+    say "        idle_conns=$IDLE_CONNS idle_hold=$IDLE_HOLD raw_framing=$RAW_FRAMING"
     if [ -n "$PIN_SERVER" ]; then
         say "pinning: server on CPU $SERVER_CPU, load generator on CPU $LOADGEN_CPU"
     else
@@ -371,6 +375,7 @@ main() {
         -v sweep="$SWEEP_SIZES" -v rounds="$ROUNDS" -f "$BENCH/report.awk" "$RESULTS" |
         tee -a "$REPORT"
     say ""
+    say "wall time: $((SECONDS / 60)) min $((SECONDS % 60)) s (build included)" | tee -a "$REPORT"
     say "raw results: $RESULTS; this report: $REPORT"
     [ "$FAILED" = 0 ] || { say "bench: some cells FAILED (see FAIL lines above)"; exit 1; }
 }
