@@ -157,7 +157,9 @@ function print_block(r, title, metrics, target, list,    ms, nm, srv, ns, i, j, 
             line = line (j > 1 ? " | " : " ") cell(r, srv[i], ms[j])
         if (r != "idle")
             line = line " | " cpu_cell(r, srv[i])
-        print line fail_note(r, srv[i])
+        line = line fail_note(r, srv[i])
+        sub(/ +$/, "", line)
+        print line
     }
 }
 

@@ -326,9 +326,10 @@ available() {
 describe_machine() {
     local cpu load
     cpu=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')
-    load=$(cut -d' ' -f1 /proc/loadavg)
+    # Taken before the build (LOAD_BEFORE), which loads the CPUs itself.
+    load=$LOAD_BEFORE
     say "ssock bench $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
-    say "machine: $(nproc) CPUs ($cpu), $(uname -sr), load average $load"
+    say "machine: $(nproc) CPUs ($cpu), $(uname -sr), load average $load before the build"
     say "config: rounds=$ROUNDS seconds=$SECS sweep_seconds=$SWEEP_SECS warmup=$WARMUP"
     say "        idle_conns=$IDLE_CONNS idle_hold=$IDLE_HOLD raw_framing=$RAW_FRAMING"
     if [ -n "$PIN_SERVER" ]; then
@@ -361,6 +362,7 @@ raise_fd_limit() {
 }
 
 main() {
+    LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
     mkdir -p "$LOGS" || exit 2
     ensure_deps
     build_top || true
