@@ -23,10 +23,12 @@
 #define READS_PER_WAKEUP 16     /* fairness: then the next connection */
 #define WRITES_PER_WAKEUP 8
 #define CHUNK_SIZE (16u << 10)  /* standard send chunk */
-#define MAX_FREE_CHUNKS 32      /* spare chunks a loop keeps (512 KiB) */
+#define MAX_FREE_CHUNKS 256     /* spare chunks a loop keeps (4 MiB) */
 #define MAX_IOV 64
 #define OBUF_MIN (16u << 10)    /* the shared output buffer's first size */
 #define OBUF_MAX (256u << 10)   /* and its largest: bigger output uses chunks */
+#define SEG_MAX CHUNK_SIZE      /* one connection's bytes in it: what the kernel
+                                   does not take of them fits a spare chunk */
 #define BIG_MIN_GROWTH (64u << 10)
 #define BIG_EXACT_MAX (64u << 20)
 
@@ -1072,14 +1074,12 @@ static bool reserve(ssock_conn *c, size_t n)
 
 static void set_want_write(ssock_conn *c, bool on);
 
-/* Puts c on the list of connections written at the end of this pass and
- * returns its entry; NULL when EPOLLOUT will write it instead (it waits for
- * room already, or the list could not grow). */
-static struct ssock__flush *mark_flush(ssock_conn *c)
+/* Adds c to the list of connections written at the end of this pass;
+ * returns its entry, or NULL when EPOLLOUT will write it instead (it waits
+ * for room already, or the list could not grow). */
+static struct ssock__flush *flush_add(ssock_conn *c)
 {
 	ssock_loop *l = loop_of(c);
-	if (c->flush_idx)
-		return &l->flush[c->flush_idx - 1];
 	if (c->want_write)
 		return NULL;
 	if (l->nflush == l->flush_cap) {
@@ -1097,39 +1097,73 @@ static struct ssock__flush *mark_flush(ssock_conn *c)
 	return &l->flush[l->nflush - 1];
 }
 
+/* c's entry in the list of connections written at the end of this pass,
+ * added if need be (see flush_add()). */
+static struct ssock__flush *mark_flush(ssock_conn *c)
+{
+	if (c->flush_idx)
+		return &loop_of(c)->flush[c->flush_idx - 1];
+	return flush_add(c);
+}
+
+/* Grows the shared output buffer to hold need bytes, up to OBUF_MAX. */
+static bool obuf_grow(ssock_loop *l, size_t need)
+{
+	if (need > OBUF_MAX)
+		return false;
+	size_t cap = l->obuf_cap ? l->obuf_cap * 2 : OBUF_MIN;
+	while (cap < need)
+		cap *= 2;
+	uint8_t *b = realloc(l->obuf, cap);
+	if (!b)
+		return false;
+	l->obuf = b;
+	l->obuf_cap = cap;
+	return true;
+}
+
 /* Room for n bytes of c's output in the loop's shared output buffer, or
  * NULL when they go into a chunk instead: c has chunks queued (its bytes in
- * the shared buffer always come first), another connection has added bytes
- * after c's, or the buffer is at its limit. */
-static uint8_t *out_room(ssock_conn *c, size_t n)
+ * the shared buffer always come first; a connection waiting for EPOLLOUT
+ * always has some), another connection has added bytes after c's, c would
+ * have more than SEG_MAX bytes there, or the buffer is full. */
+__attribute__((noinline)) static uint8_t *out_room_slow(ssock_conn *c, size_t n)
 {
 	ssock_loop *l = loop_of(c);
-	if (c->sq_head || n > OBUF_MAX - l->obuf_len)
+	if (c->sq_head)
 		return NULL;
-	if (c->flush_idx) {
-		const struct ssock__flush *f = &l->flush[c->flush_idx - 1];
-		if (f->len > 0 && f->off + f->len != l->obuf_len)
-			return NULL;
-	}
-	if (l->obuf_len + n > l->obuf_cap) {
-		size_t cap = l->obuf_cap ? l->obuf_cap * 2 : OBUF_MIN;
-		while (cap < l->obuf_len + n)
-			cap *= 2;
-		uint8_t *b = realloc(l->obuf, cap);
-		if (!b)
-			return NULL;
-		l->obuf = b;
-		l->obuf_cap = cap;
-	}
-	struct ssock__flush *f = mark_flush(c);
-	if (!f)
+	struct ssock__flush *f = c->flush_idx ? &l->flush[c->flush_idx - 1] : NULL;
+	size_t have = f ? f->len : 0;
+	if ((have > 0 && f->off + have != l->obuf_len) || n > SEG_MAX - have)
 		return NULL;
-	if (f->len == 0)
+	if (l->obuf_len + n > l->obuf_cap && !obuf_grow(l, l->obuf_len + n))
+		return NULL;
+	if (!f && !(f = flush_add(c)))
+		return NULL;
+	if (have == 0)
 		f->off = (uint32_t)l->obuf_len;
-	f->len += (uint32_t)n;
+	f->len = (uint32_t)(have + n);
 	uint8_t *p = l->obuf + l->obuf_len;
 	l->obuf_len += n;
 	return p;
+}
+
+/* As out_room_slow(), which it calls for all but the usual case of a
+ * message after the first in a pass: c's bytes are last, and there is room. */
+static inline uint8_t *out_room(ssock_conn *c, size_t n)
+{
+	ssock_loop *l = loop_of(c);
+	if (c->flush_idx && !c->sq_head) {
+		struct ssock__flush *f = &l->flush[c->flush_idx - 1];
+		if (f->len > 0 && f->off + f->len == l->obuf_len && n <= SEG_MAX - f->len &&
+		    n <= l->obuf_cap - l->obuf_len) {
+			uint8_t *p = l->obuf + l->obuf_len;
+			f->len += (uint32_t)n;
+			l->obuf_len += n;
+			return p;
+		}
+	}
+	return out_room_slow(c, n);
 }
 
 static void sq_append(ssock_conn *c, ssock__chunk *ch)

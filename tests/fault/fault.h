@@ -26,9 +26,9 @@
  * its loop's read buffer growing and its few spare send chunks. Cases that
  * fill send queues allow the loop's whole spare-chunk cache and its shared
  * output buffer at their largest (see conn.c: MAX_FREE_CHUNKS * CHUNK_SIZE
- * = 512 KiB, OBUF_MAX = 256 KiB). */
+ * = 4 MiB, OBUF_MAX = 256 KiB). */
 #define FX_HEAP_SLACK (256 << 10)
-#define FX_HEAP_SLACK_CHUNKS ((768 << 10) + FX_HEAP_SLACK)
+#define FX_HEAP_SLACK_CHUNKS ((4 << 20) + (256 << 10) + FX_HEAP_SLACK)
 
 typedef struct fx {
 	pthread_mutex_t mu;
