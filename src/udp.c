@@ -163,19 +163,28 @@ static void deliver(ssock_udp *u, const ssock_addr *from, const uint8_t *data, s
 	}
 }
 
-/* Reads up to n datagrams and delivers them. Returns how many were read (0:
- * none ready, or an error was reported). */
-static int read_batch(ssock_udp *u, int n)
+/* Points each recvmmsg() header at its slot of buf, its iovec and its
+ * sender address, once. */
+static void setup_batch(ssock_udp *u)
 {
-	for (int i = 0; i < n; i++) {
+	for (int i = 0; i < u->batch; i++) {
 		u->iov[i].iov_base = u->buf + (size_t)i * u->max_message;
 		u->iov[i].iov_len = u->max_message;
 		memset(&u->msgs[i], 0, sizeof u->msgs[i]);
 		u->msgs[i].msg_hdr.msg_iov = &u->iov[i];
 		u->msgs[i].msg_hdr.msg_iovlen = 1;
 		u->msgs[i].msg_hdr.msg_name = &u->from[i].u;
-		u->msgs[i].msg_hdr.msg_namelen = sizeof u->from[i].u;
 	}
+}
+
+/* Reads up to n datagrams and delivers them. Returns how many were read (0:
+ * none ready, or an error was reported). */
+static int read_batch(ssock_udp *u, int n)
+{
+	/* The headers point at their slots since setup_batch(); a read only
+	 * changes the lengths and flags. */
+	for (int i = 0; i < n; i++)
+		u->msgs[i].msg_hdr.msg_namelen = sizeof u->from[i].u;
 	int got;
 	/* MSG_TRUNC: msg_len is the datagram's real length, so one larger
 	 * than max_message is seen as such and refused. */
@@ -330,6 +339,8 @@ int ssock_udp_new(ssock_udp **out, const ssock_udp_opts *opts)
 	if (u->batch > UDP_BATCH_MAX)
 		u->batch = UDP_BATCH_MAX;
 	u->buf = malloc((size_t)u->batch * u->max_message);
+	if (u->buf)
+		setup_batch(u);
 	rc = u->buf ? open_socket(u, opts) : SSOCK_ENOMEM;
 	if (rc != 0) {
 		free_udp(u);
