@@ -52,6 +52,22 @@ ssock_server *np_server(ssock_server_opts *opts, int *port)
 
 /* --------------------------------------------------------- raw test peer */
 
+ssock_client *np_client(ssock_client_opts *opts, int port, bool v6)
+{
+	char text[64];
+	np_addr_text(text, sizeof text, port, v6);
+	ssock_client_opts dflt = {0};
+	if (!opts)
+		opts = &dflt;
+	opts->connect = text; /* copied by ssock_client_new() */
+	ssock_client *cli = NULL;
+	int rc = ssock_client_new(&cli, opts);
+	opts->connect = NULL;
+	if (rc != 0)
+		fprintf(stderr, "ssock_client_new: %s\n", ssock_strerror(rc));
+	return cli;
+}
+
 int np_connect(int port, bool v6)
 {
 	return np_connect_rcvbuf(port, v6, 0);

@@ -26,6 +26,11 @@ int np_server_port(ssock_server *srv, int index);
 /* Writes "127.0.0.1:PORT" (or "[::1]:PORT" when v6) into buf. */
 void np_addr_text(char *buf, size_t size, int port, bool v6);
 
+/* A client for 127.0.0.1:port (or [::1]:port when v6) with opts (NULL:
+ * defaults; its connect field is filled in). Returns it, or NULL with the
+ * reason printed. */
+ssock_client *np_client(ssock_client_opts *opts, int port, bool v6);
+
 /* Starts a server on 127.0.0.1:0 with opts (listen filled in when NULL).
  * Returns the server or NULL; *port gets the bound port. */
 ssock_server *np_server(ssock_server_opts *opts, int *port);

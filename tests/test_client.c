@@ -13,22 +13,6 @@
 
 #define T TEST_TIMEOUT_MS
 
-/* A client for 127.0.0.1:port with opts (connect filled in). */
-static ssock_client *new_client(ssock_client_opts *o, int port)
-{
-	static char text[64];
-	np_addr_text(text, sizeof text, port, false);
-	ssock_client_opts dflt = {0};
-	if (!o)
-		o = &dflt;
-	o->connect = text;
-	ssock_client *cli = NULL;
-	int rc = ssock_client_new(&cli, o);
-	if (rc != 0)
-		fprintf(stderr, "ssock_client_new: %s\n", ssock_strerror(rc));
-	return cli;
-}
-
 /* An echo server in callback mode. */
 static ssock_server *echo_server(np_collect *col, int *port)
 {
@@ -45,7 +29,7 @@ TEST(connect_refused)
 	int lfd = np_listen(1, &port);
 	CHECK(lfd >= 0);
 	close(lfd); /* nothing listens on port now */
-	ssock_client *cli = new_client(NULL, port);
+	ssock_client *cli = np_client(NULL, port, false);
 	CHECK(cli);
 	CHECK_INT(ssock_client_state_get(cli), ==, SSOCK_STATE_DISCONNECTED);
 	CHECK_INT(ssock_client_connect(cli, T), ==, SSOCK_ECONNREFUSED);
@@ -80,7 +64,7 @@ TEST(connect_timeout)
 	/* Fill the queue (its size varies by kernel), then try. */
 	for (nf = 0; nf < 4; nf++) {
 		fillers[nf] = np_connect(port, false);
-		cli = new_client(&o, port);
+		cli = np_client(&o, port, false);
 		CHECK(cli);
 		int64_t t0 = test_now_ms();
 		rc = ssock_client_connect(cli, T);
@@ -109,7 +93,7 @@ TEST(inbox_echo_and_recv_timeout)
 	int port;
 	ssock_server *srv = echo_server(&col, &port);
 	CHECK(srv);
-	ssock_client *cli = new_client(NULL, port);
+	ssock_client *cli = np_client(NULL, port, false);
 	CHECK(cli);
 	CHECK_OK(ssock_client_connect(cli, T));
 	CHECK_INT(ssock_client_state_get(cli), ==, SSOCK_STATE_CONNECTED);
@@ -150,7 +134,7 @@ TEST(recv_skips_connect_and_reports_disconnect)
 	int port;
 	ssock_server *srv = np_server(NULL, &port);
 	CHECK(srv);
-	ssock_client *cli = new_client(NULL, port);
+	ssock_client *cli = np_client(NULL, port, false);
 	CHECK(cli);
 	CHECK_OK(ssock_client_connect(cli, T));
 	ssock_event ev;
@@ -182,7 +166,7 @@ TEST(callback_mode_state_events)
 	np_collect_init(&col);
 	ssock_client_opts o = {0};
 	np_collect_client_opts(&col, &o);
-	ssock_client *cli = new_client(&o, port);
+	ssock_client *cli = np_client(&o, port, false);
 	CHECK(cli);
 	ssock_event ev;
 	CHECK_INT(ssock_client_next_event(cli, &ev, 0), ==, SSOCK_ENOINBOX);
@@ -217,7 +201,7 @@ TEST(disconnect_and_connect_again)
 	int port;
 	ssock_server *srv = np_server(NULL, &port);
 	CHECK(srv);
-	ssock_client *cli = new_client(NULL, port);
+	ssock_client *cli = np_client(NULL, port, false);
 	CHECK(cli);
 	CHECK_INT(ssock_client_disconnect(cli), ==, SSOCK_ENOTCONN);
 	CHECK_OK(ssock_client_connect(cli, T));
@@ -269,7 +253,7 @@ TEST(flush_waits_until_written)
 	int port;
 	ssock_server *srv = np_server(NULL, &port);
 	CHECK(srv);
-	ssock_client *cli = new_client(NULL, port);
+	ssock_client *cli = np_client(NULL, port, false);
 	CHECK(cli);
 	CHECK_OK(ssock_client_connect(cli, T));
 	size_t big = 4 << 20;
@@ -300,7 +284,7 @@ TEST(flush_and_send_time_out_when_peer_never_reads)
 	int lfd = np_listen(8, &port);
 	CHECK(lfd >= 0);
 	ssock_client_opts o = {.send_queue_max = 64 << 10};
-	ssock_client *cli = new_client(&o, port);
+	ssock_client *cli = np_client(&o, port, false);
 	CHECK(cli);
 	CHECK_OK(ssock_client_connect(cli, T));
 	char chunk[8 << 10] = {0};
@@ -344,7 +328,7 @@ TEST(auto_reconnect_after_server_restart)
 		.reconnect_min_ms = 20,
 		.reconnect_max_ms = 100,
 	};
-	ssock_client *cli = new_client(&o, port);
+	ssock_client *cli = np_client(&o, port, false);
 	CHECK(cli);
 	CHECK_OK(ssock_client_connect(cli, T));
 	uint64_t id1;
@@ -403,7 +387,7 @@ TEST(auto_reconnect_in_callback_mode_reports_states)
 	np_collect_init(&col);
 	ssock_client_opts o = {.auto_reconnect = 1, .reconnect_min_ms = 20, .reconnect_max_ms = 50};
 	np_collect_client_opts(&col, &o);
-	ssock_client *cli = new_client(&o, port);
+	ssock_client *cli = np_client(&o, port, false);
 	CHECK(cli);
 	CHECK_OK(ssock_client_connect(cli, T));
 	CHECK(np_collect_wait(&col, &col.connects, 1, T));
@@ -435,7 +419,7 @@ TEST(connect_waits_through_auto_reconnect)
 	CHECK(lfd >= 0);
 	close(lfd);
 	ssock_client_opts o = {.auto_reconnect = 1, .reconnect_min_ms = 20, .reconnect_max_ms = 50};
-	ssock_client *cli = new_client(&o, port);
+	ssock_client *cli = np_client(&o, port, false);
 	CHECK(cli);
 	CHECK_OK(ssock_client_connect(cli, 0));
 	ssock_event ev;
@@ -471,7 +455,7 @@ TEST(keeps_reading_while_its_send_queue_is_full)
 	np_collect_init(&ccol);
 	ssock_client_opts o = {.send_queue_max = 64 << 10};
 	np_collect_client_opts(&ccol, &o);
-	ssock_client *cli = new_client(&o, port);
+	ssock_client *cli = np_client(&o, port, false);
 	CHECK(cli);
 	CHECK_OK(ssock_client_connect(cli, T));
 	enum { N = 40000 }; /* 40 MB: more than the kernel buffers hold */

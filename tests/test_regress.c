@@ -18,21 +18,6 @@
 
 #define T TEST_TIMEOUT_MS
 
-static ssock_client *new_client(ssock_client_opts *o, const char *fmt, int port)
-{
-	static char text[64];
-	snprintf(text, sizeof text, fmt, port);
-	ssock_client_opts dflt = {0};
-	if (!o)
-		o = &dflt;
-	o->connect = text;
-	ssock_client *cli = NULL;
-	int rc = ssock_client_new(&cli, o);
-	if (rc != 0)
-		fprintf(stderr, "ssock_client_new: %s\n", ssock_strerror(rc));
-	return cli;
-}
-
 static bool msg_is(const ssock_event *ev, const char *want)
 {
 	return ev->type == SSOCK_EVENT_MESSAGE && ev->len == strlen(want) &&
@@ -69,7 +54,7 @@ TEST(regress_simplesockets_merged_sends)
 	ssock_server *srv = np_server(NULL, &port);
 	CHECK(srv);
 	/* ssock to ssock: two sends back to back are two messages. */
-	ssock_client *cli = new_client(NULL, "127.0.0.1:%d", port);
+	ssock_client *cli = np_client(NULL, port, false);
 	CHECK(cli);
 	CHECK_OK(ssock_client_connect(cli, T));
 	CHECK_OK(ssock_client_send(cli, "one", 3));
@@ -184,7 +169,7 @@ TEST(regress_simplesockets_closed_peer_noticed)
 	np_collect_init(&ccol);
 	ssock_client_opts co = {0};
 	np_collect_client_opts(&ccol, &co);
-	ssock_client *cli = new_client(&co, "127.0.0.1:%d", port);
+	ssock_client *cli = np_client(&co, port, false);
 	CHECK(cli);
 	CHECK_OK(ssock_client_connect(cli, T));
 	CHECK(np_collect_wait(&col, &col.connects, 4, T));
@@ -250,7 +235,7 @@ TEST(regress_simplesockets_inbox_loses_no_messages)
 	ssock_server *srv = np_server(&o, &port);
 	CHECK(srv);
 	ssock_client_opts co = {.send_queue_max = 1 << 20};
-	ssock_client *cli = new_client(&co, "127.0.0.1:%d", port);
+	ssock_client *cli = np_client(&co, port, false);
 	CHECK(cli);
 	CHECK_OK(ssock_client_connect(cli, T));
 	enum { N = 20000 };
@@ -376,7 +361,7 @@ TEST(regress_simplesockets_ipv6)
 	ssock_addr a;
 	CHECK_OK(ssock_server_addr(srv, 0, &a));
 	CHECK_INT(a.u.sa.sa_family, ==, AF_INET6);
-	ssock_client *cli = new_client(NULL, "[::1]:%d", port);
+	ssock_client *cli = np_client(NULL, port, true);
 	CHECK(cli);
 	CHECK_OK(ssock_client_connect(cli, T));
 	ssock_event ev;
@@ -424,7 +409,7 @@ TEST(regress_simplesockets_wait_does_not_busy_wait)
 		CHECK(fds[i] >= 0);
 		CHECK(accepted(srv));
 	}
-	ssock_client *cli = new_client(NULL, "127.0.0.1:%d", port);
+	ssock_client *cli = np_client(NULL, port, false);
 	CHECK(cli);
 	CHECK_OK(ssock_client_connect(cli, T));
 	CHECK(accepted(srv));
@@ -484,7 +469,7 @@ TEST(regress_tinyproto_closed_connection_fd_not_leaked)
 	CHECK_INT(ssock_server_conns(srv, NULL, 0), ==, 0);
 	/* Clients that come and go leave nothing behind either. */
 	for (int i = 0; i < 20; i++) {
-		ssock_client *cli = new_client(NULL, "127.0.0.1:%d", port);
+		ssock_client *cli = np_client(NULL, port, false);
 		CHECK(cli);
 		CHECK_OK(ssock_client_connect(cli, T));
 		CHECK_OK(ssock_client_close(cli));
@@ -662,8 +647,8 @@ TEST(regress_tinyproto_ipv6)
 	CHECK_INT(ssock_server_listen(srv, "[::1]:0"), ==, 1);
 	int port6 = np_server_port(srv, 1);
 	CHECK(port6 > 0);
-	ssock_client *c6 = new_client(NULL, "[::1]:%d", port6);
-	ssock_client *c4 = new_client(NULL, "127.0.0.1:%d", port4);
+	ssock_client *c6 = np_client(NULL, port6, true);
+	ssock_client *c4 = np_client(NULL, port4, false);
 	CHECK(c6 && c4);
 	CHECK_OK(ssock_client_connect(c6, T));
 	CHECK_OK(ssock_client_connect(c4, T));
@@ -787,7 +772,7 @@ TEST(regress_tinyproto_one_thread_serves_many)
 	ssock_client *cli[20];
 	for (int i = 0; i < 20; i++) {
 		ssock_client_opts co = {.loop = loop};
-		cli[i] = new_client(&co, "127.0.0.1:%d", port);
+		cli[i] = np_client(&co, port, false);
 		CHECK(cli[i]);
 		CHECK_OK(ssock_client_connect(cli[i], T));
 		CHECK_OK(ssock_client_send(cli[i], "m", 1));
@@ -820,7 +805,7 @@ TEST(regress_tinyproto_send_right_after_connect)
 	ssock_server *srv = np_server(&o, &port);
 	CHECK(srv);
 	for (int i = 0; i < 50; i++) {
-		ssock_client *cli = new_client(NULL, "127.0.0.1:%d", port);
+		ssock_client *cli = np_client(NULL, port, false);
 		CHECK(cli);
 		CHECK_OK(ssock_client_connect(cli, T));
 		CHECK_OK(ssock_client_send(cli, "first", 5));
@@ -835,7 +820,7 @@ TEST(regress_tinyproto_send_right_after_connect)
 	ssock_server *s2 = np_server(NULL, &port);
 	CHECK(s2);
 	ssock_client_opts co = {.queue_while_offline = 1};
-	ssock_client *cli = new_client(&co, "127.0.0.1:%d", port);
+	ssock_client *cli = np_client(&co, port, false);
 	CHECK(cli);
 	CHECK_OK(ssock_client_send(cli, "early", 5));
 	CHECK_OK(ssock_client_connect(cli, 0));
@@ -853,7 +838,7 @@ TEST(regress_tinyproto_simultaneous_sends_keep_stream_in_sync)
 	int port;
 	ssock_server *srv = np_server(NULL, &port);
 	CHECK(srv);
-	ssock_client *cli = new_client(NULL, "127.0.0.1:%d", port);
+	ssock_client *cli = np_client(NULL, port, false);
 	CHECK(cli);
 	CHECK_OK(ssock_client_connect(cli, T));
 	uint64_t id = accepted(srv);
