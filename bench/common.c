@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -149,6 +150,31 @@ void bench_raise_nofile(void)
     rl.rlim_cur = rl.rlim_max;
     if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
         bench_die("setrlimit(RLIMIT_NOFILE):");
+}
+
+size_t bench_fd_slots(void)
+{
+    struct rlimit rl;
+
+    bench_raise_nofile();
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        bench_die("getrlimit:");
+    return rl.rlim_cur == RLIM_INFINITY ? 1u << 20 : (size_t)rl.rlim_cur;
+}
+
+int bench_epoll_listen(const struct bench_addr *addr, int *listen_fd)
+{
+    struct epoll_event ev = { .events = EPOLLIN };
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+
+    if (ep < 0)
+        bench_die("epoll_create1:");
+    *listen_fd = bench_listen_tcp(addr);
+    ev.data.fd = *listen_fd;
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, *listen_fd, &ev) < 0)
+        bench_die("epoll_ctl(ADD listen):");
+    bench_print_listening(*listen_fd);
+    return ep;
 }
 
 int bench_listen_tcp(const struct bench_addr *addr)

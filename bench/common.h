@@ -51,6 +51,14 @@ void bench_raise_nofile(void);
 /* Returns a non-blocking TCP socket bound to addr and listening, or dies with a message. */
 int bench_listen_tcp(const struct bench_addr *addr);
 
+/* Raises the fd limit (bench_raise_nofile()) and returns how many entries a table indexed
+ * by fd needs under it. Dies with a message on failure. */
+size_t bench_fd_slots(void);
+
+/* Returns a new epoll set holding a listening socket on addr (stored in *listen_fd, and as
+ * its event's data.fd) after printing the "listening on" line. Dies on failure. */
+int bench_epoll_listen(const struct bench_addr *addr, int *listen_fd);
+
 /* Returns a UDP socket bound to addr (blocking unless nonblock), or dies with a message. */
 int bench_bind_udp(const struct bench_addr *addr, int nonblock);
 

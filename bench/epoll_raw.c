@@ -143,24 +143,11 @@ static void on_accept(void)
 
 static void setup(const struct bench_addr *addr)
 {
-    struct rlimit rl;
-    struct epoll_event ev = { .events = EPOLLIN };
-
-    bench_raise_nofile();
-    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-        bench_die("getrlimit:");
-    pend_slots = rl.rlim_cur == RLIM_INFINITY ? 1u << 20 : (size_t)rl.rlim_cur;
+    pend_slots = bench_fd_slots();
     pend = calloc(pend_slots, sizeof *pend);
     if (!pend)
         bench_die("out of memory");
-    ep = epoll_create1(EPOLL_CLOEXEC);
-    if (ep < 0)
-        bench_die("epoll_create1:");
-    listen_fd = bench_listen_tcp(addr);
-    ev.data.fd = listen_fd;
-    if (epoll_ctl(ep, EPOLL_CTL_ADD, listen_fd, &ev) < 0)
-        bench_die("epoll_ctl(ADD listen):");
-    bench_print_listening(listen_fd);
+    ep = bench_epoll_listen(addr, &listen_fd);
 }
 
 int main(int argc, char **argv)

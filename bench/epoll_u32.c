@@ -66,25 +66,13 @@ static void deliver(void *ctx, const uint8_t *payload, size_t len)
 /* Sends out.buf; keeps what the kernel refused. Returns 0, 1 if output is now pending, -1. */
 static int flush_out(int fd, struct conn *c)
 {
-    ssize_t w;
+    int rc = u32_out_send(&out, fd, &c->pend, &c->pend_len);
 
-    do
-        w = send(fd, out.buf, out.len, MSG_NOSIGNAL);
-    while (w < 0 && errno == EINTR);
-    if (w < 0 && errno != EAGAIN)
-        return -1;
-    if (w < 0)
-        w = 0;
-    if ((size_t)w == out.len)
-        return 0;
-    c->pend_len = out.len - (size_t)w;
-    c->pend_off = 0;
-    c->pend = malloc(c->pend_len);
-    if (!c->pend)
-        return -1;
-    memcpy(c->pend, out.buf + w, c->pend_len);
-    set_interest(fd, EPOLLOUT);
-    return 1;
+    if (rc == 1) {
+        c->pend_off = 0;
+        set_interest(fd, EPOLLOUT);
+    }
+    return rc;
 }
 
 /* Handles one read's worth of bytes. Returns 0, 1 if output is pending, -1 to close. */
@@ -171,24 +159,11 @@ static void on_accept(void)
 
 static void setup(const struct bench_addr *addr)
 {
-    struct rlimit rl;
-    struct epoll_event ev = { .events = EPOLLIN };
-
-    bench_raise_nofile();
-    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
-        bench_die("getrlimit:");
-    conn_slots = rl.rlim_cur == RLIM_INFINITY ? 1u << 20 : (size_t)rl.rlim_cur;
+    conn_slots = bench_fd_slots();
     conns = calloc(conn_slots, sizeof *conns);
     if (!conns)
         bench_die("out of memory");
-    ep = epoll_create1(EPOLL_CLOEXEC);
-    if (ep < 0)
-        bench_die("epoll_create1:");
-    listen_fd = bench_listen_tcp(addr);
-    ev.data.fd = listen_fd;
-    if (epoll_ctl(ep, EPOLL_CTL_ADD, listen_fd, &ev) < 0)
-        bench_die("epoll_ctl(ADD listen):");
-    bench_print_listening(listen_fd);
+    ep = bench_epoll_listen(addr, &listen_fd);
 }
 
 int main(int argc, char **argv)

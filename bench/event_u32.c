@@ -82,23 +82,11 @@ static void deliver(void *ctx, const uint8_t *payload, size_t len)
 /* Sends out.buf; keeps what the kernel refused and waits for EV_WRITE. Returns 0 or -1. */
 static int flush_out(struct conn *c)
 {
-    ssize_t w;
+    int rc = u32_out_send(&out, c->fd, &c->pend, &c->pend_len);
 
-    do
-        w = send(c->fd, out.buf, out.len, MSG_NOSIGNAL);
-    while (w < 0 && errno == EINTR);
-    if (w < 0 && errno != EAGAIN)
-        return -1;
-    if (w < 0)
-        w = 0;
-    if ((size_t)w == out.len)
-        return 0;
-    c->pend_len = out.len - (size_t)w;
+    if (rc != 1)
+        return rc;
     c->pend_off = 0;
-    c->pend = malloc(c->pend_len);
-    if (!c->pend)
-        return -1;
-    memcpy(c->pend, out.buf + w, c->pend_len);
     return watch(c, EV_WRITE);
 }
 

@@ -3,8 +3,10 @@
 
 #include "common.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 static size_t min_size(size_t a, size_t b)
 {
@@ -127,4 +129,25 @@ void u32_out_append(struct u32_out *out, const uint8_t *payload, size_t len)
     bench_put_be32(out->buf + out->len, (uint32_t)len);
     memcpy(out->buf + out->len + 4, payload, len);
     out->len = need;
+}
+
+int u32_out_send(const struct u32_out *out, int fd, uint8_t **rest, size_t *rest_len)
+{
+    ssize_t w;
+
+    do
+        w = send(fd, out->buf, out->len, MSG_NOSIGNAL);
+    while (w < 0 && errno == EINTR);
+    if (w < 0 && errno != EAGAIN)
+        return -1;
+    if (w < 0)
+        w = 0;
+    if ((size_t)w == out->len)
+        return 0;
+    *rest_len = out->len - (size_t)w;
+    *rest = malloc(*rest_len);
+    if (!*rest)
+        return -1;
+    memcpy(*rest, out->buf + w, *rest_len);
+    return 1;
 }

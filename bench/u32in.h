@@ -38,4 +38,9 @@ struct u32_out {
 /* Appends payload as one u32 frame; on allocation failure sets out->oom instead. */
 void u32_out_append(struct u32_out *out, const uint8_t *payload, size_t len);
 
+/* Sends out's bytes on fd with one send(). What the kernel refuses is copied into a new
+ * malloc'd *rest of *rest_len bytes. Returns 0 (all sent), 1 (the rest is kept: wait until
+ * fd is writable) or -1 (an error or no memory: close the connection). */
+int u32_out_send(const struct u32_out *out, int fd, uint8_t **rest, size_t *rest_len);
+
 #endif
