@@ -39,6 +39,7 @@ int ssock__ep_init(ssock__ep *ep, ssock_loop *given, const ssock__cfg *cfg, size
 	if (rc != 0 || errlog_max < 0)
 		return rc ? rc : SSOCK_EINVAL;
 	ep->is_client = is_client;
+	ep->send_budget = SIZE_MAX; /* a server sets its own */
 	ep->tp = &ssock__tcp_transport;
 	ep->inbox_mode = cfg->on_message == NULL;
 	ssock__inbox_init(&ep->inbox, inbox_max ? inbox_max : SSOCK__DEFAULT_INBOX_MAX,
