@@ -300,6 +300,9 @@ int ssock_loop_free(ssock_loop *loop);
 
 typedef struct ssock_server ssock_server;
 
+/* The largest keepalive_s the kernel takes (Linux's TCP_KEEPIDLE limit). */
+#define SSOCK_KEEPALIVE_MAX 32767
+
 typedef struct ssock_server_opts {
 	/* Listen address: "HOST:PORT", "[IPV6]:PORT" or ":PORT" (all addresses,
 	 * IPv6 and IPv4). Port 0 picks a free port: read it with
@@ -338,7 +341,8 @@ typedef struct ssock_server_opts {
 	                          not completed in this long (SSOCK_ESTALLED);
 	                          time spent waiting for room in a full inbox
 	                          does not count; 0: never */
-	int keepalive_s;       /* TCP keepalive idle seconds; 0: off */
+	int keepalive_s;       /* TCP keepalive idle seconds, at most
+	                          SSOCK_KEEPALIVE_MAX; 0: off */
 	int error_log_max;     /* entries kept in the error log; default 64 */
 	ssock_loop *loop;      /* shared loop; NULL: the server owns a loop on a
 	                          background thread */

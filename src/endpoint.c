@@ -26,6 +26,10 @@ int ssock__cfg_check(const ssock__cfg *cfg)
 		return SSOCK_EINVAL;
 	if (cfg->idle_timeout_ms < 0 || cfg->read_timeout_ms < 0 || cfg->keepalive_s < 0)
 		return SSOCK_EINVAL;
+	/* Linux takes at most 32767 s for TCP_KEEPIDLE: a larger value would
+	 * make setting up every connection fail, so refuse it here. */
+	if (cfg->keepalive_s > SSOCK_KEEPALIVE_MAX)
+		return SSOCK_EINVAL;
 	return 0;
 }
 

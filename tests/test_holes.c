@@ -760,6 +760,29 @@ TEST(next_event_on_the_driving_thread_is_refused)
 	CHECK_OK(ssock_loop_free(l));
 }
 
+/* -------------- 17. an option the kernel refuses is refused up front */
+
+TEST(keepalive_above_the_kernel_limit_is_refused)
+{
+	ssock_server *srv = NULL;
+	ssock_server_opts o = {.listen = "127.0.0.1:0", .keepalive_s = SSOCK_KEEPALIVE_MAX + 1};
+	CHECK_INT(ssock_server_new(&srv, &o), ==, SSOCK_EINVAL);
+	CHECK(srv == NULL);
+	ssock_client *cli = NULL;
+	ssock_client_opts co = {.connect = "127.0.0.1:9", .keepalive_s = 40000};
+	CHECK_INT(ssock_client_new(&cli, &co), ==, SSOCK_EINVAL);
+	/* The largest one works: a connection is accepted with it set. */
+	o.keepalive_s = SSOCK_KEEPALIVE_MAX;
+	int port;
+	srv = np_server(&o, &port);
+	CHECK(srv);
+	int fd = np_connect(port, false);
+	CHECK(fd >= 0);
+	CHECK(take_connect(srv) != 0);
+	close(fd);
+	CHECK_OK(ssock_server_free(srv));
+}
+
 /* ---------------------------------- 20. broadcast to all but one */
 
 TEST(broadcast_except_skips_one_connection)
