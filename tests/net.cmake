@@ -1,8 +1,8 @@
 # Loopback tests: servers on 127.0.0.1:0 / [::1]:0, a raw peer on plain
 # sockets, every wait with a deadline. "threaded" ones also run under TSan.
-ssock_test(test_server LABELS net SOURCES net_helpers.c)
-ssock_test(test_client LABELS net SOURCES net_helpers.c)
-ssock_test(test_regress LABELS net SOURCES net_helpers.c)
+ssock_test(test_server TRANSPORT LABELS net SOURCES net_helpers.c)
+ssock_test(test_client TRANSPORT LABELS net SOURCES net_helpers.c)
+ssock_test(test_regress TRANSPORT LABELS net SOURCES net_helpers.c)
 ssock_test(test_threads LABELS net threaded SOURCES net_helpers.c)
 # The core's "done when" load check: 50 clients x 200 echoes up to 1 MiB.
 ssock_test(test_load LABELS net load SOURCES net_helpers.c)
