@@ -399,6 +399,20 @@ static void budget_echo_cb(ssock_conn *c, const void *data, size_t len, void *us
 	}
 }
 
+static bool server_empty(void *arg)
+{
+	ssock_server_stats st;
+	return ssock_server_stats_get(arg, &st) == 0 && st.conns == 0 && st.queued == 0;
+}
+
+static long rss_back_to;
+
+static bool rss_back(void *arg)
+{
+	(void)arg;
+	return np_rss_kb() <= rss_back_to;
+}
+
 TEST(send_budget_bounds_memory_of_slow_readers)
 {
 	const size_t budget = 8u << 20;
@@ -465,25 +479,17 @@ TEST(send_budget_bounds_memory_of_slow_readers)
 	for (int i = 0; i < NPEERS; i++)
 		close(fds[i]);
 	free(msg);
-	/* The counters offer nothing to wait on: look, with a short pause
-	 * between looks. */
-	int64_t until = test_now_ms() + T;
-	for (;;) {
-		CHECK_OK(ssock_server_stats_get(srv, &st));
-		if ((st.conns == 0 && st.queued == 0) || test_now_ms() > until)
-			break;
-		poll(NULL, 0, 10);
-	}
+	test_wait_until(server_empty, srv, T);
+	CHECK_OK(ssock_server_stats_get(srv, &st));
 	CHECK_INT(st.conns, ==, 0);
 	CHECK_INT(st.queued, ==, 0);
 	/* The memory goes back to the system, not only to malloc, once the
 	 * loop has been quiet for a moment (RSS offers nothing to wait on:
 	 * look, with a pause between looks). */
 	if (np_heap_measurable()) {
-		long rss1;
-		until = test_now_ms() + T;
-		while ((rss1 = np_rss_kb()) - rss0 > 2 * 1024 && test_now_ms() < until)
-			poll(NULL, 0, 50);
+		rss_back_to = rss0 + 2 * 1024;
+		test_wait_until(rss_back, NULL, T);
+		long rss1 = np_rss_kb();
 		fprintf(stderr, "rss: %ld KiB before, %ld at the peak, %ld after\n", rss0, rss_peak,
 			rss1);
 		CHECK_INT(rss1 - rss0, <=, 2 * 1024);

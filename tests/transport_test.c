@@ -133,7 +133,7 @@ static ssize_t t_write(ssock_conn *c, const struct iovec *iov, int n)
 	held *h = held_of(c);
 	if ((next(h) & 7) == 0)
 		return SSOCK__WANT_WRITE; /* took nothing this time */
-	size_t limit = 1 + next(h) % 4096, total = 0;
+	size_t limit = 1 + next(h) % 65536, total = 0;
 	struct iovec part[64];
 	int k = 0;
 	for (int i = 0; i < n && k < 64 && total < limit; i++, k++) {
