@@ -207,6 +207,8 @@ static void drive_handshake(ssock_conn *c)
 	ssock__conn_interest(c);
 	if (c->state == SSOCK__HANDSHAKE)
 		start_codec(c);
+	if (c->state <= SSOCK__OPEN)
+		ssock__keep_pending(c); /* the handshake may have read some */
 }
 
 /* The transport is up: the codec starts its handshake (if it has one),
@@ -320,7 +322,8 @@ ssock_conn *ssock__conn_open(ssock__stream_ep *ep, int fd, const ssock_addr *pee
 	} else {
 		start_codec(c);
 	}
-	return c->state == SSOCK__CLOSED ? NULL : c;
+	/* Closed by its own connect callback is not a failure to open. */
+	return c->state == SSOCK__CLOSED && !c->connected ? NULL : c;
 }
 
 /* ------------------------------------------------------------ closing */
@@ -371,11 +374,12 @@ void ssock__conn_fail(ssock_conn *c, int reason)
 	ep->transport->close(c);
 	if (c->extra)
 		ssock__timer_stop(l, &c->extra->timer);
-	if (c->paused)
+	if (c->paused) {
 		list_remove(&ep->paused_head, c, offsetof(ssock_conn, paused_next));
-	if (c->in_pending)
-		list_remove(&l->pending, c, offsetof(ssock_conn, pending_next));
-	c->paused = c->in_pending = false;
+		list_remove(&ep->resuming, c, offsetof(ssock_conn, paused_next));
+	}
+	c->paused = false;
+	ssock__pending_remove(c);
 	unlink_conn(c);
 	size_t unsent = ssock__sendq_close(c);
 	if (ep->codec->close)
@@ -509,6 +513,9 @@ ssock_conn *ssock__conn_by_id(ssock__stream_ep *ep, uint64_t id)
 static void conn_on_io(ssock__io *io, unsigned ready)
 {
 	ssock_conn *c = (ssock_conn *)io;
+	/* Closed earlier in this pass: the event was fetched before. */
+	if (c->state == SSOCK__CLOSED)
+		return;
 	if (c->in_handshake) {
 		drive_handshake(c);
 		return;

@@ -109,6 +109,7 @@ struct ssock__stream_ep {
 	ssock_conn *conns_head, *conns_tail;
 	int nconns;
 	ssock_conn *paused_head; /* loop only: reading stopped (inbox full) */
+	ssock_conn *resuming;    /* loop only: those of them being resumed */
 	/* Bytes queued to send on all its connections, and their bound (see
 	 * ssock_server_opts.send_budget; SIZE_MAX for a client). */
 	atomic_size_t queued;
