@@ -820,3 +820,18 @@ TEST(event_fd_is_readable_while_events_wait)
 	CHECK_INT(ssock_server_event_fd(srv), ==, SSOCK_ENOINBOX);
 	CHECK_OK(ssock_server_free(srv));
 }
+
+/* The 0.1 names of the handle-freeing calls still build and free. */
+TEST(old_close_names_still_free_handles)
+{
+	ssock_server *srv = np_server(NULL, NULL);
+	CHECK(srv);
+	ssock_client *cli = np_client(NULL, np_server_port(srv, 0), false);
+	CHECK(cli);
+	ssock_udp *u = NULL;
+	ssock_udp_opts uo = {.bind = "127.0.0.1:0"};
+	CHECK_OK(ssock_udp_new(&u, &uo));
+	CHECK_OK(ssock_udp_close(u));
+	CHECK_OK(ssock_client_close(cli));
+	CHECK_OK(ssock_server_close(srv));
+}
