@@ -182,6 +182,68 @@ case_usage_errors() {
 	done
 }
 
+# A malformed address is a usage error: the error line, then the usage
+# (for every command that takes an address, TCP and UDP).
+case_usage_bad_address() {
+	local -a bad=(
+		"echo --listen 127.0.0.1"
+		"echo --listen :abc"
+		"echo --listen :99999"
+		"echo --listen :-1"
+		"echo --udp --listen :abc"
+		"chat 127.0.0.1"
+		"chat --udp 127.0.0.1:-1"
+		"listen :abc"
+		"send 127.0.0.1 hello"
+		"send-file :99999 /dev/null"
+		"recv-files --listen :abc --dir /tmp"
+	)
+	for args in "${bad[@]}"; do
+		# shellcheck disable=SC2086 # word splitting wanted
+		run "$SSOCK" $args
+		[ "$RC" = 2 ] || fail "'ssock $args' exited $RC, wanted 2"
+		[[ $STDERR == "ssock: "* ]] || fail "'ssock $args' said '$STDERR'"
+		grep -q "^usage: ssock ${args%% *} " <<<"$STDERR" || fail "'ssock $args' printed no usage: '$STDERR'"
+	done
+}
+
+# Numbers are whole decimal numbers and nothing else: no sign, no leading
+# space, no zero where zero would silently mean "no limit".
+case_usage_strict_numbers() {
+	local -a opts=(--max-size --max-size --max-size --max-size --max-conns --max-conns --idle-timeout)
+	local -a vals=(" -1" "+5" "0" "5 " "0" " 3" "-1")
+	local i
+	for i in "${!opts[@]}"; do
+		run "$SSOCK" recv-files --listen 127.0.0.1:0 --dir "$tmp" "${opts[$i]}" "${vals[$i]}"
+		[ "$RC" = 2 ] || fail "recv-files ${opts[$i]} '${vals[$i]}' exited $RC, wanted 2"
+		grep -q "^usage: ssock recv-files" <<<"$STDERR" || fail "no usage: '$STDERR'"
+	done
+	for v in " 5" "+5" "0x10" ""; do
+		run "$SSOCK" chat 127.0.0.1:1 --wait "$v"
+		[ "$RC" = 2 ] || fail "chat --wait '$v' exited $RC, wanted 2"
+		run "$SSOCK" listen 127.0.0.1:0 --max-msg "$v"
+		[ "$RC" = 2 ] || fail "listen --max-msg '$v' exited $RC, wanted 2"
+		run "$SSOCK" echo --listen 127.0.0.1:0 --max-conns "$v"
+		[ "$RC" = 2 ] || fail "echo --max-conns '$v' exited $RC, wanted 2"
+	done
+	run "$SSOCK" echo --listen 127.0.0.1:0 --max-conns 0
+	[ "$RC" = 2 ] || fail "echo --max-conns 0 exited $RC, wanted 2"
+}
+
+# MSG is required: `send ADDR` alone sends nothing and says so.
+case_usage_send_needs_message() {
+	run "$SSOCK" send 127.0.0.1:1
+	[ "$RC" = 2 ] || fail "'ssock send ADDR' exited $RC, wanted 2"
+	grep -q "^usage: ssock send " <<<"$STDERR" || fail "no usage: '$STDERR'"
+}
+
+case_version_short() {
+	run "$SSOCK" -V
+	[ "$RC" = 0 ] && [[ $STDOUT =~ ^ssock\ [0-9]+\.[0-9]+\.[0-9]+$ ]] || fail "-V: rc $RC, '$STDOUT'"
+	run "$SSOCK" --help
+	grep -q -- "-V, --version" <<<"$STDOUT" || fail "--help does not mention -V"
+}
+
 case_runtime_errors() {
 	closed_port
 	check_run 1 "" "$SSOCK" send "127.0.0.1:$CLOSED" hello

@@ -14,7 +14,7 @@
 #include <stdio.h>
 
 #define EXIT_RUNTIME 1
-#define EXIT_USAGE 2
+#define EXIT_USAGE   2
 
 extern const char *prog; /* "ssock", the prefix of every error line */
 
@@ -33,6 +33,7 @@ enum {
 	O_MAX_SIZE = 1 << 10,
 	O_STATS = 1 << 11,
 	O_ONCE = 1 << 12,
+	O_IDLE_TIMEOUT = 1 << 13,
 };
 
 /* Every option's value after parsing; zero fields mean "not given". */
@@ -41,7 +42,8 @@ struct opts {
 	ssock_framing framing;
 	int max_conns;
 	uint32_t max_msg;
-	int wait_ms;
+	int wait_ms;         /* -1: not given */
+	int idle_timeout_ms; /* -1: not given; 0: off */
 	bool udp;
 	bool hex;
 	bool reply;

@@ -23,7 +23,8 @@ static void echo_message(ssock_conn *c, const void *data, size_t len, void *user
 		/* A peer that never reads: drop it rather than its messages. */
 		char peer[SSOCK_ADDRSTRLEN];
 		ssock_addr_format(ssock_conn_peer(c), peer, sizeof peer);
-		fprintf(stderr, "%s: echo to %s failed: %s; closing it\n", prog, peer, ssock_strerror(rc));
+		fprintf(stderr, "%s: echo to %s failed: %s; closing it\n", prog, peer,
+			ssock_strerror(rc));
 		ssock_conn_close(c);
 	}
 }
@@ -72,8 +73,8 @@ static int udp_echo(const struct opts *o)
 	ssock_udp *u;
 	int rc = ssock_udp_new(&u, &uo);
 	if (rc != 0) {
-		fprintf(stderr, "%s: cannot listen on %s (udp): %s\n", prog, o->addr, ssock_strerror(rc));
-		return rc == SSOCK_EBADADDR ? EXIT_USAGE : EXIT_RUNTIME;
+		cli_fail("cannot listen on %s (udp): %s", o->addr, ssock_strerror(rc));
+		return cli_addr_exit(&cmd_echo, rc);
 	}
 	ssock_addr bound;
 	char text[SSOCK_ADDRSTRLEN];
@@ -97,7 +98,8 @@ static int run_echo(struct opts *op)
 	if (o.nargs > 0)
 		return cli_usage_error(&cmd_echo, "unexpected argument '%s'", o.args[0]);
 	if (o.udp && o.framing == SSOCK_FRAMING_TINYPROTO)
-		return cli_usage_error(&cmd_echo, "--framing tinyproto is a TCP framing (not with --udp)");
+		return cli_usage_error(&cmd_echo,
+				       "--framing tinyproto is a TCP framing (not with --udp)");
 	if (o.udp)
 		return udp_echo(&o);
 	cli_raise_fd_limit();
@@ -121,8 +123,8 @@ static int run_echo(struct opts *op)
 	ssock_server *srv;
 	rc = ssock_server_new(&srv, &so);
 	if (rc != 0) {
-		fprintf(stderr, "%s: cannot listen on %s: %s\n", prog, o.addr, ssock_strerror(rc));
-		return rc == SSOCK_EBADADDR ? EXIT_USAGE : EXIT_RUNTIME; /* a bad argument */
+		cli_fail("cannot listen on %s: %s", o.addr, ssock_strerror(rc));
+		return cli_addr_exit(&cmd_echo, rc);
 	}
 	ssock_addr bound;
 	char text[SSOCK_ADDRSTRLEN];
@@ -415,8 +417,8 @@ static int udp_chat(const struct opts *o)
 	int rc = ssock_udp_new(&u, &uo);
 	int code;
 	if (rc != 0) {
-		fprintf(stderr, "%s: cannot connect to %s (udp): %s\n", prog, o->addr, ssock_strerror(rc));
-		code = rc == SSOCK_EBADADDR ? EXIT_USAGE : EXIT_RUNTIME;
+		cli_fail("cannot connect to %s (udp): %s", o->addr, ssock_strerror(rc));
+		code = cli_addr_exit(&cmd_chat, rc);
 	} else {
 		code = udp_chat_session(u, &ch, pipefd[0], o->wait_ms, o->addr);
 		ssock_udp_close(u);
@@ -438,7 +440,8 @@ static int run_chat(struct opts *op)
 		return cli_usage_error(&cmd_chat, "unexpected argument '%s'", o.args[1]);
 	o.addr = o.args[0];
 	if (o.udp && o.framing == SSOCK_FRAMING_TINYPROTO)
-		return cli_usage_error(&cmd_chat, "--framing tinyproto is a TCP framing (not with --udp)");
+		return cli_usage_error(&cmd_chat,
+				       "--framing tinyproto is a TCP framing (not with --udp)");
 	if (o.udp)
 		return udp_chat(&o);
 	int pipefd[2];
@@ -465,9 +468,9 @@ static int run_chat(struct opts *op)
 	if (rc == 0)
 		rc = ssock_client_connect(cli, -1);
 	if (rc != 0) {
-		fprintf(stderr, "%s: cannot connect to %s: %s\n", prog, o.addr, ssock_strerror(rc));
+		cli_fail("cannot connect to %s: %s", o.addr, ssock_strerror(rc));
 		ssock_client_close(cli);
-		return rc == SSOCK_EBADADDR ? EXIT_USAGE : EXIT_RUNTIME;
+		return cli_addr_exit(&cmd_chat, rc);
 	}
 	int code = chat_session(cli, &ch, pipefd[0], o.wait_ms, o.addr);
 	ssock_client_close(cli);
@@ -475,7 +478,6 @@ static int run_chat(struct opts *op)
 	close(pipefd[1]);
 	return code;
 }
-
 
 const struct command cmd_echo = {
 	.name = "echo",
@@ -486,7 +488,8 @@ const struct command cmd_echo = {
 		"port when ADDR asks for port 0); SIGINT or SIGTERM stop it with exit code 0.\n"
 		"\n"
 		"  --listen ADDR      where to listen: HOST:PORT, [IPV6]:PORT or :PORT\n"
-		"  --framing NAME     u32 (default: 4-byte length + payload), line, raw or tinyproto\n"
+		"  --framing NAME     u32 (default: 4-byte length + payload), line, raw or "
+		"tinyproto\n"
 		"  --udp              UDP: every datagram comes back to its sender\n"
 		"  --max-conns N      at most N connections at once (default: the fd limit)\n"
 		"  --max-msg BYTES    largest message accepted (default 16 MiB; UDP: 65507)\n",
@@ -496,8 +499,10 @@ const struct command cmd_echo = {
 const struct command cmd_chat = {
 	.name = "chat",
 	.allowed = O_FRAMING | O_UDP | O_MAX_MSG | O_WAIT,
-	.synopsis = "chat ADDR [--framing u32|line|raw|tinyproto] [--udp] [--wait MS] [--max-msg BYTES]",
-	.help = "Connects to ADDR, sends each line of stdin as one message and prints each message\n"
+	.synopsis = "chat ADDR [--framing u32|line|raw|tinyproto] [--udp] [--wait MS] [--max-msg "
+		    "BYTES]",
+	.help = "Connects to ADDR, sends each line of stdin as one message and prints each "
+		"message\n"
 		"received as one line. At end of input (or after a line 'bye') it waits for the\n"
 		"outstanding replies, then exits 0. A refused or lost connection: exit 1.\n"
 		"\n"

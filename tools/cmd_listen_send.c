@@ -262,8 +262,8 @@ static int send_udp(const struct opts *o, const char *addr)
 
 static int run_send(struct opts *o)
 {
-	if (o->nargs < 1)
-		return cli_usage_error(&cmd_send, "send needs ADDR and messages");
+	if (o->nargs < 2)
+		return cli_usage_error(&cmd_send, "send needs ADDR and at least one MSG");
 	if (o->wait_ms < 0)
 		o->wait_ms = 1000;
 	if (o->udp && o->framing != SSOCK_FRAMING_U32)
