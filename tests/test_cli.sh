@@ -328,6 +328,78 @@ case_send_reply_missing() {
 	stop l
 }
 
+# pyserve NAME SCRIPT: runs python3 SCRIPT (with `srv`, a socket listening on
+# 127.0.0.1:0, already made) in the background; sets PORT.
+pyserve() {
+	local name=$1
+	spawn "$name" python3 -c "import socket, struct, sys
+srv = socket.socket()
+srv.bind(('127.0.0.1', 0))
+srv.listen(8)
+srv.settimeout(10)
+print('listening on 127.0.0.1:%d' % srv.getsockname()[1], flush=True)
+$2"
+	expect "$name" 'listening on 127\.0\.0\.1:([0-9]+)'
+	PORT=${M[1]}
+}
+
+# What a peer sends reaches the terminal escaped: chat prints one message as
+# one line, as listen does, and a raw stream keeps only its newlines.
+case_chat_escapes() {
+	serve e echo --listen 127.0.0.1:0
+	local out
+	out=$(printf 'a\033[31mb\\c\302\233d\n' | "$SSOCK" chat "127.0.0.1:$PORT")
+	[ "$out" = 'a\x1b[31mb\\c\xc2\x9bd' ] || fail "chat printed '$out'"
+	stop e
+	serve r echo --listen 127.0.0.1:0 --framing raw
+	out=$(printf 'x\033y\n' | "$SSOCK" chat --framing raw "127.0.0.1:$PORT")
+	[ "$out" = 'x\x1by' ] || fail "chat --framing raw printed '$out'"
+	stop r
+	# A message holding a newline is still one line.
+	pyserve p "c, _ = srv.accept()
+n = struct.unpack('>I', c.recv(4))[0]
+c.recv(n)
+c.sendall(struct.pack('>I', 9) + b'one\ntwo\x07x')
+c.recv(10)"
+	out=$(printf 'hi\n' | "$SSOCK" chat "127.0.0.1:$PORT")
+	[ "$out" = 'one\x0atwo\x07x' ] || fail "chat printed '$out'"
+	wait "${PID[p]}" || fail "the python server failed"
+	unset "PID[p]"
+	serve u echo --udp --listen 127.0.0.1:0
+	out=$(printf 'u\033v\n' | "$SSOCK" chat --udp "127.0.0.1:$PORT")
+	[ "$out" = 'u\x1bv' ] || fail "chat --udp printed '$out'"
+	stop u
+}
+
+# chat u32 to a line server: nothing comes back, and chat says so.
+case_chat_missing_replies() {
+	serve e echo --listen 127.0.0.1:0 --framing line
+	check_run 0 "" bash -c "printf 'one\ntwo\n' | '$SSOCK' chat --wait 300 127.0.0.1:$PORT"
+	[ "$STDERR" = "ssock: 2 of 2 replies missing after 300 ms (does the server at 127.0.0.1:$PORT speak u32?)" ] ||
+		fail "chat said '$STDERR'"
+	# All replies there: nothing on stderr.
+	check_run 0 "one" bash -c "printf 'one\n' | '$SSOCK' chat --framing line 127.0.0.1:$PORT"
+	[ -z "$STDERR" ] || fail "chat said '$STDERR'"
+	stop e
+}
+
+# send-file prints the receiver's refusal escaped.
+case_send_file_refusal_escaped() {
+	pyserve p "c, _ = srv.accept()
+n = struct.unpack('>I', c.recv(4))[0]
+c.recv(n)
+r = b'X\x1b[2Jgone\xc2\x9b'
+c.sendall(struct.pack('>I', len(r)) + r)
+c.recv(10)"
+	echo data >"$tmp/f"
+	run "$SSOCK" send-file "127.0.0.1:$PORT" "$tmp/f"
+	[ "$RC" = 1 ] || fail "send-file exited $RC"
+	grep -qxF "ssock: $tmp/f was not stored by the receiver: \\x1b[2Jgone\\xc2\\x9b" <<<"$STDERR" ||
+		fail "send-file said '$STDERR'"
+	wait "${PID[p]}" || fail "the python server failed"
+	unset "PID[p]"
+}
+
 # --------------------------------------------- line and raw with nc, socat
 
 case_nc_line_to_listen() {
@@ -469,6 +541,40 @@ X name contains a control character"
 	[ ! -e "$tmp/x" ] || fail "../x was written"
 	grep -q "refused '../x' from 127.0.0.1:[0-9]*: name contains '/'" "$tmp/rx.err" ||
 		fail "the receiver did not say why"
+}
+
+# Names are valid UTF-8 without controls (C0, DEL, C1) or bidirectional
+# formatting, and never in the receiver's temporary namespace; a valid UTF-8
+# name lands and is printed as it is.
+case_files_name_policy() {
+	recv rx
+	run $PEER "$PORT" name 'a\xc2\x9bb' '\xff' 'caf\xc3' '\xe2\x80\xaeevil' '\xc0\xaf' \
+		'\xed\xa0\x80' '.ssock-part.1.1' 'x..' '..x' 'del\x7f'
+	[ "$RC" = 0 ] || fail "a bad name was not refused: $STDOUT $STDERR"
+	local want="X name contains a control character
+X name is not valid UTF-8
+X name is not valid UTF-8
+X name contains a bidirectional formatting or separator character
+X name is not valid UTF-8
+X name is not valid UTF-8
+X name starts with '.ssock-part' (the receiver's temporary files)
+X name is '.' or contains '..'
+X name is '.' or contains '..'
+X name contains a control character"
+	[ "$STDOUT" = "$want" ] || fail "refusals were: $STDOUT"
+	finish rx 1 "0 file\(s\) received \(0 B\), 10 failed"
+	[ -z "$(ls -A "$tmp/rx")" ] || fail "files written: $(ls -A "$tmp/rx")"
+	grep -qF "refused 'a\\xc2\\x9bb' from 127.0.0.1:" "$tmp/rx.err" || fail "the name was not logged escaped"
+	if LC_ALL=C grep -q $'\302\233' "$tmp/rx.err"; then fail "a C1 control reached the log"; fi
+	mkdir "$tmp/src"
+	echo hi >"$tmp/src/résumé.txt"
+	recv rx2
+	run "$SSOCK" send-file "127.0.0.1:$PORT" "$tmp/src/résumé.txt"
+	[ "$RC" = 0 ] || fail "send-file of a UTF-8 name exited $RC: $STDERR"
+	expect rx2 "receiving résumé\.txt \(3 bytes\) from .*"
+	expect rx2 "received résumé\.txt .*"
+	finish rx2 0
+	cmp "$tmp/src/résumé.txt" "$tmp/rx2/résumé.txt" || fail "résumé.txt differs"
 }
 
 case_files_no_overwrite() {

@@ -114,6 +114,19 @@ void progress_add(struct progress *p, uint64_t bytes);
 /* Draws the final state and ends the line (or clears it when `ok` is false). */
 void progress_end(struct progress *p, bool ok);
 
+/* Terminal-safe text from peers (text.c): printable ASCII as is, a backslash
+ * doubled, every other byte as \xNN, so a peer can't reach the terminal and
+ * the bytes can be recovered. */
+enum {
+	ESC_HEX = 1,     /* the whole message as lowercase hex instead */
+	ESC_KEEP_NL = 2, /* '\n' as is (a raw byte stream keeps its lines) */
+};
+/* Writes data[0..len) escaped to f (no newline added). */
+void cli_print_escaped(FILE *f, const void *data, size_t len, unsigned flags);
+/* Writes data[0..len) escaped into out (NUL-terminated, "..." when cut);
+ * returns the length written. */
+size_t cli_escape(char *out, size_t size, const void *data, size_t len);
+
 /* The subcommands (cmd_*.c). */
 extern const struct command cmd_echo, cmd_chat, cmd_listen, cmd_send, cmd_send_file, cmd_recv_files;
 

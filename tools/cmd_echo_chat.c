@@ -155,8 +155,11 @@ static void chat_message(ssock_conn *c, const void *data, size_t len, void *user
 {
 	(void)c;
 	struct chat *ch = user;
-	fwrite(data, 1, len, stdout);
-	if (ch->framing != SSOCK_FRAMING_RAW)
+	/* One message, one line, escaped as 'ssock listen' prints it; raw is a
+	 * byte stream, not messages: its newlines stay, the rest is escaped. */
+	bool raw = ch->framing == SSOCK_FRAMING_RAW;
+	cli_print_escaped(stdout, data, len, raw ? ESC_KEEP_NL : 0);
+	if (!raw)
 		fputc('\n', stdout);
 	fflush(stdout);
 	pthread_mutex_lock(&ch->mu);
@@ -240,9 +243,10 @@ static char *read_line(struct line_reader *r, int lost_fd, size_t *n)
 }
 
 /* Waits up to wait_ms for as many replies as messages sent (for raw: as
- * many bytes). */
-static void wait_replies(struct chat *ch, unsigned long long sent, unsigned long long sent_bytes,
-			 int wait_ms)
+ * many bytes). Returns how many are still missing (0 once the connection
+ * is lost: that is reported on its own). */
+static unsigned long long wait_replies(struct chat *ch, unsigned long long sent,
+				       unsigned long long sent_bytes, int wait_ms)
 {
 	struct timespec deadline;
 	clock_gettime(CLOCK_MONOTONIC, &deadline);
@@ -252,16 +256,36 @@ static void wait_replies(struct chat *ch, unsigned long long sent, unsigned long
 		deadline.tv_sec++;
 		deadline.tv_nsec -= 1000000000L;
 	}
+	bool raw = ch->framing == SSOCK_FRAMING_RAW;
+	unsigned long long want = raw ? sent_bytes : sent, missing;
 	pthread_mutex_lock(&ch->mu);
 	for (;;) {
-		bool done = ch->framing == SSOCK_FRAMING_RAW ? ch->reply_bytes >= sent_bytes
-							     : ch->replies >= sent;
-		if (done || ch->lost)
+		unsigned long long got = raw ? ch->reply_bytes : ch->replies;
+		missing = got >= want || ch->lost ? 0 : want - got;
+		if (missing == 0)
 			break;
-		if (pthread_cond_timedwait(&ch->cv, &ch->mu, &deadline) != 0)
+		if (pthread_cond_timedwait(&ch->cv, &ch->mu, &deadline) != 0) {
+			got = raw ? ch->reply_bytes : ch->replies;
+			missing = got >= want || ch->lost ? 0 : want - got;
 			break;
+		}
 	}
 	pthread_mutex_unlock(&ch->mu);
+	return missing;
+}
+
+/* A silent server is often one that speaks another framing (a u32 message
+ * is never a whole line to a line server): say so, once, at the end. The
+ * exit code stays 0 (DESIGN.md: chat exits 0 at the end of its input): the
+ * connection is fine, and a server that never answers ('ssock listen') is a
+ * legitimate peer. `what` names what was counted ("replies", "reply bytes"),
+ * `hint` the likely cause. */
+static void report_missing(unsigned long long missing, unsigned long long want, const char *what,
+			   int wait_ms, const char *hint)
+{
+	if (missing > 0)
+		fprintf(stderr, "%s: %llu of %llu %s missing after %d ms (%s)\n", prog, missing,
+			want, what, wait_ms, hint);
 }
 
 static int chat_session(ssock_client *cli, struct chat *ch, int lost_fd, int wait_ms,
@@ -292,8 +316,18 @@ static int chat_session(ssock_client *cli, struct chat *ch, int lost_fd, int wai
 			wait_replies(ch, sent, sent_bytes, wait_ms);
 	}
 	free(r.buf);
-	if (rc == 0)
-		wait_replies(ch, sent, sent_bytes, wait_ms);
+	if (rc == 0) {
+		bool raw = ch->framing == SSOCK_FRAMING_RAW;
+		unsigned long long want = raw ? sent_bytes : sent;
+		unsigned long long missing = wait_replies(ch, sent, sent_bytes, wait_ms);
+		char hint[SSOCK_ADDRSTRLEN + 128];
+		snprintf(hint, sizeof hint, "does the server at %s speak %s?", addr,
+			 ssock_framing_name(ch->framing));
+		/* After 'bye' a server may well close without answering it. */
+		if (!bye)
+			report_missing(missing, want, raw ? "reply bytes" : "replies", wait_ms,
+				       hint);
+	}
 	pthread_mutex_lock(&ch->mu);
 	bool lost = ch->lost;
 	int reason = ch->lost_reason;
@@ -319,7 +353,7 @@ static void udp_chat_datagram(ssock_udp *u, const ssock_addr *from, const void *
 	(void)u;
 	(void)from; /* a connected socket only hears its peer */
 	struct chat *ch = user;
-	fwrite(data, 1, len, stdout);
+	cli_print_escaped(stdout, data, len, 0);
 	fputc('\n', stdout);
 	fflush(stdout);
 	pthread_mutex_lock(&ch->mu);
@@ -359,13 +393,14 @@ static int udp_chat_session(ssock_udp *u, struct chat *ch, int lost_fd, int wait
 		return EXIT_RUNTIME;
 	}
 	unsigned long long sent = 0;
+	bool bye = false;
 	int rc = 0;
 	for (;;) {
 		size_t n;
 		char *line = read_line(&r, lost_fd, &n);
 		if (!line)
 			break;
-		bool bye = strcmp(line, "bye") == 0;
+		bye = strcmp(line, "bye") == 0;
 		rc = ssock_udp_send_to_timeout(u, NULL, line, n, -1);
 		if (rc != 0)
 			break;
@@ -374,8 +409,13 @@ static int udp_chat_session(ssock_udp *u, struct chat *ch, int lost_fd, int wait
 			break;
 	}
 	free(r.buf);
-	if (rc == 0)
-		wait_replies(ch, sent, 0, wait_ms);
+	if (rc == 0) {
+		unsigned long long missing = wait_replies(ch, sent, 0, wait_ms);
+		char hint[SSOCK_ADDRSTRLEN + 64];
+		snprintf(hint, sizeof hint, "datagrams lost, or nothing answers at %s", addr);
+		if (!bye)
+			report_missing(missing, sent, "replies", wait_ms, hint);
+	}
 	pthread_mutex_lock(&ch->mu);
 	bool lost = ch->lost;
 	pthread_mutex_unlock(&ch->mu);
@@ -488,8 +528,7 @@ const struct command cmd_echo = {
 		"port when ADDR asks for port 0); SIGINT or SIGTERM stop it with exit code 0.\n"
 		"\n"
 		"  --listen ADDR      where to listen: HOST:PORT, [IPV6]:PORT or :PORT\n"
-		"  --framing NAME     u32 (default: 4-byte length + payload), line, raw or "
-		"tinyproto\n"
+		"  --framing NAME     u32 (default: 4-byte length, payload), line, raw, tinyproto\n"
 		"  --udp              UDP: every datagram comes back to its sender\n"
 		"  --max-conns N      at most N connections at once (default: the fd limit)\n"
 		"  --max-msg BYTES    largest message accepted (default 16 MiB; UDP: 65507)\n",
@@ -501,10 +540,13 @@ const struct command cmd_chat = {
 	.allowed = O_FRAMING | O_UDP | O_MAX_MSG | O_WAIT,
 	.synopsis = "chat ADDR [--framing u32|line|raw|tinyproto] [--udp] [--wait MS] [--max-msg "
 		    "BYTES]",
-	.help = "Connects to ADDR, sends each line of stdin as one message and prints each "
-		"message\n"
-		"received as one line. At end of input (or after a line 'bye') it waits for the\n"
-		"outstanding replies, then exits 0. A refused or lost connection: exit 1.\n"
+	.help = "Connects to ADDR, sends each line of stdin as one message and prints each\n"
+		"message received as one line, escaped as 'ssock listen' prints it (with raw\n"
+		"framing the bytes as a stream: newlines kept, other control bytes escaped).\n"
+		"At end of input (or after a line 'bye') it waits for the outstanding replies,\n"
+		"then exits 0; replies still missing then are reported in one line on stderr\n"
+		"(a server that speaks another framing never answers). A refused or lost\n"
+		"connection: exit 1.\n"
 		"\n"
 		"  --framing NAME     u32 (default), line, raw or tinyproto (which sends a line\n"
 		"                     only after the reply to the previous one, or --wait)\n"

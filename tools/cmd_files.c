@@ -52,9 +52,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define CHUNK (256 * 1024)
-#define HEADER_MIN 14 /* 'H', version, size, mode */
-#define NAME_MAX_LEN 255
+#define CHUNK         (256 * 1024)
+#define HEADER_MIN    14 /* 'H', version, size, mode */
+#define NAME_MAX_LEN  255
 #define PROTO_VERSION 1
 
 static void put_be64(unsigned char *p, uint64_t v)
@@ -113,9 +113,55 @@ struct receiver {
 	bool once_failed;
 };
 
-/* Why a name is refused, or NULL when it is safe to create inside DIR. */
+/* The temporary files' prefix: no accepted name starts with it, so no
+ * sender can name (and so replace) another transfer's temporary file. */
+#define TMP_PREFIX ".ssock-part"
+
+/* Decodes the UTF-8 character at p[0..len); returns its length (1..4) and
+ * sets *cp, or 0 when it is not valid UTF-8 (overlong, surrogate, above
+ * U+10FFFF, cut short). */
+static size_t utf8_next(const unsigned char *p, size_t len, uint32_t *cp)
+{
+	static const uint32_t min[5] = {0, 0, 0x80, 0x800, 0x10000};
+	size_t n = p[0] < 0x80             ? 1
+		   : (p[0] & 0xe0) == 0xc0 ? 2
+		   : (p[0] & 0xf0) == 0xe0 ? 3
+		   : (p[0] & 0xf8) == 0xf0 ? 4
+					   : 0;
+	if (n == 0 || n > len)
+		return 0;
+	uint32_t c = n == 1 ? p[0] : p[0] & (0x7f >> n);
+	for (size_t i = 1; i < n; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		c = c << 6 | (p[i] & 0x3f);
+	}
+	if (c < min[n] || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+		return 0;
+	*cp = c;
+	return n;
+}
+
+/* Why a character is not allowed in a name although it is valid UTF-8, or
+ * NULL: controls (C0, DEL, and C1: a terminal acts on U+009B as on ESC '['),
+ * and those that make a printed name read as another one (bidirectional
+ * overrides and marks, line and paragraph separators). */
+static const char *unsafe_char(uint32_t c)
+{
+	if (c < 0x20 || (c >= 0x7f && c <= 0x9f))
+		return "name contains a control character";
+	if (c == 0x200e || c == 0x200f || (c >= 0x2028 && c <= 0x202e) ||
+	    (c >= 0x2066 && c <= 0x2069))
+		return "name contains a bidirectional formatting or separator character";
+	return NULL;
+}
+
+/* Why a name is refused, or NULL when it is safe to create inside DIR and
+ * to print as it is: 1..255 bytes of valid UTF-8 without the characters
+ * above, no '/', not "." and no "..", not in the temporary namespace. */
 static const char *bad_name(const char *name, size_t len)
 {
+	const unsigned char *p = (const unsigned char *)name;
 	if (len == 0)
 		return "empty name";
 	if (len > NAME_MAX_LEN)
@@ -128,9 +174,17 @@ static const char *bad_name(const char *name, size_t len)
 		return "name contains '/'";
 	if ((len == 1 && name[0] == '.') || (len >= 2 && memmem(name, len, "..", 2)))
 		return "name is '.' or contains '..'";
-	for (size_t i = 0; i < len; i++)
-		if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f)
-			return "name contains a control character";
+	if (len >= sizeof TMP_PREFIX - 1 && memcmp(name, TMP_PREFIX, sizeof TMP_PREFIX - 1) == 0)
+		return "name starts with '" TMP_PREFIX "' (the receiver's temporary files)";
+	for (size_t i = 0, n; i < len; i += n) {
+		uint32_t c;
+		n = utf8_next(p + i, len - i, &c);
+		if (n == 0)
+			return "name is not valid UTF-8";
+		const char *why = unsafe_char(c);
+		if (why)
+			return why;
+	}
 	return NULL;
 }
 
@@ -176,15 +230,10 @@ static void rx_header(struct receiver *r, struct rx *x, ssock_conn *c, const uns
 {
 	size_t nlen = len - HEADER_MIN;
 	const char *name = (const char *)p + HEADER_MIN;
-	char shown[NAME_MAX_LEN * 4 + 3];
 	/* The name as logged: escaped, so a hostile one can't write to the terminal. */
-	size_t o = 0;
-	shown[o++] = '\'';
-	for (size_t i = 0; i < nlen && i < NAME_MAX_LEN; i++) {
-		unsigned char ch = (unsigned char)name[i];
-		o += (size_t)snprintf(shown + o, sizeof shown - o,
-				      ch >= 0x20 && ch < 0x7f ? "%c" : "\\x%02x", ch);
-	}
+	char shown[NAME_MAX_LEN * 4 + 8];
+	shown[0] = '\'';
+	size_t o = 1 + cli_escape(shown + 1, sizeof shown - 2, name, nlen);
 	snprintf(shown + o, sizeof shown - o, "'");
 	x->size = get_be64(p + 2);
 	x->mode = get_be32(p + 10) & 0777;
@@ -530,10 +579,12 @@ const struct command cmd_recv_files = {
 		"HOST:PORT' first, a line 'receiving NAME ...' when a file starts and 'received\n"
 		"NAME ...' when it landed, and a summary with the peak memory use (VmHWM) when\n"
 		"it stops (SIGINT or SIGTERM: exit 0). Refusals and failures go to stderr.\n"
-		"A name with '/', '..', a NUL or a control character, or an empty or absolute\n"
-		"one, is refused. Data goes to a temporary file in DIR and is renamed to its\n"
-		"name only when its size and XXH64 checksum match: a broken transfer leaves\n"
-		"nothing under the name. A progress bar shows on stderr when it is a terminal.\n"
+		"A name must be 1 to 255 bytes of valid UTF-8 without '/', '..', control\n"
+		"characters (C0, DEL, C1) or bidirectional formatting characters, not '.' and\n"
+		"not starting with '.ssock-part'; anything else is refused. Data goes to a\n"
+		"temporary file in DIR and gets its name only when its size and XXH64\n"
+		"checksum match: a broken transfer leaves nothing under the name. A progress\n"
+		"bar shows on stderr when it is a terminal.\n"
 		"\n"
 		"  --listen ADDR      where to listen: HOST:PORT, [IPV6]:PORT or :PORT\n"
 		"  --dir DIR          where files are written (must exist)\n"
@@ -570,7 +621,9 @@ static int tx_reply(struct sender *s, int timeout_ms, char **msg, size_t *len)
 /* Prints why the receiver refused FILE (its 'X' text). */
 static int tx_refused(const char *file, const char *msg, size_t len)
 {
-	return cli_fail("%s was not stored by the receiver: %.*s", file, (int)(len - 1), msg + 1);
+	char reason[1024];
+	cli_escape(reason, sizeof reason, msg + 1, len - 1); /* the peer's text */
+	return cli_fail("%s was not stored by the receiver: %s", file, reason);
 }
 
 static int tx_lost(struct sender *s, const char *file, int rc)

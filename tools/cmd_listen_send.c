@@ -9,24 +9,13 @@
  */
 #include "cli.h"
 
-#include <stdlib.h>
 #include <string.h>
 
-/* Writes one message as one line (see above) and flushes, so a reader of
- * stdout sees each message as it arrives. */
+/* Writes one message as one line (see above, and text.c) and flushes, so a
+ * reader of stdout sees each message as it arrives. */
 static void print_message(const void *data, size_t len, bool hex)
 {
-	const unsigned char *p = data;
-	for (size_t i = 0; i < len; i++) {
-		if (hex)
-			printf("%02x", p[i]);
-		else if (p[i] == '\\')
-			fputs("\\\\", stdout);
-		else if (p[i] >= 0x20 && p[i] < 0x7f)
-			putchar(p[i]);
-		else
-			printf("\\x%02x", p[i]);
-	}
+	cli_print_escaped(stdout, data, len, hex ? ESC_HEX : 0);
 	putchar('\n');
 	fflush(stdout);
 }
