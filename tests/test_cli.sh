@@ -371,6 +371,44 @@ c.recv(10)"
 	stop u
 }
 
+# flood PORT N PAYLOAD: N connections one after another, each sends PAYLOAD
+# (Python escapes) and closes; at most 30 s in all.
+flood() {
+	python3 -c "import socket, sys, time
+end = time.monotonic() + 30
+data = sys.argv[3].encode().decode('unicode_escape').encode('latin-1')
+for i in range(int(sys.argv[2])):
+    if time.monotonic() > end:
+        sys.exit('flood: out of time after %d connections' % i)
+    s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=10)
+    s.sendall(data)
+    s.close()" "$@"
+}
+
+# A server's stderr is a pipe nobody reads: per-peer error lines must not stop
+# it. 2000 oversized headers, then a good client is served within 5 s; the
+# lines that could not be written are counted, not lost silently.
+case_echo_stderr_blocked() {
+	local hold line
+	mkfifo "$tmp/stuck" "$tmp/e.out"
+	exec {hold}<>"$tmp/stuck" # a reader that never reads
+	"$SSOCK" echo --listen 127.0.0.1:0 --max-msg 16 >"$tmp/e.out" 2>"$tmp/stuck" </dev/null &
+	PID[e]=$!
+	exec {line}<"$tmp/e.out"
+	OUT[e]=$line
+	expect e 'listening on 127\.0\.0\.1:([0-9]+)'
+	PORT=${M[1]}
+	flood "$PORT" 2000 '\xff\xff\xff\xff' || fail "the flood failed"
+	check_run 0 "still served" "$SSOCK" send --reply --wait 5000 "127.0.0.1:$PORT" "still served"
+	# Now read the pipe: the drop count comes.
+	local got=""
+	while IFS= read -r -t 10 line <&"$hold"; do
+		[[ $line =~ ^ssock:\ \.\.\.\ [0-9]+\ more\ lines\ dropped$ ]] && { got=$line; break; }
+	done
+	[ -n "$got" ] || fail "no line counted the dropped ones"
+	stop e
+}
+
 # chat u32 to a line server: nothing comes back, and chat says so.
 case_chat_missing_replies() {
 	serve e echo --listen 127.0.0.1:0 --framing line

@@ -127,6 +127,16 @@ void cli_print_escaped(FILE *f, const void *data, size_t len, unsigned flags);
  * returns the length written. */
 size_t cli_escape(char *out, size_t size, const void *data, size_t len);
 
+/* The log of per-peer lines (log.c): cli_log() never blocks, whatever
+ * stderr does, so loop-thread callbacks use it for every line they print.
+ * It prints "ssock: <fmt>\n"; above 100 lines at once and then 10 a second,
+ * or when 256 lines wait, lines are dropped and counted ("... N more lines
+ * dropped"). main() starts it before a command runs and stops it after,
+ * waiting at most wait_ms for the queued lines to be written. */
+void cli_log_start(void);
+void cli_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void cli_log_stop(int wait_ms);
+
 /* The subcommands (cmd_*.c). */
 extern const struct command cmd_echo, cmd_chat, cmd_listen, cmd_send, cmd_send_file, cmd_recv_files;
 

@@ -23,8 +23,7 @@ static void echo_message(ssock_conn *c, const void *data, size_t len, void *user
 		/* A peer that never reads: drop it rather than its messages. */
 		char peer[SSOCK_ADDRSTRLEN];
 		ssock_addr_format(ssock_conn_peer(c), peer, sizeof peer);
-		fprintf(stderr, "%s: echo to %s failed: %s; closing it\n", prog, peer,
-			ssock_strerror(rc));
+		cli_log("echo to %s failed: %s; closing it", peer, ssock_strerror(rc));
 		ssock_conn_close(c);
 	}
 }
@@ -35,7 +34,7 @@ static void echo_error(const ssock_error_info *e, void *user)
 	char peer[SSOCK_ADDRSTRLEN] = "-";
 	if (e->peer.len)
 		ssock_addr_format(&e->peer, peer, sizeof peer);
-	fprintf(stderr, "%s: %s (%s): %s\n", prog, e->op, peer, ssock_strerror(e->code));
+	cli_log("%s (%s): %s", e->op, peer, ssock_strerror(e->code));
 }
 
 /* ------------------------------------------------------------ echo --udp */
@@ -49,7 +48,7 @@ static void udp_echo_datagram(ssock_udp *u, const ssock_addr *from, const void *
 	if (rc != 0 && rc != SSOCK_ESENDQFULL) {
 		char peer[SSOCK_ADDRSTRLEN];
 		ssock_addr_format(from, peer, sizeof peer);
-		fprintf(stderr, "%s: echo to %s failed: %s\n", prog, peer, ssock_strerror(rc));
+		cli_log("echo to %s failed: %s", peer, ssock_strerror(rc));
 	}
 }
 
@@ -368,7 +367,7 @@ static void udp_chat_error(const ssock_error_info *e, void *user)
 	/* ICMP "port unreachable": nobody listens there. Anything else (an
 	 * oversized reply) costs one datagram, not the session. */
 	if (e->code != SSOCK_ECONNREFUSED) {
-		fprintf(stderr, "%s: %s: %s\n", prog, e->op, ssock_strerror(e->code));
+		cli_log("%s: %s", e->op, ssock_strerror(e->code));
 		return;
 	}
 	pthread_mutex_lock(&ch->mu);

@@ -195,7 +195,7 @@ static void rx_refuse(struct receiver *r, struct rx *x, ssock_conn *c, const cha
 	char msg[512];
 	int n = snprintf(msg, sizeof msg, "X%s", reason);
 	ssock_conn_send(c, msg, (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1);
-	fprintf(stderr, "%s: refused %s from %s: %s\n", prog, what, x->peer, reason);
+	cli_log("refused %s from %s: %s", what, x->peer, reason);
 	r->failed++;
 	x->failed = true;
 }
@@ -436,11 +436,8 @@ static void rx_connect(ssock_conn *c, void *user)
 static void rx_free(struct receiver *r, struct rx *x)
 {
 	if (x->fd >= 0) {
-		fprintf(stderr,
-			"%s: transfer of '%s' from %s broken after %llu of %llu bytes; nothing "
-			"kept\n",
-			prog, x->name, x->peer, (unsigned long long)x->got,
-			(unsigned long long)x->size);
+		cli_log("transfer of '%s' from %s broken after %llu of %llu bytes; nothing kept",
+			x->name, x->peer, (unsigned long long)x->got, (unsigned long long)x->size);
 		r->failed++;
 		x->failed = true;
 	}
@@ -480,7 +477,7 @@ static void rx_error(const ssock_error_info *e, void *user)
 	char peer[SSOCK_ADDRSTRLEN] = "-";
 	if (e->peer.len)
 		ssock_addr_format(&e->peer, peer, sizeof peer);
-	fprintf(stderr, "%s: %s (%s): %s\n", prog, e->op, peer, ssock_strerror(e->code));
+	cli_log("%s (%s): %s", e->op, peer, ssock_strerror(e->code));
 }
 
 /* Waits for SIGINT/SIGTERM, or (with --once) for the first sender to be done. */

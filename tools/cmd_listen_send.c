@@ -42,7 +42,7 @@ static void listen_error(const ssock_error_info *e, void *user)
 	char peer[SSOCK_ADDRSTRLEN] = "-";
 	if (e->peer.len)
 		ssock_addr_format(&e->peer, peer, sizeof peer);
-	fprintf(stderr, "%s: %s (%s): %s\n", prog, e->op, peer, ssock_strerror(e->code));
+	cli_log("%s (%s): %s", e->op, peer, ssock_strerror(e->code));
 }
 
 static void print_listening(const ssock_addr *bound)
