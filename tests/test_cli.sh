@@ -438,6 +438,84 @@ c.recv(10)"
 	unset "PID[p]"
 }
 
+# --------------------------------------------------- echo --udp and forgery
+
+FORGE="python3 $HERE/udp_forge.py"
+
+# forge SRC_PORT DST_PORT PAYLOAD...: datagrams from 127.0.0.1:SRC_PORT (a raw
+# socket writes the headers: needs root; the case is skipped without it).
+forge() {
+	local rc=0
+	$FORGE "$@" || rc=$?
+	[ "$rc" = 77 ] && { echo "no raw sockets here: skipped"; exit 77; }
+	[ "$rc" = 0 ] || fail "udp_forge.py exited $rc"
+}
+
+# cpu_ms PID: the CPU time PID has used, in ms (10 ms steps).
+cpu_ms() {
+	local stat
+	stat=$(cat "/proc/$1/stat") || fail "no process $1"
+	stat=${stat##*) }
+	local -a f
+	read -r -a f <<<"$stat"
+	echo $(((f[11] + f[12]) * 1000 / $(getconf CLK_TCK)))
+}
+
+# at_rest NAME...: each process uses less than 100 ms of CPU in one second,
+# measured after half a second for things to settle. (A measurement over a
+# window of time, not a wait for an event: nothing else can show that a
+# process is idle.)
+at_rest() {
+	local quiet name
+	declare -A before
+	mkfifo "$tmp/quiet"
+	exec {quiet}<>"$tmp/quiet"
+	read -r -t 0.5 -u "$quiet" || true
+	for name in "$@"; do before[$name]=$(cpu_ms "${PID[$name]}"); done
+	read -r -t 1 -u "$quiet" || true
+	for name in "$@"; do
+		local used=$(($(cpu_ms "${PID[$name]}") - before[$name]))
+		[ "$used" -lt 100 ] || fail "$name used $used ms of CPU in one second after the attack"
+	done
+	exec {quiet}>&-
+	rm "$tmp/quiet"
+}
+
+# A datagram forged to come from the echo server itself: it must not answer
+# itself forever (bound to 127.0.0.1, and to 0.0.0.0).
+case_udp_echo_forged_self() {
+	serve e echo --udp --listen 127.0.0.1:0
+	forge "$PORT" "$PORT" "me to me"
+	spawn w "$SSOCK" echo --udp --listen 0.0.0.0:0
+	expect w 'listening on 0\.0\.0\.0:([0-9]+)'
+	local wport=${M[1]}
+	forge "$wport" "$wport" "me to me"
+	at_rest e w
+	check_run 0 "still here" "$SSOCK" send --udp --reply "127.0.0.1:$PORT" "still here"
+	check_run 0 "still here" "$SSOCK" send --udp --reply "127.0.0.1:$wport" "still here"
+	stop e
+	stop w
+	grep -q "not answering 127\.0\.0\.1:$PORT: it comes from this server's own address" \
+		"$tmp/e.err" || fail "the forged datagram was not reported"
+}
+
+# Two echo servers made to answer each other by datagrams forged to come from
+# one of them: the game ends, both come to rest, both still serve.
+case_udp_echo_forged_loop() {
+	serve a echo --udp --listen 127.0.0.1:0
+	local pa=$PORT
+	serve b echo --udp --listen 127.0.0.1:0
+	local pb=$PORT
+	forge "$pb" "$pa" one two three four five six seven eight
+	at_rest a b
+	check_run 0 "a" "$SSOCK" send --udp --reply "127.0.0.1:$pa" a
+	check_run 0 "b" "$SSOCK" send --udp --reply "127.0.0.1:$pb" b
+	stop a
+	stop b
+	cat "$tmp/a.err" "$tmp/b.err" | grep -q "sends this server's replies back" ||
+		fail "neither server reported the game"
+}
+
 # --------------------------------------------- line and raw with nc, socat
 
 case_nc_line_to_listen() {

@@ -4,6 +4,7 @@
  * depend on them, so change nothing observable here lightly.
  */
 #include "cli.h"
+#include "echo_guard.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -12,6 +13,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#define STR_(x) #x
+#define STR(x)  STR_(x)
 
 /* ---------------------------------------------------------------- echo */
 
@@ -39,14 +43,37 @@ static void echo_error(const ssock_error_info *e, void *user)
 
 /* ------------------------------------------------------------ echo --udp */
 
+/* Why a datagram is not answered, for the log (once per source per 10 s). */
+#define BACK_RATE STR(ECHO_GUARD_BACK_RATE)
+static const char *const refusal[] = {
+	[ECHO_SELF] = "it comes from this server's own address (forged)",
+	[ECHO_RATE] = "above " STR(ECHO_GUARD_RATE) " datagrams a second from it",
+	[ECHO_BOUNCED] =
+		"it sends this server's replies back (another echo service?), above " BACK_RATE
+		" a second",
+};
+
 static void udp_echo_datagram(ssock_udp *u, const ssock_addr *from, const void *data, size_t len,
 			      void *user)
 {
-	(void)user;
+	struct echo_guard *g = user;
+	bool first = false;
+	/* Until main() has set the bound port the self check can't work: drop
+	 * (nobody knows a port 0 server's port before its listening line). */
+	echo_verdict v = __atomic_load_n(&g->port, __ATOMIC_ACQUIRE) < 0
+				 ? ECHO_SELF
+				 : echo_guard_check(g, from, data, len, cli_now_ms(), &first);
+	char peer[SSOCK_ADDRSTRLEN];
+	if (v != ECHO_ANSWER) {
+		if (first) {
+			ssock_addr_format(from, peer, sizeof peer);
+			cli_log("echo --udp: not answering %s: %s", peer, refusal[v]);
+		}
+		return;
+	}
 	int rc = ssock_udp_send_to(u, from, data, len);
 	/* A full send buffer loses this reply, as UDP may: no line per loss. */
 	if (rc != 0 && rc != SSOCK_ESENDQFULL) {
-		char peer[SSOCK_ADDRSTRLEN];
 		ssock_addr_format(from, peer, sizeof peer);
 		cli_log("echo to %s failed: %s", peer, ssock_strerror(rc));
 	}
@@ -63,21 +90,30 @@ static int udp_echo(const struct opts *o)
 	sigaddset(&stop, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &stop, NULL);
 
+	struct echo_guard *g = malloc(sizeof *g);
+	if (!g)
+		return cli_fail("out of memory");
+	ssock_addr none = {0};
+	echo_guard_init(g, &none);
+	g->port = -1; /* set below, once the port is known */
 	ssock_udp_opts uo = {
 		.bind = o->addr,
 		.max_message = o->max_msg,
 		.on_datagram = udp_echo_datagram,
 		.on_error = echo_error,
+		.user = g,
 	};
 	ssock_udp *u;
 	int rc = ssock_udp_new(&u, &uo);
 	if (rc != 0) {
+		free(g);
 		cli_fail("cannot listen on %s (udp): %s", o->addr, ssock_strerror(rc));
 		return cli_addr_exit(&cmd_echo, rc);
 	}
 	ssock_addr bound;
 	char text[SSOCK_ADDRSTRLEN];
 	ssock_udp_addr(u, &bound);
+	__atomic_store_n(&g->port, ssock_addr_port(&bound), __ATOMIC_RELEASE);
 	ssock_addr_format(&bound, text, sizeof text);
 	printf("listening on %s\n", text);
 	fflush(stdout);
@@ -85,6 +121,7 @@ static int udp_echo(const struct opts *o)
 	int sig;
 	sigwait(&stop, &sig);
 	ssock_udp_close(u);
+	free(g);
 	return 0;
 }
 
@@ -528,7 +565,11 @@ const struct command cmd_echo = {
 		"\n"
 		"  --listen ADDR      where to listen: HOST:PORT, [IPV6]:PORT or :PORT\n"
 		"  --framing NAME     u32 (default: 4-byte length, payload), line, raw, tinyproto\n"
-		"  --udp              UDP: every datagram comes back to its sender\n"
+		"  --udp              UDP: every datagram comes back to its sender, except\n"
+		"                     to the server's own address (a forged source), above\n"
+		"                     50000 a second to one sender, or above 1000 a second\n"
+		"                     when a sender sends the server's replies back to it\n"
+		"                     (two echo services answering each other)\n"
 		"  --max-conns N      at most N connections at once (default: the fd limit)\n"
 		"  --max-msg BYTES    largest message accepted (default 16 MiB; UDP: 65507)\n",
 	.run = run_echo,
