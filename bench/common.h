@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-/* Largest u32 frame the framed references accept: the same default as ssock (DESIGN.md),
+/* Largest u32 frame the framed references accept: the same default as ssock (docs/DESIGN.md),
  * so a hostile length is refused before anything is allocated. */
 #define BENCH_MAX_MESSAGE (16u * 1024 * 1024)
 

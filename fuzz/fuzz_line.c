@@ -23,7 +23,7 @@ struct msgs {
 	size_t rest;
 };
 
-/* The rule of DESIGN.md spelled out one byte at a time. */
+/* The rule of docs/DESIGN.md spelled out one byte at a time. */
 static ssize_t reference(const uint8_t *b, size_t len, uint32_t max, size_t *msg_len)
 {
 	for (size_t i = 0; i < len; i++) {

@@ -17,7 +17,7 @@
  * step decides, control bytes are consumed and acted on, accepted frames are
  * decoded as u32 and delivered.
  *
- * Invariants, each from DESIGN.md's tinyproto paragraph or tinyproto.h:
+ * Invariants, each from docs/DESIGN.md's tinyproto paragraph or tinyproto.h:
  *   - a step consumes 0, 1 or 4 bytes, never more than it was given, and
  *     nothing when it says it needs more (and then it really lacks bytes);
  *   - each action happens only in its state: the handshake only before the

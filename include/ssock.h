@@ -39,9 +39,9 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 
 #define SSOCK_VERSION_MAJOR 0
-#define SSOCK_VERSION_MINOR 1
+#define SSOCK_VERSION_MINOR 2
 #define SSOCK_VERSION_PATCH 0
-#define SSOCK_VERSION_STRING "0.1.0"
+#define SSOCK_VERSION_STRING "0.2.0"
 #define SSOCK_VERSION_NUMBER \
 	((SSOCK_VERSION_MAJOR << 16) | (SSOCK_VERSION_MINOR << 8) | SSOCK_VERSION_PATCH)
 
@@ -92,7 +92,8 @@ const char *ssock_version(void);
 	X(SSOCK_ENOINBOX, -30014, "events go to callbacks, not to the inbox")        \
 	X(SSOCK_EPROTO, -30015, "protocol error (bad handshake or status byte)")     \
 	X(SSOCK_EREFUSED, -30016, "peer refused the message")                        \
-	X(SSOCK_ECOLLISION, -30017, "both sides started a message at once (half-duplex collision)")
+	X(SSOCK_ECOLLISION, -30017, "both sides started a message at once (half-duplex collision)") \
+	X(SSOCK_EHANDSHAKE, -30018, "handshake did not complete (does the peer speak this protocol?)")
 
 enum ssock_error_code {
 #define SSOCK__ERR_ENUM(name, value, msg) name = (value),
@@ -146,7 +147,7 @@ int ssock_addr_resolve(const char *text, int passive, ssock_addr *out, int max);
 /* Framing, events, connections                                              */
 /* ------------------------------------------------------------------------ */
 
-/* How messages are delimited on the wire (see DESIGN.md, "Wire formats"). */
+/* How messages are delimited on the wire (see docs/DESIGN.md, "Wire formats"). */
 typedef enum ssock_framing {
 	SSOCK_FRAMING_U32 = 0, /* 4-byte big-endian length, then payload (default) */
 	SSOCK_FRAMING_LINE,    /* payload then '\n'; a '\r' before it is stripped */
@@ -211,7 +212,7 @@ typedef struct ssock_error_info {
 /*
  * Callbacks, all optional, all called on the loop thread with the `user`
  * pointer given in the options. A callback may call any ssock function except
- * the blocking ones (those that take a wait or timeout, and *_close() of the
+ * the blocking ones (those that take a wait or timeout, and *_free() of the
  * handle the callback belongs to), which return SSOCK_ELOOPTHREAD there.
  *
  * Where events go: if on_message is set, the handle is in callback mode and
@@ -249,6 +250,12 @@ int ssock_conn_close(ssock_conn *conn);
 /* A pointer of the program's own, kept per connection (initially NULL). */
 void ssock_conn_set_user(ssock_conn *conn, void *ptr);
 void *ssock_conn_user(const ssock_conn *conn);
+
+/* The server (or client) the connection belongs to, so a callback can reach
+ * its handle without a global; NULL when conn is a client's (a server's).
+ * Valid as long as conn is. */
+struct ssock_server *ssock_conn_server(const ssock_conn *conn);
+struct ssock_client *ssock_conn_client(const ssock_conn *conn);
 
 /* ------------------------------------------------------------------------ */
 /* Loop                                                                      */
@@ -293,6 +300,9 @@ int ssock_loop_free(ssock_loop *loop);
 
 typedef struct ssock_server ssock_server;
 
+/* The largest keepalive_s the kernel takes (Linux's TCP_KEEPIDLE limit). */
+#define SSOCK_KEEPALIVE_MAX 32767
+
 typedef struct ssock_server_opts {
 	/* Listen address: "HOST:PORT", "[IPV6]:PORT" or ":PORT" (all addresses,
 	 * IPv6 and IPv4). Port 0 picks a free port: read it with
@@ -309,7 +319,18 @@ typedef struct ssock_server_opts {
 	                          before anything is allocated. */
 	size_t read_size;      /* bytes per read() call; default 64 KiB */
 	size_t send_queue_max; /* bytes queued per connection; default 32 MiB or
-	                          max_message + 4 if that is larger */
+	                          max_message + 8 if that is larger (room
+	                          for any framing's header) */
+	size_t send_budget;    /* bytes queued to send across all connections,
+	                          the server's bound on memory held for slow
+	                          readers; default 64 MiB, or twice
+	                          send_queue_max if that is larger. While the
+	                          total is above half of it, a connection
+	                          holding more than 64 KiB is not read from
+	                          until it drains (its peer is slow: stop
+	                          making replies for it); a send that would go
+	                          over it fails with SSOCK_ESENDQFULL as a full
+	                          queue does. */
 	size_t inbox_max;      /* inbox mode: messages held before reading stops
 	                          (TCP backpressure); default 1024 */
 	size_t inbox_max_bytes;/* inbox mode: payload bytes held likewise;
@@ -320,7 +341,8 @@ typedef struct ssock_server_opts {
 	                          not completed in this long (SSOCK_ESTALLED);
 	                          time spent waiting for room in a full inbox
 	                          does not count; 0: never */
-	int keepalive_s;       /* TCP keepalive idle seconds; 0: off */
+	int keepalive_s;       /* TCP keepalive idle seconds, at most
+	                          SSOCK_KEEPALIVE_MAX; 0: off */
 	int error_log_max;     /* entries kept in the error log; default 64 */
 	ssock_loop *loop;      /* shared loop; NULL: the server owns a loop on a
 	                          background thread */
@@ -332,9 +354,11 @@ typedef struct ssock_server_opts {
 } ssock_server_opts;
 
 /* Creates a server, binds and listens on opts->listen, and starts serving
- * (on its own background thread unless opts->loop is given). Returns 0 and
- * sets *out, or SSOCK_EINVAL (bad options), SSOCK_EBADADDR, SSOCK_ERESOLVE,
- * SSOCK_EADDRINUSE, ... Nothing is left allocated on failure. Any thread
+ * (on its own background thread unless opts->loop is given). Returns 0, or
+ * SSOCK_EINVAL (bad options), SSOCK_EBADADDR, SSOCK_ERESOLVE,
+ * SSOCK_EADDRINUSE, ... *out is set before any callback can run (a program
+ * that keeps the server in a variable sees it set in its first on_connect),
+ * and is NULL after a failure, which leaves nothing allocated. Any thread
  * except a loop thread when opts->loop is NULL is fine; may block on DNS. */
 int ssock_server_new(ssock_server **out, const ssock_server_opts *opts);
 
@@ -366,6 +390,12 @@ int ssock_server_send_timeout(ssock_server *srv, uint64_t id, const void *data, 
  * reported as SSOCK_ESENDQFULL errors), or a negative code. Any thread. */
 int ssock_server_broadcast(ssock_server *srv, const void *data, size_t len);
 
+/* As ssock_server_broadcast(), to every open connection but `except_id` (the
+ * sender, in a chat room). An except_id that names no connection excludes
+ * nothing. Any thread. */
+int ssock_server_broadcast_except(ssock_server *srv, uint64_t except_id, const void *data,
+				  size_t len);
+
 /* Closes connection `id` gracefully (as ssock_conn_close()). Returns 0,
  * SSOCK_ENOCONN or SSOCK_ECLOSED. Any thread. */
 int ssock_server_disconnect(ssock_server *srv, uint64_t id);
@@ -381,6 +411,24 @@ typedef struct ssock_conn_info {
  * total number open, which may exceed max. Any thread. */
 int ssock_server_conns(ssock_server *srv, ssock_conn_info *out, int max);
 
+/* A server's counters and what it holds now, as ssock_server_stats_get() reads
+ * them. */
+typedef struct ssock_server_stats {
+	uint64_t accepted;    /* connections accepted since the start */
+	uint64_t refused;     /* closed at once: over max_conns */
+	int conns;            /* open now */
+	int accepting;        /* 1 while listeners accept; 0 while paused (by
+	                         ssock_server_pause(), a full inbox or running
+	                         out of fds) */
+	size_t queued;        /* bytes queued to send, all connections */
+	size_t inbox_events;  /* events waiting in the inbox */
+	size_t inbox_bytes;   /* their payload bytes */
+} ssock_server_stats;
+
+/* Fills *out. Returns 0. Any thread; the figures are read one after
+ * another, not as one snapshot. */
+int ssock_server_stats_get(ssock_server *srv, ssock_server_stats *out);
+
 /* Pauses accepting new connections (listeners stay bound; the kernel backlog
  * fills) / resumes it. Returns 0. Any thread. */
 int ssock_server_pause(ssock_server *srv);
@@ -389,8 +437,30 @@ int ssock_server_resume(ssock_server *srv);
 /* Inbox mode: takes the oldest event into *ev, waiting up to timeout_ms (0:
  * don't wait, -1: no limit). Returns 0 (the caller now owns *ev: see
  * ssock_event), SSOCK_ETIMEDOUT when none came, SSOCK_ENOINBOX in callback
- * mode, SSOCK_ESHUTDOWN once the server is closing. Any thread; never spins. */
+ * mode, SSOCK_ESHUTDOWN once the server is closing, or SSOCK_ELOOPTHREAD for
+ * a wait (timeout_ms != 0) on the thread that must run the loop for an
+ * event to come: the loop's own thread, or the thread that drives a loop
+ * without a background thread with ssock_loop_run() (the wait could never
+ * end). Once a DISCONNECT event has been taken, its connection id is gone:
+ * sends to it fail with SSOCK_ENOCONN and ssock_server_conns() omits it.
+ * Any thread; never spins.
+ *
+ * Bounds: messages as inbox_max / inbox_max_bytes say (reading stops when
+ * full); connect and disconnect events: when inbox_max of them wait, the
+ * server stops accepting until the program takes some, so a peer that
+ * connects and resets in a loop cannot grow the inbox. The disconnect of a
+ * connection whose connect was queued always goes in (at most one per open
+ * connection), so every connection the program saw ends, in order. */
 int ssock_server_next_event(ssock_server *srv, ssock_event *ev, int timeout_ms);
+
+/* Inbox mode: a file descriptor that is readable while the inbox holds an
+ * event (and once the server is closing), for poll(), epoll or an asyncio
+ * loop; then take events with ssock_server_next_event(srv, &ev, 0). Only
+ * wait for it to be readable: never read, write or close it. Created on
+ * the first call (later calls return the same fd) and closed by
+ * ssock_server_free(). Returns the fd, SSOCK_ENOINBOX in callback mode, or
+ * a -errno from creating it. Any thread. */
+int ssock_server_event_fd(ssock_server *srv);
 
 /* Copies up to max entries of the error log (oldest first) into out, and
  * clears the log when `clear` is non-zero. Returns the number of entries the
@@ -401,9 +471,13 @@ int ssock_server_errors(ssock_server *srv, ssock_error_info *out, int max, int c
  * joins the server's thread if it owns one, closes every socket and frees
  * the server. Inbox events not yet taken are freed. Threads waiting in
  * ssock_server_next_event() wake with SSOCK_ESHUTDOWN before the memory
- * goes; no other call on srv may start once close has begun. Returns 0, or
- * SSOCK_ELOOPTHREAD (and does nothing) when called from the loop thread.
- * NULL is fine. */
+ * goes; no other call on srv may start once freeing has begun. Returns 0,
+ * or SSOCK_ELOOPTHREAD (and does nothing) when called from the loop thread.
+ * NULL is fine. (To end one connection, see ssock_server_disconnect().) */
+int ssock_server_free(ssock_server *srv);
+
+/* The name ssock_server_free() had before 0.2: kept so programs written
+ * against 0.1 still build. It frees the server, as it always did. */
 int ssock_server_close(ssock_server *srv);
 
 /* ------------------------------------------------------------------------ */
@@ -453,8 +527,8 @@ typedef struct ssock_client_opts {
 } ssock_client_opts;
 
 /* Creates a client (not yet connected; call ssock_client_connect()). Returns
- * 0 and sets *out, or SSOCK_EINVAL / SSOCK_EBADADDR for bad options. Any
- * thread. */
+ * 0 and sets *out, or SSOCK_EINVAL / SSOCK_EBADADDR for bad options (then
+ * *out is NULL and nothing is left allocated). Any thread. */
 int ssock_client_new(ssock_client **out, const ssock_client_opts *opts);
 
 /* Starts connecting (re-resolving the host). With wait_ms == 0 returns 0 at
@@ -507,13 +581,21 @@ int ssock_client_recv(ssock_client *cli, void **data, size_t *len, int timeout_m
 /* Inbox mode: as ssock_server_next_event(). */
 int ssock_client_next_event(ssock_client *cli, ssock_event *ev, int timeout_ms);
 
+/* Inbox mode: as ssock_server_event_fd(). */
+int ssock_client_event_fd(ssock_client *cli);
+
 /* As ssock_server_errors(). */
 int ssock_client_errors(ssock_client *cli, ssock_error_info *out, int max, int clear);
 
 /* Closes the connection at once (queued data is discarded: flush first if it
  * matters), stops reconnecting, joins the client's thread if it owns one and
  * frees the client. Returns 0, or SSOCK_ELOOPTHREAD (and does nothing) on the
- * loop thread. NULL is fine. */
+ * loop thread. NULL is fine. (To end only the connection, see
+ * ssock_client_disconnect().) */
+int ssock_client_free(ssock_client *cli);
+
+/* The name of ssock_client_free() before 0.2, kept for programs written
+ * against 0.1. */
 int ssock_client_close(ssock_client *cli);
 
 /* ------------------------------------------------------------------------ */
@@ -586,11 +668,12 @@ typedef struct ssock_udp_opts {
 
 /* Creates a UDP socket (SOCK_NONBLOCK | SOCK_CLOEXEC), binds and/or
  * connects it as opts says and starts receiving (on its own background
- * thread unless opts->loop is given). Returns 0 and sets *out, or
- * SSOCK_EINVAL (bad options, max_message above SSOCK_UDP_MAX_MESSAGE),
- * SSOCK_EBADADDR, SSOCK_ERESOLVE, SSOCK_EADDRINUSE, SSOCK_EAFNOSUPPORT (bind
- * and connect addresses of different families), ... Nothing is left
- * allocated on failure. May block on DNS. Any thread. */
+ * thread unless opts->loop is given). Returns 0, or SSOCK_EINVAL (bad
+ * options, max_message above SSOCK_UDP_MAX_MESSAGE), SSOCK_EBADADDR,
+ * SSOCK_ERESOLVE, SSOCK_EADDRINUSE, SSOCK_EAFNOSUPPORT (bind and connect
+ * addresses of different families), ... *out is set before any callback can
+ * run, and is NULL after a failure, which leaves nothing allocated. May
+ * block on DNS. Any thread. */
 int ssock_udp_new(ssock_udp **out, const ssock_udp_opts *opts);
 
 /* Copies the socket's local address into *out (the real port when port 0
@@ -608,7 +691,7 @@ int ssock_udp_addr(ssock_udp *udp, ssock_addr *out);
  * NULL means that peer), SSOCK_EAFNOSUPPORT for an IPv6 `to` on an IPv4
  * socket, or the kernel's -errno (-ENETUNREACH, SSOCK_ECONNREFUSED after an
  * ICMP refusal in the connected form, ...). Any thread, also callbacks;
- * not concurrently with ssock_udp_close(). */
+ * not concurrently with ssock_udp_free(). */
 int ssock_udp_send_to(ssock_udp *udp, const ssock_addr *to, const void *data, size_t len);
 
 /* As ssock_udp_send_to(), but while the send buffer is full waits up to
@@ -629,6 +712,9 @@ int ssock_udp_send(ssock_udp *udp, const void *data, size_t len);
  * waiting is refused on the loop thread (SSOCK_ELOOPTHREAD). */
 int ssock_udp_next_event(ssock_udp *udp, ssock_event *ev, int timeout_ms);
 
+/* Inbox mode: as ssock_server_event_fd(). */
+int ssock_udp_event_fd(ssock_udp *udp);
+
 /* Blocking receive for simple programs (inbox mode): waits up to timeout_ms
  * (-1: no limit) for the next datagram and hands it over: on 0, *data (NULL
  * when *len == 0) is the caller's to free with ssock_free(), and *from (may
@@ -645,6 +731,10 @@ int ssock_udp_errors(ssock_udp *udp, ssock_error_info *out, int max, int clear);
  * socket and frees the handle; inbox events not yet taken are freed.
  * Returns 0, or SSOCK_ELOOPTHREAD (and does nothing) on the loop thread.
  * No other call on this handle may run concurrently or follow. NULL is fine. */
+int ssock_udp_free(ssock_udp *udp);
+
+/* The name of ssock_udp_free() before 0.2, kept for programs written
+ * against 0.1. */
 int ssock_udp_close(ssock_udp *udp);
 
 #ifdef __cplusplus

@@ -32,6 +32,7 @@ struct ssock_client {
 	int last_attempt_rc;
 	ssock__timer timer;     /* connect timeout, or backoff */
 	bool in_backoff;
+	bool attempt_waits;     /* an automatic reconnect waits for inbox room */
 	int fails;              /* failed attempts in a row */
 	uint64_t rng;
 	bool closed;
@@ -207,6 +208,7 @@ static void start_attempt(ssock_client *cli)
 {
 	ssock__timer_stop(loop_of(cli), &cli->timer);
 	cli->in_backoff = false;
+	cli->attempt_waits = false;
 	close_attempt(cli);
 	set_state(cli, SSOCK_STATE_CONNECTING, 0);
 	/* Resolved again on every attempt: the name may point elsewhere now.
@@ -222,6 +224,13 @@ static void on_timer(ssock__timer *t)
 {
 	ssock_client *cli = (ssock_client *)((char *)t - offsetof(ssock_client, timer));
 	if (cli->in_backoff) {
+		/* An automatic reconnect adds a connect and a disconnect event:
+		 * with the inbox full of them, it waits for on_room(). */
+		if (cli->ep.inbox_mode && ssock__inbox_control_blocked(&cli->ep.inbox)) {
+			cli->in_backoff = false;
+			cli->attempt_waits = true;
+			return;
+		}
 		start_attempt(cli);
 		return;
 	}
@@ -231,6 +240,16 @@ static void on_timer(ssock__timer *t)
 }
 
 /* ------------------------------------------------- connection hooks */
+
+/* The inbox has room again: read from a paused connection, make the
+ * reconnect that waited for room. */
+static void on_room(ssock__ep *ep)
+{
+	ssock_client *cli = (ssock_client *)((char *)ep - offsetof(ssock_client, ep));
+	ssock__ep_resume_paused(ep);
+	if (cli->attempt_waits && !cli->closed)
+		start_attempt(cli);
+}
 
 static void on_conn_open(ssock__ep *ep, ssock_conn *c)
 {
@@ -248,7 +267,7 @@ static void on_conn_open(ssock__ep *ep, ssock_conn *c)
 	pthread_cond_broadcast(&l->cv);
 	pthread_mutex_unlock(&l->mu);
 	/* What was sent while offline goes first, in order. */
-	atomic_fetch_add(&c->queued, bytes);
+	ssock__queued_add(c, bytes);
 	while (off) {
 		ssock__chunk *next = off->next;
 		off->next = NULL;
@@ -322,6 +341,7 @@ static void disconnect_cmd(ssock__cmd *cmd)
 	cli->cur_id = 0;
 	pthread_mutex_unlock(&l->mu);
 	ssock__timer_stop(l, &cli->timer);
+	cli->attempt_waits = false;
 	close_attempt(cli);
 	ssock_conn *c = id ? ssock__table_get(&l->conns, id) : NULL;
 	if (c)
@@ -408,17 +428,19 @@ int ssock_client_new(ssock_client **out, const ssock_client_opts *opts)
 	}
 	cli->ep.on_conn_open = on_conn_open;
 	cli->ep.on_conn_closed = on_conn_closed;
+	cli->ep.on_room = on_room;
 	if (cli->ep.owns_loop)
 		rc = ssock_loop_start(cli->ep.loop);
 	if (rc != 0) {
 		free_client(cli);
 		return rc;
 	}
+	/* No event can come before ssock_client_connect(), which needs this. */
 	*out = cli;
 	return 0;
 }
 
-int ssock_client_close(ssock_client *cli)
+int ssock_client_free(ssock_client *cli)
 {
 	if (!cli)
 		return 0;
@@ -427,6 +449,18 @@ int ssock_client_close(ssock_client *cli)
 	ssock__ep_shutdown(&cli->ep, close_cmd, cli);
 	free_client(cli);
 	return 0;
+}
+
+int ssock_client_close(ssock_client *cli)
+{
+	return ssock_client_free(cli);
+}
+
+ssock_client *ssock_conn_client(const ssock_conn *c)
+{
+	if (!c || !c->ep->is_client)
+		return NULL;
+	return (ssock_client *)((char *)c->ep - offsetof(ssock_client, ep));
 }
 
 /* ---------------------------------------------------------------- API */
@@ -467,7 +501,7 @@ int ssock_client_connect(ssock_client *cli, int wait_ms)
 {
 	if (!cli)
 		return SSOCK_EINVAL;
-	if (wait_ms != 0 && ssock__on_loop(loop_of(cli)))
+	if (wait_ms != 0 && !ssock__may_wait(loop_of(cli)))
 		return SSOCK_ELOOPTHREAD;
 	pthread_mutex_lock(&loop_of(cli)->mu);
 	uint64_t since = cli->connects;
@@ -515,6 +549,10 @@ static int queue_offline(ssock_client *cli, ssock__chunk *ch)
 {
 	if (!cli->queue_offline)
 		return SSOCK_ENOTCONN;
+	if (ch->len == 0) { /* an empty raw message: nothing to send */
+		free(ch);
+		return 0;
+	}
 	if (cli->off_bytes + ch->len > cli->ep.cfg.send_queue_max)
 		return SSOCK_ESENDQFULL;
 	if (cli->off_tail)
@@ -527,8 +565,9 @@ static int queue_offline(ssock_client *cli, ssock__chunk *ch)
 }
 
 /* mu held: one try at queuing ch on the current connection or offline. */
-static int queue_once(ssock_client *cli, ssock__chunk *ch)
+static int queue_once(void *arg, ssock__chunk *ch)
 {
+	ssock_client *cli = arg;
 	int rc = SSOCK_ENOCONN;
 	if (cli->cur_id)
 		rc = ssock__xq_push_locked(&cli->ep, cli->cur_id, ch);
@@ -571,20 +610,8 @@ int ssock_client_send_timeout(ssock_client *cli, const void *data, size_t len, i
 	int rc = ssock__frame_chunk(cli->ep.cfg.framing, data, len, cli->ep.cfg.send_queue_max, &ch);
 	if (rc != 0)
 		return rc;
-	struct timespec deadline;
-	if (timeout_ms > 0)
-		ssock__abstime(&deadline, timeout_ms);
-	pthread_mutex_lock(&l->mu);
-	rc = queue_once(cli, ch);
-	while (rc == SSOCK_ESENDQFULL && timeout_ms != 0) {
-		rc = ssock__wait_room_locked(l, timeout_ms, &deadline);
-		if (rc == 0)
-			rc = queue_once(cli, ch);
-	}
-	pthread_mutex_unlock(&l->mu);
-	if (rc == 0)
-		ssock__wake(l);
-	else
+	rc = ssock__queue_wait(l, ch, timeout_ms, queue_once, cli);
+	if (rc != 0)
 		free(ch);
 	return rc;
 }
@@ -599,7 +626,7 @@ int ssock_client_flush(ssock_client *cli, int timeout_ms)
 	if (!cli)
 		return SSOCK_EINVAL;
 	ssock_loop *l = loop_of(cli);
-	if (ssock__on_loop(l))
+	if (!ssock__may_wait(l))
 		return SSOCK_ELOOPTHREAD;
 	struct timespec deadline;
 	if (timeout_ms > 0)
@@ -664,6 +691,13 @@ int ssock_client_recv(ssock_client *cli, void **data, size_t *len, int timeout_m
 			break;
 		}
 	}
+}
+
+int ssock_client_event_fd(ssock_client *cli)
+{
+	if (!cli)
+		return SSOCK_EINVAL;
+	return ssock__inbox_fd(&cli->ep);
 }
 
 int ssock_client_errors(ssock_client *cli, ssock_error_info *out, int max, int clear)

@@ -24,11 +24,13 @@
 #define WRITES_PER_WAKEUP 8
 #define CHUNK_SIZE (16u << 10)  /* standard send chunk */
 #define MAX_FREE_CHUNKS 256     /* spare chunks a loop keeps (4 MiB) */
+#define IDLE_FREE_CHUNKS 32     /* and keeps once that many are not in use */
 #define MAX_IOV 64
 #define OBUF_MIN (16u << 10)    /* the shared output buffer's first size */
 #define OBUF_MAX (256u << 10)   /* and its largest: bigger output uses chunks */
 #define SEG_MAX CHUNK_SIZE      /* one connection's bytes in it: what the kernel
                                    does not take of them fits a spare chunk */
+#define BUDGET_SHARE (64u << 10) /* see read_limit() */
 #define BIG_MIN_GROWTH (64u << 10)
 #define BIG_EXACT_MAX (64u << 20)
 
@@ -81,6 +83,22 @@ static void emit_connect(ssock_conn *c)
 	}
 }
 
+ssock_conn *ssock__conn_by_id(ssock__ep *ep, uint64_t id)
+{
+	ssock_conn *c = ssock__table_get(&ep->loop->conns, id);
+	if (!c || c->ep != ep || atomic_load_explicit(&c->gone, memory_order_relaxed))
+		return NULL;
+	return c;
+}
+
+void ssock__conn_gone(ssock_conn *c)
+{
+	ssock_loop *l = loop_of(c);
+	pthread_mutex_lock(&l->mu);
+	atomic_store_explicit(&c->gone, true, memory_order_relaxed);
+	pthread_mutex_unlock(&l->mu);
+}
+
 /* Returns true when the program must acknowledge the event (by taking it
  * from the inbox) before the connection may finish closing. */
 static bool emit_disconnect(ssock_conn *c, int reason, size_t unsent, bool want_ack)
@@ -92,6 +110,11 @@ static bool emit_disconnect(ssock_conn *c, int reason, size_t unsent, bool want_
 	if (ep->on_conn_closed)
 		ep->on_conn_closed(ep, c, reason);
 	if (ep->cfg.on_disconnect) {
+		/* Seen now: the id is gone, and a half-closed connection stops
+		 * taking sends (what was queued still goes out). */
+		ssock__conn_gone(c);
+		if (c->state == SSOCK__HALF)
+			ssock__conn_close(c, 0);
 		ep->cfg.on_disconnect(c, reason, ep->cfg.user);
 		return false;
 	}
@@ -263,20 +286,28 @@ static void list_remove(ssock_conn **head, ssock_conn *c, size_t next_off)
 	}
 }
 
-/* Frees a list of chunks; returns the bytes they still held. */
-static size_t free_chunks(ssock_loop *l, ssock__chunk *ch)
+static void free_chunks(ssock_loop *l, ssock__chunk *ch)
 {
-	size_t unsent = 0;
 	for (ssock__chunk *next; ch; ch = next) {
 		next = ch->next;
-		unsent += ch->len - ch->off;
 		ssock__chunk_free(l, ch);
 	}
-	return unsent;
 }
 
-/* Unlinks c from everything other threads can reach it by, and drops its
- * cross-thread sends. Returns the bytes that will never be sent. */
+/* The bytes a list of chunks still holds. */
+static size_t chunks_left(const ssock__chunk *ch)
+{
+	size_t n = 0;
+	for (; ch; ch = ch->next)
+		n += ch->len - ch->off;
+	return n;
+}
+
+/* Unlinks c from everything other threads can reach it by, and takes its
+ * bytes out of its endpoint's queued total. Returns the bytes that will
+ * never be sent. The chunks stay with c until conn_free(), after this
+ * pass: a callback up the stack may be looking at a payload in one (the
+ * echo fast path queues the very buffer it delivered). */
 static size_t unlink_conn(ssock_conn *c)
 {
 	ssock_loop *l = loop_of(c);
@@ -301,8 +332,15 @@ static size_t unlink_conn(ssock_conn *c)
 	if (atomic_load(&l->room_waiters) > 0)
 		pthread_cond_broadcast(&l->cv); /* their id is gone now */
 	pthread_mutex_unlock(&l->mu);
-	size_t unsent = free_chunks(l, xq) + free_chunks(l, c->sq_head);
-	c->sq_head = c->sq_tail = NULL;
+	if (xq) {
+		if (c->sq_tail)
+			c->sq_tail->next = xq;
+		else
+			c->sq_head = xq;
+		for (c->sq_tail = xq; c->sq_tail->next;)
+			c->sq_tail = c->sq_tail->next;
+	}
+	size_t unsent = chunks_left(c->sq_head);
 	struct ssock__flush *seg = out_seg(c);
 	if (seg) {
 		unsent += seg->len;
@@ -316,9 +354,10 @@ static size_t unlink_conn(ssock_conn *c)
 			x->tq_head = x->tx_cur;
 			x->tx_cur = NULL;
 		}
-		unsent += free_chunks(l, x->tq_head);
-		x->tq_head = x->tq_tail = NULL;
+		unsent += chunks_left(x->tq_head);
 	}
+	atomic_fetch_sub_explicit(&c->ep->queued, atomic_exchange(&c->queued, 0),
+				  memory_order_relaxed);
 	return unsent;
 }
 
@@ -345,7 +384,11 @@ void ssock__conn_fail(ssock_conn *c, int reason)
 
 static void conn_free(ssock_conn *c)
 {
+	ssock_loop *l = loop_of(c);
+	free_chunks(l, c->sq_head);
 	if (c->x) {
+		ssock__loop_released(l, c->x->stash_cap + c->x->big_cap);
+		free_chunks(l, c->x->tq_head);
 		free(c->x->stash);
 		free(c->x->big);
 		free(c->x);
@@ -791,17 +834,20 @@ static ssize_t read_big(ssock_conn *c, size_t *want)
 	size_t into_big = (size_t)n < iov[0].iov_len ? (size_t)n : iov[0].iov_len;
 	x->big_have += into_big;
 	size_t rest = (size_t)n - into_big;
+	/* What came after the payload is in the buffer that was read into, not
+	 * in l->rbuf, which the payload's callback may have replaced. */
+	uint8_t *after = iov[1].iov_base;
 	if (x->big_have == x->big_len) {
 		if (!deliver_big(c)) {
 			if (rest)
-				stash(c, l->rbuf, rest);
+				stash(c, after, rest);
 			pause_reading(c);
 			return n;
 		}
 		x->partial_since = 0;
 	}
 	if (rest && c->state == SSOCK__OPEN)
-		process(c, l->rbuf, rest);
+		process(c, after, rest);
 	else
 		tp_kick(c);
 	return n;
@@ -873,15 +919,31 @@ static void drain_discard(ssock_conn *c)
 	}
 }
 
+/* How many queued bytes stop a server from reading from c: half its send
+ * queue, or (while the server's total is over half its budget) 64 KiB, so
+ * the peers that take their replies slowest stop getting more made for
+ * them first, and the budget's hard limit is kept for the rare case.
+ *
+ * A client never stops reading: its queue is filled by its own program,
+ * and if it stopped reading because the server is slow to take that, while
+ * the server stopped reading because the client does not take the
+ * replies, neither would ever move again. One side that always reads
+ * breaks the cycle. */
+static size_t read_limit(const ssock_conn *c)
+{
+	const ssock__ep *ep = c->ep;
+	if (ep->is_client)
+		return SIZE_MAX;
+	size_t high = ep->cfg.send_queue_max / 2;
+	if (atomic_load_explicit(&ep->queued, memory_order_relaxed) > ep->send_budget / 2 &&
+	    high > BUDGET_SHARE)
+		high = BUDGET_SHARE;
+	return high;
+}
+
 static void read_frames(ssock_conn *c)
 {
-	/* A server stops reading from a peer whose replies pile up (it sends
-	 * but does not read). A client never does: its queue is filled by its
-	 * own program, and if it stopped reading because the server is slow to
-	 * take that, while the server stopped reading because the client does
-	 * not take the replies, neither would ever move again. One side that
-	 * always reads breaks the cycle. */
-	size_t high = c->ep->is_client ? SIZE_MAX : c->ep->cfg.send_queue_max / 2;
+	size_t high = read_limit(c);
 	for (int i = 0; i < READS_PER_WAKEUP && c->state == SSOCK__OPEN && !c->paused; i++) {
 		if (inbox_blocked(c)) {
 			pause_reading(c);
@@ -977,6 +1039,7 @@ static ssock__chunk *chunk_new(ssock_loop *l, size_t need)
 		ch = l->free_chunks;
 		l->free_chunks = ch->next;
 		l->nfree_chunks--;
+		l->chunk_takes++;
 	} else {
 		size_t cap = need <= CHUNK_SIZE ? CHUNK_SIZE : need;
 		ch = malloc(sizeof *ch + cap);
@@ -993,6 +1056,7 @@ static ssock__chunk *chunk_new(ssock_loop *l, size_t need)
 void ssock__chunk_free(ssock_loop *l, ssock__chunk *ch)
 {
 	if (ch->ext) {
+		ssock__loop_released(l, ch->cap);
 		free(ch->ext);
 		free(ch);
 		return;
@@ -1000,10 +1064,22 @@ void ssock__chunk_free(ssock_loop *l, ssock__chunk *ch)
 	if (ch->cap == CHUNK_SIZE && l->nfree_chunks < MAX_FREE_CHUNKS) {
 		ch->next = l->free_chunks;
 		l->free_chunks = ch;
-		l->nfree_chunks++;
+		if (++l->nfree_chunks > IDLE_FREE_CHUNKS)
+			ssock__loop_released(l, 0);
 		return;
 	}
+	ssock__loop_released(l, ch->cap);
 	free(ch);
+}
+
+void ssock__chunks_trim(ssock_loop *l)
+{
+	while (l->nfree_chunks > IDLE_FREE_CHUNKS) {
+		ssock__chunk *ch = l->free_chunks;
+		l->free_chunks = ch->next;
+		l->nfree_chunks--;
+		free(ch);
+	}
 }
 
 /* 1 when a line message ends in '\r': it goes out as "...\r\r\n", so that
@@ -1060,15 +1136,22 @@ int ssock__frame_chunk(ssock_framing f, const void *data, size_t len, size_t max
 	return 0;
 }
 
-/* Reserves room in c's send queue; false when it would go over the limit. */
+/* Reserves room in c's send queue and in its endpoint's budget; false
+ * when either would go over its limit. Any thread (under loop->mu when not
+ * the loop's). The budget check is not atomic with the add: senders racing
+ * on other connections may pass it together, by a message each at most. */
 static bool reserve(ssock_conn *c, size_t n)
 {
-	size_t max = c->ep->cfg.send_queue_max;
+	ssock__ep *ep = c->ep;
+	if (atomic_load_explicit(&ep->queued, memory_order_relaxed) + n > ep->send_budget)
+		return false;
+	size_t max = ep->cfg.send_queue_max;
 	size_t q = atomic_load_explicit(&c->queued, memory_order_relaxed);
 	do {
 		if (q + n > max)
 			return false;
 	} while (!atomic_compare_exchange_weak(&c->queued, &q, q + n));
+	atomic_fetch_add_explicit(&ep->queued, n, memory_order_relaxed);
 	return true;
 }
 
@@ -1191,7 +1274,7 @@ static void sq_raw(ssock_conn *c, uint8_t byte)
 		sq_append(c, tail);
 	}
 	tail->data[tail->len++] = byte;
-	atomic_fetch_add(&c->queued, 1);
+	ssock__queued_add(c, 1);
 	mark_flush(c);
 }
 
@@ -1214,7 +1297,7 @@ static void tp_kick(ssock_conn *c)
 	x->proto.tx_waiting = true;
 	x->proto.after_refusal = false;
 	/* The header bytes go out as a copy; queued already counts them. */
-	atomic_fetch_sub(&c->queued, SSOCK__U32_HEADER);
+	ssock__queued_sub(c, SSOCK__U32_HEADER);
 	for (int i = 0; i < SSOCK__U32_HEADER && c->state != SSOCK__CLOSED; i++)
 		sq_raw(c, ch->data[i]);
 	ch->off = SSOCK__U32_HEADER;
@@ -1226,6 +1309,10 @@ static void tp_accepted(ssock_conn *c)
 	ssock__chunk *ch = x->tx_cur;
 	x->tx_cur = NULL;
 	x->proto.tx_waiting = false;
+	if (ch->off == ch->len) { /* an empty message: its size said it all */
+		ssock__chunk_free(loop_of(c), ch);
+		return;
+	}
 	sq_append(c, ch);
 	mark_flush(c);
 }
@@ -1237,7 +1324,7 @@ static void tp_refused(ssock_conn *c)
 	x->tx_cur = NULL;
 	x->proto.tx_waiting = false;
 	x->proto.after_refusal = true;
-	atomic_fetch_sub(&c->queued, ch->len - ch->off);
+	ssock__queued_sub(c, ch->len - ch->off);
 	free(ch);
 	report(c, SSOCK_EREFUSED, "send");
 }
@@ -1296,8 +1383,8 @@ int ssock__conn_send(ssock_conn *c, const void *data, size_t len)
 		return SSOCK_ECLOSED;
 	ssock_framing f = c->ep->cfg.framing;
 	ssize_t total = framed_size(f, data, len, c->ep->cfg.send_queue_max);
-	if (total < 0)
-		return (int)total;
+	if (total <= 0)
+		return (int)total; /* an empty raw message puts nothing on the wire */
 	if (!reserve(c, (size_t)total))
 		return SSOCK_ESENDQFULL;
 	if (f == SSOCK_FRAMING_U32 && data == loop_of(c)->lending && len > 0 && send_lent(c, len))
@@ -1307,7 +1394,7 @@ int ssock__conn_send(ssock_conn *c, const void *data, size_t len)
 		ssock__chunk *ch;
 		int rc = ssock__frame_chunk(f, data, len, SIZE_MAX, &ch);
 		if (rc != 0) {
-			atomic_fetch_sub(&c->queued, (size_t)total);
+			ssock__queued_sub(c, (size_t)total);
 			return rc;
 		}
 		ssock__conn_enqueue(c, ch);
@@ -1322,7 +1409,7 @@ int ssock__conn_send(ssock_conn *c, const void *data, size_t len)
 	if (!tail || tail->ext || tail->cap - tail->len < (size_t)total) {
 		tail = chunk_new(loop_of(c), (size_t)total);
 		if (!tail) {
-			atomic_fetch_sub(&c->queued, (size_t)total);
+			ssock__queued_sub(c, (size_t)total);
 			return SSOCK_ENOMEM;
 		}
 		sq_append(c, tail);
@@ -1369,7 +1456,7 @@ static bool out_keep(ssock_conn *c)
 static void consume(ssock_conn *c, size_t n)
 {
 	ssock_loop *l = loop_of(c);
-	atomic_fetch_sub(&c->queued, n);
+	ssock__queued_sub(c, n);
 	struct ssock__flush *f = out_seg(c);
 	if (f) {
 		uint32_t k = n < f->len ? (uint32_t)n : f->len;
@@ -1377,7 +1464,10 @@ static void consume(ssock_conn *c, size_t n)
 		f->len -= k;
 		n -= k;
 	}
-	while (n > 0) {
+	/* Every chunk written to its end leaves the queue, also one that had
+	 * nothing in it: a chunk that stayed would keep write interest on and
+	 * the loop spinning. */
+	while (c->sq_head) {
 		ssock__chunk *ch = c->sq_head;
 		size_t left = ch->len - ch->off;
 		if (n < left) {
@@ -1390,7 +1480,7 @@ static void consume(ssock_conn *c, size_t n)
 			c->sq_tail = NULL;
 		ssock__chunk_free(l, ch);
 	}
-	if (c->wpaused && atomic_load(&c->queued) <= c->ep->cfg.send_queue_max / 4) {
+	if (c->wpaused && atomic_load(&c->queued) <= read_limit(c) / 4) {
 		c->wpaused = false;
 		update_events(c);
 	}
@@ -1462,6 +1552,8 @@ void ssock__flush_all(ssock_loop *l)
 	}
 	l->nflush = 0;
 	l->obuf_len = 0;
+	free(l->rbuf_retired);
+	l->rbuf_retired = NULL;
 	while (l->zombies) {
 		ssock_conn *c = l->zombies;
 		l->zombies = c->zombie_next;
@@ -1528,11 +1620,15 @@ int ssock__wait_room_locked(ssock_loop *l, int timeout_ms, const struct timespec
 int ssock__xq_push_locked(ssock__ep *ep, uint64_t id, ssock__chunk *ch)
 {
 	ssock_loop *l = ep->loop;
-	ssock_conn *c = ssock__table_get(&l->conns, id);
-	if (!c || c->ep != ep)
+	ssock_conn *c = ssock__conn_by_id(ep, id);
+	if (!c)
 		return SSOCK_ENOCONN;
 	if (c->closing)
 		return SSOCK_ECLOSED;
+	if (ch->len == 0) { /* an empty raw message: nothing to send */
+		free(ch);
+		return 0;
+	}
 	if (!reserve(c, ch->len))
 		return SSOCK_ESENDQFULL;
 	if (c->xq_tail)
@@ -1548,18 +1644,20 @@ int ssock__xq_push_locked(ssock__ep *ep, uint64_t id, ssock__chunk *ch)
 	return 0;
 }
 
-static int queue_from_thread(ssock__ep *ep, uint64_t id, ssock__chunk *ch, int timeout_ms)
+int ssock__queue_wait(ssock_loop *l, ssock__chunk *ch, int timeout_ms,
+		      int (*push_locked)(void *arg, ssock__chunk *ch), void *arg)
 {
-	ssock_loop *l = ep->loop;
 	struct timespec deadline;
+	if (!ssock__may_wait(l))
+		timeout_ms = 0; /* only this thread could make the room */
 	if (timeout_ms > 0)
 		ssock__abstime(&deadline, timeout_ms);
 	pthread_mutex_lock(&l->mu);
-	int rc = ssock__xq_push_locked(ep, id, ch);
+	int rc = push_locked(arg, ch);
 	while (rc == SSOCK_ESENDQFULL && timeout_ms != 0) {
 		rc = ssock__wait_room_locked(l, timeout_ms, &deadline);
 		if (rc == 0)
-			rc = ssock__xq_push_locked(ep, id, ch);
+			rc = push_locked(arg, ch);
 	}
 	pthread_mutex_unlock(&l->mu);
 	if (rc == 0)
@@ -1567,13 +1665,24 @@ static int queue_from_thread(ssock__ep *ep, uint64_t id, ssock__chunk *ch, int t
 	return rc;
 }
 
+struct push_id {
+	ssock__ep *ep;
+	uint64_t id;
+};
+
+static int push_id_locked(void *arg, ssock__chunk *ch)
+{
+	struct push_id *p = arg;
+	return ssock__xq_push_locked(p->ep, p->id, ch);
+}
+
 int ssock__send_id(ssock__ep *ep, uint64_t id, const void *data, size_t len, int timeout_ms)
 {
 	if (!data && len > 0)
 		return SSOCK_EINVAL;
 	if (ssock__on_loop(ep->loop)) {
-		ssock_conn *c = ssock__table_get(&ep->loop->conns, id);
-		if (!c || c->ep != ep)
+		ssock_conn *c = ssock__conn_by_id(ep, id);
+		if (!c)
 			return SSOCK_ENOCONN;
 		return ssock__conn_send(c, data, len);
 	}
@@ -1581,7 +1690,7 @@ int ssock__send_id(ssock__ep *ep, uint64_t id, const void *data, size_t len, int
 	int rc = ssock__frame_chunk(ep->cfg.framing, data, len, ep->cfg.send_queue_max, &ch);
 	if (rc != 0)
 		return rc;
-	rc = queue_from_thread(ep, id, ch, timeout_ms);
+	rc = ssock__queue_wait(ep->loop, ch, timeout_ms, push_id_locked, &(struct push_id){ep, id});
 	if (rc != 0)
 		free(ch);
 	return rc;

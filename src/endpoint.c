@@ -26,6 +26,10 @@ int ssock__cfg_check(const ssock__cfg *cfg)
 		return SSOCK_EINVAL;
 	if (cfg->idle_timeout_ms < 0 || cfg->read_timeout_ms < 0 || cfg->keepalive_s < 0)
 		return SSOCK_EINVAL;
+	/* Linux takes at most 32767 s for TCP_KEEPIDLE: a larger value would
+	 * make setting up every connection fail, so refuse it here. */
+	if (cfg->keepalive_s > SSOCK_KEEPALIVE_MAX)
+		return SSOCK_EINVAL;
 	return 0;
 }
 
@@ -39,6 +43,7 @@ int ssock__ep_init(ssock__ep *ep, ssock_loop *given, const ssock__cfg *cfg, size
 	if (rc != 0 || errlog_max < 0)
 		return rc ? rc : SSOCK_EINVAL;
 	ep->is_client = is_client;
+	ep->send_budget = SIZE_MAX; /* a server sets its own */
 	ep->tp = &ssock__tcp_transport;
 	ep->inbox_mode = cfg->on_message == NULL;
 	ssock__inbox_init(&ep->inbox, inbox_max ? inbox_max : SSOCK__DEFAULT_INBOX_MAX,

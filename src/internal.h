@@ -101,12 +101,16 @@ struct ssock_loop {
 	int users;                  /* servers and clients on this loop */
 	bool has_thread, driving, stopping;
 	pthread_t thread;
+	bool driven;                /* ssock_loop_run() has been called ... */
+	pthread_t driver;           /* ... last by this thread */
 
 	/* Loop thread only: */
 	ssock__timer **heap;
 	size_t heap_len, heap_cap;
 	uint8_t *rbuf;              /* shared read buffer */
 	size_t rbuf_size;
+	uint8_t *rbuf_retired;      /* the one before it grew, kept to the end
+	                               of the pass that grew it */
 	/* Output of this pass, written at its end (ssock__flush_all): the
 	 * connections with something to write, in order, and the bytes that
 	 * they queued with nothing else in their queue, back to back in one
@@ -124,10 +128,21 @@ struct ssock_loop {
 	                               is looking at, which a send may take */
 	ssock__chunk *free_chunks;  /* spare standard-size send chunks */
 	int nfree_chunks;
+	/* Giving memory back once the load that took it is gone: a timer
+	 * (armed by ssock__loop_released()) that trims the spare chunks and
+	 * malloc's free pages when a second passed with no spare chunk used. */
+	ssock__timer tidy;
+	size_t released;            /* bytes freed since the last tidy-up */
+	uint64_t chunk_takes, takes_at_tidy;
 	int64_t now;                /* cached monotonic ms of this pass */
+	atomic_uint_fast64_t passes; /* epoll waits so far (tests see a spin) */
 };
 
 bool ssock__on_loop(const ssock_loop *loop);
+/* Whether the calling thread may block until the loop does something: not
+ * the loop's thread, nor the thread that drives a loop that has no thread
+ * of its own (it would wait for itself). */
+bool ssock__may_wait(ssock_loop *loop);
 int ssock__loop_acquire(ssock_loop **loopp, ssock_loop *given, bool *owned);
 void ssock__loop_release(ssock_loop *loop, bool owned);
 int ssock__io_set(ssock_loop *loop, ssock__io *io, uint32_t events);
@@ -140,6 +155,11 @@ void ssock__wake(ssock_loop *loop);
 void ssock__post(ssock_loop *loop, ssock__cmd *cmd);
 /* Runs fn(cmd) on the loop and waits for it; inline when already on it. */
 int ssock__call(ssock_loop *loop, void (*fn)(ssock__cmd *cmd), void *arg, uint64_t id);
+/* Notes that bytes of memory went back to malloc (0: the spare chunks
+ * grew), so that a tidy-up follows once the loop is quiet. Loop only. */
+void ssock__loop_released(ssock_loop *l, size_t bytes);
+/* Frees spare send chunks beyond what an idle loop keeps. Loop only. */
+void ssock__chunks_trim(ssock_loop *l);
 /* Grows the shared read buffer to at least size. */
 int ssock__loop_rbuf(ssock_loop *loop, size_t size);
 
@@ -163,11 +183,15 @@ typedef struct ssock__inbox {
 	ssock__inbox_item *ring;
 	size_t cap, head, count;
 	size_t msgs, bytes;         /* messages held and their bytes */
+	size_t links;               /* connect and disconnect events held */
 	size_t max_msgs, max_bytes;
 	atomic_bool full;           /* readable by the loop without mu */
-	bool loop_waiting;          /* the loop paused reading: wake on room */
+	bool loop_waiting;          /* the loop held something back: tell it
+	                               (ep->on_room) once there is room */
 	int waiters;                /* threads inside ssock__inbox_next() */
 	bool closed;
+	int efd;                    /* readable while count > 0 or closed; -1
+	                               until the program asks for it */
 } ssock__inbox;
 
 typedef struct ssock__errlog {
@@ -183,10 +207,17 @@ void ssock__inbox_destroy(ssock__inbox *ib);
  * when the inbox is full; other events always fit. */
 bool ssock__inbox_push(ssock__inbox *ib, const ssock_event *ev, bool ack);
 void ssock__inbox_close(ssock__inbox *ib);
-/* Loop side: true when no message fits now; the next taker will then post a
- * resume to the loop once there is room. */
+/* Loop side: true when no message fits now; the taker that makes room will
+ * then call ep->on_room on the loop. */
 bool ssock__inbox_blocked(ssock__inbox *ib);
+/* Loop side: true when max_msgs connect, disconnect and error events wait:
+ * accept no connection (make no automatic reconnect) until ep->on_room. */
+bool ssock__inbox_control_blocked(ssock__inbox *ib);
 int ssock__inbox_next(struct ssock__ep *ep, ssock_event *ev, int timeout_ms);
+/* How many events and payload bytes the inbox holds. */
+void ssock__inbox_counts(ssock__inbox *ib, size_t *events, size_t *bytes);
+/* The inbox's event fd (see ssock_server_event_fd()). */
+int ssock__inbox_fd(struct ssock__ep *ep);
 
 int ssock__errlog_init(ssock__errlog *log, int cap);
 void ssock__errlog_destroy(ssock__errlog *log);
@@ -244,8 +275,15 @@ struct ssock__ep {
 	ssock_conn *conns_head, *conns_tail;
 	int nconns;
 	ssock_conn *paused_head;   /* loop only: reading stopped (inbox full) */
+	/* Loop only: the inbox has room again for what the loop held back
+	 * (see ssock__inbox_blocked()). Each kind of handle resumes its own. */
+	void (*on_room)(ssock__ep *ep);
 	bool closing;              /* under loop->mu */
 	const struct ssock__transport *tp; /* how its connections do I/O */
+	/* Bytes queued to send on all its connections, and their bound (see
+	 * ssock_server_opts.send_budget; SIZE_MAX for a client). */
+	atomic_size_t queued;
+	size_t send_budget;
 	/* Hooks for the owner: a connection opened (before its connect event)
 	 * and ended (right before its disconnect event, which for a peer's
 	 * clean close comes while the socket still finishes closing). Loop
@@ -351,7 +389,22 @@ struct ssock_conn {
 	bool in_process : 1;       /* decoding input (callbacks may run) */
 	bool closing;              /* under loop->mu: sends are refused */
 	bool in_xq_list;           /* under loop->mu */
+	atomic_bool gone;          /* set under loop->mu: the program has seen
+	                              its disconnect, so its id names nothing */
 };
+
+/* Counts bytes into or out of c's send queue and its endpoint's total. */
+static inline void ssock__queued_add(ssock_conn *c, size_t n)
+{
+	atomic_fetch_add_explicit(&c->queued, n, memory_order_relaxed);
+	atomic_fetch_add_explicit(&c->ep->queued, n, memory_order_relaxed);
+}
+
+static inline void ssock__queued_sub(ssock_conn *c, size_t n)
+{
+	atomic_fetch_sub_explicit(&c->queued, n, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&c->ep->queued, n, memory_order_relaxed);
+}
 
 /* Allocates a connection for a connected socket fd and registers it; the
  * connect event is emitted. Returns NULL (fd closed, error reported) on
@@ -359,6 +412,12 @@ struct ssock_conn {
 ssock_conn *ssock__conn_open(ssock__ep *ep, int fd, const ssock_addr *peer);
 /* Ends a connection now: socket closed, queue discarded, disconnect event. */
 void ssock__conn_fail(ssock_conn *c, int reason);
+/* The connection of ep that id names for the program: NULL when there is
+ * none, it is another endpoint's, or its disconnect has been seen. Loop
+ * thread, or loop->mu held. */
+ssock_conn *ssock__conn_by_id(ssock__ep *ep, uint64_t id);
+/* The program has seen c's disconnect (loop->mu not held). */
+void ssock__conn_gone(ssock_conn *c);
 /* Starts a graceful close (flush, shutdown, drain). Loop only. */
 int ssock__conn_close(ssock_conn *c, int reason);
 /* Queues one message; loop only. */
@@ -370,6 +429,12 @@ int ssock__xq_push_locked(ssock__ep *ep, uint64_t id, ssock__chunk *ch);
 /* With loop->mu held: waits until a send queue may have room. Returns 0 or
  * SSOCK_ETIMEDOUT (deadline is used when timeout_ms > 0). */
 int ssock__wait_room_locked(ssock_loop *loop, int timeout_ms, const struct timespec *deadline);
+/* Queues ch from a thread other than the loop's: push_locked(arg, ch) under
+ * loop->mu, and while it says SSOCK_ESENDQFULL, waits up to timeout_ms (-1:
+ * no limit) for room where this thread may wait. Returns 0 (ch taken) or
+ * push_locked's error, or SSOCK_ETIMEDOUT (ch still the caller's). */
+int ssock__queue_wait(ssock_loop *l, ssock__chunk *ch, int timeout_ms,
+		      int (*push_locked)(void *arg, ssock__chunk *ch), void *arg);
 /* Cross-thread send by id (any thread; inline on the loop thread). */
 int ssock__send_id(ssock__ep *ep, uint64_t id, const void *data, size_t len, int timeout_ms);
 /* Queues one framed message whose room is reserved: to the socket queue, or

@@ -5,6 +5,7 @@
  */
 #include "internal.h"
 
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -12,6 +13,8 @@
 #include <unistd.h>
 
 #define MAX_EVENTS 256
+#define TIDY_AFTER_MS 1000
+#define TIDY_BYTES (1u << 20) /* freed before a tidy-up is worth it */
 
 /* The loop the calling thread is running loop code for, if any. */
 static __thread ssock_loop *current_loop;
@@ -19,6 +22,16 @@ static __thread ssock_loop *current_loop;
 bool ssock__on_loop(const ssock_loop *loop)
 {
 	return current_loop == loop;
+}
+
+bool ssock__may_wait(ssock_loop *l)
+{
+	if (ssock__on_loop(l))
+		return false;
+	pthread_mutex_lock(&l->mu);
+	bool self = !l->has_thread && l->driven && pthread_equal(l->driver, pthread_self());
+	pthread_mutex_unlock(&l->mu);
+	return !self;
 }
 
 /* ---------------------------------------------------------------- timers */
@@ -129,6 +142,34 @@ static void run_timers(ssock_loop *l)
 		ssock__timer_stop(l, t);
 		t->fn(t);
 	}
+}
+
+/* --------------------------------------------------------------- tidying */
+
+void ssock__loop_released(ssock_loop *l, size_t bytes)
+{
+	l->released += bytes;
+	if (l->tidy.heap_idx == SIZE_MAX && (bytes == 0 || l->released >= TIDY_BYTES)) {
+		l->takes_at_tidy = l->chunk_takes;
+		ssock__timer_start(l, &l->tidy, l->now + TIDY_AFTER_MS);
+	}
+}
+
+static void tidy(ssock__timer *t)
+{
+	ssock_loop *l = (ssock_loop *)((char *)t - offsetof(ssock_loop, tidy));
+	if (l->chunk_takes != l->takes_at_tidy) { /* still busy: look again later */
+		l->takes_at_tidy = l->chunk_takes;
+		ssock__timer_start(l, t, l->now + TIDY_AFTER_MS);
+		return;
+	}
+	ssock__chunks_trim(l);
+	l->released = 0;
+#ifdef __GLIBC__
+	/* Freed memory stays with malloc, in this thread's arena, until told;
+	 * this gives its free pages back to the system. */
+	malloc_trim(0);
+#endif
 }
 
 /* ------------------------------------------------------------- epoll set */
@@ -277,6 +318,7 @@ static int run_once(ssock_loop *l, int timeout_ms)
 	int n = epoll_wait(l->epfd, evs, MAX_EVENTS, wait_ms);
 	if (n < 0 && errno != EINTR)
 		return ssock__errno();
+	atomic_fetch_add_explicit(&l->passes, 1, memory_order_relaxed);
 	pthread_mutex_lock(&l->drive_mu);
 	enter(l);
 	for (int i = 0; i < n; i++) {
@@ -315,6 +357,8 @@ int ssock_loop_run(ssock_loop *l, int timeout_ms)
 		return SSOCK_EBUSY;
 	}
 	l->driving = true;
+	l->driven = true;
+	l->driver = pthread_self();
 	pthread_mutex_unlock(&l->mu);
 	int rc = run_once(l, timeout_ms);
 	pthread_mutex_lock(&l->mu);
@@ -369,6 +413,9 @@ int ssock_loop_stop(ssock_loop *l)
 	pthread_join(l->thread, NULL);
 	pthread_mutex_lock(&l->mu);
 	l->has_thread = false;
+	/* A caller of ssock__call() whose command the thread never got to
+	 * waits for it: now nobody runs the loop, it runs it itself. */
+	pthread_cond_broadcast(&l->cv);
 	pthread_mutex_unlock(&l->mu);
 	return 0;
 }
@@ -392,6 +439,7 @@ int ssock_loop_new(ssock_loop **out)
 	pthread_condattr_destroy(&ca);
 	pthread_mutex_init(&l->mu, NULL);
 	pthread_mutex_init(&l->drive_mu, NULL);
+	ssock__timer_init(&l->tidy, tidy);
 	int rc = 0;
 	l->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (l->epfd < 0)
@@ -444,6 +492,7 @@ int ssock_loop_free(ssock_loop *l)
 	ssock__table_free(&l->conns);
 	free(l->heap);
 	free(l->rbuf);
+	free(l->rbuf_retired);
 	free(l->obuf);
 	free(l->flush);
 	pthread_mutex_destroy(&l->mu);
@@ -457,9 +506,20 @@ int ssock__loop_rbuf(ssock_loop *l, size_t size)
 {
 	if (l->rbuf_size >= size)
 		return 0;
-	uint8_t *b = realloc(l->rbuf, size);
+	uint8_t *b = malloc(size);
 	if (!b)
 		return SSOCK_ENOMEM;
+	/* During a pass (a callback creating a server) the read path may be
+	 * decoding what it read into the old buffer: it stays until the pass
+	 * ends. An older retired one is no longer read by anyone: reads happen
+	 * one at a time, and one that started after the last growth used the
+	 * buffer retired now. */
+	if (ssock__on_loop(l)) {
+		free(l->rbuf_retired);
+		l->rbuf_retired = l->rbuf;
+	} else {
+		free(l->rbuf);
+	}
 	l->rbuf = b;
 	l->rbuf_size = size;
 	return 0;

@@ -13,6 +13,7 @@
 
 #define ACCEPTS_PER_WAKEUP 64
 #define MAX_LISTENERS 64
+#define DEFAULT_SEND_BUDGET ((size_t)64 << 20)
 
 typedef struct listener {
 	ssock__io io;
@@ -29,8 +30,13 @@ struct ssock_server {
 	int nls;
 	bool user_paused;    /* loop only */
 	bool fd_paused;      /* loop only: out of fds, retry timer armed */
+	bool inbox_paused;   /* loop only: the inbox holds inbox_max connect
+	                        and disconnect events */
 	bool closed;         /* loop only */
 	ssock__timer retry;
+	/* Counters for ssock_server_stats(), written by the loop. */
+	atomic_uint_fast64_t accepted, refused;
+	atomic_int accepting;
 };
 
 /* ------------------------------------------------------------ listening */
@@ -88,7 +94,8 @@ static int open_listener(ssock_server *srv, const char *text, listener **out)
 
 static void update_listeners(ssock_server *srv)
 {
-	bool on = !srv->user_paused && !srv->fd_paused && !srv->closed;
+	bool on = !srv->user_paused && !srv->fd_paused && !srv->inbox_paused && !srv->closed;
+	atomic_store_explicit(&srv->accepting, on, memory_order_relaxed);
 	for (int i = 0; i < srv->nls; i++) {
 		int rc = ssock__io_set(srv->ep.loop, &srv->ls[i]->io, on ? EPOLLIN : 0);
 		if (rc != 0)
@@ -122,6 +129,13 @@ static void on_accept(ssock__io *io, uint32_t revents)
 	 * close handled earlier in the same pass leaves this event stale. */
 	for (int i = 0; i < ACCEPTS_PER_WAKEUP && !srv->fd_paused && !srv->user_paused && !srv->closed;
 	     i++) {
+		/* A connection's events must fit the inbox: checked before each
+		 * accept, since the last one's may have filled it. */
+		if (srv->ep.inbox_mode && ssock__inbox_control_blocked(&srv->ep.inbox)) {
+			srv->inbox_paused = true;
+			update_listeners(srv);
+			return;
+		}
 		ssock_addr peer;
 		peer.len = sizeof peer.u;
 		int fd = accept4(io->fd, &peer.u.sa, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -139,10 +153,12 @@ static void on_accept(ssock__io *io, uint32_t revents)
 			return;
 		}
 		if (srv->max_conns > 0 && srv->ep.nconns >= srv->max_conns) {
+			atomic_fetch_add_explicit(&srv->refused, 1, memory_order_relaxed);
 			ssock__ep_error(&srv->ep, SSOCK_ELIMIT, "accept", 0, &peer);
 			close(fd);
 			continue;
 		}
+		atomic_fetch_add_explicit(&srv->accepted, 1, memory_order_relaxed);
 		int rc = ssock__socket_opts(fd, srv->ep.cfg.keepalive_s);
 		if (rc != 0) {
 			ssock__ep_error(&srv->ep, rc, "accept", 0, &peer);
@@ -150,6 +166,17 @@ static void on_accept(ssock__io *io, uint32_t revents)
 			continue;
 		}
 		ssock__conn_open(&srv->ep, fd, &peer);
+	}
+}
+
+/* The inbox has room again: read from paused connections, accept again. */
+static void on_room(ssock__ep *ep)
+{
+	ssock_server *srv = (ssock_server *)((char *)ep - offsetof(ssock_server, ep));
+	ssock__ep_resume_paused(ep);
+	if (srv->inbox_paused) {
+		srv->inbox_paused = false;
+		update_listeners(srv);
 	}
 }
 
@@ -170,6 +197,8 @@ static void attach_cmd(ssock__cmd *cmd)
 }
 
 /* ------------------------------------------------------------- lifecycle */
+
+static void shutdown_cmd(ssock__cmd *cmd);
 
 static int check_opts(const ssock_server_opts *o)
 {
@@ -212,14 +241,26 @@ int ssock_server_new(ssock_server **out, const ssock_server_opts *opts)
 		free(srv);
 		return rc;
 	}
+	srv->ep.on_room = on_room;
+	srv->ep.send_budget = opts->send_budget;
+	if (!srv->ep.send_budget) {
+		srv->ep.send_budget = DEFAULT_SEND_BUDGET;
+		if (srv->ep.send_budget / 2 < srv->ep.cfg.send_queue_max)
+			srv->ep.send_budget = srv->ep.cfg.send_queue_max * 2;
+	}
+	/* Set before the listener is attached: on a shared loop that runs,
+	 * the first connection's callbacks may come before this returns. */
+	*out = srv;
 	rc = ssock_server_listen(srv, opts->listen);
 	if (rc >= 0 && srv->ep.owns_loop)
 		rc = ssock_loop_start(srv->ep.loop);
 	if (rc < 0) {
+		*out = NULL;
+		/* A shared loop may have accepted on the listener already. */
+		ssock__ep_shutdown(&srv->ep, shutdown_cmd, srv);
 		free_server(srv);
 		return rc;
 	}
-	*out = srv;
 	return 0;
 }
 
@@ -249,7 +290,7 @@ static void shutdown_cmd(ssock__cmd *cmd)
 	ssock__ep_close_all(&srv->ep, SSOCK_ESHUTDOWN);
 }
 
-int ssock_server_close(ssock_server *srv)
+int ssock_server_free(ssock_server *srv)
 {
 	if (!srv)
 		return 0;
@@ -258,6 +299,18 @@ int ssock_server_close(ssock_server *srv)
 	ssock__ep_shutdown(&srv->ep, shutdown_cmd, srv);
 	free_server(srv);
 	return 0;
+}
+
+int ssock_server_close(ssock_server *srv)
+{
+	return ssock_server_free(srv);
+}
+
+ssock_server *ssock_conn_server(const ssock_conn *c)
+{
+	if (!c || c->ep->is_client)
+		return NULL;
+	return (ssock_server *)((char *)c->ep - offsetof(ssock_server, ep));
 }
 
 /* ------------------------------------------------------------------ API */
@@ -293,6 +346,7 @@ int ssock_server_send_timeout(ssock_server *srv, uint64_t id, const void *data, 
 
 struct bcast {
 	ssock_server *srv;
+	uint64_t except;
 	const void *data;
 	size_t len;
 };
@@ -303,6 +357,8 @@ static void broadcast_cmd(ssock__cmd *cmd)
 	ssock__ep *ep = &b->srv->ep;
 	int sent = 0;
 	for (ssock_conn *c = ep->conns_head; c; c = c->next) {
+		if (c->id == b->except)
+			continue;
 		int rc = ssock__conn_send(c, b->data, b->len);
 		if (rc == 0) {
 			sent++;
@@ -316,19 +372,25 @@ static void broadcast_cmd(ssock__cmd *cmd)
 	cmd->result = sent;
 }
 
-int ssock_server_broadcast(ssock_server *srv, const void *data, size_t len)
+int ssock_server_broadcast_except(ssock_server *srv, uint64_t except_id, const void *data,
+				  size_t len)
 {
 	if (!srv || (!data && len > 0))
 		return SSOCK_EINVAL;
-	struct bcast b = {srv, data, len};
+	struct bcast b = {srv, except_id, data, len};
 	return ssock__call(srv->ep.loop, broadcast_cmd, &b, 0);
+}
+
+int ssock_server_broadcast(ssock_server *srv, const void *data, size_t len)
+{
+	return ssock_server_broadcast_except(srv, 0, data, len);
 }
 
 static void disconnect_cmd(ssock__cmd *cmd)
 {
 	ssock_server *srv = cmd->arg;
-	ssock_conn *c = ssock__table_get(&srv->ep.loop->conns, cmd->id);
-	if (!c || c->ep != &srv->ep) {
+	ssock_conn *c = ssock__conn_by_id(&srv->ep, cmd->id);
+	if (!c) {
 		cmd->result = SSOCK_ENOCONN;
 		return;
 	}
@@ -348,15 +410,36 @@ int ssock_server_conns(ssock_server *srv, ssock_conn_info *out, int max)
 		return SSOCK_EINVAL;
 	ssock_loop *l = srv->ep.loop;
 	pthread_mutex_lock(&l->mu);
-	int i = 0;
-	for (ssock_conn *c = srv->ep.conns_head; c && i < max; c = c->next, i++) {
-		out[i].id = c->id;
-		out[i].peer = c->peer;
-		out[i].queued = atomic_load(&c->queued);
+	int total = 0;
+	for (ssock_conn *c = srv->ep.conns_head; c; c = c->next) {
+		if (atomic_load_explicit(&c->gone, memory_order_relaxed))
+			continue; /* the program has seen it end */
+		if (total < max) {
+			out[total].id = c->id;
+			out[total].peer = c->peer;
+			out[total].queued = atomic_load(&c->queued);
+		}
+		total++;
 	}
-	int total = srv->ep.nconns;
 	pthread_mutex_unlock(&l->mu);
 	return total;
+}
+
+int ssock_server_stats_get(ssock_server *srv, ssock_server_stats *out)
+{
+	if (!srv || !out)
+		return SSOCK_EINVAL;
+	*out = (ssock_server_stats){
+		.accepted = atomic_load(&srv->accepted),
+		.refused = atomic_load(&srv->refused),
+		.accepting = atomic_load(&srv->accepting),
+		.queued = atomic_load(&srv->ep.queued),
+	};
+	pthread_mutex_lock(&srv->ep.loop->mu);
+	out->conns = srv->ep.nconns;
+	pthread_mutex_unlock(&srv->ep.loop->mu);
+	ssock__inbox_counts(&srv->ep.inbox, &out->inbox_events, &out->inbox_bytes);
+	return 0;
 }
 
 static void pause_cmd(ssock__cmd *cmd)
@@ -385,6 +468,13 @@ int ssock_server_next_event(ssock_server *srv, ssock_event *ev, int timeout_ms)
 	if (!srv)
 		return SSOCK_EINVAL;
 	return ssock__inbox_next(&srv->ep, ev, timeout_ms);
+}
+
+int ssock_server_event_fd(ssock_server *srv)
+{
+	if (!srv)
+		return SSOCK_EINVAL;
+	return ssock__inbox_fd(&srv->ep);
 }
 
 int ssock_server_errors(ssock_server *srv, ssock_error_info *out, int max, int clear)

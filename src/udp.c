@@ -6,12 +6,9 @@
  * the inbox, the error log and error reporting. Its TCP settings (framing,
  * read size, timeouts) stay at their defaults and are never used.
  *
- * Inbox backpressure: when the inbox is full the socket is taken out of the
- * epoll set (the kernel then drops what overflows its buffer, as UDP does),
- * and a thread that takes an event posts a resume once there is room. The
- * `paused` flag is raised before the loop looks at the inbox, so a taker
- * that makes room after that look sees it (see pause_if_full() and
- * maybe_resume()).
+ * Inbox backpressure: when the inbox is full the socket is not read (the
+ * kernel then drops what overflows its buffer, as UDP does) until the inbox
+ * says there is room (on_room(), as for TCP: see inbox.c).
  */
 #include "internal.h"
 
@@ -45,8 +42,7 @@ struct ssock_udp {
 	struct iovec iov[UDP_BATCH_MAX];
 	ssock_addr from[UDP_BATCH_MAX];
 
-	atomic_bool paused;       /* inbox full: the socket is not read */
-	atomic_bool resume_posted;
+	bool paused;              /* loop only: inbox full, the socket not read */
 };
 
 static ssock_udp *udp_of_io(ssock__io *io)
@@ -79,56 +75,21 @@ static void set_reading(ssock_udp *u, bool on)
 /* Inbox mode: returns true (reading stopped) while no datagram fits. */
 static bool pause_if_full(ssock_udp *u)
 {
-	/* Only the loop sets `full`, so a clear flag here stays clear. */
-	if (!atomic_load_explicit(&u->ep.inbox.full, memory_order_relaxed))
+	if (!ssock__inbox_blocked(&u->ep.inbox))
 		return false;
-	atomic_store(&u->paused, true);
-	if (ssock__inbox_blocked(&u->ep.inbox)) {
-		set_reading(u, false);
-		return true;
-	}
-	atomic_store(&u->paused, false);
-	return false;
+	u->paused = true;
+	set_reading(u, false);
+	return true;
 }
 
-static void resume_cmd(ssock__cmd *cmd)
+/* The inbox has room again. */
+static void on_room(ssock__ep *ep)
 {
-	ssock_udp *u = cmd->arg;
-	atomic_store(&u->resume_posted, false);
-	if (u->closed || !atomic_load(&u->paused))
+	ssock_udp *u = (ssock_udp *)((char *)ep - offsetof(ssock_udp, ep));
+	if (u->closed || !u->paused)
 		return;
-	/* Still full: the taker that makes room will post again. */
-	if (ssock__inbox_blocked(&u->ep.inbox))
-		return;
-	atomic_store(&u->paused, false);
+	u->paused = false;
 	set_reading(u, true);
-}
-
-/* After an event was taken: if the loop stopped reading and there is room
- * now, ask it to read again. */
-static void maybe_resume(ssock_udp *u)
-{
-	ssock__inbox *ib = &u->ep.inbox;
-	if (!atomic_load(&u->paused) || atomic_load(&ib->full))
-		return;
-	if (atomic_exchange(&u->resume_posted, true))
-		return;
-	ssock__cmd *cmd = calloc(1, sizeof *cmd);
-	if (!cmd) {
-		atomic_store(&u->resume_posted, false);
-		return;
-	}
-	cmd->fn = resume_cmd;
-	cmd->arg = u;
-	/* Posted under the inbox lock and only while it is open: close()
-	 * closes the inbox first, so its close command follows this one. */
-	pthread_mutex_lock(&ib->mu);
-	bool open = !ib->closed;
-	if (open)
-		ssock__post(u->ep.loop, cmd);
-	pthread_mutex_unlock(&ib->mu);
-	if (!open)
-		free(cmd);
 }
 
 static void deliver(ssock_udp *u, const ssock_addr *from, const uint8_t *data, size_t len,
@@ -354,19 +315,28 @@ int ssock_udp_new(ssock_udp **out, const ssock_udp_opts *opts)
 		return rc;
 	}
 	u->ep.inbox_mode = opts->on_datagram == NULL;
+	u->ep.on_room = on_room;
+	/* Set before the socket is attached: on a shared loop that runs, the
+	 * first datagram's callback may come before this returns. */
+	*out = u;
 	rc = ssock__call(u->ep.loop, attach_cmd, u, 0);
 	if (rc == 0 && u->ep.owns_loop)
 		rc = ssock_loop_start(u->ep.loop);
 	if (rc != 0) {
+		*out = NULL;
 		ssock__ep_shutdown(&u->ep, close_cmd, u);
 		free_udp(u);
 		return rc;
 	}
-	*out = u;
 	return 0;
 }
 
 int ssock_udp_close(ssock_udp *u)
+{
+	return ssock_udp_free(u);
+}
+
+int ssock_udp_free(ssock_udp *u)
 {
 	if (!u)
 		return 0;
@@ -493,10 +463,7 @@ int ssock_udp_next_event(ssock_udp *u, ssock_event *ev, int timeout_ms)
 {
 	if (!u)
 		return SSOCK_EINVAL;
-	int rc = ssock__inbox_next(&u->ep, ev, timeout_ms);
-	if (rc == 0)
-		maybe_resume(u);
-	return rc;
+	return ssock__inbox_next(&u->ep, ev, timeout_ms);
 }
 
 int ssock_udp_recv(ssock_udp *u, void **data, size_t *len, ssock_addr *from, int timeout_ms)
@@ -527,6 +494,13 @@ int ssock_udp_recv(ssock_udp *u, void **data, size_t *len, ssock_addr *from, int
 		}
 		ssock_event_release(&ev);
 	}
+}
+
+int ssock_udp_event_fd(ssock_udp *u)
+{
+	if (!u)
+		return SSOCK_EINVAL;
+	return ssock__inbox_fd(&u->ep);
 }
 
 int ssock_udp_errors(ssock_udp *u, ssock_error_info *out, int max, int clear)

@@ -7,3 +7,5 @@ ssock_test(test_threads LABELS net threaded SOURCES net_helpers.c)
 # The core's "done when" load check: 50 clients x 200 echoes up to 1 MiB.
 ssock_test(test_load LABELS net load SOURCES net_helpers.c)
 target_compile_definitions(test_load PRIVATE SSOCK_TOOL="$<TARGET_FILE:ssock_tool>")
+# Issue 9's holes: one named test per hole, each failed before its fix.
+ssock_test(test_holes LABELS net threaded SOURCES net_helpers.c)

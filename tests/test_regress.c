@@ -1,5 +1,5 @@
 /*
- * One named test per item of DESIGN.md's "What the originals got wrong"
+ * One named test per item of docs/DESIGN.md's "What the originals got wrong"
  * that applies to TCP. Each name starts with the library the bug comes from
  * (the Python simplesockets and tinyproto), and each test fails if ssock
  * ever has that bug.
