@@ -120,7 +120,7 @@ static int udp_echo(const struct opts *o)
 
 	int sig;
 	sigwait(&stop, &sig);
-	ssock_udp_close(u);
+	ssock_udp_free(u);
 	free(g);
 	return 0;
 }
@@ -171,7 +171,7 @@ static int run_echo(struct opts *op)
 
 	int sig;
 	sigwait(&stop, &sig);
-	ssock_server_close(srv);
+	ssock_server_free(srv);
 	return 0;
 }
 
@@ -497,7 +497,7 @@ static int udp_chat(const struct opts *o)
 		code = cli_addr_exit(&cmd_chat, rc);
 	} else {
 		code = udp_chat_session(u, &ch, pipefd[0], o->wait_ms, o->addr);
-		ssock_udp_close(u);
+		ssock_udp_free(u);
 	}
 	close(pipefd[0]);
 	close(pipefd[1]);
@@ -545,11 +545,11 @@ static int run_chat(struct opts *op)
 		rc = ssock_client_connect(cli, -1);
 	if (rc != 0) {
 		cli_fail("cannot connect to %s: %s", o.addr, ssock_strerror(rc));
-		ssock_client_close(cli);
+		ssock_client_free(cli);
 		return cli_addr_exit(&cmd_chat, rc);
 	}
 	int code = chat_session(cli, &ch, pipefd[0], o.wait_ms, o.addr);
-	ssock_client_close(cli);
+	ssock_client_free(cli);
 	close(pipefd[0]);
 	close(pipefd[1]);
 	return code;

@@ -522,7 +522,7 @@ static int rx_serve(struct receiver *r, struct opts *o, const sigset_t *stop)
 	printf("listening on %s\n", text);
 	fflush(stdout);
 	rx_wait(stop, pipefd[0]);
-	ssock_server_close(srv);
+	ssock_server_free(srv);
 	while (r->open) /* transfers cut by the stop: no partial file stays */
 		rx_free(r, r->open);
 	if (pipefd[0] >= 0) {
@@ -764,7 +764,7 @@ static int run_send_file(struct opts *o)
 		rc = ssock_client_connect(s.cli, -1);
 	if (rc != 0) {
 		cli_fail("cannot connect to %s: %s", s.addr, ssock_strerror(rc));
-		ssock_client_close(s.cli);
+		ssock_client_free(s.cli);
 		free(s.buf);
 		return cli_addr_exit(&cmd_send_file, rc);
 	}
@@ -772,7 +772,7 @@ static int run_send_file(struct opts *o)
 	for (int i = 1; i < o->nargs && !s.lost; i++)
 		tx_file(&s, o->args[i]) == 0 ? ok++ : failed++;
 	int skipped = o->nargs - 1 - ok - failed;
-	ssock_client_close(s.cli);
+	ssock_client_free(s.cli);
 	free(s.buf);
 	if (failed || skipped)
 		return cli_fail("%d of %d file(s) not stored at %s", failed + skipped, o->nargs - 1,

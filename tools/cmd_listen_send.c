@@ -72,7 +72,7 @@ static int listen_udp(struct opts *o, const sigset_t *stop)
 	ssock_udp_addr(u, &bound);
 	print_listening(&bound);
 	cli_wait_stop(stop);
-	ssock_udp_close(u);
+	ssock_udp_free(u);
 	return 0;
 }
 
@@ -111,7 +111,7 @@ static int run_listen(struct opts *o)
 	ssock_server_addr(srv, 0, &bound);
 	print_listening(&bound);
 	cli_wait_stop(&stop);
-	ssock_server_close(srv);
+	ssock_server_free(srv);
 	return 0;
 }
 
@@ -196,13 +196,13 @@ static int send_tcp(const struct opts *o, const char *addr)
 		rc = ssock_client_connect(cli, -1);
 	if (rc != 0) {
 		cli_fail("cannot connect to %s: %s", addr, ssock_strerror(rc));
-		ssock_client_close(cli);
+		ssock_client_free(cli);
 		return cli_addr_exit(&cmd_send, rc);
 	}
 	int code = send_tcp_all(cli, o, addr);
 	if (code == 0)
 		close_gracefully(cli, o->wait_ms);
-	ssock_client_close(cli);
+	ssock_client_free(cli);
 	return code;
 }
 
@@ -245,7 +245,7 @@ static int send_udp(const struct opts *o, const char *addr)
 		return cli_addr_exit(&cmd_send, rc);
 	}
 	int code = send_udp_all(u, o, addr);
-	ssock_udp_close(u);
+	ssock_udp_free(u);
 	return code;
 }
 
