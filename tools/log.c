@@ -7,7 +7,8 @@
  * cli_log() formats the line and queues it, or drops it when the queue is
  * full or the rate is above LOG_RATE lines a second (after a burst of
  * LOG_BURST); dropped lines are counted, and the count is written as one
- * line ("ssock: ... N more lines dropped") as soon as there is room.
+ * line ("ssock: ... N more lines dropped") once the queue is written, at
+ * most every LOG_NOTICE_MS.
  */
 #include "cli.h"
 
@@ -22,7 +23,7 @@
 #define LOG_LINE      512 /* bytes per line at most (longer ones are cut) */
 #define LOG_BURST     100 /* lines accepted at once... */
 #define LOG_RATE      10  /* ...and per second after that */
-#define LOG_NOTICE_MS 500 /* how soon a drop count is written when all is quiet */
+#define LOG_NOTICE_MS 500 /* drop counts are written at most this often */
 
 static struct {
 	pthread_mutex_t mu;
@@ -75,28 +76,35 @@ static void write_all(const char *p, size_t n)
 	}
 }
 
+/* Waits on lg.wake until ms (monotonic) at the latest. */
+static void wait_until(int64_t ms)
+{
+	struct timespec t = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+	pthread_cond_timedwait(&lg.wake, &lg.mu, &t);
+}
+
 static void *writer(void *arg)
 {
 	(void)arg;
 	char buf[LOG_LINE];
+	int64_t notice_ms = 0; /* when a drop count was last queued */
 	pthread_mutex_lock(&lg.mu);
 	for (;;) {
 		if (lg.count == 0) {
-			push_drop_notice();
-			if (lg.count == 0) {
-				pthread_cond_broadcast(&lg.idle);
-				if (lg.stopping)
-					break;
-				struct timespec t;
-				clock_gettime(CLOCK_MONOTONIC, &t);
-				t.tv_nsec += LOG_NOTICE_MS * 1000000L;
-				if (t.tv_nsec >= 1000000000L) {
-					t.tv_sec++;
-					t.tv_nsec -= 1000000000L;
-				}
-				pthread_cond_timedwait(&lg.wake, &lg.mu, &t);
+			/* All written: the count of what was dropped meanwhile, at
+			 * most every LOG_NOTICE_MS (a flood must not become a flood
+			 * of counts), and at once when stopping. */
+			int64_t now = cli_now_ms();
+			if (lg.dropped > 0 && (lg.stopping || now - notice_ms >= LOG_NOTICE_MS)) {
+				push_drop_notice();
+				notice_ms = now;
 				continue;
 			}
+			pthread_cond_broadcast(&lg.idle);
+			if (lg.stopping)
+				break;
+			wait_until(lg.dropped ? notice_ms + LOG_NOTICE_MS : now + LOG_NOTICE_MS);
+			continue;
 		}
 		size_t n = lg.len[lg.head];
 		memcpy(buf, lg.line[lg.head], n);
@@ -153,12 +161,11 @@ void cli_log(const char *fmt, ...)
 	if (lg.tokens > LOG_BURST)
 		lg.tokens = LOG_BURST;
 	lg.refill_ms = now;
-	/* One slot stays free for the drop notice. */
+	/* One slot stays free for the drop count. */
 	if (lg.tokens < 1 || lg.count + 2 > LOG_SLOTS) {
 		lg.dropped++;
 	} else {
 		lg.tokens -= 1;
-		push_drop_notice();
 		push(text, len);
 	}
 	pthread_mutex_unlock(&lg.mu);
