@@ -12,7 +12,7 @@ SSOCK=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
 PEER="python3 $HERE/file_peer.py"
 tmp=$(mktemp -d)
-declare -A PID OUT ERR
+declare -A PID OUT ERR IN
 cleanup() {
 	for p in "${PID[@]}"; do kill -9 "$p" 2>/dev/null || true; done
 	rm -rf "$tmp"
@@ -40,6 +40,31 @@ spawn() {
 	PID[$name]=$!
 	exec {fd}<"$tmp/$name.out"
 	OUT[$name]=$fd
+}
+
+# spawn_in NAME CMD...: as spawn, and CMD's stdin is a fifo written through
+# fd ${IN[NAME]} (say NAME LINE).
+spawn_in() {
+	local name=$1 fd
+	shift
+	mkfifo "$tmp/$name.out" "$tmp/$name.in"
+	"$@" >"$tmp/$name.out" 2>"$tmp/$name.err" <"$tmp/$name.in" &
+	PID[$name]=$!
+	# in the order the child opens them, or both sides block
+	exec {fd}<"$tmp/$name.out"
+	OUT[$name]=$fd
+	exec {fd}>"$tmp/$name.in"
+	IN[$name]=$fd
+}
+
+say() { printf '%s\n' "$2" >&"${IN[$1]}"; }
+
+# done_ok NAME: waits for NAME to exit 0.
+done_ok() {
+	local rc=0
+	wait "${PID[$1]}" || rc=$?
+	unset "PID[$1]"
+	[ "$rc" = 0 ] || fail "$1 exited $rc"
 }
 
 # spawn_err NAME CMD...: as spawn, for nc and socat, which announce their
@@ -729,6 +754,258 @@ case_files_max_size() {
 	grep -q "over the limit of 4096" <<<"$STDERR" || fail "send-file said: $STDERR"
 	finish rx 1
 	no_leftovers "$tmp/rx" five
+}
+
+# Sender B names its file after sender A's temporary file (the names are
+# predictable: .ssock-part.PID.1 for the first). With --overwrite that
+# replaced A's content, which was then confirmed to A as stored. Such names
+# are refused, with unnamed temporary files and with named ones.
+case_files_tmp_namespace() {
+	local mode
+	for mode in 0 1; do
+		mkdir "$tmp/rx$mode"
+		SSOCK_TEST_NO_TMPFILE=$mode serve "rx$mode" recv-files --overwrite --listen 127.0.0.1:0 \
+			--dir "$tmp/rx$mode"
+		spawn_in "a$mode" $PEER "$PORT" hold a.bin
+		expect "a$mode" R
+		expect "rx$mode" "receiving a\.bin .*"
+		run $PEER "$PORT" put ".ssock-part.${PID[rx$mode]}.1" EVIL
+		[ "$STDOUT" = "X name starts with '.ssock-part' (the receiver's temporary files)" ] ||
+			fail "B was answered '$STDOUT'"
+		say "a$mode" go
+		expect "a$mode" "K a\.bin"
+		done_ok "a$mode"
+		python3 -c "import sys; sys.exit(open(sys.argv[1], 'rb').read() != bytes(range(256)) * 64)" \
+			"$tmp/rx$mode/a.bin" || fail "a.bin does not hold A's content"
+		stop "rx$mode" "received a\.bin .*|recv-files: .*"
+		[ "$(ls -A "$tmp/rx$mode")" = a.bin ] || fail "left in DIR: $(ls -A "$tmp/rx$mode")"
+	done
+}
+
+# A stop by SIGHUP (terminal closed) or with stdout gone (SIGPIPE) removes the
+# temporary file of a transfer in progress (named ones, so they can be seen).
+case_files_hangup_cleans() {
+	export SSOCK_TEST_NO_TMPFILE=1
+	recv rx
+	spawn_in a $PEER "$PORT" hold a.bin
+	expect a R
+	expect rx "receiving a\.bin .*"
+	[ -n "$(find "$tmp/rx" -name '.ssock-part*')" ] || fail "no temporary file to see"
+	kill -HUP "${PID[rx]}"
+	finish rx 1 "0 file\(s\) received \(0 B\), 1 failed"
+	no_leftovers "$tmp/rx" a.bin
+	say a go
+	wait "${PID[a]}" || true
+	unset "PID[a]"
+}
+
+case_files_stdout_closed() {
+	export SSOCK_TEST_NO_TMPFILE=1
+	recv rx
+	eval "exec ${OUT[rx]}<&-" # nobody reads stdout any more: printing fails
+	echo data >"$tmp/f"
+	run "$SSOCK" send-file "127.0.0.1:$PORT" "$tmp/f"
+	[ "$RC" = 0 ] || fail "send-file exited $RC: $STDERR"
+	cmp "$tmp/f" "$tmp/rx/f" || fail "f was not stored"
+	local rc=0
+	wait "${PID[rx]}" || rc=$?
+	unset "PID[rx]"
+	[ "$rc" = 0 ] || fail "recv-files exited $rc"
+	no_leftovers "$tmp/rx" nothing
+}
+
+# After SIGKILL the named temporary file stays; the next receiver on the
+# directory removes it and says so, but not one another receiver holds.
+case_files_stale_after_kill() {
+	export SSOCK_TEST_NO_TMPFILE=1
+	mkdir "$tmp/d"
+	serve rx recv-files --listen 127.0.0.1:0 --dir "$tmp/d"
+	spawn_in a $PEER "$PORT" hold a.bin
+	expect a R
+	expect rx "receiving a\.bin .*"
+	kill -9 "${PID[rx]}"
+	wait "${PID[rx]}" 2>/dev/null || true
+	unset "PID[rx]"
+	local stale
+	stale=$(cd "$tmp/d" && ls -A)
+	[[ $stale == .ssock-part.* ]] || fail "no stale file after SIGKILL: '$stale'"
+	say a go
+	wait "${PID[a]}" || true
+	unset "PID[a]"
+	# A live receiver with a transfer of its own, then one more receiver.
+	serve live recv-files --listen 127.0.0.1:0 --dir "$tmp/d"
+	local live_port=$PORT
+	spawn_in b $PEER "$PORT" hold b.bin
+	expect b R
+	expect live "receiving b\.bin .*"
+	serve next recv-files --listen 127.0.0.1:0 --dir "$tmp/d"
+	stop next "recv-files: .*"
+	grep -qxF "ssock: removed $stale from $tmp/d: a temporary file left by a receiver that did not stop cleanly (8192 bytes)" \
+		"$tmp/live.err" "$tmp/next.err" 2>/dev/null || true
+	grep -qF "removed $stale from $tmp/d: a temporary file left by a receiver that did not stop cleanly" \
+		"$tmp/live.err" || fail "the stale file was not reported: $(cat "$tmp/live.err")"
+	grep -q "left .ssock-part.* in $tmp/d: in use (another receiver is writing it)" "$tmp/next.err" ||
+		fail "the live transfer's file was not reported as in use: $(cat "$tmp/next.err")"
+	say b go
+	expect b "K b\.bin"
+	done_ok b
+	stop live "received b\.bin .*|recv-files: .*"
+	[ "$(ls -A "$tmp/d")" = b.bin ] || fail "left in DIR: $(ls -A "$tmp/d")"
+}
+
+# --once: a port probe (connect, close) is not the first sender.
+case_files_once_probe() {
+	recv rx
+	python3 -c "import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=10).close()" "$PORT"
+	echo data >"$tmp/f"
+	run "$SSOCK" send-file "127.0.0.1:$PORT" "$tmp/f"
+	[ "$RC" = 0 ] || fail "send-file after a probe exited $RC: $STDERR"
+	expect rx "receiving f .*"
+	expect rx "received f .*"
+	finish rx 0 "1 file\(s\) received \(5 B\), 0 failed"
+}
+
+# A sender that stalls mid-file is closed after --idle-timeout and its
+# temporary file removed.
+case_files_idle_timeout() {
+	export SSOCK_TEST_NO_TMPFILE=1
+	recv rx --idle-timeout 300
+	# A connection that never sends anything is closed too (and is no sender
+	# for --once).
+	run python3 -c "import socket, sys
+s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=10)
+sys.exit(s.recv(1) != b'')" "$PORT"
+	[ "$RC" = 0 ] || fail "the silent connection was not closed"
+	run $PEER "$PORT" stall a.bin
+	[ "$STDOUT" = $'R\nclosed' ] || fail "the stalled sender saw '$STDOUT'"
+	expect rx "receiving a\.bin .*"
+	finish rx 1
+	no_leftovers "$tmp/rx" a.bin
+	grep -q "transfer of 'a.bin' from .* broken after 8192 of 16384 bytes; nothing kept (idle for longer than --idle-timeout)" \
+		"$tmp/rx.err" || fail "the idle close was not reported: $(cat "$tmp/rx.err")"
+}
+
+# --max-conns: one more sender is closed at once, the others go on.
+case_files_max_conns() {
+	mkdir "$tmp/rx"
+	serve rx recv-files --listen 127.0.0.1:0 --dir "$tmp/rx" --max-conns 2
+	spawn_in a $PEER "$PORT" hold a.bin
+	expect a R
+	spawn_in b $PEER "$PORT" hold b.bin
+	expect b R
+	run python3 -c "import socket, sys
+s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=10)
+try:
+    got = s.recv(1)
+except ConnectionResetError:
+    got = b''
+sys.exit(got != b'')" "$PORT"
+	[ "$RC" = 0 ] || fail "a third sender was not closed"
+	say a go
+	say b go
+	expect a "K a\.bin"
+	expect b "K b\.bin"
+	done_ok a
+	done_ok b
+	stop rx "receiv(ing|ed) [ab]\.bin .*|recv-files: .*"
+	grep -q "connection limit reached" "$tmp/rx.err" || fail "the refusal was not reported"
+}
+
+# 20 senders push refused headers and never read the answers: the receiver
+# stops reading them (or closes them); its memory stays bounded.
+case_files_memory_non_readers() {
+	mkdir "$tmp/rx"
+	# ASan keeps freed memory in quarantine (256 MiB by default): keep it small.
+	ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=4 \
+		serve rx recv-files --listen 127.0.0.1:0 --dir "$tmp/rx" --max-size 1
+	local before after
+	before=$(awk '/^VmRSS/ {print $2}' "/proc/${PID[rx]}/status")
+	python3 -c "import select, socket, struct, sys, time
+hdr = b'H\x01' + struct.pack('>QI', 1000, 0o644) + b'f'
+blob = (struct.pack('>I', len(hdr)) + hdr) * 20000
+socks = []
+for i in range(20):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(('127.0.0.1', int(sys.argv[1])))
+    s.setblocking(False)
+    socks.append(s)
+end = time.monotonic() + 20
+pushed = 0
+while socks and time.monotonic() < end and pushed < 400 << 20:
+    _, w, _ = select.select([], socks, [], 2)
+    if not w:
+        break  # the receiver reads none of them any more
+    for s in w:
+        try:
+            pushed += s.send(blob)
+        except OSError:
+            socks.remove(s)
+            s.close()
+print(pushed, len(socks))" "$PORT" >"$tmp/push.out" || fail "the pushing senders failed"
+	after=$(awk '/^VmHWM/ {print $2}' "/proc/${PID[rx]}/status")
+	echo "pushed $(cat "$tmp/push.out") (bytes, senders still open); RSS ${before} KiB, peak ${after} KiB"
+	[ $((after - before)) -lt 32768 ] || fail "the receiver grew by $((after - before)) KiB"
+	stop rx "recv-files: .*"
+}
+
+# The file work runs on the main thread, not on the server's loop: while the
+# main thread is stuck (here on a stdout nobody reads; a slow disk does the
+# same), the loop still serves: a sender over --max-conns is closed at once.
+case_files_loop_not_blocked() {
+	local hold i long
+	mkdir "$tmp/rx" "$tmp/src"
+	long=$(printf 'n%.0s' $(seq 240))
+	for i in $(seq 1 150); do echo "$i" >"$tmp/src/$long.$i"; done
+	mkfifo "$tmp/rx.out"
+	"$SSOCK" recv-files --listen 127.0.0.1:0 --dir "$tmp/rx" --max-conns 1 \
+		>"$tmp/rx.out" 2>"$tmp/rx.err" </dev/null &
+	PID[rx]=$!
+	exec {hold}<"$tmp/rx.out"
+	OUT[rx]=$hold
+	expect rx 'listening on 127\.0\.0\.1:([0-9]+)'
+	PORT=${M[1]}
+	# 150 files of two long lines each: more than a pipe holds, unread.
+	"$SSOCK" send-file "127.0.0.1:$PORT" "$tmp/src"/* >"$tmp/tx.out" 2>"$tmp/tx.err" &
+	PID[tx]=$!
+	python3 -c "import glob, socket, sys, time
+port = int(sys.argv[1])
+def closed(s, within):
+    s.settimeout(within)
+    try:
+        return s.recv(1) == b''
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+# Until the receiver's stdout is full: a thread of it is then stuck in a
+# write. (No event says so: /proc is looked at, for 20 s at most.)
+def stuck():
+    for t in glob.glob('/proc/%s/task/*/wchan' % sys.argv[2]):
+        with open(t) as f:
+            if 'pipe_write' in f.read():
+                return True
+    return False
+t0 = time.monotonic()
+while time.monotonic() - t0 < 20:
+    if stuck():
+        break
+    time.sleep(0.01)
+else:
+    sys.exit('the receiver never blocked on stdout')
+extra = socket.create_connection(('127.0.0.1', port), timeout=10)
+if not closed(extra, 5):
+    sys.exit('the sender over --max-conns was not closed')
+" "$PORT" "${PID[rx]}" || fail "the loop was blocked"
+	# Read stdout again: everything completes.
+	local line n=0
+	while IFS= read -r -t 10 line <&"$hold"; do
+		[[ $line == received* ]] && n=$((n + 1))
+		[ "$n" = 150 ] && break
+	done
+	[ "$n" = 150 ] || fail "only $n files were received"
+	done_ok tx
+	stop rx "recv-files: .*"
 }
 
 # A peer that breaks the protocol in WAY: the receiver answers X (or sees the
