@@ -788,6 +788,9 @@ static int run_recv_files(struct opts *o)
 	sigset_t stop;
 	cli_block_stop(&stop);
 	sigaddset(&stop, SIGHUP);
+	/* A stdout nobody reads any more costs the lines, not the files: a
+	 * write fails with EPIPE instead of killing the process mid-transfer. */
+	signal(SIGPIPE, SIG_IGN);
 	pthread_sigmask(SIG_BLOCK, &stop, NULL);
 	int code = rx_serve(&r, o, &stop);
 	close(r.dirfd);

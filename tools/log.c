@@ -129,7 +129,9 @@ void cli_log_start(void)
 	pthread_cond_init(&lg.idle, &ca);
 	pthread_condattr_destroy(&ca);
 	lg.refill_ms = cli_now_ms();
-	/* The writer takes no signals: SIGINT and SIGTERM are for sigwait(). */
+	/* The writer takes no signals: SIGINT and SIGTERM are for sigwait(),
+	 * and a SIGPIPE for a stderr nobody reads stays pending on it (the
+	 * write fails with EPIPE) instead of killing the process. */
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);

@@ -310,10 +310,6 @@ int main(int argc, char **argv)
 	}
 	if (rc != 0)
 		return rc;
-	/* A reader gone from stdout or stderr makes writes fail with EPIPE
-	 * instead of killing the process: recv-files must still clean up,
-	 * and the log's writer must not take the process down with it. */
-	signal(SIGPIPE, SIG_IGN);
 	cli_log_start();
 	rc = cmd->run(&o);
 	cli_log_stop(1000);
