@@ -35,7 +35,7 @@
  * Limits. At most --max-conns senders at once (default 64), each closed
  * after --idle-timeout ms without sending anything (default 60 s). The replies are
  * tiny: a connection may queue 64 KiB of them (and all together 2 MiB), and
- * a sender that does not read them is closed; the inbox holds at most 4 MiB.
+ * a sender that does not read them is closed; the inbox holds at most 1 MiB.
  */
 #define _GNU_SOURCE /* O_TMPFILE, AT_EMPTY_PATH, renameat2, RENAME_NOREPLACE */
 #include "cli.h"
@@ -58,7 +58,7 @@
 #define DEFAULT_IDLE_MS   60000
 #define REPLY_QUEUE       (64 * 1024)       /* replies queued per connection */
 #define REPLY_BUDGET      (2 * 1024 * 1024) /* ...and for all of them */
-#define INBOX_BYTES       (4 * 1024 * 1024) /* data waiting for the main thread */
+#define INBOX_BYTES       (1024 * 1024)     /* data waiting for the main thread */
 #define EVENTS_PER_ROUND  64                /* then the stop signal is looked at again */
 #define RX_BUCKETS        256
 
