@@ -68,6 +68,6 @@ int main(int argc, char **argv)
 
 	int sig;
 	sigwait(&stop, &sig);
-	ssock_udp_close(udp);
+	ssock_udp_free(udp);
 	return 0;
 }
