@@ -1,6 +1,6 @@
 /*
  * ssock echo and ssock chat, over TCP (any framing) and UDP. Their output
- * and exit codes are DESIGN.md's fixed contract: tests and benchmarks
+ * and exit codes are docs/DESIGN.md's fixed contract: tests and benchmarks
  * depend on them, so change nothing observable here lightly.
  */
 #include "cli.h"
@@ -312,7 +312,7 @@ static unsigned long long wait_replies(struct chat *ch, unsigned long long sent,
 
 /* A silent server is often one that speaks another framing (a u32 message
  * is never a whole line to a line server): say so, once, at the end. The
- * exit code stays 0 (DESIGN.md: chat exits 0 at the end of its input): the
+ * exit code stays 0 (docs/DESIGN.md: chat exits 0 at the end of its input): the
  * connection is fine, and a server that never answers ('ssock listen') is a
  * legitimate peer. `what` names what was counted ("replies", "reply bytes"),
  * `hint` the likely cause. */

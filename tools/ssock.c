@@ -1,7 +1,7 @@
 /*
  * ssock: the command-line tool. This file holds main(), the dispatch to the
  * subcommands (cmd_*.c), help, and the option parsing they share.
- * The contract of echo and chat (output lines, exit codes) is DESIGN.md's:
+ * The contract of echo and chat (output lines, exit codes) is docs/DESIGN.md's:
  * tests and benchmarks drive it, so keep it exact.
  *
  * Exit codes everywhere: 0 success, 1 runtime error (one line on stderr
