@@ -74,6 +74,8 @@ case_valgrind_and_fuzz() {
 
 # The Makefile's build target asks for the build's programs only.
 case_makefile_targets() {
+	# When ctest runs under make, its jobserver settings mean nothing here.
+	unset MAKEFLAGS MFLAGS MAKELEVEL
 	local t
 	for t in build install; do
 		make -n -C "$ROOT" "$t" 2>/dev/null | grep -q "scripts/deps.sh build$" ||
