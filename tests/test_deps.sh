@@ -76,16 +76,16 @@ case_valgrind_and_fuzz() {
 case_makefile_targets() {
 	# When ctest runs under make, its jobserver settings mean nothing here.
 	unset MAKEFLAGS MFLAGS MAKELEVEL
-	local t
+	local t out
 	for t in build install; do
-		make -n -C "$ROOT" "$t" 2>/dev/null | grep -q "scripts/deps.sh build$" ||
-			fail "make $t does not ask deps.sh for build"
-		if make -n -C "$ROOT" "$t" 2>/dev/null | grep -q "deps.sh.*\(test\|valgrind\)"; then
+		out=$(make -n -C "$ROOT" "$t" 2>/dev/null) || fail "make -n $t failed"
+		grep -q "scripts/deps.sh build$" <<<"$out" || fail "make $t does not ask deps.sh for build"
+		if grep -q "deps.sh.*\(test\|valgrind\)" <<<"$out"; then
 			fail "make $t asks for the tests' programs"
 		fi
 	done
-	make -n -C "$ROOT" test-valgrind 2>/dev/null | grep -q "scripts/deps.sh valgrind$" ||
-		fail "make test-valgrind does not ask for valgrind"
+	out=$(make -n -C "$ROOT" test-valgrind 2>/dev/null) || fail "make -n test-valgrind failed"
+	grep -q "scripts/deps.sh valgrind$" <<<"$out" || fail "make test-valgrind does not ask for valgrind"
 }
 
 declare -F "case_$case_name" >/dev/null || fail "no such case"
