@@ -537,7 +537,7 @@ case_udp_echo_forged_loop() {
 	check_run 0 "b" "$SSOCK" send --udp --reply "127.0.0.1:$pb" b
 	stop a
 	stop b
-	cat "$tmp/a.err" "$tmp/b.err" | grep -q "sends this server's replies back" ||
+	grep -q "sends this server's replies back" "$tmp/a.err" "$tmp/b.err" ||
 		fail "neither server reported the game"
 }
 
@@ -840,9 +840,7 @@ case_files_stale_after_kill() {
 	expect live "receiving b\.bin .*"
 	serve next recv-files --listen 127.0.0.1:0 --dir "$tmp/d"
 	stop next "recv-files: .*"
-	grep -qxF "ssock: removed $stale from $tmp/d: a temporary file left by a receiver that did not stop cleanly (8192 bytes)" \
-		"$tmp/live.err" "$tmp/next.err" 2>/dev/null || true
-	grep -qF "removed $stale from $tmp/d: a temporary file left by a receiver that did not stop cleanly" \
+	grep -qx "ssock: removed $stale from $tmp/d: a temporary file left by a receiver that did not stop cleanly ([0-9]* bytes)" \
 		"$tmp/live.err" || fail "the stale file was not reported: $(cat "$tmp/live.err")"
 	grep -q "left .ssock-part.* in $tmp/d: in use (another receiver is writing it)" "$tmp/next.err" ||
 		fail "the live transfer's file was not reported as in use: $(cat "$tmp/next.err")"
