@@ -341,6 +341,13 @@ typedef struct ssock_server_opts {
 	                          not completed in this long (SSOCK_ESTALLED);
 	                          time spent waiting for room in a full inbox
 	                          does not count; 0: never */
+	int handshake_timeout_ms; /* a connection whose handshake has not
+	                          finished in this long is closed with
+	                          SSOCK_EHANDSHAKE; default 10000. With
+	                          tinyproto framing that is the peer's 0xFF
+	                          (the connect event comes at once, and
+	                          messages wait for it). A client uses its
+	                          connect_timeout_ms. */
 	int keepalive_s;       /* TCP keepalive idle seconds, at most
 	                          SSOCK_KEEPALIVE_MAX; 0: off */
 	int error_log_max;     /* entries kept in the error log; default 64 */
