@@ -541,6 +541,30 @@ case_udp_echo_forged_loop() {
 		fail "neither server reported the game"
 }
 
+# chat and send with --framing tinyproto to a server that is not tinyproto:
+# it never sends the handshake byte. One line says so, exit 1 (after the
+# handshake's deadline, 10 s: the three run at once).
+case_tinyproto_no_handshake() {
+	serve e echo --listen 127.0.0.1:0
+	local want="ssock: the tinyproto handshake with 127.0.0.1:$PORT did not complete within 10000 ms (does the server speak tinyproto?)"
+	printf 'one\ntwo\n' | "$SSOCK" chat --framing tinyproto "127.0.0.1:$PORT" >"$tmp/c.out" 2>"$tmp/c.stderr" &
+	PID[c]=$!
+	"$SSOCK" send --framing tinyproto "127.0.0.1:$PORT" hi >"$tmp/s.out" 2>"$tmp/s.stderr" </dev/null &
+	PID[s]=$!
+	"$SSOCK" send --framing tinyproto --reply "127.0.0.1:$PORT" hi >"$tmp/r.out" 2>"$tmp/r.stderr" </dev/null &
+	PID[r]=$!
+	local n rc
+	for n in c s r; do
+		rc=0
+		wait "${PID[$n]}" || rc=$?
+		unset "PID[$n]"
+		[ "$rc" = 1 ] || fail "$n exited $rc: $(cat "$tmp/$n.stderr")"
+		[ "$(cat "$tmp/$n.stderr")" = "$want" ] || fail "$n said '$(cat "$tmp/$n.stderr")'"
+		[ ! -s "$tmp/$n.out" ] || fail "$n printed '$(cat "$tmp/$n.out")'"
+	done
+	stop e
+}
+
 # --------------------------------------------- line and raw with nc, socat
 
 case_nc_line_to_listen() {

@@ -83,6 +83,14 @@ int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * error line already printed), the rest are runtime errors. */
 int cli_addr_exit(const struct command *cmd, int rc);
 
+/* How long a client waits for the peer's handshake (tinyproto's 0xFF): set
+ * as the clients' connect_timeout_ms, which bounds it in the library. */
+#define CLI_HANDSHAKE_MS 10000
+
+/* Prints "ssock: the tinyproto handshake with ADDR did not complete ..." on
+ * stderr and returns EXIT_RUNTIME. */
+int cli_handshake_fail(const char *addr);
+
 /* Blocks SIGINT and SIGTERM in the calling thread (call before any loop
  * thread starts, so it inherits the mask); cli_wait_stop() then takes them. */
 void cli_block_stop(sigset_t *set);

@@ -352,22 +352,31 @@ static int chat_session(ssock_client *cli, struct chat *ch, int lost_fd, int wai
 			wait_replies(ch, sent, sent_bytes, wait_ms);
 	}
 	free(r.buf);
+	unsigned long long missing = 0, want = 0;
 	if (rc == 0) {
-		bool raw = ch->framing == SSOCK_FRAMING_RAW;
-		unsigned long long want = raw ? sent_bytes : sent;
-		unsigned long long missing = wait_replies(ch, sent, sent_bytes, wait_ms);
-		char hint[SSOCK_ADDRSTRLEN + 128];
-		snprintf(hint, sizeof hint, "does the server at %s speak %s?", addr,
-			 ssock_framing_name(ch->framing));
-		/* After 'bye' a server may well close without answering it. */
-		if (!bye)
-			report_missing(missing, want, raw ? "reply bytes" : "replies", wait_ms,
-				       hint);
+		want = ch->framing == SSOCK_FRAMING_RAW ? sent_bytes : sent;
+		missing = wait_replies(ch, sent, sent_bytes, wait_ms);
+		/* tinyproto sends nothing before the peer's handshake: replies
+		 * missing may mean our messages never left. Wait for them, up to
+		 * the handshake's deadline, to tell a peer that never shook
+		 * hands from one that does not answer. */
+		if (missing && ch->framing == SSOCK_FRAMING_TINYPROTO)
+			ssock_client_flush(cli, CLI_HANDSHAKE_MS + 1000);
 	}
 	pthread_mutex_lock(&ch->mu);
 	bool lost = ch->lost;
 	int reason = ch->lost_reason;
 	pthread_mutex_unlock(&ch->mu);
+	if (reason == SSOCK_EHANDSHAKE)
+		return cli_handshake_fail(addr);
+	if (rc == 0 && !bye) { /* after 'bye' a server may close without answering */
+		char hint[SSOCK_ADDRSTRLEN + 128];
+		snprintf(hint, sizeof hint, "does the server at %s speak %s?", addr,
+			 ssock_framing_name(ch->framing));
+		report_missing(missing, want,
+			       ch->framing == SSOCK_FRAMING_RAW ? "reply bytes" : "replies",
+			       wait_ms, hint);
+	}
 	if (rc != 0 && rc != SSOCK_ENOTCONN && rc != SSOCK_ECLOSED) {
 		fprintf(stderr, "%s: send to %s failed: %s\n", prog, addr, ssock_strerror(rc));
 		return EXIT_RUNTIME;
@@ -535,17 +544,22 @@ static int run_chat(struct opts *op)
 		.connect = o.addr,
 		.framing = o.framing,
 		.max_message = o.max_msg,
+		.connect_timeout_ms = CLI_HANDSHAKE_MS, /* also the handshake's deadline */
 		.on_message = chat_message,
 		.on_disconnect = chat_disconnect,
 		.user = &ch,
 	};
-	ssock_client *cli;
+	ssock_client *cli = NULL;
 	rc = ssock_client_new(&cli, &co);
 	if (rc == 0)
 		rc = ssock_client_connect(cli, -1);
 	if (rc != 0) {
-		cli_fail("cannot connect to %s: %s", o.addr, ssock_strerror(rc));
 		ssock_client_free(cli);
+		close(pipefd[0]);
+		close(pipefd[1]);
+		if (rc == SSOCK_EHANDSHAKE)
+			return cli_handshake_fail(o.addr);
+		cli_fail("cannot connect to %s: %s", o.addr, ssock_strerror(rc));
 		return cli_addr_exit(&cmd_chat, rc);
 	}
 	int code = chat_session(cli, &ch, pipefd[0], o.wait_ms, o.addr);

@@ -72,6 +72,13 @@ int cli_fail(const char *fmt, ...)
 	return EXIT_RUNTIME;
 }
 
+int cli_handshake_fail(const char *addr)
+{
+	return cli_fail("the tinyproto handshake with %s did not complete within %d ms (does the "
+			"server speak tinyproto?)",
+			addr, CLI_HANDSHAKE_MS);
+}
+
 int cli_addr_exit(const struct command *cmd, int rc)
 {
 	if (rc != SSOCK_EBADADDR)
