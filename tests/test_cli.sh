@@ -255,6 +255,13 @@ case_usage_strict_numbers() {
 	[ "$RC" = 2 ] || fail "echo --max-conns 0 exited $RC, wanted 2"
 }
 
+# An option another command takes is named, not its value.
+case_usage_option_not_taken() {
+	run "$SSOCK" listen 127.0.0.1:0 --dir ""
+	[ "$RC" = 2 ] || fail "exited $RC"
+	[ "$(head -1 <<<"$STDERR")" = "ssock: listen takes no option --dir" ] || fail "said '$STDERR'"
+}
+
 # MSG is required: `send ADDR` alone sends nothing and says so.
 case_usage_send_needs_message() {
 	run "$SSOCK" send 127.0.0.1:1

@@ -194,9 +194,16 @@ int cli_parse(const struct command *cmd, int argc, char **argv, struct opts *o)
 			break;
 		if (c == 'h')
 			return -1;
-		if (c == '?' || c == ':' || !(cmd->allowed & (unsigned)c))
+		if (c == '?' || c == ':')
 			return cli_usage_error(cmd, "unknown or incomplete option '%s' for %s",
 					       argv[optind - 1], cmd->name);
+		if (!(cmd->allowed & (unsigned)c)) { /* argv[optind - 1] may be its value */
+			const struct option *lo = long_opts;
+			while (lo->name && lo->val != c)
+				lo++;
+			return cli_usage_error(cmd, "%s takes no option --%s", cmd->name,
+					       lo->name ? lo->name : "?");
+		}
 		int rc = set_opt(cmd, c, optarg, o);
 		if (rc != 0)
 			return rc;
