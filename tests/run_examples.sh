@@ -238,11 +238,14 @@ case_bye() {
 	expect_eq srv "From client $pb: This is from Client"
 	expect_eq srv "Client at $pb disconnected..."
 
-	# A raw peer writes "one\nbye\n" at once: one echo, then the server closes.
+	# A raw peer writes "one\n<ESC>[31mred\nbye\n" at once: two echoes, then the
+	# server closes. The server prints the escape byte as '?', not raw.
 	exec {s}<>"/dev/tcp/127.0.0.1/${ADDR##*:}"
-	printf 'one\nbye\n' >&"$s"
+	printf 'one\n\033[31mred\nbye\n' >&"$s"
 	read -r -t 10 line <&"$s" || fail "raw peer: no echo"
 	[ "$line" = one ] || fail "raw peer got '$line'"
+	read -r -t 10 line <&"$s" || fail "raw peer: no second echo"
+	[ "$line" = $'\033[31mred' ] || fail "raw peer got '$line'"
 	rc=0
 	read -r -t 10 line <&"$s" || rc=$?
 	[ "$rc" = 1 ] || fail "raw peer: server did not close after bye (got '$line')"
@@ -250,6 +253,7 @@ case_bye() {
 	expect srv "New connection added: $PEER"
 	pb=${M[1]}
 	expect_eq srv "From client $pb: one"
+	expect_eq srv "From client $pb: ?[31mred"
 	expect_eq srv "Client at $pb disconnected..."
 
 	say a "still here"
