@@ -93,25 +93,29 @@ static void close_attempt(ssock_client *cli)
 
 static void attempt_failed(ssock_client *cli, int rc, const char *op)
 {
-	if (!cli->last_reported)
-		ssock__ep_error(&cli->ep.base, rc, op, 0,
-				cli->next_addr > 0 ? &cli->addrs[cli->next_addr - 1] : NULL);
 	cli->fails++;
 	bool again = cli->auto_reconnect && !cli->closed &&
 		     (cli->max_tries == 0 || cli->fails < cli->max_tries);
 	pthread_mutex_lock(&loop_of(cli)->mu);
 	again = again && cli->want;
 	pthread_mutex_unlock(&loop_of(cli)->mu);
+	/* The state first: a program that hears of the error and then asks
+	 * gets an answer that agrees with it. */
 	if (!again) {
 		set_state(cli, SSOCK_STATE_DISCONNECTED, rc);
-		return;
+	} else {
+		pthread_mutex_lock(&loop_of(cli)->mu);
+		cli->last_error = rc;
+		pthread_cond_broadcast(&loop_of(cli)->cv);
+		pthread_mutex_unlock(&loop_of(cli)->mu);
 	}
-	pthread_mutex_lock(&loop_of(cli)->mu);
-	cli->last_error = rc;
-	pthread_cond_broadcast(&loop_of(cli)->cv);
-	pthread_mutex_unlock(&loop_of(cli)->mu);
-	cli->in_backoff = true;
-	arm(cli, backoff_delay(cli));
+	if (!cli->last_reported)
+		ssock__ep_error(&cli->ep.base, rc, op, 0,
+				cli->next_addr > 0 ? &cli->addrs[cli->next_addr - 1] : NULL);
+	if (again) {
+		cli->in_backoff = true;
+		arm(cli, backoff_delay(cli));
+	}
 }
 
 /* Moves on to the next address after a failure with rc. */

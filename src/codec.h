@@ -41,8 +41,11 @@ typedef struct ssock__codec {
 	const char *name;
 	/* The most bytes framing adds to a message. */
 	uint32_t overhead;
+	/* The largest message it can frame. */
+	size_t max_payload;
 	/* Checks a message against the framing; returns its size on the wire
-	 * (0: nothing to send), or SSOCK_EMSGSIZE / SSOCK_EFRAMING. */
+	 * (0: nothing to send), or SSOCK_EMSGSIZE / SSOCK_EFRAMING. NULL when
+	 * every message up to max_payload takes len + overhead bytes. */
 	ssize_t (*wire_size)(const void *data, size_t len);
 	/* Writes the message's wire form, wire_size() bytes, at dst. */
 	void (*encode)(uint8_t *dst, const void *data, size_t len);
@@ -85,8 +88,15 @@ extern const ssock__codec ssock__codec_u32, ssock__codec_line, ssock__codec_raw,
 	ssock__codec_tinyproto;
 
 /* u32's encoding, which tinyproto's messages share. */
-ssize_t ssock__codec_u32_wire_size(const void *data, size_t len);
 void ssock__codec_u32_encode(uint8_t *dst, const void *data, size_t len);
+
+/* A message's size on the wire (see wire_size). */
+static inline ssize_t ssock__wire_size(const ssock__codec *codec, const void *data, size_t len)
+{
+	if (codec->wire_size)
+		return codec->wire_size(data, len);
+	return len > codec->max_payload ? SSOCK_EMSGSIZE : (ssize_t)(len + codec->overhead);
+}
 
 /* The codec of a framing, or NULL for an unknown one. */
 const ssock__codec *ssock__codec_of(ssock_framing f);

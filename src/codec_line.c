@@ -38,6 +38,7 @@ static ssize_t line_decode(ssock_conn *c, const uint8_t *buf, size_t len, ssock_
 const ssock__codec ssock__codec_line = {
 	.name = "line",
 	.overhead = 2, /* "\r\n" at most */
+	.max_payload = UINT32_MAX,
 	.wire_size = line_wire_size,
 	.encode = line_encode,
 	.decode = line_decode,

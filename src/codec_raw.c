@@ -4,12 +4,6 @@
 
 #include <limits.h>
 
-static ssize_t raw_wire_size(const void *data, size_t len)
-{
-	(void)data;
-	return len > SSIZE_MAX ? SSOCK_EMSGSIZE : (ssize_t)len;
-}
-
 static void raw_encode(uint8_t *dst, const void *data, size_t len)
 {
 	if (len)
@@ -35,7 +29,7 @@ static ssize_t raw_decode(ssock_conn *c, const uint8_t *buf, size_t len, ssock__
 const ssock__codec ssock__codec_raw = {
 	.name = "raw",
 	.overhead = 0,
-	.wire_size = raw_wire_size,
+	.max_payload = SSIZE_MAX,
 	.encode = raw_encode,
 	.header = raw_header,
 	.decode = raw_decode,

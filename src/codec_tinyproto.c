@@ -186,7 +186,7 @@ static size_t tp_close(ssock_conn *c)
 const ssock__codec ssock__codec_tinyproto = {
 	.name = "tinyproto",
 	.overhead = SSOCK__U32_HEADER,
-	.wire_size = ssock__codec_u32_wire_size,
+	.max_payload = UINT32_MAX,
 	.encode = ssock__codec_u32_encode,
 	.decode = tp_decode,
 	.open = tp_open,

@@ -3,14 +3,6 @@
 #include "conn.h"
 #include "frame.h"
 
-ssize_t ssock__codec_u32_wire_size(const void *data, size_t len)
-{
-	(void)data;
-	if (len > UINT32_MAX)
-		return SSOCK_EMSGSIZE;
-	return (ssize_t)(len + SSOCK__U32_HEADER);
-}
-
 static size_t u32_header(uint8_t *dst, size_t len)
 {
 	ssock__u32_header(dst, (uint32_t)len);
@@ -34,7 +26,7 @@ static ssize_t u32_decode(ssock_conn *c, const uint8_t *buf, size_t len, ssock__
 const ssock__codec ssock__codec_u32 = {
 	.name = "u32",
 	.overhead = SSOCK__U32_HEADER,
-	.wire_size = ssock__codec_u32_wire_size,
+	.max_payload = UINT32_MAX,
 	.encode = ssock__codec_u32_encode,
 	.header = u32_header,
 	.decode = u32_decode,

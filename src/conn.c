@@ -96,12 +96,6 @@ void ssock__conn_trim(ssock_conn *c)
 	c->extra = NULL;
 }
 
-void ssock__conn_touch(ssock_conn *c)
-{
-	if (c->extra)
-		c->extra->last_io = ssock__loop_of(c)->now;
-}
-
 /* ------------------------------------------------------------- timers */
 
 void ssock__conn_arm_timer(ssock_conn *c)

@@ -30,6 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define SSOCK__BUDGET_SHARE (64u << 10) /* see ssock__read_limit() */
+
 struct ssock__chunk {
 	ssock__chunk *next;
 	uint8_t *payload;     /* a payload buffer taken over (the echo fast
@@ -122,6 +124,13 @@ static inline ssock_loop *ssock__loop_of(const ssock_conn *c)
 	return c->ep->base.loop;
 }
 
+/* Notes activity for the idle timeout. */
+static inline void ssock__conn_touch(ssock_conn *c)
+{
+	if (c->extra)
+		c->extra->last_io = ssock__loop_of(c)->now;
+}
+
 /* --------------------------------------------------------------- conn.c */
 
 /* Allocates a connection for a connected socket fd and registers it, then
@@ -152,8 +161,6 @@ ssock__conn_extra *ssock__conn_extra_get(ssock_conn *c, const char *op);
 /* Frees c's extra part if nothing in it is in use. Only where nothing up the
  * stack holds c->extra. */
 void ssock__conn_trim(ssock_conn *c);
-/* Notes activity for the idle timeout. */
-void ssock__conn_touch(ssock_conn *c);
 /* Arms c's timer for the earliest of its deadlines, or stops it. */
 void ssock__conn_arm_timer(ssock_conn *c);
 /* Tells the loop what c waits for, from its state. */
@@ -173,9 +180,27 @@ void ssock__ep_close_all(ssock__stream_ep *ep, int reason);
 void ssock__conn_read(ssock_conn *c);
 /* Whether part of a frame has been read. */
 bool ssock__conn_mid_frame(const ssock_conn *c);
-/* How many queued bytes stop a server from reading from c (see
- * ssock_server_opts.send_budget). */
-size_t ssock__read_limit(const ssock_conn *c);
+/* How many queued bytes stop a server from reading from c: half its send
+ * queue, or (while the server's total is over half its budget) 64 KiB, so
+ * the peers that take their replies slowest stop getting more made for
+ * them first, and the budget's hard limit is kept for the rare case.
+ *
+ * A client never stops reading: its queue is filled by its own program,
+ * and if it stopped reading because the server is slow to take that, while
+ * the server stopped reading because the client does not take the
+ * replies, neither would ever move again. One side that always reads
+ * breaks the cycle. */
+static inline size_t ssock__read_limit(const ssock_conn *c)
+{
+	const ssock__stream_ep *ep = c->ep;
+	size_t high = ep->cfg.send_queue_max / 2;
+	if (ep->is_client)
+		return SIZE_MAX;
+	if (atomic_load_explicit(&ep->queued, memory_order_relaxed) > ep->send_budget / 2 &&
+	    high > SSOCK__BUDGET_SHARE)
+		high = SSOCK__BUDGET_SHARE;
+	return high;
+}
 /* Resumes reading on connections paused by a full inbox. Loop only. */
 void ssock__ep_resume_paused(ssock__stream_ep *ep);
 /* Frees the read side's buffers of a closed connection. */

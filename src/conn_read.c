@@ -13,7 +13,6 @@
 #include "conn.h"
 
 #define READS_PER_WAKEUP 16 /* fairness: then the next connection */
-#define BUDGET_SHARE (64u << 10) /* see ssock__read_limit() */
 #define BIG_MIN_GROWTH (64u << 10)
 #define BIG_EXACT_MAX (64u << 20)
 
@@ -241,7 +240,8 @@ static void process_frames(ssock_conn *c, uint8_t *buf, size_t len)
 {
 	const ssock__codec *codec = c->ep->codec;
 	size_t off = 0;
-	ssock__frame f = {.scanned = c->partial ? c->partial->scanned : 0};
+	ssock__frame f;
+	f.scanned = c->partial ? c->partial->scanned : 0;
 	bool held = false; /* stopped by a full inbox */
 	while (off < len && readable_state(c)) {
 		if (inbox_blocked(c)) {
@@ -416,28 +416,6 @@ static void drain_discard(ssock_conn *c)
 			return;
 		}
 	}
-}
-
-/* How many queued bytes stop a server from reading from c: half its send
- * queue, or (while the server's total is over half its budget) 64 KiB, so
- * the peers that take their replies slowest stop getting more made for
- * them first, and the budget's hard limit is kept for the rare case.
- *
- * A client never stops reading: its queue is filled by its own program,
- * and if it stopped reading because the server is slow to take that, while
- * the server stopped reading because the client does not take the
- * replies, neither would ever move again. One side that always reads
- * breaks the cycle. */
-size_t ssock__read_limit(const ssock_conn *c)
-{
-	const ssock__stream_ep *ep = c->ep;
-	if (ep->is_client)
-		return SIZE_MAX;
-	size_t high = ep->cfg.send_queue_max / 2;
-	if (atomic_load_explicit(&ep->queued, memory_order_relaxed) > ep->send_budget / 2 &&
-	    high > BUDGET_SHARE)
-		high = BUDGET_SHARE;
-	return high;
 }
 
 /* The transport holds bytes the socket will not announce: read them in a

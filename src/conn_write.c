@@ -91,7 +91,7 @@ int ssock__frame_chunk(const ssock__stream_ep *ep, const void *data, size_t len,
 		       ssock__chunk **out)
 {
 	*out = NULL;
-	ssize_t total = ep->codec->wire_size(data, len);
+	ssize_t total = ssock__wire_size(ep->codec, data, len);
 	if (total <= 0)
 		return (int)total; /* an empty raw message puts nothing on the wire */
 	if ((size_t)total > ep->cfg.send_queue_max)
@@ -315,7 +315,7 @@ int ssock__conn_send(ssock_conn *c, const void *data, size_t len)
 	if (c->state >= SSOCK__CLOSING || c->state == SSOCK__HANDSHAKE)
 		return SSOCK_ECLOSED;
 	const ssock__codec *codec = c->ep->codec;
-	ssize_t total = codec->wire_size(data, len);
+	ssize_t total = ssock__wire_size(codec, data, len);
 	if (total <= 0)
 		return (int)total; /* an empty raw message puts nothing on the wire */
 	if ((size_t)total > c->ep->cfg.send_queue_max)
@@ -335,8 +335,8 @@ int ssock__conn_send(ssock_conn *c, const void *data, size_t len)
 		codec->send(c, ch);
 		return 0;
 	}
-	uint8_t *dst = tail_room(c, (size_t)total);
-	if (!dst) {
+	uint8_t *dst = out_room(c, (size_t)total);
+	if (!dst && !(dst = tail_room(c, (size_t)total))) {
 		ssock__queued_sub(c, (size_t)total);
 		return SSOCK_ENOMEM;
 	}
@@ -409,7 +409,32 @@ static void consume(ssock_conn *c, size_t n)
 	}
 }
 
-void ssock__conn_write(ssock_conn *c)
+/* One write of iov[0..n), want bytes in all. Returns true when all of them
+ * went out (more may be written now). */
+static bool write_some(ssock_conn *c, const struct iovec *iov, int n, size_t want)
+{
+	ssize_t w = c->ep->transport->write(c, iov, n);
+	if (w == SSOCK__WANT_WRITE)
+		return false;
+	if (w == SSOCK__WANT_READ) {
+		c->write_wants_read = true;
+		ssock__conn_interest(c);
+		return false;
+	}
+	if (w < 0) {
+		if (w != -EPIPE && w != -ECONNRESET)
+			ssock__conn_report(c, (int)w, "write");
+		ssock__conn_fail(c, (int)w);
+		return false;
+	}
+	ssock__conn_touch(c);
+	consume(c, (size_t)w);
+	return (size_t)w == want; /* else the socket buffer is full */
+}
+
+/* Writes c's bytes in the shared buffer and its chunks, in rounds of up to
+ * MAX_IOV pieces. */
+__attribute__((noinline)) static void write_queue(ssock_conn *c)
 {
 	ssock_loop *l = ssock__loop_of(c);
 	for (int round = 0; round < WRITES_PER_WAKEUP; round++) {
@@ -427,28 +452,24 @@ void ssock__conn_write(ssock_conn *c)
 			iov[n].iov_len = ch->len - ch->off;
 			want += iov[n++].iov_len;
 		}
-		if (n == 0)
+		if (n == 0 || !write_some(c, iov, n, want))
 			break;
-		ssize_t w = c->ep->transport->write(c, iov, n);
-		if (w == SSOCK__WANT_WRITE)
-			break;
-		if (w == SSOCK__WANT_READ) {
-			c->write_wants_read = true;
-			ssock__conn_interest(c);
-			break;
-		}
-		if (w < 0) {
-			if (w != -EPIPE && w != -ECONNRESET)
-				ssock__conn_report(c, (int)w, "write");
-			ssock__conn_fail(c, (int)w);
-			return;
-		}
-		ssock__conn_touch(c);
-		consume(c, (size_t)w);
-		if ((size_t)w < want)
-			break; /* the socket buffer is full */
 	}
-	if (!out_keep(c))
+}
+
+void ssock__conn_write(ssock_conn *c)
+{
+	ssock_loop *l = ssock__loop_of(c);
+	if (c->out_head) {
+		write_queue(c);
+	} else {
+		/* The usual case: a reply in the shared buffer, nothing else. */
+		const struct ssock__flush *f = out_seg(c);
+		struct iovec iov = {f ? l->obuf + f->off : NULL, f ? f->len : 0};
+		if (f)
+			write_some(c, &iov, 1, iov.iov_len);
+	}
+	if (c->state == SSOCK__CLOSED || !out_keep(c))
 		return;
 	set_want_write(c, c->out_head != NULL && !c->write_wants_read);
 	if (c->state == SSOCK__CLOSING && !c->out_head && atomic_load(&c->queued) == 0)

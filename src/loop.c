@@ -15,17 +15,11 @@
 #define TIDY_AFTER_MS 1000
 #define TIDY_BYTES (1u << 20) /* freed before a tidy-up is worth it */
 
-/* The loop the calling thread is running loop code for, if any. */
-static __thread ssock_loop *current_loop;
-
-bool ssock__on_loop(const ssock_loop *loop)
-{
-	return current_loop == loop;
-}
+__thread ssock_loop *ssock__current_loop;
 
 bool ssock__on_any_loop(void)
 {
-	return current_loop != NULL;
+	return ssock__current_loop != NULL;
 }
 
 bool ssock__may_wait(ssock_loop *l)
@@ -269,14 +263,14 @@ static void on_wake(ssock__io *io, unsigned ready)
 /* Runs the loop code for one batch. Caller holds drive_mu. */
 static void enter(ssock_loop *l)
 {
-	current_loop = l;
+	ssock__current_loop = l;
 	l->now = ssock__now_ms();
 }
 
 static void leave(ssock_loop *l)
 {
 	(void)l;
-	current_loop = NULL;
+	ssock__current_loop = NULL;
 }
 
 int ssock__call(ssock_loop *l, void (*fn)(ssock__cmd *cmd), void *arg, uint64_t id)

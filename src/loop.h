@@ -99,7 +99,13 @@ struct ssock_loop {
 	atomic_uint_fast64_t passes; /* waits so far (tests see a spin) */
 };
 
-bool ssock__on_loop(const ssock_loop *loop);
+/* The loop the calling thread is running loop code for, if any. */
+extern __thread ssock_loop *ssock__current_loop;
+
+static inline bool ssock__on_loop(const ssock_loop *loop)
+{
+	return ssock__current_loop == loop;
+}
 /* Whether the calling thread runs loop code (callbacks) of any loop. */
 bool ssock__on_any_loop(void);
 /* Whether the calling thread may block until the loop does something: not
