@@ -278,6 +278,18 @@ static char *read_line(struct line_reader *r, int lost_fd, size_t *n)
 	}
 }
 
+/* Sets *ts to wait_ms from now on CLOCK_MONOTONIC (the clock of ch->cv). */
+static void deadline_in(struct timespec *ts, int wait_ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += wait_ms / 1000;
+	ts->tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
 /* Waits up to wait_ms for as many replies as messages sent (for raw: as
  * many bytes). Returns how many are still missing (0 once the connection
  * is lost: that is reported on its own). */
@@ -285,13 +297,7 @@ static unsigned long long wait_replies(struct chat *ch, unsigned long long sent,
 				       unsigned long long sent_bytes, int wait_ms)
 {
 	struct timespec deadline;
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += wait_ms / 1000;
-	deadline.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-	if (deadline.tv_nsec >= 1000000000L) {
-		deadline.tv_sec++;
-		deadline.tv_nsec -= 1000000000L;
-	}
+	deadline_in(&deadline, wait_ms);
 	bool raw = ch->framing == SSOCK_FRAMING_RAW;
 	unsigned long long want = raw ? sent_bytes : sent, missing;
 	pthread_mutex_lock(&ch->mu);
@@ -308,6 +314,17 @@ static unsigned long long wait_replies(struct chat *ch, unsigned long long sent,
 	}
 	pthread_mutex_unlock(&ch->mu);
 	return missing;
+}
+
+/* Waits up to wait_ms for the connection-lost callback to have run. */
+static void wait_lost(struct chat *ch, int wait_ms)
+{
+	struct timespec deadline;
+	deadline_in(&deadline, wait_ms);
+	pthread_mutex_lock(&ch->mu);
+	while (!ch->lost && pthread_cond_timedwait(&ch->cv, &ch->mu, &deadline) == 0) {
+	}
+	pthread_mutex_unlock(&ch->mu);
 }
 
 /* A silent server is often one that speaks another framing (a u32 message
@@ -360,8 +377,9 @@ static int chat_session(ssock_client *cli, struct chat *ch, int lost_fd, int wai
 		 * missing may mean our messages never left. Wait for them, up to
 		 * the handshake's deadline, to tell a peer that never shook
 		 * hands from one that does not answer. */
-		if (missing && ch->framing == SSOCK_FRAMING_TINYPROTO)
-			ssock_client_flush(cli, CLI_HANDSHAKE_MS + 1000);
+		if (missing && ch->framing == SSOCK_FRAMING_TINYPROTO &&
+		    ssock_client_flush(cli, CLI_HANDSHAKE_MS + 1000) == SSOCK_ENOTCONN)
+			wait_lost(ch, 1000); /* the disconnect callback may still be on its way */
 	}
 	pthread_mutex_lock(&ch->mu);
 	bool lost = ch->lost;
