@@ -1,26 +1,93 @@
 #!/usr/bin/env bash
-# Installs what building and testing need, when it is missing (Debian).
-# Quiet and quick when everything is there already.
+# scripts/deps.sh WHAT...: makes sure the programs WHAT needs are there, for
+# each Makefile target asking only for what that target uses:
+#   build     a C compiler, cmake, make              (make, make install)
+#   demo      build + what scripts/demo.sh runs      (make demo)
+#   test      build + nc, socat, python3; ss and pkg-config if possible
+#                                                     (make test)
+#   valgrind  build + valgrind, python3              (make test-valgrind)
+#   fuzz      clang, cmake, make                     (make fuzz; fuzz/run.sh
+#                                                     checks clang's fuzzer
+#                                                     runtime itself)
+# Quiet and quick when everything is there. When something is missing: as
+# root it is installed with apt-get (Debian); otherwise the missing Debian
+# packages and the command that installs them are printed, and it fails
+# (what is only optional is named, skipped, and does not fail).
+# SSOCK_DEPS_NO_INSTALL=1 never installs, also as root (the tests use it).
 set -euo pipefail
-need=()
-command -v cmake >/dev/null || need+=(cmake)
-command -v cc >/dev/null || need+=(gcc)
-command -v make >/dev/null || need+=(make)
-command -v python3 >/dev/null || need+=(python3)
-# The CLI tests talk to `ssock` with nc and socat (line and raw framings).
-command -v nc >/dev/null || need+=(netcat-openbsd)
-command -v socat >/dev/null || need+=(socat)
-# The examples' test reads the client's address with ss; the install test
-# builds a consumer with pkg-config; CI runs the net tests under valgrind.
-command -v ss >/dev/null || need+=(iproute2)
-command -v pkg-config >/dev/null || need+=(pkg-config)
-command -v valgrind >/dev/null || need+=(valgrind)
-if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" != 0 ]; then
-    echo "deps: missing ${need[*]}; run as root or install them" >&2
-    exit 1
-  fi
-  echo "deps: installing ${need[*]}" >&2
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+
+need=() # required: "command package"
+want=() # optional: "command package what-is-skipped-without-it"
+for what in "$@"; do
+	case $what in
+	build | demo | test | valgrind)
+		need+=("cc gcc" "cmake cmake" "make make")
+		;;&
+	demo)
+		# Everything else demo.sh runs is in every Debian (coreutils, sed,
+		# diffutils, mawk), but a trimmed image may lack awk.
+		need+=("awk mawk" "cmp diffutils")
+		;;
+	test)
+		need+=("nc netcat-openbsd" "socat socat" "python3 python3")
+		want+=("ss iproute2 the examples test's check of the client address"
+			"pkg-config pkg-config the test of the installed pkg-config file")
+		;;
+	valgrind)
+		need+=("valgrind valgrind" "python3 python3")
+		;;
+	fuzz)
+		need+=("clang clang" "cmake cmake" "make make")
+		;;
+	build | demo | test | valgrind) ;;
+	*)
+		echo "deps: unknown target '$what' (build, demo, test, valgrind or fuzz)" >&2
+		exit 2
+		;;
+	esac
+done
+
+missing=() skipped=()
+for entry in "${need[@]}"; do
+	read -r cmd pkg <<<"$entry"
+	command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+done
+for entry in "${want[@]}"; do
+	read -r cmd pkg why <<<"$entry"
+	command -v "$cmd" >/dev/null 2>&1 || skipped+=("$pkg:$why")
+done
+# Each package once, in order (bash only: awk may be what is missing).
+dedup() {
+	local -A seen=()
+	local x
+	OUTPUT=()
+	for x in "$@"; do
+		[ -n "${seen[$x]:-}" ] || OUTPUT+=("$x")
+		seen[$x]=1
+	done
+}
+dedup "${missing[@]}"
+missing=("${OUTPUT[@]}")
+dedup "${skipped[@]}"
+skipped=("${OUTPUT[@]}")
+[ ${#missing[@]} -eq 0 ] && [ ${#skipped[@]} -eq 0 ] && exit 0
+
+install=("${missing[@]}")
+for s in "${skipped[@]}"; do install+=("${s%%:*}"); done
+if [ "$EUID" = 0 ] && [ "${SSOCK_DEPS_NO_INSTALL:-0}" != 1 ] && command -v apt-get >/dev/null; then
+	echo "deps: installing ${install[*]}" >&2
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${install[@]}" >/dev/null
+	exit 0
 fi
+
+for s in "${skipped[@]}"; do
+	echo "deps: optional package ${s%%:*} is missing: skipping ${s#*:}" >&2
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "deps: 'make $*' needs these Debian packages, which are missing: ${missing[*]}" >&2
+	echo "deps: install them with: sudo apt-get install -y ${install[*]}" >&2
+	exit 1
+fi
+echo "deps: to have them: sudo apt-get install -y ${install[*]}" >&2
+exit 0
