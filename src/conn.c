@@ -124,6 +124,18 @@ void ssock__conn_arm_timer(ssock_conn *c)
 	}
 }
 
+/* Whether the quiet is this side's: c's reading is held back by a full
+ * inbox, or a message of c's still waits in the inbox for the program. An
+ * idle timeout does not count that time (it restarts from now). */
+static bool waits_on_us(ssock_conn *c)
+{
+	ssock__ep *ep = &c->ep->base;
+	if (!c->paused && !(ep->inbox_mode && ssock__inbox_holds(&ep->inbox, c->id)))
+		return false;
+	ssock__conn_touch(c);
+	return true;
+}
+
 static void conn_timer(ssock__timer *t)
 {
 	ssock__conn_extra *x = (ssock__conn_extra *)((char *)t - offsetof(ssock__conn_extra, timer));
@@ -136,7 +148,8 @@ static void conn_timer(ssock__timer *t)
 	} else if (c->state >= SSOCK__CLOSING && now >= x->deadline) {
 		/* The peer would not take our last bytes (or its FIN) in time. */
 		ssock__conn_fail(c, x->close_reason);
-	} else if (cfg->idle_timeout_ms > 0 && now - x->last_io >= cfg->idle_timeout_ms) {
+	} else if (cfg->idle_timeout_ms > 0 && now - x->last_io >= cfg->idle_timeout_ms &&
+		   !waits_on_us(c)) {
 		ssock__conn_report(c, SSOCK_EIDLE, "idle");
 		ssock__conn_fail(c, SSOCK_EIDLE);
 	} else if (since && now - since >= cfg->read_timeout_ms) {

@@ -160,6 +160,9 @@ int ssock__inbox_next(ssock__ep *ep, ssock_event *ev, int timeout_ms);
 /* As ssock__inbox_next(), skipping connect events, all within one
  * deadline: what the blocking recv calls wait for. */
 int ssock__inbox_recv(ssock__ep *ep, ssock_event *ev, int timeout_ms);
+/* Whether the inbox holds an event of connection conn (a scan: for rare
+ * questions, such as an idle timeout's). */
+bool ssock__inbox_holds(ssock__inbox *ib, uint64_t conn);
 /* How many events and payload bytes the inbox holds. */
 void ssock__inbox_counts(ssock__inbox *ib, size_t *events, size_t *bytes);
 /* The inbox's event fd (see ssock_server_event_fd()). */
