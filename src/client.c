@@ -496,7 +496,7 @@ int ssock_client_free(ssock_client *cli)
 {
 	if (!cli)
 		return 0;
-	if (ssock__on_loop(loop_of(cli)))
+	if (ssock__on_any_loop())
 		return SSOCK_ELOOPTHREAD;
 	ssock__ep_shutdown(&cli->ep.base, close_cmd, cli);
 	free_client(cli);

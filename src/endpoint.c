@@ -117,9 +117,19 @@ void ssock__ep_error(ssock__ep *ep, int code, const char *op, uint64_t conn,
 	}
 }
 
-static void barrier_cmd(ssock__cmd *cmd)
+struct shutdown {
+	void (*fn)(ssock__cmd *cmd);
+	void *arg;
+	ssock_loop *loop;
+	uint64_t pass;
+};
+
+static void shutdown_cmd(ssock__cmd *cmd)
 {
-	(void)cmd; /* runs in a later pass than the shutdown command */
+	struct shutdown *s = cmd->arg;
+	s->pass = s->loop->pass_begun;
+	cmd->arg = s->arg;
+	s->fn(cmd);
 }
 
 void ssock__ep_shutdown(ssock__ep *ep, void (*fn)(ssock__cmd *cmd), void *arg)
@@ -127,13 +137,24 @@ void ssock__ep_shutdown(ssock__ep *ep, void (*fn)(ssock__cmd *cmd), void *arg)
 	/* No inbox command can be posted after this, so fn runs after every
 	 * command that names this endpoint. */
 	ssock__inbox_close(&ep->inbox);
-	ssock__call(ep->loop, fn, arg, 0);
+	if (ssock__on_loop(ep->loop)) {
+		/* Only a *_new() that failed in a callback of its own loop gets
+		 * here (freeing is refused on a loop thread), and it had put
+		 * nothing of the endpoint in front of the poller: no event of
+		 * this pass can name it. */
+		ssock__call(ep->loop, fn, arg, 0);
+		return;
+	}
+	struct shutdown s = {fn, arg, ep->loop, 0};
+	ssock__call(ep->loop, shutdown_cmd, &s, 0);
 	if (ep->owns_loop) {
 		ssock_loop_stop(ep->loop);
 		return;
 	}
 	/* A shared loop may still hold readiness events for the endpoint's
-	 * sockets, fetched in the pass that ran fn; once a later command has
-	 * run, that pass is over and nothing can reach the endpoint. */
-	ssock__call(ep->loop, barrier_cmd, NULL, 0);
+	 * sockets, fetched in the pass that ran fn, and callbacks of that pass
+	 * may still be running (fn may have run from inside one, see
+	 * ssock__call()); once that pass has ended, nothing can reach the
+	 * endpoint. */
+	ssock__wait_pass_end(ep->loop, s.pass);
 }

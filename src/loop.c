@@ -24,7 +24,9 @@ bool ssock__on_any_loop(void)
 
 bool ssock__may_wait(ssock_loop *l)
 {
-	if (ssock__on_loop(l))
+	/* A callback (of any loop) never blocks: the loop it holds up may be
+	 * the one that would end the wait. */
+	if (ssock__on_any_loop())
 		return false;
 	pthread_mutex_lock(&l->mu);
 	bool self = !l->has_thread && l->driven && pthread_equal(l->driver, pthread_self());
@@ -217,8 +219,17 @@ void ssock__post(ssock_loop *l, ssock__cmd *cmd)
 	else
 		l->cmd_head = cmd;
 	l->cmd_tail = cmd;
+	ssock_loop *waiting_on = l->waiting_on;
 	pthread_mutex_unlock(&l->mu);
 	ssock__wake(l);
+	/* l's thread is in a callback that waits for another loop: it runs
+	 * this there (see ssock__call()), and must hear of it. */
+	if (waiting_on) {
+		pthread_mutex_lock(&waiting_on->mu);
+		waiting_on->wake_seq++;
+		pthread_cond_broadcast(&waiting_on->cv);
+		pthread_mutex_unlock(&waiting_on->mu);
+	}
 }
 
 /* Runs the posted commands. Loop thread (drive_mu held). */
@@ -260,17 +271,41 @@ static void on_wake(ssock__io *io, unsigned ready)
 	run_commands(l);
 }
 
-/* Runs the loop code for one batch. Caller holds drive_mu. */
-static void enter(ssock_loop *l)
+/* Starts a pass of loop code on l (the caller holds drive_mu). Returns the
+ * loop the thread ran before: a callback of another loop may run l inline
+ * (see ssock__call()), and goes on as that loop's afterwards. */
+static ssock_loop *enter(ssock_loop *l)
 {
+	ssock_loop *before = ssock__current_loop;
 	ssock__current_loop = l;
 	l->now = ssock__now_ms();
+	l->pass_begun++;
+	return before;
 }
 
-static void leave(ssock_loop *l)
+static void leave(ssock_loop *l, ssock_loop *before)
 {
-	(void)l;
-	ssock__current_loop = NULL;
+	pthread_mutex_lock(&l->mu);
+	l->pass_done = l->pass_begun;
+	pthread_cond_broadcast(&l->cv);
+	pthread_mutex_unlock(&l->mu);
+	ssock__current_loop = before;
+}
+
+/* Whether commands or posted sends wait for loop m. */
+static bool has_work(ssock_loop *m)
+{
+	pthread_mutex_lock(&m->mu);
+	bool work = m->cmd_head || m->posted;
+	pthread_mutex_unlock(&m->mu);
+	return work;
+}
+
+/* Runs what was posted to loop l, on a thread that holds its drive_mu. */
+static void run_posted(ssock_loop *l)
+{
+	ssock__take_posted(l);
+	run_commands(l);
 }
 
 int ssock__call(ssock_loop *l, void (*fn)(ssock__cmd *cmd), void *arg, uint64_t id)
@@ -280,6 +315,15 @@ int ssock__call(ssock_loop *l, void (*fn)(ssock__cmd *cmd), void *arg, uint64_t 
 		fn(&cmd);
 		return cmd.result;
 	}
+	/* A callback of another loop (mine) that waits here must go on serving
+	 * its own loop's commands meanwhile: l's thread may be in a callback
+	 * that waits for mine just the same. */
+	ssock_loop *mine = ssock__current_loop;
+	if (mine) {
+		pthread_mutex_lock(&mine->mu);
+		mine->waiting_on = l;
+		pthread_mutex_unlock(&mine->mu);
+	}
 	ssock__post(l, &cmd);
 	pthread_mutex_lock(&l->mu);
 	while (!cmd.done) {
@@ -287,19 +331,43 @@ int ssock__call(ssock_loop *l, void (*fn)(ssock__cmd *cmd), void *arg, uint64_t 
 			/* Nobody runs this loop now: run the queued commands here. */
 			pthread_mutex_unlock(&l->mu);
 			pthread_mutex_lock(&l->drive_mu);
-			enter(l);
-			ssock__take_posted(l);
-			run_commands(l);
+			ssock_loop *before = enter(l);
+			run_posted(l);
 			ssock__flush_all(l);
-			leave(l);
+			leave(l, before);
 			pthread_mutex_unlock(&l->drive_mu);
 			pthread_mutex_lock(&l->mu);
 			continue;
 		}
+		if (mine) {
+			/* mine's queue is looked at without l->mu held (lock
+			 * order); a post to mine in between bumps wake_seq. */
+			uint64_t seq = l->wake_seq;
+			pthread_mutex_unlock(&l->mu);
+			bool work = has_work(mine);
+			if (work)
+				run_posted(mine);
+			pthread_mutex_lock(&l->mu);
+			if (work || seq != l->wake_seq)
+				continue;
+		}
 		pthread_cond_wait(&l->cv, &l->mu);
 	}
 	pthread_mutex_unlock(&l->mu);
+	if (mine) {
+		pthread_mutex_lock(&mine->mu);
+		mine->waiting_on = NULL;
+		pthread_mutex_unlock(&mine->mu);
+	}
 	return cmd.result;
+}
+
+void ssock__wait_pass_end(ssock_loop *l, uint64_t pass)
+{
+	pthread_mutex_lock(&l->mu);
+	while (l->pass_done < pass && (l->has_thread || l->driving))
+		pthread_cond_wait(&l->cv, &l->mu);
+	pthread_mutex_unlock(&l->mu);
 }
 
 /* ------------------------------------------------------------- one pass */
@@ -321,14 +389,14 @@ static int run_once(ssock_loop *l, int timeout_ms)
 		return n;
 	atomic_fetch_add_explicit(&l->passes, 1, memory_order_relaxed);
 	pthread_mutex_lock(&l->drive_mu);
-	enter(l);
+	ssock_loop *before = enter(l);
 	for (int i = 0; i < n; i++)
 		ready[i].io->on_io(ready[i].io, ready[i].flags);
 	ssock__serve_pending(l);
 	l->now = ssock__now_ms();
 	run_timers(l);
 	ssock__flush_all(l);
-	leave(l);
+	leave(l, before);
 	pthread_mutex_unlock(&l->drive_mu);
 	return 0;
 }
@@ -394,20 +462,29 @@ int ssock_loop_stop(ssock_loop *l)
 {
 	if (!l)
 		return SSOCK_EINVAL;
-	if (ssock__on_loop(l))
+	if (ssock__on_any_loop())
 		return SSOCK_ELOOPTHREAD;
 	pthread_mutex_lock(&l->mu);
+	if (l->joining) {
+		/* Another thread stops it: wait until it has. */
+		while (l->has_thread)
+			pthread_cond_wait(&l->cv, &l->mu);
+		pthread_mutex_unlock(&l->mu);
+		return 0;
+	}
 	if (!l->has_thread) {
 		pthread_mutex_unlock(&l->mu);
 		return 0;
 	}
 	l->stopping = true;
+	l->joining = true;
 	pthread_mutex_unlock(&l->mu);
 	if (!ssock__post_fn(l, stop_cmd, NULL, 0))
 		ssock__wake(l);
 	pthread_join(l->thread, NULL);
 	pthread_mutex_lock(&l->mu);
 	l->has_thread = false;
+	l->joining = false;
 	/* A caller of ssock__call() whose command the thread never got to
 	 * waits for it: now nobody runs the loop, it runs it itself. */
 	pthread_cond_broadcast(&l->cv);
@@ -457,7 +534,7 @@ int ssock_loop_free(ssock_loop *l)
 {
 	if (!l)
 		return 0;
-	if (ssock__on_loop(l))
+	if (ssock__on_any_loop())
 		return SSOCK_ELOOPTHREAD;
 	pthread_mutex_lock(&l->mu);
 	int users = l->users;

@@ -62,6 +62,12 @@ struct ssock_loop {
 	pthread_t thread;
 	bool driven;              /* ssock_loop_run() has been called ... */
 	pthread_t driver;         /* ... last by this thread */
+	bool joining;             /* a ssock_loop_stop() joins the thread */
+	uint64_t pass_done;       /* the last pass that ended */
+	ssock_loop *waiting_on;   /* this loop's thread, in a callback, waits
+	                             for a command on that loop */
+	uint64_t wake_seq;        /* bumped when a loop waiting on this one
+	                             was posted to */
 
 	/* Loop thread only: */
 	ssock__timer **heap;
@@ -97,6 +103,7 @@ struct ssock_loop {
 	size_t released;          /* bytes freed since the last tidy-up */
 	uint64_t chunk_takes, takes_at_tidy;
 	int64_t now;              /* cached monotonic ms of this pass */
+	uint64_t pass_begun;      /* passes so far (the last one may run) */
 	atomic_uint_fast64_t passes; /* waits so far (tests see a spin) */
 };
 
@@ -135,8 +142,13 @@ void ssock__post(ssock_loop *loop, ssock__cmd *cmd);
  * ran out (nothing posted). */
 bool ssock__post_fn(ssock_loop *loop, void (*fn)(ssock__cmd *cmd), void *arg, uint64_t id);
 /* Runs fn(cmd) on the loop and waits for it; inline when already on it, or
- * when nobody runs the loop. */
+ * when nobody runs the loop. A callback of another loop that calls it
+ * serves its own loop's commands while it waits, so two loops whose
+ * callbacks call each other cannot wait for each other for ever. */
 int ssock__call(ssock_loop *loop, void (*fn)(ssock__cmd *cmd), void *arg, uint64_t id);
+/* Waits until the loop's pass number `pass` has ended (or nobody runs the
+ * loop any more): then nothing fetched in that pass can still run. */
+void ssock__wait_pass_end(ssock_loop *l, uint64_t pass);
 /* Grows the shared read buffer to at least size. */
 int ssock__loop_rbuf(ssock_loop *loop, size_t size);
 /* Notes that bytes of memory went back to malloc (0: the spare chunks

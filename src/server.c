@@ -277,7 +277,7 @@ int ssock_server_free(ssock_server *srv)
 {
 	if (!srv)
 		return 0;
-	if (ssock__on_loop(loop_of(srv)))
+	if (ssock__on_any_loop())
 		return SSOCK_ELOOPTHREAD;
 	ssock__ep_shutdown(&srv->ep.base, shutdown_cmd, srv);
 	free_server(srv);

@@ -309,7 +309,7 @@ int ssock_udp_free(ssock_udp *u)
 {
 	if (!u)
 		return 0;
-	if (ssock__on_loop(u->ep.loop))
+	if (ssock__on_any_loop())
 		return SSOCK_ELOOPTHREAD;
 	ssock__ep_shutdown(&u->ep, close_cmd, u);
 	free_udp(u);
