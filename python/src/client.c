@@ -234,16 +234,16 @@ static int send_fn(void *h, uint64_t id, const ssock_addr *to, const void *data,
 	return ssock_client_send_timeout(h, data, len, timeout_ms);
 }
 
-static PyObject *client_send(ps_handle *self, PyObject *args, PyObject *kw)
+static PyObject *client_send(ps_handle *self, PyObject *const *args, Py_ssize_t nargs,
+			     PyObject *kwnames)
 {
-	static char *kwlist[] = {"data", "timeout", NULL};
-	PyObject *data, *timeout = NULL;
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O:send", kwlist, &data, &timeout))
+	static const char *const names[] = {"data", "timeout"};
+	PyObject *a[2];
+	int ms;
+	if (ps_fast_args("send", args, nargs, kwnames, names, 2, 1, a) < 0 ||
+	    ps_send_timeout(a[1], &ms) < 0)
 		return NULL;
-	PyObject *zero = timeout ? NULL : PyLong_FromLong(0);
-	PyObject *res = ps_send(self, send_fn, 0, NULL, data, timeout ? timeout : zero);
-	Py_XDECREF(zero);
-	return res;
+	return ps_send(self, send_fn, 0, NULL, a[0], ms);
 }
 
 static PyObject *client_flush(ps_handle *self, PyObject *args, PyObject *kw)
@@ -413,7 +413,7 @@ static PyMethodDef client_methods[] = {
 	 "background."},
 	{"disconnect", (PyCFunction)client_disconnect, METH_NOARGS,
 	 "disconnect()\n--\n\nCloses the connection gracefully and stops reconnecting."},
-	{"send", (PyCFunction)(void (*)(void))client_send, METH_VARARGS | METH_KEYWORDS,
+	{"send", (PyCFunction)(void (*)(void))client_send, METH_FASTCALL | METH_KEYWORDS,
 	 "send(data, timeout=0)\n--\n\nQueues data as one message (see Conn.send)."},
 	{"flush", (PyCFunction)(void (*)(void))client_flush, METH_VARARGS | METH_KEYWORDS,
 	 "flush(timeout=None)\n--\n\nWaits until everything queued was written."},

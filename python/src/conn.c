@@ -93,24 +93,18 @@ static int client_send_fn(void *h, uint64_t id, const ssock_addr *to, const void
 	return ssock_client_send_timeout(h, data, len, timeout_ms);
 }
 
-static PyObject *conn_send(ps_conn *c, PyObject *args, PyObject *kw)
+static PyObject *conn_send(ps_conn *c, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-	static char *kwlist[] = {"data", "timeout", NULL};
-	PyObject *data, *timeout = NULL;
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O:send", kwlist, &data, &timeout))
+	static const char *const names[] = {"data", "timeout"};
+	PyObject *a[2];
+	int ms;
+	if (ps_fast_args("send", args, nargs, kwnames, names, 2, 1, a) < 0 ||
+	    ps_send_timeout(a[1], &ms) < 0)
 		return NULL;
-	if (!timeout)
-		timeout = PyLong_FromLong(0);
-	else
-		Py_INCREF(timeout);
-	if (!c->owner) {
-		Py_DECREF(timeout);
+	if (!c->owner)
 		return ps_raise(SSOCK_ECLOSED);
-	}
 	ps_send_fn fn = c->owner->kind == PS_CLIENT ? client_send_fn : server_send_fn;
-	PyObject *res = ps_send(c->owner, fn, c->id, NULL, data, timeout);
-	Py_DECREF(timeout);
-	return res;
+	return ps_send(c->owner, fn, c->id, NULL, a[0], ms);
 }
 
 static PyObject *conn_close(ps_conn *c, PyObject *unused)
@@ -168,7 +162,7 @@ static PyObject *conn_repr(ps_conn *c)
 }
 
 static PyMethodDef conn_methods[] = {
-	{"send", (PyCFunction)(void (*)(void))conn_send, METH_VARARGS | METH_KEYWORDS,
+	{"send", (PyCFunction)(void (*)(void))conn_send, METH_FASTCALL | METH_KEYWORDS,
 	 "send(data, timeout=0)\n--\n\nQueues data (bytes or any buffer) as one message. "
 	 "timeout: 0 raises SendQueueFullError at once when the queue is full, None waits "
 	 "for room, seconds wait up to that."},

@@ -774,12 +774,13 @@ static PyObject *handle_close(ps_handle *self, PyObject *unused)
 	return ps_handle_close_impl(self);
 }
 
-static PyObject *handle_next_event(ps_handle *self, PyObject *args, PyObject *kw)
+static PyObject *handle_next_event(ps_handle *self, PyObject *const *args, Py_ssize_t nargs,
+				   PyObject *kwnames)
 {
-	static char *kwlist[] = {"timeout", NULL};
-	PyObject *timeout = Py_None;
+	static const char *const names[] = {"timeout"};
+	PyObject *timeout;
 	int ms;
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:next_event", kwlist, &timeout) ||
+	if (ps_fast_args("next_event", args, nargs, kwnames, names, 1, 0, &timeout) < 0 ||
 	    ps_timeout_ms(timeout, &ms) < 0)
 		return NULL;
 	return ps_next_event(self, ms);
@@ -855,7 +856,8 @@ PyMethodDef ps_handle_methods[] = {
 	{"close", (PyCFunction)handle_close, METH_NOARGS,
 	 "close()\n--\n\nCloses the handle: every connection, the sockets, the threads. "
 	 "Idempotent; from inside a callback it takes effect when the callback returns."},
-	{"next_event", (PyCFunction)(void (*)(void))handle_next_event, METH_VARARGS | METH_KEYWORDS,
+	{"next_event", (PyCFunction)(void (*)(void))handle_next_event,
+	 METH_FASTCALL | METH_KEYWORDS,
 	 "next_event(timeout=None)\n--\n\nInbox mode: the next Event, waiting up to timeout "
 	 "seconds (None: no limit); None when the time passed. Raises ClosedError once closed."},
 	{"errors", (PyCFunction)(void (*)(void))handle_errors, METH_VARARGS | METH_KEYWORDS,

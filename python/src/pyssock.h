@@ -157,6 +157,9 @@ int ps_opt_int(PyObject *obj, const char *name, int *out);
 int ps_framing(PyObject *obj, ssock_framing *out);
 int ps_wait_fds(int fd1, int fd2, int timeout_ms); /* no GIL: 1 ready, 0 timeout, <0 */
 int64_t ps_now_ms(void);
+int ps_fast_args(const char *fn, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+		 const char *const *names, int n, int required, PyObject **out);
+int ps_send_timeout(PyObject *obj, int *out);                          /* absent: 0 */
 int ps_optional_attr(PyObject *obj, const char *name, PyObject **out); /* 0 absent, 1, -1 */
 
 /* handle.c */
@@ -203,7 +206,7 @@ PyObject *ps_event_data(ps_handle *self, ssock_event *ev); /* bytes or memoryvie
 typedef int (*ps_send_fn)(void *h, uint64_t id, const ssock_addr *to, const void *data, size_t len,
 			  int timeout_ms);
 PyObject *ps_send(ps_handle *self, ps_send_fn fn, uint64_t id, const ssock_addr *to, PyObject *data,
-		  PyObject *timeout);
+		  int timeout_ms);
 
 /* module.c */
 PyMODINIT_FUNC PyInit__ssock(void);

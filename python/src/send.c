@@ -31,16 +31,11 @@ static int send_wait(ps_handle *self, ps_send_fn fn, uint64_t id, const ssock_ad
 }
 
 /* Sends `data` (any object with the buffer protocol) as one message.
- * timeout: 0 fails at once with SendQueueFullError when the queue is full,
- * None waits without limit, seconds wait up to that. Returns None. */
+ * timeout_ms: 0 fails at once with SendQueueFullError when the queue is full,
+ * -1 waits without limit, else waits up to that. Returns None. */
 PyObject *ps_send(ps_handle *self, ps_send_fn fn, uint64_t id, const ssock_addr *to, PyObject *data,
-		  PyObject *timeout)
+		  int timeout_ms)
 {
-	int timeout_ms = 0;
-	if (timeout != Py_None && ps_timeout_ms(timeout, &timeout_ms) < 0)
-		return NULL;
-	if (timeout == Py_None)
-		timeout_ms = -1;
 	Py_buffer view;
 	if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
 		return NULL;

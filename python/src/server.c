@@ -241,20 +241,19 @@ static int server_send_fn(void *h, uint64_t id, const ssock_addr *to, const void
 	return ssock_server_send_timeout(h, id, data, len, timeout_ms);
 }
 
-static PyObject *server_send(ps_handle *self, PyObject *args, PyObject *kw)
+static PyObject *server_send(ps_handle *self, PyObject *const *args, Py_ssize_t nargs,
+			     PyObject *kwnames)
 {
-	static char *kwlist[] = {"conn", "data", "timeout", NULL};
-	PyObject *conn, *data, *timeout = NULL;
-	int ok;
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O:send", kwlist, &conn, &data, &timeout))
+	static const char *const names[] = {"conn", "data", "timeout"};
+	PyObject *a[3];
+	int ok, ms;
+	if (ps_fast_args("send", args, nargs, kwnames, names, 3, 2, a) < 0 ||
+	    ps_send_timeout(a[2], &ms) < 0)
 		return NULL;
-	uint64_t id = ps_conn_id_arg(conn, &ok);
+	uint64_t id = ps_conn_id_arg(a[0], &ok);
 	if (!ok)
 		return NULL;
-	PyObject *zero = timeout ? NULL : PyLong_FromLong(0);
-	PyObject *res = ps_send(self, server_send_fn, id, NULL, data, timeout ? timeout : zero);
-	Py_XDECREF(zero);
-	return res;
+	return ps_send(self, server_send_fn, id, NULL, a[1], ms);
 }
 
 static PyObject *server_broadcast(ps_handle *self, PyObject *args, PyObject *kw)
@@ -399,7 +398,7 @@ static PyMethodDef server_methods[] = {
 	 "listen(addr)\n--\n\nAdds a listen address; returns its index."},
 	{"addr", (PyCFunction)server_addr, METH_VARARGS,
 	 "addr(index=0)\n--\n\nThe bound address of listener `index` (the real port)."},
-	{"send", (PyCFunction)(void (*)(void))server_send, METH_VARARGS | METH_KEYWORDS,
+	{"send", (PyCFunction)(void (*)(void))server_send, METH_FASTCALL | METH_KEYWORDS,
 	 "send(conn, data, timeout=0)\n--\n\nQueues data as one message to conn (a Conn or its "
 	 "id); see Conn.send."},
 	{"broadcast", (PyCFunction)(void (*)(void))server_broadcast, METH_VARARGS | METH_KEYWORDS,

@@ -101,31 +101,29 @@ static int send_fn(void *h, uint64_t id, const ssock_addr *to, const void *data,
 	return ssock_udp_send_to_timeout(h, to, data, len, timeout_ms);
 }
 
-static PyObject *udp_send_to(ps_handle *self, PyObject *args, PyObject *kw)
+static PyObject *udp_send_to(ps_handle *self, PyObject *const *args, Py_ssize_t nargs,
+			     PyObject *kwnames)
 {
-	static char *kwlist[] = {"data", "addr", "timeout", NULL};
-	PyObject *data, *addr, *timeout = NULL;
+	static const char *const names[] = {"data", "addr", "timeout"};
+	PyObject *a[3];
 	ssock_addr to;
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O:send_to", kwlist, &data, &addr,
-					 &timeout) ||
-	    ps_addr_from_obj(addr, &to, 0) < 0)
+	int ms;
+	if (ps_fast_args("send_to", args, nargs, kwnames, names, 3, 2, a) < 0 ||
+	    ps_send_timeout(a[2], &ms) < 0 || ps_addr_from_obj(a[1], &to, 0) < 0)
 		return NULL;
-	PyObject *zero = timeout ? NULL : PyLong_FromLong(0);
-	PyObject *res = ps_send(self, send_fn, 0, &to, data, timeout ? timeout : zero);
-	Py_XDECREF(zero);
-	return res;
+	return ps_send(self, send_fn, 0, &to, a[0], ms);
 }
 
-static PyObject *udp_send(ps_handle *self, PyObject *args, PyObject *kw)
+static PyObject *udp_send(ps_handle *self, PyObject *const *args, Py_ssize_t nargs,
+			  PyObject *kwnames)
 {
-	static char *kwlist[] = {"data", "timeout", NULL};
-	PyObject *data, *timeout = NULL;
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O:send", kwlist, &data, &timeout))
+	static const char *const names[] = {"data", "timeout"};
+	PyObject *a[2];
+	int ms;
+	if (ps_fast_args("send", args, nargs, kwnames, names, 2, 1, a) < 0 ||
+	    ps_send_timeout(a[1], &ms) < 0)
 		return NULL;
-	PyObject *zero = timeout ? NULL : PyLong_FromLong(0);
-	PyObject *res = ps_send(self, send_fn, 0, NULL, data, timeout ? timeout : zero);
-	Py_XDECREF(zero);
-	return res;
+	return ps_send(self, send_fn, 0, NULL, a[0], ms);
 }
 
 /* recv(timeout=None) -> (data, addr), like socket.recvfrom(). */
@@ -182,11 +180,11 @@ static PyObject *udp_get_address(ps_handle *self, void *closure)
 }
 
 static PyMethodDef udp_methods[] = {
-	{"send_to", (PyCFunction)(void (*)(void))udp_send_to, METH_VARARGS | METH_KEYWORDS,
+	{"send_to", (PyCFunction)(void (*)(void))udp_send_to, METH_FASTCALL | METH_KEYWORDS,
 	 "send_to(data, addr, timeout=0)\n--\n\nSends one datagram to addr (a tuple or "
 	 "'HOST:PORT'). timeout: 0 raises SendQueueFullError when the socket buffer is full, "
 	 "None or seconds wait for room."},
-	{"send", (PyCFunction)(void (*)(void))udp_send, METH_VARARGS | METH_KEYWORDS,
+	{"send", (PyCFunction)(void (*)(void))udp_send, METH_FASTCALL | METH_KEYWORDS,
 	 "send(data, timeout=0)\n--\n\nConnected form: one datagram to the peer."},
 	{"recv", (PyCFunction)(void (*)(void))udp_recv, METH_VARARGS | METH_KEYWORDS,
 	 "recv(timeout=None)\n--\n\nInbox mode: (data, addr) of the next datagram. Raises "

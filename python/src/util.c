@@ -224,3 +224,50 @@ int ps_optional_attr(PyObject *obj, const char *name, PyObject **out)
 	PyErr_Clear();
 	return 0;
 }
+
+/* A small vectorcall argument parser: fills out[0..n) from the positional
+ * arguments, then from keywords by name; missing ones stay NULL. The first
+ * `required` must be there. No tuple or dict is made (the hot path of send).
+ * Returns 0, or -1 with a TypeError. */
+int ps_fast_args(const char *fn, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+		 const char *const *names, int n, int required, PyObject **out)
+{
+	if (nargs > n) {
+		PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments", fn, n);
+		return -1;
+	}
+	for (int i = 0; i < n; i++)
+		out[i] = i < nargs ? args[i] : NULL;
+	Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+	for (Py_ssize_t k = 0; k < nkw; k++) {
+		const char *key = PyUnicode_AsUTF8(PyTuple_GET_ITEM(kwnames, k));
+		int i = 0;
+		while (key && i < n && strcmp(key, names[i]) != 0)
+			i++;
+		if (!key || i == n || out[i]) {
+			if (key)
+				PyErr_Format(PyExc_TypeError,
+					     "%s() got an unexpected or repeated "
+					     "argument '%s'",
+					     fn, key);
+			return -1;
+		}
+		out[i] = args[nargs + k];
+	}
+	for (int i = 0; i < required; i++)
+		if (!out[i]) {
+			PyErr_Format(PyExc_TypeError, "%s() missing argument '%s'", fn, names[i]);
+			return -1;
+		}
+	return 0;
+}
+
+/* A send's timeout: absent means 0 (fail at once on a full queue). */
+int ps_send_timeout(PyObject *obj, int *out)
+{
+	if (!obj) {
+		*out = 0;
+		return 0;
+	}
+	return ps_timeout_ms(obj, out);
+}
