@@ -28,6 +28,7 @@ TARGETS = [
     ("pipe", "py-ssock-inbox", 2.0, "asyncio"),
     ("bulk", "py-ssock-cb", 0.9, "ssock"),
     ("bulk", "py-ssock-cb-zc", 0.9, "ssock"),
+    ("bulk", "py-ssock-cb-mt", 0.9, "ssock"),
 ]
 
 
@@ -91,7 +92,7 @@ def block(vals, na, fails, row, servers):
     print(f"  {'server':<19}{unit:>9} {'x ref':>7} {'spread':>6} | {'p99 us':>9} | "
           f"{'cpu':>5} {'ns/msg':>7}")
     for s in servers:
-        if row != "bulk" and s in ("ssock", "py-ssock-cb-zc"):
+        if row != "bulk" and s in ("ssock", "py-ssock-cb-zc", "py-ssock-cb-mt"):
             continue
         cells = vals.get((row, s), {})
         if s in na:
@@ -146,8 +147,9 @@ def main():
     vals, na, fails = load(a.results)
     rows, servers = a.rows.split(), a.servers.split()
     print("\nPython echo servers (bench/py_echo.py, issue 11): ssock's Python package with "
-          "callbacks\n(py-ssock-cb; -zc: zero_copy=True) and with the inbox (py-ssock-inbox), "
-          "against asyncio\nstreams and protocols, all on one pinned CPU like the C servers.")
+          "callbacks\n(py-ssock-cb; -zc: zero_copy=True; -mt: glibc malloc tuned to keep freed "
+          "memory)\nand with the inbox (py-ssock-inbox), against asyncio streams and protocols,"
+          "\nall on one pinned CPU like the C servers.")
     for row in rows:
         if row in TITLES:
             block(vals, na, fails, row, servers)

@@ -46,7 +46,11 @@ SWEEP_SIZES=${BENCH_SWEEP_SIZES:-"16 64 256 1024 4096 16384 65536 262144 1048576
 PY_ROUNDS=${BENCH_PY_ROUNDS:-$d_py_rounds}
 PY_ROWS=${BENCH_PY_ROWS:-"pp1 pp100 pipe bulk"}
 PY_SERVERS=${BENCH_PY_SERVERS:-"py-ssock-cb py-ssock-inbox py-asyncio-streams py-asyncio-proto"}
-PY_BULK_EXTRA="py-ssock-cb-zc ssock" # bulk also runs the zero-copy form and the C echo
+# Bulk also runs the zero-copy form, the callback server with glibc's malloc keeping what
+# is freed (MALLOC_KEEP: shows what the page faults of fresh 1 MiB buffers cost; see
+# bench/README.md), and the C echo (the target's reference).
+PY_BULK_EXTRA="py-ssock-cb-zc py-ssock-cb-mt ssock"
+MALLOC_KEEP="glibc.malloc.trim_threshold=1073741824:glibc.malloc.mmap_threshold=33554432"
 SERVER_CPU=${BENCH_SERVER_CPU:-1}
 LOADGEN_CPU=${BENCH_LOADGEN_CPU:-0}
 RAW_FRAMING=${BENCH_RAW_FRAMING:-u32}
@@ -169,6 +173,12 @@ server_cmd() {
     libevent-bev) CMD=("$BIN/bench_libevent" --bufferevent --listen "$addr") ;;
     udp-plain) CMD=("$BIN/bench_udp" --listen "$addr") ;;
     udp-epoll) CMD=("$BIN/bench_udp" --epoll --listen "$addr") ;;
+    py-ssock-cb-mt) # glibc's malloc told to keep freed memory: no page faults per MiB
+        [ -n "$PYPKG" ] || return 1
+        CMD=(env "PYTHONPATH=$PYPKG" "GLIBC_TUNABLES=$MALLOC_KEEP" python3 "$BENCH/py_echo.py"
+            ssock-cb --listen "$addr")
+        return 0
+        ;;
     py-*)
         [ -n "$PYPKG" ] || return 1
         CMD=(env "PYTHONPATH=$PYPKG" python3 "$BENCH/py_echo.py" "${1#py-}" --listen "$addr")
