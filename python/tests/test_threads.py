@@ -244,6 +244,31 @@ print("ok")
 }
 
 
+EXIT_CASES["simplesockets, autorecv on"] = """
+from ssock.simplesockets import TCPServer, TCPClient
+server = TCPServer(); server.setup(ip="127.0.0.1", port=0)
+client = TCPClient(); client.setup("127.0.0.1", server.socket.getsockname()[1])
+assert client.connect(); client.autorecv(); client.send_data(b"x")
+server.await_event(5000)
+print("ok")
+"""
+EXIT_CASES["tinyproto, connections open"] = """
+import threading
+from ssock.tinyproto import TinyProtoServer, TinyProtoClient, TinyProtoConnectionDetails
+ready = threading.Event()
+class Server(TinyProtoServer):
+    def pre_loop(self):
+        ready.set()
+server = Server([TinyProtoConnectionDetails("127.0.0.1", 0)])
+threading.Thread(target=server.start, daemon=True).start()
+ready.wait(5)
+client = TinyProtoClient()
+conn = client.active_connections[client.connect_to(server.listen_socks[0].getsockname())]
+conn.transmit(b"x")
+print("ok")
+"""
+
+
 class ExitTest(unittest.TestCase):
     def test_exit_with_handles_open_neither_hangs_nor_crashes(self):
         for name, code in EXIT_CASES.items():
