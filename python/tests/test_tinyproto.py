@@ -495,6 +495,30 @@ class RegressionTest(unittest.TestCase):
             self.assertLess(rss() - before, 64 << 20)
             peer.close()
 
+    def test_a_slow_connection_holds_a_bounded_queue_and_loses_nothing(self):
+        release, got = threading.Event(), []
+
+        class Slow(TinyProtoConnection):
+            max_held = 8
+
+            def transmission_received(self, msg):
+                release.wait(TIMEOUT)
+                got.append(int(msg))
+
+        with Running(TinyProtoServer([local()], connection_handler=Slow)) as run, \
+                ssock.Client(run.addr(), framing="tinyproto", send_queue_max=1 << 20) as cli:
+            cli.connect(TIMEOUT)
+            for i in range(300):
+                cli.send(b"%d" % i, timeout=TIMEOUT)
+            wait_until(lambda: run.server.active_connections, what="the connection")
+            conn_o = run.server.active_connections[0]
+            wait_until(lambda: len(conn_o._inbox) == 8, what="the queue to fill")
+            threading.Event().wait(0.2)  # the sender keeps going; the queue does not grow
+            self.assertEqual(len(conn_o._inbox), 8)
+            release.set()
+            wait_until(lambda: len(got) == 300, what="every message")
+            self.assertEqual(got, list(range(300)))
+
     def test_closed_connections_leave_no_socket_and_idle_ones_no_cpu(self):
         with Running(TinyProtoServer([local()], connection_handler=Echo)) as run:
             fds = open_fds()

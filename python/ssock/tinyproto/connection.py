@@ -48,6 +48,8 @@ class TinyProtoConnection:
     __slots__ = ("__dict__", "__weakref__")
 
     loop_interval = 0.03  # seconds an idle pass waits when loop_pass is overridden
+    max_held = 1024  # messages waiting for this connection's thread before reading stops
+    max_held_bytes = 64 << 20  # ... or their bytes
 
     def __init__(self, socket_object=None, socket_already_up=True, remote_details=None,
                  connection_plugin_list=(), *args, **kwargs):
@@ -56,6 +58,7 @@ class TinyProtoConnection:
         self._shutdown = False
         self._cond = threading.Condition(threading.Lock())
         self._inbox = collections.deque()
+        self._held = 0  # bytes in _inbox
         self._ended = False
         self._end_reason = None
         self._rejected = None
@@ -138,8 +141,19 @@ class TinyProtoConnection:
 
     # -- what the owner (server or client pump) calls ------------------------
 
-    def _deliver(self, msg):
+    def _deliver(self, msg, stopping=None):
+        """Hands a message to the connection's thread. While it holds max_held
+        messages (or max_held_bytes) the caller waits: it is the pump of the
+        server or client, so ssock stops reading and TCP pushes back, instead
+        of memory growing behind a slow connection."""
         with self._cond:
+            while (self._inbox and (len(self._inbox) >= self.max_held or
+                                    self._held + len(msg) > self.max_held_bytes)
+                   and self._connection_loop_thread.is_alive()
+                   and not self.__dict__.get("_finished")
+                   and not (stopping and stopping())):
+                self._cond.wait(0.5)
+            self._held += len(msg)
             self._inbox.append(msg)
             if len(self._inbox) == 1 and self._efd >= 0:
                 os.eventfd_write(self._efd, 1)
@@ -179,6 +193,8 @@ class TinyProtoConnection:
             if self._inbox[0] is _END:
                 return _END  # stays: every later receive() sees the end too
             msg = self._inbox.popleft()
+            self._held -= len(msg)
+            self._cond.notify_all()  # a pump waiting for room goes on
             if not self._inbox and self._efd >= 0:
                 try:
                     os.eventfd_read(self._efd)
