@@ -292,7 +292,7 @@ static PyObject *event_repr(ps_event *e)
 	PyObject *r;
 	if (e->data != Py_None)
 		r = PyUnicode_FromFormat("<ssock.Event %U %R len=%zd>", name, e->conn,
-					 PyBytes_GET_SIZE(e->data));
+					 PyObject_Length(e->data));
 	else if (e->error != Py_None)
 		r = PyUnicode_FromFormat("<ssock.Event %U %R %R>", name, e->conn, e->error);
 	else

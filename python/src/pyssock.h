@@ -163,6 +163,11 @@ int ps_send_timeout(PyObject *obj, int *out);                          /* absent
 int ps_optional_attr(PyObject *obj, const char *name, PyObject **out); /* 0 absent, 1, -1 */
 
 /* handle.c */
+void ps_registry_add(ps_handle *self);
+void ps_free_c_handle(ps_handle *self); /* no GIL: waits for the users, frees */
+void ps_after_free(ps_handle *self);    /* GIL: drops what could form cycles */
+void ps_release_pending(ps_handle *self);
+PyObject *ps_disconnect_error(ssock_event *ev);
 extern PyMethodDef ps_handle_methods[];
 extern PyGetSetDef ps_handle_getset[];
 int ps_handle_traverse(ps_handle *self, visitproc visit, void *arg);

@@ -56,6 +56,17 @@ class MessagesTest(unittest.TestCase):
             self.assertTrue(got.readonly)
             self.assertEqual(got, b"abc")
             self.assertEqual(got.tobytes(), b"abc")
+        with ssock.Server("127.0.0.1:0", zero_copy=True) as srv, \
+                ssock.Client(srv.address) as cli:
+            cli.connect(TIMEOUT)
+            cli.send(b"xyz")
+            srv.next_event(TIMEOUT)
+            ev = srv.next_event(TIMEOUT)
+            self.assertIn("MESSAGE", repr(ev))
+            self.assertIn("len=3", repr(ev))
+            data = ev.data
+            del ev
+            self.assertEqual(bytes(data), b"xyz")  # the view keeps the buffer alive
 
     def test_line_framing_talks_to_a_plain_socket(self):
         with ssock.Server("127.0.0.1:0", framing="line", on_message=echo) as srv:
