@@ -322,6 +322,115 @@ class HooksTest(unittest.TestCase):
                 p.close()
 
 
+class ExamplesTest(unittest.TestCase):
+    """tinyproto's own chat example: its classes as written (name-mangled
+    __slots__, *args/**kwargs passed through, properties, loop_pass polling an
+    outbox), only the module imported from ssock."""
+
+    def test_the_chat_example(self):
+        from threading import Lock, Thread
+
+        class ChatSrvConnection(tp.TinyProtoConnection):
+            __slots__ = ('__msg_inbox', '__msg_inbox_lock',
+                         '__msg_outbox', '__msg_outbox_lock', '__transaction_lock')
+
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                self.__msg_inbox = []
+                self.__msg_outbox = []
+                self.__msg_inbox_lock = Lock()
+                self.__msg_outbox_lock = Lock()
+                self.__transaction_lock = Lock()
+
+            @property
+            def Inbox(self):
+                with self.__msg_inbox_lock:
+                    res = self.__msg_inbox
+                    self.__msg_inbox = []
+                    return res
+
+            @Inbox.setter
+            def Inbox(self, newval):
+                with self.__msg_inbox_lock:
+                    self.__msg_inbox.append(newval)
+
+            @property
+            def Outbox(self):
+                with self.__msg_outbox_lock:
+                    res = self.__msg_outbox
+                    self.__msg_outbox = []
+                    return res
+
+            @Outbox.setter
+            def Outbox(self, newval):
+                with self.__msg_outbox_lock:
+                    self.__msg_outbox.append(newval)
+
+            def transmission_received(self, msg):
+                self.Inbox = msg.decode()
+
+            def loop_pass(self):
+                with self.__transaction_lock:
+                    pending_msgs = self.Outbox
+                    for msg in pending_msgs:
+                        self.transmit(msg.encode())
+
+        class ChatSrv(tp.TinyProtoServer):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+
+            def conn_init(self, conn_id, conn_o):
+                self.broadcast_msgs(conn_id, ('**joined the chat', ))
+
+            def conn_shutdown(self, conn_id, conn_o):
+                self.broadcast_msgs(conn_id, ('**left the chat', ))
+
+            def loop_pass(self):
+                for conn_id, conn_o in self.active_connections.items():
+                    pending_msgs = conn_o.Inbox
+                    self.broadcast_msgs(conn_id, pending_msgs)
+
+            def broadcast_msgs(self, originating_conn_id, msgs):
+                for conn_id, conn_o in self.active_connections.items():
+                    if conn_id == originating_conn_id:
+                        continue
+                    for m in msgs:
+                        formatted_m = '[{}] {}'.format(originating_conn_id, m)
+                        conn_o.Outbox = formatted_m
+
+        class ChatClient(tp.TinyProtoClient):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                t = Thread(target=self.start)
+                t.start()
+
+            def loop_pass(self):
+                for conn_id, conn_o in self.active_connections.items():
+                    pending_msgs = conn_o.Inbox
+                    for m in pending_msgs:
+                        heard.append(m)  # the example prints them
+
+        heard = []
+        srv = ChatSrv(connection_handler=ChatSrvConnection,
+                      listen_addressess=[tp.TinyProtoConnectionDetails('127.0.0.1', 0)])
+        with Running(srv) as run:
+            port = run.addr()[1]
+            alice = ChatClient(connection_handler=ChatSrvConnection, timeout=3)
+            bob = ChatClient(connection_handler=ChatSrvConnection, timeout=3)
+            a = alice.active_connections[alice.connect_to(tp.TinyProtoConnectionDetails('127.0.0.1', port))]
+            wait_until(lambda: len(run.server.active_connections) == 1, what="alice")
+            b = bob.active_connections[bob.connect_to(tp.TinyProtoConnectionDetails('127.0.0.1', port))]
+            wait_until(lambda: any("joined" in m for m in heard), what="the join notice")
+            b.Outbox = "hello from bob"
+            wait_until(lambda: any(m.endswith("] hello from bob") for m in heard),
+                       what="bob's line at alice")
+            b.shutdown = True
+            wait_until(lambda: any("left the chat" in m for m in heard), what="the leave notice")
+            self.assertTrue(a.is_alive())
+            a.shutdown = True
+            alice.shutdown = bob.shutdown = True
+
+
 class ClientTest(unittest.TestCase):
     def test_connect_to_returns_an_id_and_transmit_right_away(self):
         received = Collector()
