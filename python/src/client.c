@@ -148,8 +148,10 @@ static int client_init(ps_handle *self, PyObject *args, PyObject *kw)
 	if (opts.connect && ps_handle_setup(self, cb, "on_message", o[O_LOOP]) == 0 &&
 	    client_opts(self, o, &opts) == 0) {
 		ssock_client *cli = NULL;
-		Py_BEGIN_ALLOW_THREADS rc = ssock_client_new(&cli, &opts);
-		Py_END_ALLOW_THREADS self->h = cli;
+		Py_BEGIN_ALLOW_THREADS
+			rc = ssock_client_new(&cli, &opts);
+		Py_END_ALLOW_THREADS
+		self->h = cli;
 		self->target = Py_NewRef(text);
 		rc = rc < 0 ? (ps_raise(rc), -1) : ps_handle_start(self);
 	}
@@ -196,7 +198,8 @@ static PyObject *client_connect(ps_handle *self, PyObject *args, PyObject *kw)
 	if (ms == 0) {
 		rc = ssock_client_connect(self->h, 0);
 	} else {
-		Py_BEGIN_ALLOW_THREADS rc = connect_wait(self, ms);
+		Py_BEGIN_ALLOW_THREADS
+			rc = connect_wait(self, ms);
 		Py_END_ALLOW_THREADS
 	}
 	ps_handle_leave(self);
@@ -255,20 +258,21 @@ static PyObject *client_flush(ps_handle *self, PyObject *args, PyObject *kw)
 	    ps_timeout_ms(timeout, &ms) < 0 || ps_handle_enter(self) < 0)
 		return NULL;
 	int64_t deadline = ms > 0 ? ps_now_ms() + ms : 0;
-	Py_BEGIN_ALLOW_THREADS while (rc == SSOCK_ETIMEDOUT && !atomic_load(&self->closing))
-	{
-		int slice = PS_SLICE_MS;
-		if (ms == 0)
-			slice = 0;
-		else if (deadline && deadline - ps_now_ms() < slice)
-			slice = (int)(deadline - ps_now_ms());
-		if (slice < 0)
-			break;
-		rc = ssock_client_flush(self->h, slice);
-		if (slice == 0 || (deadline && ps_now_ms() >= deadline))
-			break;
-	}
-	Py_END_ALLOW_THREADS ps_handle_leave(self);
+	Py_BEGIN_ALLOW_THREADS
+		while (rc == SSOCK_ETIMEDOUT && !atomic_load(&self->closing)) {
+			int slice = PS_SLICE_MS;
+			if (ms == 0)
+				slice = 0;
+			else if (deadline && deadline - ps_now_ms() < slice)
+				slice = (int)(deadline - ps_now_ms());
+			if (slice < 0)
+				break;
+			rc = ssock_client_flush(self->h, slice);
+			if (slice == 0 || (deadline && ps_now_ms() >= deadline))
+				break;
+		}
+	Py_END_ALLOW_THREADS
+	ps_handle_leave(self);
 	return rc < 0 ? ps_raise(rc) : Py_NewRef(Py_None);
 }
 

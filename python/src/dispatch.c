@@ -147,8 +147,10 @@ static void *dispatcher_main(void *arg)
 	free(evs);
 	ps_handle_leave(self);
 	if (self->close_in_disp) {
-		Py_BEGIN_ALLOW_THREADS ps_free_c_handle(self);
-		Py_END_ALLOW_THREADS ps_after_free(self);
+		Py_BEGIN_ALLOW_THREADS
+			ps_free_c_handle(self);
+		Py_END_ALLOW_THREADS
+		ps_after_free(self);
 		pthread_detach(pthread_self());
 		self->disp_started = 0;
 	}

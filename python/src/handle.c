@@ -151,10 +151,11 @@ static int claim_close(ps_handle *self)
 	done = self->state == PS_FREED || on_dispatcher(self);
 	pthread_mutex_unlock(&self->mu);
 	if (!done) {
-		Py_BEGIN_ALLOW_THREADS pthread_mutex_lock(&self->mu);
-		while (self->state != PS_FREED)
-			pthread_cond_wait(&self->cv, &self->mu);
-		pthread_mutex_unlock(&self->mu);
+		Py_BEGIN_ALLOW_THREADS
+			pthread_mutex_lock(&self->mu);
+			while (self->state != PS_FREED)
+				pthread_cond_wait(&self->cv, &self->mu);
+			pthread_mutex_unlock(&self->mu);
 		Py_END_ALLOW_THREADS
 	}
 	return 0;
@@ -169,9 +170,11 @@ static void linger_flush(ps_handle *self)
 		return;
 	}
 	int ms = (int)(self->linger * 1000.0);
-	Py_BEGIN_ALLOW_THREADS if (ssock_client_state_get(self->h) == SSOCK_STATE_CONNECTED)
-		ssock_client_flush(self->h, ms);
-	Py_END_ALLOW_THREADS ps_handle_leave(self);
+	Py_BEGIN_ALLOW_THREADS
+		if (ssock_client_state_get(self->h) == SSOCK_STATE_CONNECTED)
+			ssock_client_flush(self->h, ms);
+	Py_END_ALLOW_THREADS
+	ps_handle_leave(self);
 }
 
 /* Closes the handle; with exit_wait_ms >= 0 (interpreter exit) a dispatcher
@@ -193,16 +196,19 @@ static void close_handle(ps_handle *self, int exit_wait_ms)
 			return;
 		}
 		int rc;
-		Py_BEGIN_ALLOW_THREADS rc = join_dispatcher(self, exit_wait_ms);
-		Py_END_ALLOW_THREADS if (rc < 0)
-		{
+		Py_BEGIN_ALLOW_THREADS
+			rc = join_dispatcher(self, exit_wait_ms);
+		Py_END_ALLOW_THREADS
+		if (rc < 0) {
 			registry_remove(self);
 			return;
 		}
 		self->disp_started = 0;
 	}
-	Py_BEGIN_ALLOW_THREADS ps_free_c_handle(self);
-	Py_END_ALLOW_THREADS ps_after_free(self);
+	Py_BEGIN_ALLOW_THREADS
+		ps_free_c_handle(self);
+	Py_END_ALLOW_THREADS
+	ps_after_free(self);
 }
 
 PyObject *ps_handle_close_impl(ps_handle *self)

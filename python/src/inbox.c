@@ -107,8 +107,11 @@ static int take_blocking(ps_handle *self, int64_t deadline)
 		wait = left > 0 ? (int)left : 0;
 	}
 	int n;
-	Py_BEGIN_ALLOW_THREADS n = ps_take(self, tmp, TAKE_CHUNK, wait);
-	Py_END_ALLOW_THREADS if (n > 0 && pend_push(self, tmp, n) < 0) return -3;
+	Py_BEGIN_ALLOW_THREADS
+		n = ps_take(self, tmp, TAKE_CHUNK, wait);
+	Py_END_ALLOW_THREADS
+	if (n > 0 && pend_push(self, tmp, n) < 0)
+		return -3;
 	return n;
 }
 
@@ -135,8 +138,11 @@ int ps_pop_raw(ps_handle *self, ssock_event *ev, int timeout_ms)
 	int64_t deadline = timeout_ms > 0 ? ps_now_ms() + timeout_ms : 0;
 	for (;;) {
 		int locked;
-		Py_BEGIN_ALLOW_THREADS locked = lock_take(self, deadline);
-		Py_END_ALLOW_THREADS if (!locked) return 0;
+		Py_BEGIN_ALLOW_THREADS
+			locked = lock_take(self, deadline);
+		Py_END_ALLOW_THREADS
+		if (!locked)
+			return 0;
 		int n = self->pend_n ? 0 : take_blocking(self, deadline);
 		pthread_mutex_unlock(&self->take_mu);
 		if (pend_pop(self, ev))

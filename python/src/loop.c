@@ -54,8 +54,11 @@ static int loop_free(ps_loop *self)
 	if (!self->loop || self->pid != getpid())
 		return 0;
 	int rc;
-	Py_BEGIN_ALLOW_THREADS rc = ssock_loop_free(self->loop);
-	Py_END_ALLOW_THREADS if (rc == 0) self->loop = NULL;
+	Py_BEGIN_ALLOW_THREADS
+		rc = ssock_loop_free(self->loop);
+	Py_END_ALLOW_THREADS
+	if (rc == 0)
+		self->loop = NULL;
 	return rc;
 }
 
@@ -74,8 +77,10 @@ static PyObject *loop_run(ps_loop *self, PyObject *args, PyObject *kw)
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:run", kwlist, &timeout) ||
 	    ps_timeout_ms(timeout, &ms) < 0 || !ps_loop_get((PyObject *)self))
 		return NULL;
-	Py_BEGIN_ALLOW_THREADS rc = ssock_loop_run(self->loop, ms);
-	Py_END_ALLOW_THREADS return rc < 0 ? ps_raise(rc) : Py_NewRef(Py_None);
+	Py_BEGIN_ALLOW_THREADS
+		rc = ssock_loop_run(self->loop, ms);
+	Py_END_ALLOW_THREADS
+	return rc < 0 ? ps_raise(rc) : Py_NewRef(Py_None);
 }
 
 static PyObject *loop_stop(ps_loop *self, PyObject *unused)
@@ -84,8 +89,10 @@ static PyObject *loop_stop(ps_loop *self, PyObject *unused)
 	if (!ps_loop_get((PyObject *)self))
 		return NULL;
 	int rc;
-	Py_BEGIN_ALLOW_THREADS rc = ssock_loop_stop(self->loop);
-	Py_END_ALLOW_THREADS return rc < 0 ? ps_raise(rc) : Py_NewRef(Py_None);
+	Py_BEGIN_ALLOW_THREADS
+		rc = ssock_loop_stop(self->loop);
+	Py_END_ALLOW_THREADS
+	return rc < 0 ? ps_raise(rc) : Py_NewRef(Py_None);
 }
 
 static PyObject *loop_start(ps_loop *self, PyObject *unused)

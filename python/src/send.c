@@ -48,11 +48,13 @@ PyObject *ps_send(ps_handle *self, ps_send_fn fn, uint64_t id, const ssock_addr 
 	if (len < PS_NOGIL_BYTES) {
 		rc = fn(self->h, id, to, view.buf, len, 0);
 	} else {
-		Py_BEGIN_ALLOW_THREADS rc = fn(self->h, id, to, view.buf, len, 0);
+		Py_BEGIN_ALLOW_THREADS
+			rc = fn(self->h, id, to, view.buf, len, 0);
 		Py_END_ALLOW_THREADS
 	}
 	if (rc == SSOCK_ESENDQFULL && timeout_ms != 0) {
-		Py_BEGIN_ALLOW_THREADS rc = send_wait(self, fn, id, to, view.buf, len, timeout_ms);
+		Py_BEGIN_ALLOW_THREADS
+			rc = send_wait(self, fn, id, to, view.buf, len, timeout_ms);
 		Py_END_ALLOW_THREADS
 	}
 	ps_handle_leave(self);

@@ -110,8 +110,10 @@ static int server_create(ps_handle *self, PyObject *addrs, ssock_server_opts *op
 	opts->listen = text;
 	ssock_server *srv = NULL;
 	int rc;
-	Py_BEGIN_ALLOW_THREADS rc = ssock_server_new(&srv, opts);
-	Py_END_ALLOW_THREADS Py_DECREF(first);
+	Py_BEGIN_ALLOW_THREADS
+		rc = ssock_server_new(&srv, opts);
+	Py_END_ALLOW_THREADS
+	Py_DECREF(first);
 	if (rc < 0) {
 		ps_raise(rc);
 		return -1;
@@ -121,7 +123,8 @@ static int server_create(ps_handle *self, PyObject *addrs, ssock_server_opts *op
 		PyObject *t = ps_addr_text(PyList_GET_ITEM(addrs, i));
 		const char *s = t ? PyUnicode_AsUTF8(t) : NULL;
 		if (s) {
-			Py_BEGIN_ALLOW_THREADS rc = ssock_server_listen(srv, s);
+			Py_BEGIN_ALLOW_THREADS
+				rc = ssock_server_listen(srv, s);
 			Py_END_ALLOW_THREADS
 		}
 		Py_XDECREF(t);
@@ -185,8 +188,10 @@ static PyObject *server_listen(ps_handle *self, PyObject *addr)
 		return NULL;
 	}
 	int rc;
-	Py_BEGIN_ALLOW_THREADS rc = ssock_server_listen(self->h, s);
-	Py_END_ALLOW_THREADS ps_handle_leave(self);
+	Py_BEGIN_ALLOW_THREADS
+		rc = ssock_server_listen(self->h, s);
+	Py_END_ALLOW_THREADS
+	ps_handle_leave(self);
 	Py_DECREF(t);
 	return rc < 0 ? ps_raise(rc) : PyLong_FromLong(rc);
 }
@@ -272,11 +277,13 @@ static PyObject *server_broadcast(ps_handle *self, PyObject *args, PyObject *kw)
 		return NULL;
 	}
 	int rc;
-	Py_BEGIN_ALLOW_THREADS rc =
-		exclude == Py_None ? ssock_server_broadcast(self->h, view.buf, (size_t)view.len)
-				   : ssock_server_broadcast_except(self->h, except, view.buf,
-								   (size_t)view.len);
-	Py_END_ALLOW_THREADS ps_handle_leave(self);
+	Py_BEGIN_ALLOW_THREADS
+		rc = exclude == Py_None
+			     ? ssock_server_broadcast(self->h, view.buf, (size_t)view.len)
+			     : ssock_server_broadcast_except(self->h, except, view.buf,
+							     (size_t)view.len);
+	Py_END_ALLOW_THREADS
+	ps_handle_leave(self);
 	PyBuffer_Release(&view);
 	return rc < 0 ? ps_raise(rc) : PyLong_FromLong(rc);
 }

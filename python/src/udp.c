@@ -79,8 +79,10 @@ static int udp_init(ps_handle *self, PyObject *args, PyObject *kw)
 	if (loop && loop != Py_None && !(opts.loop = ps_loop_get(loop)))
 		goto out;
 	ssock_udp *u = NULL;
-	Py_BEGIN_ALLOW_THREADS rc = ssock_udp_new(&u, &opts);
-	Py_END_ALLOW_THREADS self->h = u;
+	Py_BEGIN_ALLOW_THREADS
+		rc = ssock_udp_new(&u, &opts);
+	Py_END_ALLOW_THREADS
+	self->h = u;
 	rc = rc < 0 ? (ps_raise(rc), -1) : ps_handle_start(self);
 	if (rc < 0 && self->h) {
 		ssock_udp_free(self->h);

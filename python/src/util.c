@@ -100,7 +100,8 @@ int ps_addr_from_obj(PyObject *obj, ssock_addr *out, int passive)
 	const char *s = PyUnicode_AsUTF8(text);
 	int rc = SSOCK_EINVAL;
 	if (s) {
-		Py_BEGIN_ALLOW_THREADS rc = ssock_addr_resolve(s, passive, out, 1);
+		Py_BEGIN_ALLOW_THREADS
+			rc = ssock_addr_resolve(s, passive, out, 1);
 		Py_END_ALLOW_THREADS
 	}
 	Py_DECREF(text);
