@@ -13,8 +13,8 @@
 # BENCH_SECONDS (per cell), BENCH_SWEEP_SECONDS, BENCH_WARMUP, BENCH_IDLE_CONNS,
 # BENCH_IDLE_HOLD, BENCH_ROWS, BENCH_SERVERS, BENCH_SWEEP_SIZES, BENCH_BUILD_DIR,
 # BENCH_SERVER_CPU, BENCH_LOADGEN_CPU, BENCH_RAW_FRAMING (u32|raw), BENCH_NO_INSTALL=1,
-# BENCH_PY_ROUNDS, BENCH_PY_ROWS, BENCH_PY_SERVERS (the Python servers; BENCH_PY_ROWS=""
-# skips them).
+# BENCH_PY_ROUNDS, BENCH_PY_SECONDS, BENCH_PY_ROWS, BENCH_PY_SERVERS (the Python servers;
+# BENCH_PY_ROWS="" skips them).
 # See bench/README.md.
 set -u -o pipefail
 
@@ -27,9 +27,9 @@ case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
 # rounds (each a paired comparison with the reference) rather than on long cells: 7 rounds
 # of 1 s cells take about 8 minutes.
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
-    d_rounds=1 d_secs=0.3 d_sweep=0.15 d_warm=0.05 d_hold=0.2 d_py_rounds=1
+    d_rounds=1 d_secs=0.3 d_sweep=0.15 d_warm=0.05 d_hold=0.2 d_py_rounds=1 d_py_secs=0.3
 else
-    d_rounds=7 d_secs=1 d_sweep=0.3 d_warm=0.15 d_hold=0.5 d_py_rounds=3
+    d_rounds=7 d_secs=1 d_sweep=0.3 d_warm=0.15 d_hold=0.5 d_py_rounds=3 d_py_secs=0.6
 fi
 ROUNDS=${BENCH_ROUNDS:-$d_rounds}
 SECS=${BENCH_SECONDS:-$d_secs}
@@ -44,7 +44,8 @@ SWEEP_SIZES=${BENCH_SWEEP_SIZES:-"16 64 256 1024 4096 16384 65536 262144 1048576
 # The Python servers (issue 11) run after the C rows, on fewer rows and rounds, so the
 # whole run stays under 10 minutes.
 PY_ROUNDS=${BENCH_PY_ROUNDS:-$d_py_rounds}
-PY_ROWS=${BENCH_PY_ROWS:-"pp1 pp100 pipe bulk"}
+PY_SECS=${BENCH_PY_SECONDS:-$d_py_secs}
+PY_ROWS=${BENCH_PY_ROWS-"pp100 pipe bulk"}
 PY_SERVERS=${BENCH_PY_SERVERS:-"py-ssock-cb py-ssock-inbox py-asyncio-streams py-asyncio-proto"}
 # Bulk also runs the zero-copy form, the callback server with glibc's malloc keeping what
 # is freed (MALLOC_KEEP: shows what the page faults of fresh 1 MiB buffers cost; see
@@ -233,6 +234,7 @@ stop_server() {
 # Sets ARGS (loadgen arguments) and PROTO for row $1 and server $2.
 row_args() {
     local t=(--seconds "$SECS" --warmup "$WARMUP") size depth
+    [ "${1#py-}" != "$1" ] && t=(--seconds "$PY_SECS" --warmup "$WARMUP")
     PROTO=tcp
     case ${1#py-} in
     pp1) ARGS=(pingpong --conns 1 --size 64 "${t[@]}") ;;
