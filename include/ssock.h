@@ -1,5 +1,5 @@
 /*
- * ssock.h - framed TCP servers and clients, and UDP sockets, on one epoll loop.
+ * ssock.h - framed TCP servers and clients, and UDP sockets, on an event loop.
  *
  * This is the only public header of libssock. Everything here is documented
  * function by function: what it returns, who owns what, which thread may call
@@ -341,6 +341,13 @@ typedef struct ssock_server_opts {
 	                          not completed in this long (SSOCK_ESTALLED);
 	                          time spent waiting for room in a full inbox
 	                          does not count; 0: never */
+	int handshake_timeout_ms; /* a connection whose handshake has not
+	                          finished in this long is closed with
+	                          SSOCK_EHANDSHAKE; default 10000. With
+	                          tinyproto framing that is the peer's 0xFF
+	                          (the connect event comes at once, and
+	                          messages wait for it). A client uses its
+	                          connect_timeout_ms. */
 	int keepalive_s;       /* TCP keepalive idle seconds, at most
 	                          SSOCK_KEEPALIVE_MAX; 0: off */
 	int error_log_max;     /* entries kept in the error log; default 64 */
@@ -358,8 +365,10 @@ typedef struct ssock_server_opts {
  * SSOCK_EINVAL (bad options), SSOCK_EBADADDR, SSOCK_ERESOLVE,
  * SSOCK_EADDRINUSE, ... *out is set before any callback can run (a program
  * that keeps the server in a variable sees it set in its first on_connect),
- * and is NULL after a failure, which leaves nothing allocated. Any thread
- * except a loop thread when opts->loop is NULL is fine; may block on DNS. */
+ * and is NULL after a failure, which leaves nothing allocated. Any thread;
+ * a host name is resolved on the calling thread (it may block on DNS), so
+ * on a loop thread (from a callback) only a numeric address is taken, and
+ * a name is SSOCK_ELOOPTHREAD. */
 int ssock_server_new(ssock_server **out, const ssock_server_opts *opts);
 
 /* Adds another listen address (tinyproto's add_addr). Returns the index of
@@ -531,7 +540,10 @@ typedef struct ssock_client_opts {
  * *out is NULL and nothing is left allocated). Any thread. */
 int ssock_client_new(ssock_client **out, const ssock_client_opts *opts);
 
-/* Starts connecting (re-resolving the host). With wait_ms == 0 returns 0 at
+/* Starts connecting. A host name is looked up again on every attempt, on a
+ * resolver thread (never on the loop, so a name server that does not answer
+ * stalls nothing else), within the attempt's connect_timeout_ms (then an
+ * SSOCK_ETIMEDOUT error with op "resolve"). With wait_ms == 0 returns 0 at
  * once and the result comes as a connect event or error event. Otherwise
  * waits up to wait_ms (-1: no limit; each attempt is still bounded by
  * connect_timeout_ms) and returns 0 once connected, the attempt's error
@@ -672,8 +684,9 @@ typedef struct ssock_udp_opts {
  * options, max_message above SSOCK_UDP_MAX_MESSAGE), SSOCK_EBADADDR,
  * SSOCK_ERESOLVE, SSOCK_EADDRINUSE, SSOCK_EAFNOSUPPORT (bind and connect
  * addresses of different families), ... *out is set before any callback can
- * run, and is NULL after a failure, which leaves nothing allocated. May
- * block on DNS. Any thread. */
+ * run, and is NULL after a failure, which leaves nothing allocated. A host
+ * name is resolved on the calling thread (it may block on DNS); on a loop
+ * thread a name is SSOCK_ELOOPTHREAD. Any thread. */
 int ssock_udp_new(ssock_udp **out, const ssock_udp_opts *opts);
 
 /* Copies the socket's local address into *out (the real port when port 0

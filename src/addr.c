@@ -213,16 +213,18 @@ static int resolve_any(uint16_t port, int passive, ssock_addr *out, int max)
 	return 2;
 }
 
-static int same_addr(const ssock_addr *a, const ssock_addr *b)
+bool ssock__same_addr(const ssock_addr *a, const ssock_addr *b)
 {
 	if (a->u.sa.sa_family != b->u.sa.sa_family)
-		return 0;
+		return false;
 	if (a->u.sa.sa_family == AF_INET)
 		return a->u.in4.sin_port == b->u.in4.sin_port &&
 		       a->u.in4.sin_addr.s_addr == b->u.in4.sin_addr.s_addr;
-	return a->u.in6.sin6_port == b->u.in6.sin6_port &&
-	       a->u.in6.sin6_scope_id == b->u.in6.sin6_scope_id &&
-	       memcmp(&a->u.in6.sin6_addr, &b->u.in6.sin6_addr, sizeof(struct in6_addr)) == 0;
+	if (a->u.sa.sa_family == AF_INET6)
+		return a->u.in6.sin6_port == b->u.in6.sin6_port &&
+		       a->u.in6.sin6_scope_id == b->u.in6.sin6_scope_id &&
+		       memcmp(&a->u.in6.sin6_addr, &b->u.in6.sin6_addr, sizeof(struct in6_addr)) == 0;
+	return false;
 }
 
 /* Copies the IPv4/IPv6 results, in resolver order, skipping duplicates
@@ -239,7 +241,7 @@ static int collect(const struct addrinfo *res, ssock_addr *out, int max)
 		out[n].len = ai->ai_addrlen;
 		int dup = 0;
 		for (int i = 0; i < n && !dup; i++)
-			dup = same_addr(&out[i], &out[n]);
+			dup = ssock__same_addr(&out[i], &out[n]);
 		if (!dup)
 			n++;
 	}
@@ -252,6 +254,15 @@ static int is_literal(const char *host)
 {
 	struct in_addr a;
 	return strchr(host, ':') != NULL || inet_pton(AF_INET, host, &a) == 1;
+}
+
+bool ssock__addr_numeric(const char *text)
+{
+	char host[SSOCK__HOST_MAX];
+	uint16_t port;
+	if (ssock__addr_split(text, host, &port) != 0)
+		return true; /* malformed: resolving it fails at once, no resolver needed */
+	return host[0] == '\0' || is_literal(host);
 }
 
 static int map_gai_error(int rc)

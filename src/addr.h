@@ -2,6 +2,9 @@
 #ifndef SSOCK_ADDR_H
 #define SSOCK_ADDR_H
 
+#include "ssock.h"
+
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,5 +20,13 @@
  * holding a NUL, space or control character.
  */
 int ssock__addr_split(const char *text, char host[SSOCK__HOST_MAX], uint16_t *port);
+
+/* Whether text can be resolved without asking the resolver: a literal
+ * address, ":PORT", or text so malformed that resolving fails at once. */
+bool ssock__addr_numeric(const char *text);
+
+/* Whether two addresses are the same endpoint: family, address, port and,
+ * for IPv6, scope. */
+bool ssock__same_addr(const ssock_addr *a, const ssock_addr *b);
 
 #endif

@@ -1,58 +1,24 @@
 /*
- * The TCP client: connecting (every resolved address in turn, each attempt
- * bounded by connect_timeout_ms), reconnecting with exponential backoff and
- * jitter, the offline send queue, and the blocking conveniences (connect
- * with a wait, recv with a timeout, flush).
+ * The TCP client: connecting (the name resolved off the loop, then every
+ * address in turn, each attempt bounded by connect_timeout_ms, the
+ * connection's handshake included), reconnecting with exponential backoff
+ * and jitter, and its life. Sending and receiving are client_io.c's.
  *
  * Loop-side state is touched on the loop only; `state`, `cur_id`, the
  * offline queue and `last_error` are shared with callers under loop->mu and
  * signalled on loop->cv.
  */
 #include "addr.h"
-#include "internal.h"
+#include "client.h"
 
-#include <stdlib.h>
-#include <string.h>
-#include <sys/epoll.h>
 #include <unistd.h>
-
-#define MAX_ADDRS 8
-
-struct ssock_client {
-	ssock__ep ep;
-	char *target;
-	int connect_timeout_ms;
-	bool auto_reconnect, queue_offline;
-	int backoff_min, backoff_max, max_tries;
-
-	/* Loop only. */
-	ssock__io cio;          /* the socket being connected; fd -1: none */
-	ssock_addr addrs[MAX_ADDRS];
-	int naddrs, next_addr;
-	int last_attempt_rc;
-	ssock__timer timer;     /* connect timeout, or backoff */
-	bool in_backoff;
-	bool attempt_waits;     /* an automatic reconnect waits for inbox room */
-	int fails;              /* failed attempts in a row */
-	uint64_t rng;
-	bool closed;
-
-	/* Under loop->mu. */
-	ssock_client_state state;
-	uint64_t cur_id;
-	uint64_t connects;      /* connections made so far */
-	bool want;              /* the program wants to be connected */
-	int last_error;
-	ssock__chunk *off_head, *off_tail;
-	size_t off_bytes;
-};
 
 static void start_attempt(ssock_client *cli);
 static void try_next(ssock_client *cli);
 
 static ssock_loop *loop_of(ssock_client *cli)
 {
-	return cli->ep.loop;
+	return ssock__client_loop(cli);
 }
 
 static void set_state(ssock_client *cli, ssock_client_state st, int err)
@@ -95,77 +61,109 @@ static int backoff_delay(ssock_client *cli)
 	return (int)(half + (int64_t)(next_random(cli) % (uint64_t)(half + 1)));
 }
 
-static void close_attempt(ssock_client *cli)
+/* Arms the client's one timer; without it nothing would ever move again,
+ * so running out of memory for it fails the client at once. */
+static bool arm(ssock_client *cli, int in_ms)
 {
-	if (cli->cio.fd < 0)
-		return;
-	ssock__io_remove(loop_of(cli), &cli->cio);
-	close(cli->cio.fd);
-	cli->cio.fd = -1;
+	if (ssock__timer_start(loop_of(cli), &cli->timer, loop_of(cli)->now + in_ms) == 0)
+		return true;
+	ssock__ep_error(&cli->ep.base, SSOCK_ENOMEM, "connect", 0, NULL);
+	cli->in_backoff = false;
+	set_state(cli, SSOCK_STATE_DISCONNECTED, SSOCK_ENOMEM);
+	return false;
 }
 
-static void attempt_failed(ssock_client *cli, int rc)
+/* Drops what an attempt holds: a lookup, a socket connecting, a connection
+ * in its handshake. */
+static void close_attempt(ssock_client *cli)
 {
-	ssock__ep_error(&cli->ep, rc, "connect", 0, cli->next_addr > 0 ? &cli->addrs[cli->next_addr - 1] : NULL);
+	ssock__resolve_cancel(cli->resolving);
+	cli->resolving = NULL;
+	if (cli->cio.fd >= 0) {
+		ssock__io_remove(loop_of(cli), &cli->cio);
+		close(cli->cio.fd);
+		cli->cio.fd = -1;
+	}
+	uint64_t id = cli->hs_id;
+	cli->hs_id = 0;
+	ssock_conn *c = id ? ssock__table_get(&loop_of(cli)->conns, id) : NULL;
+	if (c)
+		ssock__conn_fail(c, SSOCK_ELOCAL);
+}
+
+static void attempt_failed(ssock_client *cli, int rc, const char *op)
+{
 	cli->fails++;
 	bool again = cli->auto_reconnect && !cli->closed &&
 		     (cli->max_tries == 0 || cli->fails < cli->max_tries);
 	pthread_mutex_lock(&loop_of(cli)->mu);
 	again = again && cli->want;
 	pthread_mutex_unlock(&loop_of(cli)->mu);
+	/* The state first: a program that hears of the error and then asks
+	 * gets an answer that agrees with it. */
 	if (!again) {
 		set_state(cli, SSOCK_STATE_DISCONNECTED, rc);
-		return;
+	} else {
+		pthread_mutex_lock(&loop_of(cli)->mu);
+		cli->last_error = rc;
+		pthread_cond_broadcast(&loop_of(cli)->cv);
+		pthread_mutex_unlock(&loop_of(cli)->mu);
 	}
-	pthread_mutex_lock(&loop_of(cli)->mu);
-	cli->last_error = rc;
-	pthread_cond_broadcast(&loop_of(cli)->cv);
-	pthread_mutex_unlock(&loop_of(cli)->mu);
-	cli->in_backoff = true;
-	ssock__timer_start(loop_of(cli), &cli->timer, loop_of(cli)->now + backoff_delay(cli));
+	if (!cli->last_reported)
+		ssock__ep_error(&cli->ep.base, rc, op, 0,
+				cli->next_addr > 0 ? &cli->addrs[cli->next_addr - 1] : NULL);
+	if (again) {
+		cli->in_backoff = true;
+		arm(cli, backoff_delay(cli));
+	}
+}
+
+/* Moves on to the next address after a failure with rc. */
+static void next_after(ssock_client *cli, int rc, bool reported)
+{
+	cli->last_attempt_rc = rc;
+	cli->last_reported = reported;
+	try_next(cli);
 }
 
 static void connected(ssock_client *cli, int fd)
 {
 	const ssock_addr *peer = &cli->addrs[cli->next_addr - 1];
-	int rc = ssock__socket_opts(fd, cli->ep.cfg.keepalive_s);
+	int rc = cli->ep.transport->setup(fd, peer->u.sa.sa_family, cli->ep.cfg.keepalive_s);
 	if (rc != 0) {
 		close(fd);
-		attempt_failed(cli, rc);
+		next_after(cli, rc, false);
 		return;
 	}
-	cli->fails = 0;
-	/* on_conn_open (below) publishes the connection before its event. */
-	if (!ssock__conn_open(&cli->ep, fd, peer))
-		attempt_failed(cli, SSOCK_ENOMEM);
+	/* The connection's own handshake (if any) comes next; on_conn_open
+	 * below hears when it is done, on_conn_aborted when it failed. */
+	cli->hs_aborted = false;
+	ssock_conn *c = ssock__conn_open(&cli->ep, fd, peer);
+	if (c && c->state == SSOCK__HANDSHAKE)
+		cli->hs_id = c->id;
+	else if (!c) /* it failed at once, and reported why */
+		next_after(cli, cli->hs_aborted ? cli->hs_reason : SSOCK_ENOMEM, true);
 }
 
-static void on_connect_io(ssock__io *io, uint32_t revents)
+static void on_connect_io(ssock__io *io, unsigned ready)
 {
+	(void)ready;
 	ssock_client *cli = (ssock_client *)((char *)io - offsetof(ssock_client, cio));
 	/* The event may be stale: a command earlier in this pass (close,
 	 * disconnect, reconnect) dropped the attempt, or replaced it with a new
 	 * one on this same io. Ask the socket, not the event. */
 	if (io->fd < 0 || cli->closed)
 		return;
-	int err = 0;
-	socklen_t len = sizeof err;
-	if (getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-		err = errno;
-	if (err == 0) {
-		ssock_addr peer;
-		peer.len = sizeof peer.u;
-		if (!(revents & EPOLLOUT) || getpeername(io->fd, &peer.u.sa, &peer.len) != 0)
-			return; /* still in progress */
-	}
+	int rc = cli->ep.transport->connect_result(io->fd);
+	if (rc == SSOCK__WANT_WRITE)
+		return; /* still in progress */
 	ssock__timer_stop(loop_of(cli), &cli->timer);
 	int fd = io->fd;
 	ssock__io_remove(loop_of(cli), io);
 	io->fd = -1;
-	if (err != 0) {
+	if (rc != 0) {
 		close(fd);
-		cli->last_attempt_rc = -err;
-		try_next(cli);
+		next_after(cli, rc, false);
 		return;
 	}
 	connected(cli, fd);
@@ -176,32 +174,44 @@ static void try_next(ssock_client *cli)
 {
 	while (cli->next_addr < cli->naddrs) {
 		const ssock_addr *a = &cli->addrs[cli->next_addr++];
-		int fd = socket(a->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-		if (fd < 0) {
-			cli->last_attempt_rc = ssock__errno();
-			continue;
-		}
-		int rc = connect(fd, &a->u.sa, a->len) == 0 ? 0 : ssock__errno();
+		int fd;
+		int rc = cli->ep.transport->connect(a, &fd);
 		if (rc == 0) {
 			connected(cli, fd);
 			return;
 		}
-		if (rc == -EINPROGRESS) {
+		if (rc == SSOCK__WANT_WRITE) {
 			cli->cio.fd = fd;
-			cli->cio.events = 0;
-			rc = ssock__io_set(loop_of(cli), &cli->cio, EPOLLOUT);
+			cli->cio.interest = 0;
+			rc = ssock__io_set(loop_of(cli), &cli->cio, SSOCK__OUT);
 			if (rc == 0) {
 				cli->in_backoff = false;
-				ssock__timer_start(loop_of(cli), &cli->timer,
-						   loop_of(cli)->now + cli->connect_timeout_ms);
+				arm(cli, cli->connect_timeout_ms);
 				return;
 			}
 			cli->cio.fd = -1;
+			close(fd);
 		}
-		close(fd);
 		cli->last_attempt_rc = rc;
+		cli->last_reported = false;
 	}
-	attempt_failed(cli, cli->last_attempt_rc ? cli->last_attempt_rc : SSOCK_ECONNREFUSED);
+	attempt_failed(cli, cli->last_attempt_rc ? cli->last_attempt_rc : SSOCK_ECONNREFUSED,
+		       "connect");
+}
+
+/* The name's addresses are in (on the loop): connect to them in turn. */
+static void resolved(void *arg, int rc, const ssock_addr *addrs, int n)
+{
+	ssock_client *cli = arg;
+	cli->resolving = NULL;
+	ssock__timer_stop(loop_of(cli), &cli->timer);
+	if (rc < 0) {
+		attempt_failed(cli, rc, "resolve");
+		return;
+	}
+	memcpy(cli->addrs, addrs, (size_t)n * sizeof *addrs);
+	cli->naddrs = n;
+	try_next(cli);
 }
 
 static void start_attempt(ssock_client *cli)
@@ -211,13 +221,22 @@ static void start_attempt(ssock_client *cli)
 	cli->attempt_waits = false;
 	close_attempt(cli);
 	set_state(cli, SSOCK_STATE_CONNECTING, 0);
+	cli->naddrs = cli->next_addr = 0;
+	cli->last_attempt_rc = 0;
+	cli->last_reported = false;
 	/* Resolved again on every attempt: the name may point elsewhere now.
-	 * (A name that is not numeric is looked up here, on the loop.) */
-	int n = ssock_addr_resolve(cli->target, 0, cli->addrs, MAX_ADDRS);
-	cli->naddrs = n > 0 ? n : 0;
-	cli->next_addr = 0;
-	cli->last_attempt_rc = n < 0 ? n : 0;
-	try_next(cli);
+	 * A literal needs no resolver; a name is looked up off the loop,
+	 * within the attempt's time. */
+	if (ssock__addr_numeric(cli->target)) {
+		int n = ssock_addr_resolve(cli->target, 0, cli->addrs, SSOCK__RESOLVE_MAX);
+		resolved(cli, n, cli->addrs, n > 0 ? n : 0);
+		return;
+	}
+	int rc = ssock__resolve_start(loop_of(cli), cli->target, 0, resolved, cli, &cli->resolving);
+	if (rc != 0)
+		attempt_failed(cli, rc, "resolve");
+	else
+		arm(cli, cli->connect_timeout_ms);
 }
 
 static void on_timer(ssock__timer *t)
@@ -226,7 +245,7 @@ static void on_timer(ssock__timer *t)
 	if (cli->in_backoff) {
 		/* An automatic reconnect adds a connect and a disconnect event:
 		 * with the inbox full of them, it waits for on_room(). */
-		if (cli->ep.inbox_mode && ssock__inbox_control_blocked(&cli->ep.inbox)) {
+		if (cli->ep.base.inbox_mode && ssock__inbox_control_blocked(&cli->ep.base.inbox)) {
 			cli->in_backoff = false;
 			cli->attempt_waits = true;
 			return;
@@ -234,9 +253,19 @@ static void on_timer(ssock__timer *t)
 		start_attempt(cli);
 		return;
 	}
-	close_attempt(cli); /* this address timed out: on to the next */
-	cli->last_attempt_rc = SSOCK_ETIMEDOUT;
-	try_next(cli);
+	if (cli->resolving) { /* the name server did not answer in time */
+		ssock__resolve_cancel(cli->resolving);
+		cli->resolving = NULL;
+		attempt_failed(cli, SSOCK_ETIMEDOUT, "resolve");
+		return;
+	}
+	/* This address timed out: on to the next. */
+	if (cli->cio.fd >= 0) {
+		ssock__io_remove(loop_of(cli), &cli->cio);
+		close(cli->cio.fd);
+		cli->cio.fd = -1;
+	}
+	next_after(cli, SSOCK_ETIMEDOUT, false);
 }
 
 /* ------------------------------------------------- connection hooks */
@@ -245,16 +274,19 @@ static void on_timer(ssock__timer *t)
  * reconnect that waited for room. */
 static void on_room(ssock__ep *ep)
 {
-	ssock_client *cli = (ssock_client *)((char *)ep - offsetof(ssock_client, ep));
-	ssock__ep_resume_paused(ep);
+	ssock_client *cli = (ssock_client *)((char *)ep - offsetof(ssock_client, ep.base));
+	ssock__ep_resume_paused(&cli->ep);
 	if (cli->attempt_waits && !cli->closed)
 		start_attempt(cli);
 }
 
-static void on_conn_open(ssock__ep *ep, ssock_conn *c)
+/* The handshake is done: connected. */
+static void on_conn_open(ssock__stream_ep *ep, ssock_conn *c)
 {
 	ssock_client *cli = (ssock_client *)ep;
 	ssock_loop *l = loop_of(cli);
+	cli->hs_id = 0;
+	cli->fails = 0;
 	pthread_mutex_lock(&l->mu);
 	cli->cur_id = c->id;
 	cli->connects++;
@@ -271,12 +303,28 @@ static void on_conn_open(ssock__ep *ep, ssock_conn *c)
 	while (off) {
 		ssock__chunk *next = off->next;
 		off->next = NULL;
-		ssock__conn_enqueue(c, off);
+		if (ep->codec->send)
+			ep->codec->send(c, off);
+		else
+			ssock__out_chunk(c, off);
 		off = next;
 	}
 }
 
-static void on_conn_closed(ssock__ep *ep, ssock_conn *c, int reason)
+/* Its handshake failed (the connection reported why): the next address. */
+static void on_conn_aborted(ssock__stream_ep *ep, ssock_conn *c, int reason)
+{
+	ssock_client *cli = (ssock_client *)ep;
+	cli->hs_aborted = true;
+	cli->hs_reason = reason;
+	if (c->id != cli->hs_id)
+		return; /* in ssock__conn_open() still: connected() goes on */
+	cli->hs_id = 0;
+	if (!cli->closed)
+		next_after(cli, reason, true);
+}
+
+static void on_conn_closed(ssock__stream_ep *ep, ssock_conn *c, int reason)
 {
 	ssock_client *cli = (ssock_client *)ep;
 	ssock_loop *l = loop_of(cli);
@@ -292,7 +340,7 @@ static void on_conn_closed(ssock__ep *ep, ssock_conn *c, int reason)
 		set_state(cli, SSOCK_STATE_CONNECTING, reason);
 		cli->fails = 1;
 		cli->in_backoff = true;
-		ssock__timer_start(l, &cli->timer, l->now + backoff_delay(cli));
+		arm(cli, backoff_delay(cli));
 	} else {
 		set_state(cli, SSOCK_STATE_DISCONNECTED, reason);
 	}
@@ -342,6 +390,7 @@ static void disconnect_cmd(ssock__cmd *cmd)
 	pthread_mutex_unlock(&l->mu);
 	ssock__timer_stop(l, &cli->timer);
 	cli->attempt_waits = false;
+	cli->in_backoff = false;
 	close_attempt(cli);
 	ssock_conn *c = id ? ssock__table_get(&l->conns, id) : NULL;
 	if (c)
@@ -384,7 +433,7 @@ static void free_client(ssock_client *cli)
 		cli->off_head = ch->next;
 		free(ch);
 	}
-	ssock__ep_destroy(&cli->ep);
+	ssock__ep_destroy(&cli->ep.base);
 	free(cli->target);
 	free(cli);
 }
@@ -417,10 +466,12 @@ int ssock_client_new(ssock_client **out, const ssock_client_opts *opts)
 		cli->rng = 1;
 	ssock__timer_init(&cli->timer, on_timer);
 	ssock__cfg cfg = SSOCK__CFG_FROM_OPTS(opts);
+	cfg.handshake_timeout_ms = cli->connect_timeout_ms; /* part of the attempt */
 	rc = cli->target ? 0 : SSOCK_ENOMEM;
 	if (rc == 0)
-		rc = ssock__ep_init(&cli->ep, opts->loop, &cfg, opts->inbox_max, opts->inbox_max_bytes,
-				    opts->error_log_max, true);
+		rc = ssock__stream_ep_init(&cli->ep, opts->loop, &cfg, opts->inbox_max,
+					   opts->inbox_max_bytes, opts->error_log_max,
+					   opts->on_error, opts->user, true);
 	if (rc != 0) {
 		free(cli->target);
 		free(cli);
@@ -428,9 +479,10 @@ int ssock_client_new(ssock_client **out, const ssock_client_opts *opts)
 	}
 	cli->ep.on_conn_open = on_conn_open;
 	cli->ep.on_conn_closed = on_conn_closed;
-	cli->ep.on_room = on_room;
-	if (cli->ep.owns_loop)
-		rc = ssock_loop_start(cli->ep.loop);
+	cli->ep.on_conn_aborted = on_conn_aborted;
+	cli->ep.base.on_room = on_room;
+	if (cli->ep.base.owns_loop)
+		rc = ssock_loop_start(loop_of(cli));
 	if (rc != 0) {
 		free_client(cli);
 		return rc;
@@ -444,9 +496,9 @@ int ssock_client_free(ssock_client *cli)
 {
 	if (!cli)
 		return 0;
-	if (ssock__on_loop(cli->ep.loop))
+	if (ssock__on_loop(loop_of(cli)))
 		return SSOCK_ELOOPTHREAD;
-	ssock__ep_shutdown(&cli->ep, close_cmd, cli);
+	ssock__ep_shutdown(&cli->ep.base, close_cmd, cli);
 	free_client(cli);
 	return 0;
 }
@@ -463,7 +515,7 @@ ssock_client *ssock_conn_client(const ssock_conn *c)
 	return (ssock_client *)((char *)c->ep - offsetof(ssock_client, ep));
 }
 
-/* ---------------------------------------------------------------- API */
+/* ------------------------------------------------ connecting, by the API */
 
 /* Waits until a connection was made after the `since`-th, the attempt was
  * given up, or the deadline. A connection that was made and has already
@@ -486,12 +538,9 @@ static int wait_connected(ssock_client *cli, int wait_ms, uint64_t since)
 			rc = cli->last_error ? cli->last_error : SSOCK_ENOTCONN;
 			break;
 		}
-		int w = wait_ms < 0 ? pthread_cond_wait(&l->cv, &l->mu)
-				    : pthread_cond_timedwait(&l->cv, &l->mu, &deadline);
-		if (w != 0) {
-			rc = SSOCK_ETIMEDOUT;
+		rc = ssock__cond_wait(&l->cv, &l->mu, wait_ms, &deadline);
+		if (rc != 0)
 			break;
-		}
 	}
 	pthread_mutex_unlock(&l->mu);
 	return rc;
@@ -522,187 +571,4 @@ int ssock_client_disconnect(ssock_client *cli)
 	if (!cli)
 		return SSOCK_EINVAL;
 	return ssock__call(loop_of(cli), disconnect_cmd, cli, 0);
-}
-
-ssock_client_state ssock_client_state_get(ssock_client *cli)
-{
-	if (!cli)
-		return SSOCK_STATE_DISCONNECTED;
-	pthread_mutex_lock(&loop_of(cli)->mu);
-	ssock_client_state st = cli->state;
-	pthread_mutex_unlock(&loop_of(cli)->mu);
-	return st;
-}
-
-uint64_t ssock_client_id(ssock_client *cli)
-{
-	if (!cli)
-		return 0;
-	pthread_mutex_lock(&loop_of(cli)->mu);
-	uint64_t id = cli->cur_id;
-	pthread_mutex_unlock(&loop_of(cli)->mu);
-	return id;
-}
-
-/* mu held: queues ch while offline, bounded like a send queue. */
-static int queue_offline(ssock_client *cli, ssock__chunk *ch)
-{
-	if (!cli->queue_offline)
-		return SSOCK_ENOTCONN;
-	if (ch->len == 0) { /* an empty raw message: nothing to send */
-		free(ch);
-		return 0;
-	}
-	if (cli->off_bytes + ch->len > cli->ep.cfg.send_queue_max)
-		return SSOCK_ESENDQFULL;
-	if (cli->off_tail)
-		cli->off_tail->next = ch;
-	else
-		cli->off_head = ch;
-	cli->off_tail = ch;
-	cli->off_bytes += ch->len;
-	return 0;
-}
-
-/* mu held: one try at queuing ch on the current connection or offline. */
-static int queue_once(void *arg, ssock__chunk *ch)
-{
-	ssock_client *cli = arg;
-	int rc = SSOCK_ENOCONN;
-	if (cli->cur_id)
-		rc = ssock__xq_push_locked(&cli->ep, cli->cur_id, ch);
-	if (rc == SSOCK_ENOCONN || rc == SSOCK_ECLOSED)
-		rc = queue_offline(cli, ch);
-	return rc;
-}
-
-static int send_from_loop(ssock_client *cli, const void *data, size_t len)
-{
-	ssock_loop *l = loop_of(cli);
-	pthread_mutex_lock(&l->mu);
-	uint64_t id = cli->cur_id;
-	pthread_mutex_unlock(&l->mu);
-	ssock_conn *c = id ? ssock__table_get(&l->conns, id) : NULL;
-	if (c && c->state < SSOCK__CLOSING)
-		return ssock__conn_send(c, data, len);
-	if (!cli->queue_offline)
-		return SSOCK_ENOTCONN;
-	ssock__chunk *ch;
-	int rc = ssock__frame_chunk(cli->ep.cfg.framing, data, len, cli->ep.cfg.send_queue_max, &ch);
-	if (rc != 0)
-		return rc;
-	pthread_mutex_lock(&l->mu);
-	rc = queue_offline(cli, ch);
-	pthread_mutex_unlock(&l->mu);
-	if (rc != 0)
-		free(ch);
-	return rc;
-}
-
-int ssock_client_send_timeout(ssock_client *cli, const void *data, size_t len, int timeout_ms)
-{
-	if (!cli || (!data && len > 0))
-		return SSOCK_EINVAL;
-	ssock_loop *l = loop_of(cli);
-	if (ssock__on_loop(l))
-		return send_from_loop(cli, data, len);
-	ssock__chunk *ch;
-	int rc = ssock__frame_chunk(cli->ep.cfg.framing, data, len, cli->ep.cfg.send_queue_max, &ch);
-	if (rc != 0)
-		return rc;
-	rc = ssock__queue_wait(l, ch, timeout_ms, queue_once, cli);
-	if (rc != 0)
-		free(ch);
-	return rc;
-}
-
-int ssock_client_send(ssock_client *cli, const void *data, size_t len)
-{
-	return ssock_client_send_timeout(cli, data, len, 0);
-}
-
-int ssock_client_flush(ssock_client *cli, int timeout_ms)
-{
-	if (!cli)
-		return SSOCK_EINVAL;
-	ssock_loop *l = loop_of(cli);
-	if (!ssock__may_wait(l))
-		return SSOCK_ELOOPTHREAD;
-	struct timespec deadline;
-	if (timeout_ms > 0)
-		ssock__abstime(&deadline, timeout_ms);
-	int rc = 0;
-	pthread_mutex_lock(&l->mu);
-	for (;;) {
-		ssock_conn *c = cli->cur_id ? ssock__table_get(&l->conns, cli->cur_id) : NULL;
-		if (!c) {
-			rc = cli->off_bytes > 0 ? SSOCK_ENOTCONN : 0;
-			break;
-		}
-		if (atomic_load(&c->queued) == 0)
-			break;
-		if (timeout_ms == 0) {
-			rc = SSOCK_ETIMEDOUT;
-			break;
-		}
-		rc = ssock__wait_room_locked(l, timeout_ms, &deadline);
-		if (rc != 0)
-			break;
-	}
-	pthread_mutex_unlock(&l->mu);
-	return rc;
-}
-
-int ssock_client_next_event(ssock_client *cli, ssock_event *ev, int timeout_ms)
-{
-	if (!cli)
-		return SSOCK_EINVAL;
-	return ssock__inbox_next(&cli->ep, ev, timeout_ms);
-}
-
-int ssock_client_recv(ssock_client *cli, void **data, size_t *len, int timeout_ms)
-{
-	if (!cli || !data || !len)
-		return SSOCK_EINVAL;
-	*data = NULL;
-	*len = 0;
-	int64_t deadline = timeout_ms > 0 ? ssock__now_ms() + timeout_ms : 0;
-	for (;;) {
-		int left = timeout_ms;
-		if (timeout_ms > 0) {
-			int64_t d = deadline - ssock__now_ms();
-			left = d > 0 ? (int)d : 0;
-		}
-		ssock_event ev;
-		int rc = ssock__inbox_next(&cli->ep, &ev, left);
-		if (rc != 0)
-			return rc;
-		switch (ev.type) {
-		case SSOCK_EVENT_MESSAGE:
-			*data = ev.data;
-			*len = ev.len;
-			return 0;
-		case SSOCK_EVENT_DISCONNECT:
-			return SSOCK_ENOTCONN;
-		case SSOCK_EVENT_ERROR:
-			return ev.code;
-		default:
-			ssock_event_release(&ev);
-			break;
-		}
-	}
-}
-
-int ssock_client_event_fd(ssock_client *cli)
-{
-	if (!cli)
-		return SSOCK_EINVAL;
-	return ssock__inbox_fd(&cli->ep);
-}
-
-int ssock_client_errors(ssock_client *cli, ssock_error_info *out, int max, int clear)
-{
-	if (!cli || max < 0)
-		return SSOCK_EINVAL;
-	return ssock__errlog_read(&cli->ep.errlog, out, max, clear);
 }

@@ -1,11 +1,13 @@
-/* What servers and clients share: settings and their defaults, the inbox,
- * the error log, and reporting background errors. */
+/* What handles share (endpoint.h): setting up and tearing down, settings
+ * and their defaults, and reporting background errors. */
+#include "codec.h"
 #include "internal.h"
+#include "transport.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-void ssock__cfg_defaults(ssock__cfg *cfg)
+static void cfg_defaults(ssock__cfg *cfg)
 {
 	if (cfg->max_message == 0)
 		cfg->max_message = SSOCK__DEFAULT_MAX_MESSAGE;
@@ -16,15 +18,18 @@ void ssock__cfg_defaults(ssock__cfg *cfg)
 		if ((size_t)cfg->max_message + 8 > cfg->send_queue_max)
 			cfg->send_queue_max = (size_t)cfg->max_message + 8;
 	}
+	if (cfg->handshake_timeout_ms == 0)
+		cfg->handshake_timeout_ms = SSOCK__DEFAULT_HANDSHAKE_TIMEOUT_MS;
 }
 
-int ssock__cfg_check(const ssock__cfg *cfg)
+static int cfg_check(const ssock__cfg *cfg)
 {
-	if ((unsigned)cfg->framing > SSOCK_FRAMING_TINYPROTO)
+	if (!ssock__codec_of(cfg->framing))
 		return SSOCK_EINVAL;
 	if (cfg->read_size < 64 || cfg->read_size > (64u << 20))
 		return SSOCK_EINVAL;
-	if (cfg->idle_timeout_ms < 0 || cfg->read_timeout_ms < 0 || cfg->keepalive_s < 0)
+	if (cfg->idle_timeout_ms < 0 || cfg->read_timeout_ms < 0 || cfg->keepalive_s < 0 ||
+	    cfg->handshake_timeout_ms < 0)
 		return SSOCK_EINVAL;
 	/* Linux takes at most 32767 s for TCP_KEEPIDLE: a larger value would
 	 * make setting up every connection fail, so refuse it here. */
@@ -33,40 +38,56 @@ int ssock__cfg_check(const ssock__cfg *cfg)
 	return 0;
 }
 
-int ssock__ep_init(ssock__ep *ep, ssock_loop *given, const ssock__cfg *cfg, size_t inbox_max,
-		   size_t inbox_bytes, int errlog_max, bool is_client)
+int ssock__ep_init(ssock__ep *ep, ssock_loop *given, bool inbox_mode, size_t inbox_max,
+		   size_t inbox_bytes, int errlog_max, ssock_error_cb on_error, void *user)
 {
 	memset(ep, 0, sizeof *ep);
-	ep->cfg = *cfg;
-	ssock__cfg_defaults(&ep->cfg);
-	int rc = ssock__cfg_check(&ep->cfg);
-	if (rc != 0 || errlog_max < 0)
-		return rc ? rc : SSOCK_EINVAL;
-	ep->is_client = is_client;
-	ep->send_budget = SIZE_MAX; /* a server sets its own */
-	ep->tp = &ssock__tcp_transport;
-	ep->inbox_mode = cfg->on_message == NULL;
+	if (errlog_max < 0)
+		return SSOCK_EINVAL;
+	ep->inbox_mode = inbox_mode;
+	ep->on_error = on_error;
+	ep->user = user;
 	ssock__inbox_init(&ep->inbox, inbox_max ? inbox_max : SSOCK__DEFAULT_INBOX_MAX,
 			  inbox_bytes ? inbox_bytes : SSOCK__DEFAULT_INBOX_BYTES);
-	rc = ssock__errlog_init(&ep->errlog, errlog_max ? errlog_max : SSOCK__DEFAULT_ERRLOG);
+	int rc = ssock__errlog_init(&ep->errlog, errlog_max ? errlog_max : SSOCK__DEFAULT_ERRLOG);
 	if (rc == 0)
 		rc = ssock__loop_acquire(&ep->loop, given, &ep->owns_loop);
-	if (rc == 0) {
-		/* The shared buffer must hold a whole read of any user. */
-		bool on_loop = ssock__on_loop(ep->loop);
-		if (!on_loop)
-			pthread_mutex_lock(&ep->loop->drive_mu);
-		rc = ssock__loop_rbuf(ep->loop, ep->cfg.read_size);
-		if (!on_loop)
-			pthread_mutex_unlock(&ep->loop->drive_mu);
-		if (rc != 0)
-			ssock__loop_release(ep->loop, ep->owns_loop);
-	}
 	if (rc != 0) {
 		ssock__errlog_destroy(&ep->errlog);
 		ssock__inbox_destroy(&ep->inbox);
 		ep->loop = NULL;
 	}
+	return rc;
+}
+
+int ssock__stream_ep_init(ssock__stream_ep *ep, ssock_loop *given, const ssock__cfg *cfg,
+			  size_t inbox_max, size_t inbox_bytes, int errlog_max,
+			  ssock_error_cb on_error, void *user, bool is_client)
+{
+	memset(ep, 0, sizeof *ep);
+	ep->cfg = *cfg;
+	cfg_defaults(&ep->cfg);
+	int rc = cfg_check(&ep->cfg);
+	if (rc != 0)
+		return rc;
+	ep->is_client = is_client;
+	ep->send_budget = SIZE_MAX; /* a server sets its own */
+	ep->transport = ssock__transport_default();
+	ep->codec = ssock__codec_of(ep->cfg.framing);
+	rc = ssock__ep_init(&ep->base, given, cfg->on_message == NULL, inbox_max, inbox_bytes,
+			    errlog_max, on_error, user);
+	if (rc != 0)
+		return rc;
+	/* The shared buffer must hold a whole read of any user. */
+	ssock_loop *l = ep->base.loop;
+	bool on_loop = ssock__on_loop(l);
+	if (!on_loop)
+		pthread_mutex_lock(&l->drive_mu);
+	rc = ssock__loop_rbuf(l, ep->cfg.read_size);
+	if (!on_loop)
+		pthread_mutex_unlock(&l->drive_mu);
+	if (rc != 0)
+		ssock__ep_destroy(&ep->base);
 	return rc;
 }
 
@@ -86,8 +107,8 @@ void ssock__ep_error(ssock__ep *ep, int code, const char *op, uint64_t conn,
 	if (peer)
 		e.peer = *peer;
 	ssock__errlog_add(&ep->errlog, &e);
-	if (ep->cfg.on_error) {
-		ep->cfg.on_error(&e, ep->cfg.user);
+	if (ep->on_error) {
+		ep->on_error(&e, ep->user);
 	} else if (ep->inbox_mode) {
 		ssock_event ev = {.type = SSOCK_EVENT_ERROR, .conn = conn, .code = code, .op = op};
 		if (peer)

@@ -1,4 +1,5 @@
 /* Error codes and their messages, version, framing names, small helpers. */
+#include "codec.h"
 #include "internal.h"
 
 #include <stdlib.h>
@@ -76,6 +77,21 @@ int ssock_framing_parse(const char *name, ssock_framing *out)
 	return SSOCK_EINVAL;
 }
 
+const ssock__codec *ssock__codec_of(ssock_framing f)
+{
+	switch (f) {
+	case SSOCK_FRAMING_U32:
+		return &ssock__codec_u32;
+	case SSOCK_FRAMING_LINE:
+		return &ssock__codec_line;
+	case SSOCK_FRAMING_RAW:
+		return &ssock__codec_raw;
+	case SSOCK_FRAMING_TINYPROTO:
+		return &ssock__codec_tinyproto;
+	}
+	return NULL;
+}
+
 const char *ssock_framing_name(ssock_framing f)
 {
 	if ((unsigned)f < sizeof framing_names / sizeof framing_names[0])
@@ -119,6 +135,16 @@ void ssock__abstime(struct timespec *ts, int timeout_ms)
 		ts->tv_sec++;
 		ts->tv_nsec -= 1000000000L;
 	}
+}
+
+int ssock__cond_wait(pthread_cond_t *cv, pthread_mutex_t *mu, int timeout_ms,
+		     const struct timespec *deadline)
+{
+	if (timeout_ms < 0) {
+		pthread_cond_wait(cv, mu);
+		return 0;
+	}
+	return pthread_cond_timedwait(cv, mu, deadline) == 0 ? 0 : SSOCK_ETIMEDOUT;
 }
 
 int ssock__errno(void)

@@ -8,6 +8,9 @@
 #ifndef SSOCK_FRAME_H
 #define SSOCK_FRAME_H
 
+#include "ssock.h"
+
+#include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -21,13 +24,51 @@
  * to the total frame size (header + payload) once the header is complete,
  * else to SSOCK__U32_HEADER. A length above max returns SSOCK_EMSGSIZE as soon
  * as the header is complete, before any payload is looked at.
+ *
+ * Inline, as the header writer below: every message of the default framing
+ * goes through them.
  */
-ssize_t ssock__u32_decode(const uint8_t *buf, size_t len, uint32_t max, const uint8_t **msg,
-			  size_t *msg_len, size_t *need);
+static inline uint32_t ssock__load_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
+static inline ssize_t ssock__u32_decode(const uint8_t *buf, size_t len, uint32_t max,
+					const uint8_t **msg, size_t *msg_len, size_t *need)
+{
+	if (len < SSOCK__U32_HEADER) {
+		*need = SSOCK__U32_HEADER;
+		return 0;
+	}
+	uint32_t n = ssock__load_be32(buf);
+	/* The limit is checked before the caller is told how much to expect,
+	 * so no buffer is ever sized from a hostile length. */
+	if (n > max)
+		return SSOCK_EMSGSIZE;
+#if SIZE_MAX <= UINT32_MAX
+	/* With a 32-bit size_t a frame near 4 GiB cannot be counted. */
+	if (n > (size_t)SSIZE_MAX - SSOCK__U32_HEADER)
+		return SSOCK_EMSGSIZE;
+#endif
+	size_t total = SSOCK__U32_HEADER + (size_t)n;
+	if (len < total) {
+		*need = total;
+		return 0;
+	}
+	*msg = buf + SSOCK__U32_HEADER;
+	*msg_len = n;
+	return (ssize_t)total;
+}
 
 /* Writes the 4-byte big-endian header for a payload of len bytes. len must be
  * at most UINT32_MAX (callers check). */
-void ssock__u32_header(uint8_t out[SSOCK__U32_HEADER], uint32_t len);
+static inline void ssock__u32_header(uint8_t out[SSOCK__U32_HEADER], uint32_t len)
+{
+	out[0] = (uint8_t)(len >> 24);
+	out[1] = (uint8_t)(len >> 16);
+	out[2] = (uint8_t)(len >> 8);
+	out[3] = (uint8_t)len;
+}
 
 /*
  * line framing: payload then '\n'; one '\r' right before the '\n' is not part

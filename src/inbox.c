@@ -1,7 +1,6 @@
 /*
- * The inbox (events for a program that polls) and the error log. Both are
- * bounded, the error log by entries (the oldest entry makes room for the
- * newest), the inbox without dropping anything the program must see:
+ * The inbox: events for a program that polls. It is bounded without
+ * dropping anything the program must see:
  *
  *   - messages by count and bytes: when no message fits, the loop stops
  *     reading (TCP backpressure; for UDP the kernel drops what overflows);
@@ -15,7 +14,7 @@
  * Whatever the loop held back, it is told once to go on (ep->on_room, by a
  * command) when a taker has brought every count to half its bound.
  */
-#include "internal.h"
+#include "conn.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -173,23 +172,10 @@ static void ack_cmd(ssock__cmd *cmd)
  * or a half-closed connection whose disconnect has now been seen. */
 static void notify_loop(ssock__ep *ep, bool resume, uint64_t ack_id)
 {
-	if (resume) {
-		ssock__cmd *cmd = calloc(1, sizeof *cmd);
-		if (cmd) {
-			cmd->fn = resume_cmd;
-			cmd->arg = ep;
-			ssock__post(ep->loop, cmd);
-		}
-	}
-	if (ack_id) {
-		ssock__cmd *cmd = calloc(1, sizeof *cmd);
-		if (cmd) {
-			cmd->fn = ack_cmd;
-			cmd->arg = ep;
-			cmd->id = ack_id;
-			ssock__post(ep->loop, cmd);
-		}
-	}
+	if (resume)
+		ssock__post_fn(ep->loop, resume_cmd, ep, 0);
+	if (ack_id)
+		ssock__post_fn(ep->loop, ack_cmd, ep, ack_id);
 }
 
 /* A ring four times larger than it needs shrinks by half, so memory that a
@@ -217,7 +203,7 @@ static void mark_gone(ssock__ep *ep, uint64_t id)
 	ssock_loop *l = ep->loop;
 	pthread_mutex_lock(&l->mu);
 	ssock_conn *c = ssock__table_get(&l->conns, id);
-	if (c && c->ep == ep)
+	if (c && &c->ep->base == ep)
 		atomic_store_explicit(&c->gone, true, memory_order_relaxed);
 	pthread_mutex_unlock(&l->mu);
 }
@@ -237,13 +223,8 @@ int ssock__inbox_next(ssock__ep *ep, ssock_event *ev, int timeout_ms)
 		ssock__abstime(&deadline, timeout_ms);
 	pthread_mutex_lock(&ib->mu);
 	ib->waiters++;
-	while (ib->count == 0 && !ib->closed) {
-		if (timeout_ms == 0)
-			break;
-		if (timeout_ms < 0)
-			pthread_cond_wait(&ib->cv, &ib->mu);
-		else if (pthread_cond_timedwait(&ib->cv, &ib->mu, &deadline) != 0)
-			break;
+	while (ib->count == 0 && !ib->closed && timeout_ms != 0 &&
+	       ssock__cond_wait(&ib->cv, &ib->mu, timeout_ms, &deadline) == 0) {
 	}
 	if (--ib->waiters == 0 && ib->closed)
 		pthread_cond_broadcast(&ib->cv); /* ssock__inbox_destroy() waits */
@@ -311,52 +292,20 @@ int ssock__inbox_fd(ssock__ep *ep)
 	return rc;
 }
 
-/* ------------------------------------------------------------ error log */
-
-int ssock__errlog_init(ssock__errlog *log, int cap)
+int ssock__inbox_recv(ssock__ep *ep, ssock_event *ev, int timeout_ms)
 {
-	memset(log, 0, sizeof *log);
-	log->ring = calloc((size_t)cap, sizeof *log->ring);
-	if (!log->ring)
-		return SSOCK_ENOMEM;
-	log->cap = cap;
-	pthread_mutex_init(&log->mu, NULL);
-	return 0;
-}
-
-void ssock__errlog_destroy(ssock__errlog *log)
-{
-	if (!log->ring)
-		return;
-	free(log->ring);
-	log->ring = NULL;
-	pthread_mutex_destroy(&log->mu);
-}
-
-void ssock__errlog_add(ssock__errlog *log, const ssock_error_info *e)
-{
-	pthread_mutex_lock(&log->mu);
-	if (log->count == log->cap) {
-		log->head = (log->head + 1) % log->cap; /* drop the oldest */
-		log->count--;
+	int64_t deadline = timeout_ms > 0 ? ssock__now_ms() + timeout_ms : 0;
+	for (;;) {
+		int left = timeout_ms;
+		if (timeout_ms > 0) {
+			int64_t d = deadline - ssock__now_ms();
+			left = d > 0 ? (int)d : 0;
+		}
+		int rc = ssock__inbox_next(ep, ev, left);
+		if (rc != 0 || ev->type != SSOCK_EVENT_CONNECT)
+			return rc;
+		ssock_event_release(ev);
 	}
-	log->ring[(log->head + log->count) % log->cap] = *e;
-	log->count++;
-	pthread_mutex_unlock(&log->mu);
-}
-
-int ssock__errlog_read(ssock__errlog *log, ssock_error_info *out, int max, int clear)
-{
-	pthread_mutex_lock(&log->mu);
-	int n = log->count;
-	for (int i = 0; i < n && i < max && out; i++)
-		out[i] = log->ring[(log->head + i) % log->cap];
-	if (clear) {
-		log->head = 0;
-		log->count = 0;
-	}
-	pthread_mutex_unlock(&log->mu);
-	return n;
 }
 
 bool ssock__inbox_control_blocked(ssock__inbox *ib)

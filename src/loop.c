@@ -1,14 +1,13 @@
 /*
- * The event loop: epoll, an eventfd for cross-thread wakeups, a timer heap,
- * a queue of commands posted from other threads, and the table of
- * connections by id. See internal.h for who may touch what.
+ * The event loop: a poller (poller.h), an eventfd for cross-thread wakeups, a
+ * timer heap, a queue of commands posted from other threads. See internal.h
+ * for who may touch what.
  */
 #include "internal.h"
 
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -16,12 +15,11 @@
 #define TIDY_AFTER_MS 1000
 #define TIDY_BYTES (1u << 20) /* freed before a tidy-up is worth it */
 
-/* The loop the calling thread is running loop code for, if any. */
-static __thread ssock_loop *current_loop;
+__thread ssock_loop *ssock__current_loop;
 
-bool ssock__on_loop(const ssock_loop *loop)
+bool ssock__on_any_loop(void)
 {
-	return current_loop == loop;
+	return ssock__current_loop != NULL;
 }
 
 bool ssock__may_wait(ssock_loop *l)
@@ -98,26 +96,27 @@ void ssock__timer_stop(ssock_loop *l, ssock__timer *t)
 	heap_down(l, last->heap_idx);
 }
 
-void ssock__timer_start(ssock_loop *l, ssock__timer *t, int64_t due)
+int ssock__timer_start(ssock_loop *l, ssock__timer *t, int64_t due)
 {
 	if (t->heap_idx != SIZE_MAX) {
 		/* Re-arming an armed timer: move it where it now belongs. */
 		t->due = due;
 		heap_up(l, t->heap_idx);
 		heap_down(l, t->heap_idx);
-		return;
+		return 0;
 	}
 	if (l->heap_len == l->heap_cap) {
 		size_t cap = l->heap_cap ? l->heap_cap * 2 : 64;
 		ssock__timer **h = realloc(l->heap, cap * sizeof *h);
 		if (!h)
-			abort(); /* a few pointers; nothing sane to do without them */
+			return SSOCK_ENOMEM;
 		l->heap = h;
 		l->heap_cap = cap;
 	}
 	t->due = due;
 	heap_set(l, l->heap_len++, t);
 	heap_up(l, t->heap_idx);
+	return 0;
 }
 
 static int next_timeout(ssock_loop *l, int timeout_ms)
@@ -163,7 +162,7 @@ static void tidy(ssock__timer *t)
 		ssock__timer_start(l, t, l->now + TIDY_AFTER_MS);
 		return;
 	}
-	ssock__chunks_trim(l);
+	ssock__chunks_trim(l, false);
 	l->released = 0;
 #ifdef __GLIBC__
 	/* Freed memory stays with malloc, in this thread's arena, until told;
@@ -172,27 +171,16 @@ static void tidy(ssock__timer *t)
 #endif
 }
 
-/* ------------------------------------------------------------- epoll set */
+/* -------------------------------------------------------------- interest */
 
-int ssock__io_set(ssock_loop *l, ssock__io *io, uint32_t events)
+int ssock__io_set(ssock_loop *l, ssock__io *io, unsigned interest)
 {
-	if (io->events == events)
-		return 0;
-	struct epoll_event ev = {.events = events, .data.ptr = io};
-	int op = io->events ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
-	if (events == 0)
-		op = EPOLL_CTL_DEL;
-	if (epoll_ctl(l->epfd, op, io->fd, &ev) != 0)
-		return ssock__errno();
-	io->events = events;
-	return 0;
+	return ssock__poller_set(l->poller, io, interest);
 }
 
 void ssock__io_remove(ssock_loop *l, ssock__io *io)
 {
-	if (io->events)
-		epoll_ctl(l->epfd, EPOLL_CTL_DEL, io->fd, NULL);
-	io->events = 0;
+	ssock__poller_forget(l->poller, io);
 }
 
 /* ------------------------------------------------------------- commands */
@@ -206,6 +194,18 @@ void ssock__wake(ssock_loop *l)
 	do
 		n = write(l->wake_io.fd, &one, sizeof one);
 	while (n < 0 && errno == EINTR);
+}
+
+bool ssock__post_fn(ssock_loop *l, void (*fn)(ssock__cmd *cmd), void *arg, uint64_t id)
+{
+	ssock__cmd *cmd = calloc(1, sizeof *cmd);
+	if (!cmd)
+		return false;
+	cmd->fn = fn;
+	cmd->arg = arg;
+	cmd->id = id;
+	ssock__post(l, cmd);
+	return true;
 }
 
 void ssock__post(ssock_loop *l, ssock__cmd *cmd)
@@ -243,9 +243,9 @@ static void run_commands(ssock_loop *l)
 	}
 }
 
-static void on_wake(ssock__io *io, uint32_t revents)
+static void on_wake(ssock__io *io, unsigned ready)
 {
-	(void)revents;
+	(void)ready;
 	ssock_loop *l = (ssock_loop *)((char *)io - offsetof(ssock_loop, wake_io));
 	uint64_t v;
 	/* Drain the eventfd first, then clear the flag, then read the queues.
@@ -256,21 +256,21 @@ static void on_wake(ssock__io *io, uint32_t revents)
 	while (read(io->fd, &v, sizeof v) < 0 && errno == EINTR) {
 	}
 	atomic_store(&l->wake_pending, 0);
-	ssock__take_xq(l);
+	ssock__take_posted(l);
 	run_commands(l);
 }
 
 /* Runs the loop code for one batch. Caller holds drive_mu. */
 static void enter(ssock_loop *l)
 {
-	current_loop = l;
+	ssock__current_loop = l;
 	l->now = ssock__now_ms();
 }
 
 static void leave(ssock_loop *l)
 {
 	(void)l;
-	current_loop = NULL;
+	ssock__current_loop = NULL;
 }
 
 int ssock__call(ssock_loop *l, void (*fn)(ssock__cmd *cmd), void *arg, uint64_t id)
@@ -288,7 +288,7 @@ int ssock__call(ssock_loop *l, void (*fn)(ssock__cmd *cmd), void *arg, uint64_t 
 			pthread_mutex_unlock(&l->mu);
 			pthread_mutex_lock(&l->drive_mu);
 			enter(l);
-			ssock__take_xq(l);
+			ssock__take_posted(l);
 			run_commands(l);
 			ssock__flush_all(l);
 			leave(l);
@@ -306,25 +306,25 @@ int ssock__call(ssock_loop *l, void (*fn)(ssock__cmd *cmd), void *arg, uint64_t 
 
 static int run_once(ssock_loop *l, int timeout_ms)
 {
-	struct epoll_event evs[MAX_EVENTS];
+	ssock__ready ready[MAX_EVENTS];
 	/* The timer heap is loop state: between two ssock_loop_run() calls a
 	 * thread with a command may run it inline (see ssock__call()) and arm
 	 * timers, so read it under drive_mu too. Such a command was posted,
-	 * which wrote the eventfd: epoll_wait returns and the next pass sees
-	 * its timers. */
+	 * which wrote the eventfd: the wait returns and the next pass sees its
+	 * timers. Bytes held inside a transport have no readiness to wait
+	 * for: then the wait only looks. */
 	pthread_mutex_lock(&l->drive_mu);
-	int wait_ms = next_timeout(l, timeout_ms);
+	int wait_ms = l->pending ? 0 : next_timeout(l, timeout_ms);
 	pthread_mutex_unlock(&l->drive_mu);
-	int n = epoll_wait(l->epfd, evs, MAX_EVENTS, wait_ms);
-	if (n < 0 && errno != EINTR)
-		return ssock__errno();
+	int n = ssock__poller_wait(l->poller, ready, MAX_EVENTS, wait_ms);
+	if (n < 0)
+		return n;
 	atomic_fetch_add_explicit(&l->passes, 1, memory_order_relaxed);
 	pthread_mutex_lock(&l->drive_mu);
 	enter(l);
-	for (int i = 0; i < n; i++) {
-		ssock__io *io = evs[i].data.ptr;
-		io->on_io(io, evs[i].events);
-	}
+	for (int i = 0; i < n; i++)
+		ready[i].io->on_io(ready[i].io, ready[i].flags);
+	ssock__serve_pending(l);
 	l->now = ssock__now_ms();
 	run_timers(l);
 	ssock__flush_all(l);
@@ -403,13 +403,8 @@ int ssock_loop_stop(ssock_loop *l)
 	}
 	l->stopping = true;
 	pthread_mutex_unlock(&l->mu);
-	ssock__cmd *cmd = calloc(1, sizeof *cmd);
-	if (cmd) {
-		cmd->fn = stop_cmd;
-		ssock__post(l, cmd);
-	} else {
+	if (!ssock__post_fn(l, stop_cmd, NULL, 0))
 		ssock__wake(l);
-	}
 	pthread_join(l->thread, NULL);
 	pthread_mutex_lock(&l->mu);
 	l->has_thread = false;
@@ -430,7 +425,6 @@ int ssock_loop_new(ssock_loop **out)
 	ssock_loop *l = calloc(1, sizeof *l);
 	if (!l)
 		return SSOCK_ENOMEM;
-	l->epfd = -1;
 	l->wake_io.fd = -1;
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
@@ -440,10 +434,7 @@ int ssock_loop_new(ssock_loop **out)
 	pthread_mutex_init(&l->mu, NULL);
 	pthread_mutex_init(&l->drive_mu, NULL);
 	ssock__timer_init(&l->tidy, tidy);
-	int rc = 0;
-	l->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (l->epfd < 0)
-		rc = ssock__errno();
+	int rc = ssock__poller_open(&l->poller);
 	if (rc == 0) {
 		l->wake_io.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 		l->wake_io.on_io = on_wake;
@@ -451,7 +442,7 @@ int ssock_loop_new(ssock_loop **out)
 			rc = ssock__errno();
 	}
 	if (rc == 0)
-		rc = ssock__io_set(l, &l->wake_io, EPOLLIN);
+		rc = ssock__io_set(l, &l->wake_io, SSOCK__IN);
 	if (rc == 0)
 		rc = ssock__loop_rbuf(l, SSOCK__DEFAULT_READ_SIZE);
 	if (rc != 0) {
@@ -480,15 +471,10 @@ int ssock_loop_free(ssock_loop *l)
 		if (!c->sync)
 			free(c);
 	}
-	while (l->free_chunks) {
-		ssock__chunk *ch = l->free_chunks;
-		l->free_chunks = ch->next;
-		free(ch);
-	}
+	ssock__chunks_trim(l, true);
 	if (l->wake_io.fd >= 0)
 		close(l->wake_io.fd);
-	if (l->epfd >= 0)
-		close(l->epfd);
+	ssock__poller_close(l->poller);
 	ssock__table_free(&l->conns);
 	free(l->heap);
 	free(l->rbuf);
@@ -551,89 +537,4 @@ void ssock__loop_release(ssock_loop *l, bool owned)
 	pthread_mutex_unlock(&l->mu);
 	if (owned)
 		ssock_loop_free(l);
-}
-
-/* ------------------------------------------------------- id -> conn table */
-
-static size_t slot_of(uint64_t id, size_t cap)
-{
-	/* Ids are sequential: a multiplicative hash spreads them. */
-	return (size_t)((id * 0x9E3779B97F4A7C15ull) >> 20) & (cap - 1);
-}
-
-static int table_grow(ssock__table *t)
-{
-	size_t cap = t->cap ? t->cap * 2 : 64;
-	if (t->count * 4 < t->cap)
-		cap = t->cap; /* mostly tombstones: rehash in place */
-	struct ssock__slot *slots = calloc(cap, sizeof *slots);
-	if (!slots)
-		return SSOCK_ENOMEM;
-	for (size_t i = 0; i < t->cap; i++) {
-		uint64_t id = t->slots[i].id;
-		if (id == 0 || id == UINT64_MAX)
-			continue;
-		size_t j = slot_of(id, cap);
-		while (slots[j].id)
-			j = (j + 1) & (cap - 1);
-		slots[j] = t->slots[i];
-	}
-	free(t->slots);
-	t->slots = slots;
-	t->cap = cap;
-	t->used = t->count;
-	return 0;
-}
-
-int ssock__table_put(ssock__table *t, uint64_t id, ssock_conn *conn)
-{
-	if ((t->used + 1) * 4 > t->cap * 3) {
-		int rc = table_grow(t);
-		if (rc != 0)
-			return rc;
-	}
-	size_t i = slot_of(id, t->cap);
-	while (t->slots[i].id != 0 && t->slots[i].id != UINT64_MAX)
-		i = (i + 1) & (t->cap - 1);
-	if (t->slots[i].id == 0)
-		t->used++;
-	t->slots[i].id = id;
-	t->slots[i].conn = conn;
-	t->count++;
-	return 0;
-}
-
-static struct ssock__slot *table_find(const ssock__table *t, uint64_t id)
-{
-	if (t->cap == 0 || id == 0 || id == UINT64_MAX)
-		return NULL;
-	size_t i = slot_of(id, t->cap);
-	while (t->slots[i].id != 0) {
-		if (t->slots[i].id == id)
-			return &t->slots[i];
-		i = (i + 1) & (t->cap - 1);
-	}
-	return NULL;
-}
-
-ssock_conn *ssock__table_get(const ssock__table *t, uint64_t id)
-{
-	struct ssock__slot *s = table_find(t, id);
-	return s ? s->conn : NULL;
-}
-
-void ssock__table_del(ssock__table *t, uint64_t id)
-{
-	struct ssock__slot *s = table_find(t, id);
-	if (!s)
-		return;
-	s->id = UINT64_MAX;
-	s->conn = NULL;
-	t->count--;
-}
-
-void ssock__table_free(ssock__table *t)
-{
-	free(t->slots);
-	memset(t, 0, sizeof *t);
 }

@@ -3,12 +3,10 @@
  * pause that never spins when fds run out), and the server API. Connections
  * themselves are conn.c's.
  */
-#include "internal.h"
+#include "addr.h"
+#include "conn.h"
 
 #include <netinet/in.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/epoll.h>
 #include <unistd.h>
 
 #define ACCEPTS_PER_WAKEUP 64
@@ -22,7 +20,7 @@ typedef struct listener {
 } listener;
 
 struct ssock_server {
-	ssock__ep ep;
+	ssock__stream_ep ep;
 	int backlog;
 	int max_conns;
 	pthread_mutex_t lmu; /* guards ls/nls for other threads */
@@ -41,35 +39,17 @@ struct ssock_server {
 
 /* ------------------------------------------------------------ listening */
 
-static int bind_one(const ssock_addr *a, int backlog, int *fdp, ssock_addr *bound)
+static ssock_loop *loop_of(ssock_server *srv)
 {
-	int fd = socket(a->u.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return ssock__errno();
-	int one = 1, zero = 0;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-	/* "[::]:PORT" serves IPv4 too, so ":PORT" is one dual-stack socket. */
-	if (a->u.sa.sa_family == AF_INET6)
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-	int rc = 0;
-	if (bind(fd, &a->u.sa, a->len) != 0 || listen(fd, backlog) != 0)
-		rc = ssock__errno();
-	if (rc == 0) {
-		bound->len = sizeof bound->u;
-		if (getsockname(fd, &bound->u.sa, &bound->len) != 0)
-			rc = ssock__errno();
-	}
-	if (rc != 0) {
-		close(fd);
-		return rc;
-	}
-	*fdp = fd;
-	return 0;
+	return srv->ep.base.loop;
 }
 
 /* Binds the first address text resolves to that accepts a bind. */
 static int open_listener(ssock_server *srv, const char *text, listener **out)
 {
+	/* A name would block the loop on the resolver: not from its thread. */
+	if (ssock__on_any_loop() && !ssock__addr_numeric(text))
+		return SSOCK_ELOOPTHREAD;
 	ssock_addr addrs[16];
 	int n = ssock_addr_resolve(text, 1, addrs, 16);
 	if (n < 0)
@@ -79,7 +59,7 @@ static int open_listener(ssock_server *srv, const char *text, listener **out)
 		return SSOCK_ENOMEM;
 	int rc = SSOCK_EBADADDR;
 	for (int i = 0; i < n; i++) {
-		rc = bind_one(&addrs[i], srv->backlog, &L->io.fd, &L->addr);
+		rc = srv->ep.transport->listen(&addrs[i], srv->backlog, &L->io.fd, &L->addr);
 		if (rc == 0)
 			break;
 	}
@@ -97,9 +77,9 @@ static void update_listeners(ssock_server *srv)
 	bool on = !srv->user_paused && !srv->fd_paused && !srv->inbox_paused && !srv->closed;
 	atomic_store_explicit(&srv->accepting, on, memory_order_relaxed);
 	for (int i = 0; i < srv->nls; i++) {
-		int rc = ssock__io_set(srv->ep.loop, &srv->ls[i]->io, on ? EPOLLIN : 0);
+		int rc = ssock__io_set(loop_of(srv), &srv->ls[i]->io, on ? SSOCK__IN : 0);
 		if (rc != 0)
-			ssock__ep_error(&srv->ep, rc, "listen", 0, &srv->ls[i]->addr);
+			ssock__ep_error(&srv->ep.base, rc, "listen", 0, &srv->ls[i]->addr);
 	}
 }
 
@@ -114,54 +94,55 @@ static void retry_accept(ssock__timer *t)
  * spinning on a listener that stays readable. */
 static void pause_for_fds(ssock_server *srv, int code, const ssock_addr *where)
 {
-	ssock__ep_error(&srv->ep, code, "accept", 0, where);
+	ssock__ep_error(&srv->ep.base, code, "accept", 0, where);
 	srv->fd_paused = true;
 	update_listeners(srv);
-	ssock__timer_start(srv->ep.loop, &srv->retry, srv->ep.loop->now + SSOCK__ACCEPT_RETRY_MS);
+	/* Without a timer the listeners would stay off: retry at once then. */
+	if (ssock__timer_start(loop_of(srv), &srv->retry, loop_of(srv)->now + SSOCK__ACCEPT_RETRY_MS))
+		retry_accept(&srv->retry);
 }
 
-static void on_accept(ssock__io *io, uint32_t revents)
+static void on_accept(ssock__io *io, unsigned ready)
 {
-	(void)revents;
+	(void)ready;
 	listener *L = (listener *)io;
 	ssock_server *srv = L->srv;
-	/* The flags are checked on every turn, not only by epoll: a pause or
+	/* The flags are checked on every turn, not only by the poller: a pause or
 	 * close handled earlier in the same pass leaves this event stale. */
 	for (int i = 0; i < ACCEPTS_PER_WAKEUP && !srv->fd_paused && !srv->user_paused && !srv->closed;
 	     i++) {
 		/* A connection's events must fit the inbox: checked before each
 		 * accept, since the last one's may have filled it. */
-		if (srv->ep.inbox_mode && ssock__inbox_control_blocked(&srv->ep.inbox)) {
+		if (srv->ep.base.inbox_mode && ssock__inbox_control_blocked(&srv->ep.base.inbox)) {
 			srv->inbox_paused = true;
 			update_listeners(srv);
 			return;
 		}
 		ssock_addr peer;
-		peer.len = sizeof peer.u;
-		int fd = accept4(io->fd, &peer.u.sa, &peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0) {
-			int err = errno;
-			if (err == EAGAIN || err == EWOULDBLOCK)
-				return;
-			if (err == EINTR || err == ECONNABORTED || err == EPROTO || err == EPERM)
-				continue;
-			if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
-				pause_for_fds(srv, -err, &L->addr);
-				return;
-			}
-			ssock__ep_error(&srv->ep, -err, "accept", 0, &L->addr);
+		int fd;
+		int rc = srv->ep.transport->accept(io->fd, &fd, &peer);
+		if (rc == SSOCK__WANT_READ)
+			return;
+		if (rc == -EINTR || rc == -ECONNABORTED || rc == -EPROTO || rc == -EPERM)
+			continue;
+		if (rc == -EMFILE || rc == -ENFILE || rc == -ENOBUFS || rc == -ENOMEM) {
+			pause_for_fds(srv, rc, &L->addr);
+			return;
+		}
+		if (rc != 0) {
+			ssock__ep_error(&srv->ep.base, rc, "accept", 0, &L->addr);
 			return;
 		}
 		if (srv->max_conns > 0 && srv->ep.nconns >= srv->max_conns) {
 			atomic_fetch_add_explicit(&srv->refused, 1, memory_order_relaxed);
-			ssock__ep_error(&srv->ep, SSOCK_ELIMIT, "accept", 0, &peer);
+			ssock__ep_error(&srv->ep.base, SSOCK_ELIMIT, "accept", 0, &peer);
 			close(fd);
 			continue;
 		}
 		atomic_fetch_add_explicit(&srv->accepted, 1, memory_order_relaxed);
-		int rc = ssock__socket_opts(fd, srv->ep.cfg.keepalive_s);
+		rc = srv->ep.transport->setup(fd, peer.u.sa.sa_family, srv->ep.cfg.keepalive_s);
 		if (rc != 0) {
-			ssock__ep_error(&srv->ep, rc, "accept", 0, &peer);
+			ssock__ep_error(&srv->ep.base, rc, "accept", 0, &peer);
 			close(fd);
 			continue;
 		}
@@ -172,8 +153,8 @@ static void on_accept(ssock__io *io, uint32_t revents)
 /* The inbox has room again: read from paused connections, accept again. */
 static void on_room(ssock__ep *ep)
 {
-	ssock_server *srv = (ssock_server *)((char *)ep - offsetof(ssock_server, ep));
-	ssock__ep_resume_paused(ep);
+	ssock_server *srv = (ssock_server *)((char *)ep - offsetof(ssock_server, ep.base));
+	ssock__ep_resume_paused(&srv->ep);
 	if (srv->inbox_paused) {
 		srv->inbox_paused = false;
 		update_listeners(srv);
@@ -213,7 +194,7 @@ static void free_server(ssock_server *srv)
 		close(srv->ls[i]->io.fd);
 		free(srv->ls[i]);
 	}
-	ssock__ep_destroy(&srv->ep);
+	ssock__ep_destroy(&srv->ep.base);
 	pthread_mutex_destroy(&srv->lmu);
 	free(srv);
 }
@@ -234,14 +215,16 @@ int ssock_server_new(ssock_server **out, const ssock_server_opts *opts)
 	srv->max_conns = opts->max_conns;
 	ssock__timer_init(&srv->retry, retry_accept);
 	ssock__cfg cfg = SSOCK__CFG_FROM_OPTS(opts);
-	rc = ssock__ep_init(&srv->ep, opts->loop, &cfg, opts->inbox_max, opts->inbox_max_bytes,
-			    opts->error_log_max, false);
+	cfg.handshake_timeout_ms = opts->handshake_timeout_ms;
+	rc = ssock__stream_ep_init(&srv->ep, opts->loop, &cfg, opts->inbox_max,
+				   opts->inbox_max_bytes, opts->error_log_max, opts->on_error,
+				   opts->user, false);
 	if (rc != 0) {
 		pthread_mutex_destroy(&srv->lmu);
 		free(srv);
 		return rc;
 	}
-	srv->ep.on_room = on_room;
+	srv->ep.base.on_room = on_room;
 	srv->ep.send_budget = opts->send_budget;
 	if (!srv->ep.send_budget) {
 		srv->ep.send_budget = DEFAULT_SEND_BUDGET;
@@ -252,12 +235,12 @@ int ssock_server_new(ssock_server **out, const ssock_server_opts *opts)
 	 * the first connection's callbacks may come before this returns. */
 	*out = srv;
 	rc = ssock_server_listen(srv, opts->listen);
-	if (rc >= 0 && srv->ep.owns_loop)
-		rc = ssock_loop_start(srv->ep.loop);
+	if (rc >= 0 && srv->ep.base.owns_loop)
+		rc = ssock_loop_start(loop_of(srv));
 	if (rc < 0) {
 		*out = NULL;
 		/* A shared loop may have accepted on the listener already. */
-		ssock__ep_shutdown(&srv->ep, shutdown_cmd, srv);
+		ssock__ep_shutdown(&srv->ep.base, shutdown_cmd, srv);
 		free_server(srv);
 		return rc;
 	}
@@ -272,7 +255,7 @@ int ssock_server_listen(ssock_server *srv, const char *addr)
 	int rc = open_listener(srv, addr, &L);
 	if (rc != 0)
 		return rc;
-	rc = ssock__call(srv->ep.loop, attach_cmd, L, 0);
+	rc = ssock__call(loop_of(srv), attach_cmd, L, 0);
 	if (rc < 0) {
 		close(L->io.fd);
 		free(L);
@@ -285,7 +268,7 @@ static void shutdown_cmd(ssock__cmd *cmd)
 	ssock_server *srv = cmd->arg;
 	srv->closed = true;
 	update_listeners(srv);
-	ssock__timer_stop(srv->ep.loop, &srv->retry);
+	ssock__timer_stop(loop_of(srv), &srv->retry);
 	srv->ep.paused_head = NULL;
 	ssock__ep_close_all(&srv->ep, SSOCK_ESHUTDOWN);
 }
@@ -294,9 +277,9 @@ int ssock_server_free(ssock_server *srv)
 {
 	if (!srv)
 		return 0;
-	if (ssock__on_loop(srv->ep.loop))
+	if (ssock__on_loop(loop_of(srv)))
 		return SSOCK_ELOOPTHREAD;
-	ssock__ep_shutdown(&srv->ep, shutdown_cmd, srv);
+	ssock__ep_shutdown(&srv->ep.base, shutdown_cmd, srv);
 	free_server(srv);
 	return 0;
 }
@@ -354,10 +337,10 @@ struct bcast {
 static void broadcast_cmd(ssock__cmd *cmd)
 {
 	struct bcast *b = cmd->arg;
-	ssock__ep *ep = &b->srv->ep;
+	ssock__stream_ep *ep = &b->srv->ep;
 	int sent = 0;
 	for (ssock_conn *c = ep->conns_head; c; c = c->next) {
-		if (c->id == b->except)
+		if (c->id == b->except || !c->connected)
 			continue;
 		int rc = ssock__conn_send(c, b->data, b->len);
 		if (rc == 0) {
@@ -366,7 +349,7 @@ static void broadcast_cmd(ssock__cmd *cmd)
 			cmd->result = rc; /* the same for every connection */
 			return;
 		} else if (rc != SSOCK_ECLOSED) {
-			ssock__ep_error(ep, rc, "broadcast", c->id, &c->peer);
+			ssock__ep_error(&ep->base, rc, "broadcast", c->id, &c->peer);
 		}
 	}
 	cmd->result = sent;
@@ -378,7 +361,7 @@ int ssock_server_broadcast_except(ssock_server *srv, uint64_t except_id, const v
 	if (!srv || (!data && len > 0))
 		return SSOCK_EINVAL;
 	struct bcast b = {srv, except_id, data, len};
-	return ssock__call(srv->ep.loop, broadcast_cmd, &b, 0);
+	return ssock__call(loop_of(srv), broadcast_cmd, &b, 0);
 }
 
 int ssock_server_broadcast(ssock_server *srv, const void *data, size_t len)
@@ -401,19 +384,21 @@ int ssock_server_disconnect(ssock_server *srv, uint64_t id)
 {
 	if (!srv)
 		return SSOCK_EINVAL;
-	return ssock__call(srv->ep.loop, disconnect_cmd, srv, id);
+	return ssock__call(loop_of(srv), disconnect_cmd, srv, id);
 }
 
 int ssock_server_conns(ssock_server *srv, ssock_conn_info *out, int max)
 {
 	if (!srv || max < 0 || (!out && max > 0))
 		return SSOCK_EINVAL;
-	ssock_loop *l = srv->ep.loop;
+	ssock_loop *l = loop_of(srv);
 	pthread_mutex_lock(&l->mu);
 	int total = 0;
 	for (ssock_conn *c = srv->ep.conns_head; c; c = c->next) {
-		if (atomic_load_explicit(&c->gone, memory_order_relaxed))
-			continue; /* the program has seen it end */
+		/* Only what the program knows: connected, and not yet seen to
+		 * end. */
+		if (!ssock__conn_by_id(&srv->ep, c->id))
+			continue;
 		if (total < max) {
 			out[total].id = c->id;
 			out[total].peer = c->peer;
@@ -435,10 +420,10 @@ int ssock_server_stats_get(ssock_server *srv, ssock_server_stats *out)
 		.accepting = atomic_load(&srv->accepting),
 		.queued = atomic_load(&srv->ep.queued),
 	};
-	pthread_mutex_lock(&srv->ep.loop->mu);
+	pthread_mutex_lock(&loop_of(srv)->mu);
 	out->conns = srv->ep.nconns;
-	pthread_mutex_unlock(&srv->ep.loop->mu);
-	ssock__inbox_counts(&srv->ep.inbox, &out->inbox_events, &out->inbox_bytes);
+	pthread_mutex_unlock(&loop_of(srv)->mu);
+	ssock__inbox_counts(&srv->ep.base.inbox, &out->inbox_events, &out->inbox_bytes);
 	return 0;
 }
 
@@ -453,33 +438,33 @@ int ssock_server_pause(ssock_server *srv)
 {
 	if (!srv)
 		return SSOCK_EINVAL;
-	return ssock__call(srv->ep.loop, pause_cmd, srv, 1);
+	return ssock__call(loop_of(srv), pause_cmd, srv, 1);
 }
 
 int ssock_server_resume(ssock_server *srv)
 {
 	if (!srv)
 		return SSOCK_EINVAL;
-	return ssock__call(srv->ep.loop, pause_cmd, srv, 0);
+	return ssock__call(loop_of(srv), pause_cmd, srv, 0);
 }
 
 int ssock_server_next_event(ssock_server *srv, ssock_event *ev, int timeout_ms)
 {
 	if (!srv)
 		return SSOCK_EINVAL;
-	return ssock__inbox_next(&srv->ep, ev, timeout_ms);
+	return ssock__inbox_next(&srv->ep.base, ev, timeout_ms);
 }
 
 int ssock_server_event_fd(ssock_server *srv)
 {
 	if (!srv)
 		return SSOCK_EINVAL;
-	return ssock__inbox_fd(&srv->ep);
+	return ssock__inbox_fd(&srv->ep.base);
 }
 
 int ssock_server_errors(ssock_server *srv, ssock_error_info *out, int max, int clear)
 {
 	if (!srv || max < 0)
 		return SSOCK_EINVAL;
-	return ssock__errlog_read(&srv->ep.errlog, out, max, clear);
+	return ssock__errlog_read(&srv->ep.base.errlog, out, max, clear);
 }

@@ -3,20 +3,20 @@
  * written from any thread with sendto() (no queue: sendto on a UDP socket is
  * thread-safe and the kernel's send buffer is the queue). What a handle
  * shares with TCP servers and clients is ssock__ep: the loop it runs on,
- * the inbox, the error log and error reporting. Its TCP settings (framing,
- * read size, timeouts) stay at their defaults and are never used.
+ * the inbox, the error log and error reporting.
  *
  * Inbox backpressure: when the inbox is full the socket is not read (the
  * kernel then drops what overflows its buffer, as UDP does) until the inbox
  * says there is room (on_room(), as for TCP: see inbox.c).
  */
+#include "addr.h"
 #include "internal.h"
+#include "sock.h"
 
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
 #include <unistd.h>
 
 #define UDP_BATCH_MAX 16              /* datagrams per recvmmsg() call */
@@ -50,24 +50,11 @@ static ssock_udp *udp_of_io(ssock__io *io)
 	return (ssock_udp *)((char *)io - offsetof(ssock_udp, io));
 }
 
-static bool same_addr(const ssock_addr *a, const ssock_addr *b)
-{
-	if (a->u.sa.sa_family != b->u.sa.sa_family)
-		return false;
-	if (a->u.sa.sa_family == AF_INET)
-		return a->u.in4.sin_port == b->u.in4.sin_port &&
-		       a->u.in4.sin_addr.s_addr == b->u.in4.sin_addr.s_addr;
-	if (a->u.sa.sa_family == AF_INET6)
-		return a->u.in6.sin6_port == b->u.in6.sin6_port &&
-		       memcmp(&a->u.in6.sin6_addr, &b->u.in6.sin6_addr, sizeof a->u.in6.sin6_addr) == 0;
-	return false;
-}
-
 /* ------------------------------------------------------------- receiving */
 
 static void set_reading(ssock_udp *u, bool on)
 {
-	int rc = ssock__io_set(u->ep.loop, &u->io, on ? EPOLLIN : 0);
+	int rc = ssock__io_set(u->ep.loop, &u->io, on ? SSOCK__IN : 0);
 	if (rc != 0)
 		ssock__ep_error(&u->ep, rc, "recv", 0, NULL);
 }
@@ -97,14 +84,14 @@ static void deliver(ssock_udp *u, const ssock_addr *from, const uint8_t *data, s
 {
 	/* The kernel filters a connected socket; this catches what arrived
 	 * between bind() and connect() when both were asked for. */
-	if (u->connected && !same_addr(from, &u->peer))
+	if (u->connected && !ssock__same_addr(from, &u->peer))
 		return;
 	if (truncated || len > u->max_message) {
 		ssock__ep_error(&u->ep, SSOCK_EMSGSIZE, "recv", 0, from);
 		return;
 	}
 	if (u->on_datagram) {
-		u->on_datagram(u, from, data, len, u->ep.cfg.user);
+		u->on_datagram(u, from, data, len, u->ep.user);
 		return;
 	}
 	ssock_event ev = {.type = SSOCK_EVENT_MESSAGE, .peer = *from, .len = len};
@@ -193,7 +180,7 @@ static void on_readable(ssock__io *io, uint32_t revents)
 static void attach_cmd(ssock__cmd *cmd)
 {
 	ssock_udp *u = cmd->arg;
-	cmd->result = ssock__io_set(u->ep.loop, &u->io, EPOLLIN);
+	cmd->result = ssock__io_set(u->ep.loop, &u->io, SSOCK__IN);
 }
 
 static void close_cmd(ssock__cmd *cmd)
@@ -208,31 +195,10 @@ static void close_cmd(ssock__cmd *cmd)
 /* Creates the socket, binds it to local and/or connects it to peer. */
 static int open_one(ssock_udp *u, const ssock_addr *local, const ssock_addr *peer)
 {
-	int family = local ? local->u.sa.sa_family : peer->u.sa.sa_family;
-	int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return ssock__errno();
-	/* "[::]:PORT" serves IPv4 too, so ":PORT" is one dual-stack socket.
-	 * No SO_REUSEADDR: on UDP it would let two sockets share a port. */
-	int zero = 0, rc = 0;
-	if (family == AF_INET6)
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-	if (local && bind(fd, &local->u.sa, local->len) != 0)
-		rc = ssock__errno();
-	if (rc == 0 && peer && connect(fd, &peer->u.sa, peer->len) != 0)
-		rc = ssock__errno();
-	u->local.len = sizeof u->local.u;
-	if (rc == 0 && getsockname(fd, &u->local.u.sa, &u->local.len) != 0)
-		rc = ssock__errno();
-	u->peer.len = sizeof u->peer.u;
-	if (rc == 0 && peer && getpeername(fd, &u->peer.u.sa, &u->peer.len) != 0)
-		rc = ssock__errno();
-	if (rc != 0) {
-		close(fd);
+	int rc = ssock__sock_udp(local, peer, &u->io.fd, &u->local, &u->peer);
+	if (rc != 0)
 		return rc;
-	}
-	u->io.fd = fd;
-	u->family = family;
+	u->family = local ? local->u.sa.sa_family : peer->u.sa.sa_family;
 	u->connected = peer != NULL;
 	return 0;
 }
@@ -240,6 +206,10 @@ static int open_one(ssock_udp *u, const ssock_addr *local, const ssock_addr *pee
 static int open_socket(ssock_udp *u, const ssock_udp_opts *o)
 {
 	ssock_addr peer, local[UDP_MAX_ADDRS];
+	/* A name would block a loop on the resolver: not from a loop thread. */
+	if (ssock__on_any_loop() && ((o->connect && !ssock__addr_numeric(o->connect)) ||
+				      (o->bind && !ssock__addr_numeric(o->bind))))
+		return SSOCK_ELOOPTHREAD;
 	if (o->connect) {
 		int n = ssock_addr_resolve(o->connect, 0, &peer, 1);
 		if (n < 0)
@@ -307,14 +277,13 @@ int ssock_udp_new(ssock_udp **out, const ssock_udp_opts *opts)
 		free_udp(u);
 		return rc;
 	}
-	ssock__cfg cfg = {.max_message = u->max_message, .on_error = opts->on_error, .user = opts->user};
-	rc = ssock__ep_init(&u->ep, opts->loop, &cfg, opts->inbox_max, 0, opts->error_log_max, false);
+	rc = ssock__ep_init(&u->ep, opts->loop, opts->on_datagram == NULL, opts->inbox_max, 0,
+			    opts->error_log_max, opts->on_error, opts->user);
 	if (rc != 0) {
 		u->ep.loop = NULL;
 		free_udp(u);
 		return rc;
 	}
-	u->ep.inbox_mode = opts->on_datagram == NULL;
 	u->ep.on_room = on_room;
 	/* Set before the socket is attached: on a shared loop that runs, the
 	 * first datagram's callback may come before this returns. */
@@ -355,7 +324,7 @@ static int pick_dest(ssock_udp *u, const ssock_addr *to, ssock_addr *tmp, const 
 {
 	*dest = NULL;
 	if (u->connected)
-		return !to || same_addr(to, &u->peer) ? 0 : SSOCK_EINVAL;
+		return !to || ssock__same_addr(to, &u->peer) ? 0 : SSOCK_EINVAL;
 	if (!to)
 		return SSOCK_EINVAL;
 	int fam = to->u.sa.sa_family;
@@ -419,6 +388,8 @@ int ssock_udp_send_to_timeout(ssock_udp *u, const ssock_addr *to, const void *da
 	if (rc != 0)
 		return rc;
 	bool can_wait = timeout_ms != 0 && !ssock__on_loop(u->ep.loop);
+	/* The wait is for the kernel's send buffer, not for the loop: a thread
+	 * driving the loop may wait too. */
 	int64_t deadline = timeout_ms > 0 ? ssock__now_ms() + timeout_ms : 0;
 	for (;;) {
 		rc = send_once(u, dest, data, len);
@@ -472,28 +443,17 @@ int ssock_udp_recv(ssock_udp *u, void **data, size_t *len, ssock_addr *from, int
 		return SSOCK_EINVAL;
 	*data = NULL;
 	*len = 0;
-	int64_t deadline = timeout_ms > 0 ? ssock__now_ms() + timeout_ms : 0;
-	for (;;) {
-		int left = timeout_ms;
-		if (timeout_ms > 0) {
-			int64_t d = deadline - ssock__now_ms();
-			left = d > 0 ? (int)d : 0;
-		}
-		ssock_event ev;
-		int rc = ssock_udp_next_event(u, &ev, left);
-		if (rc != 0)
-			return rc;
-		if (ev.type == SSOCK_EVENT_MESSAGE || ev.type == SSOCK_EVENT_ERROR) {
-			if (from)
-				*from = ev.peer;
-			if (ev.type == SSOCK_EVENT_ERROR)
-				return ev.code;
-			*data = ev.data;
-			*len = ev.len;
-			return 0;
-		}
-		ssock_event_release(&ev);
-	}
+	ssock_event ev;
+	int rc = ssock__inbox_recv(&u->ep, &ev, timeout_ms);
+	if (rc != 0)
+		return rc;
+	if (from)
+		*from = ev.peer;
+	if (ev.type == SSOCK_EVENT_ERROR)
+		return ev.code;
+	*data = ev.data;
+	*len = ev.len;
+	return 0;
 }
 
 int ssock_udp_event_fd(ssock_udp *u)

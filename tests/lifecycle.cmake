@@ -1,1 +1,1 @@
-ssock_test(test_lifecycle LABELS net threaded SOURCES net_helpers.c)
+ssock_test(test_lifecycle TRANSPORT LABELS net threaded SOURCES net_helpers.c)

@@ -493,15 +493,30 @@ int64_t np_cpu_ms(void)
 	       (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
 }
 
+static bool fds_at_most(void *arg)
+{
+	return np_count_fds() <= *(int *)arg;
+}
+
 int np_wait_fds_at_most(int want, int timeout_ms)
 {
-	int64_t deadline = test_now_ms() + timeout_ms;
-	int n;
-	/* /proc offers nothing to wait on: poll it, with a short poll() pause
-	 * between looks that is not itself the thing being waited for. */
-	while ((n = np_count_fds()) > want && test_now_ms() < deadline)
-		poll(NULL, 0, 10);
-	return n;
+	/* /proc offers nothing to wait on: look again after each pause. */
+	test_wait_until(fds_at_most, &want, timeout_ms);
+	return np_count_fds();
+}
+
+static bool conns_at_most(void *arg)
+{
+	struct np_conns_want *w = arg;
+	int n = ssock_server_conns(w->srv, NULL, 0);
+	return w->at_least ? n >= w->n : n <= w->n;
+}
+
+int np_wait_conns(ssock_server *srv, int n, bool at_least, int timeout_ms)
+{
+	struct np_conns_want w = {srv, n, at_least};
+	test_wait_until(conns_at_most, &w, timeout_ms);
+	return ssock_server_conns(srv, NULL, 0);
 }
 
 /* ------------------------------------------------------- test patterns */

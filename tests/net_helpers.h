@@ -140,6 +140,15 @@ int64_t np_cpu_ms(void);     /* user + system CPU time of the process */
  * asynchronously). Returns the last count seen. */
 int np_wait_fds_at_most(int want, int timeout_ms);
 
+/* Waits until srv lists at least n connections (at_least) or at most n
+ * (the loop takes and drops them asynchronously). Returns the last count. */
+struct np_conns_want {
+	ssock_server *srv;
+	int n;
+	bool at_least;
+};
+int np_wait_conns(ssock_server *srv, int n, bool at_least, int timeout_ms);
+
 /* ------------------------------------------------------- test patterns */
 
 /* Fills buf with bytes derived from (seed, len) so a receiver can check a

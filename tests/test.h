@@ -9,6 +9,8 @@
 #define SSOCK_TEST_H
 
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,5 +84,30 @@ static inline int64_t test_now_ms(void)
 
 /* The deadline every wait in the tests uses unless it needs another. */
 #define TEST_TIMEOUT_MS 10000
+
+/*
+ * Waiting, the two ways the tests do it (test_main.c):
+ *
+ * A signal that a callback (or another thread) raises and the test waits
+ * for, with a deadline: test_signal_wait() returns the value raised with
+ * the count-th raise, or TEST_SIGNAL_TIMEOUT.
+ *
+ * test_wait_until(): for a state that offers nothing to wait on (/proc, a
+ * counter, a peer's view) it looks again after each short pause, until
+ * cond(arg) holds or the deadline passes. Returns the last answer.
+ */
+typedef struct test_signal {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int count;
+	int value;
+} test_signal;
+
+#define TEST_SIGNAL_TIMEOUT (-0x7fffffff - 1)
+
+void test_signal_init(test_signal *s);
+void test_signal_raise(test_signal *s, int value);
+int test_signal_wait(test_signal *s, int count, int timeout_ms);
+bool test_wait_until(bool (*cond)(void *arg), void *arg, int timeout_ms);
 
 #endif

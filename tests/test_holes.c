@@ -25,52 +25,6 @@
 
 /* ----------------------------------------------------------- helpers */
 
-/* A flag a callback raises and the test waits for, with a deadline. */
-typedef struct flag {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	int count;
-	int value; /* what the callback wants to tell the test */
-} flag;
-
-static void flag_init(flag *f)
-{
-	pthread_mutex_init(&f->mu, NULL);
-	pthread_cond_init(&f->cv, NULL);
-	f->count = 0;
-	f->value = 0;
-}
-
-static void flag_raise(flag *f, int value)
-{
-	pthread_mutex_lock(&f->mu);
-	f->count++;
-	f->value = value;
-	pthread_cond_broadcast(&f->cv);
-	pthread_mutex_unlock(&f->mu);
-}
-
-/* Waits until the flag was raised `want` times; returns its value, or
- * INT32_MIN at the deadline. */
-static int flag_wait(flag *f, int want, int timeout_ms)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += timeout_ms / 1000;
-	ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	pthread_mutex_lock(&f->mu);
-	int rc = 0;
-	while (f->count < want && rc == 0)
-		rc = pthread_cond_timedwait(&f->cv, &f->mu, &ts);
-	int v = f->count >= want ? f->value : INT32_MIN;
-	pthread_mutex_unlock(&f->mu);
-	return v;
-}
-
 static ssock_loop *started_loop(void)
 {
 	ssock_loop *l = NULL;
@@ -185,7 +139,7 @@ TEST(zero_length_raw_send_is_a_no_op)
 /* ------------------------- 2. a callback's payload outlives a reconnect */
 
 struct reconnect_cb {
-	flag done;
+	test_signal done;
 	size_t len;
 };
 
@@ -200,7 +154,7 @@ static void send_then_reconnect(ssock_conn *c, const void *data, size_t len, voi
 	int again = ssock_client_reconnect(cli);
 	/* `data` is still the callback's: read all of it. */
 	bool intact = np_pattern_ok(data, len, 7);
-	flag_raise(&r->done, sent == 0 && again == 0 && intact);
+	test_signal_raise(&r->done, sent == 0 && again == 0 && intact);
 }
 
 TEST(payload_outlives_reconnect_in_message_callback)
@@ -209,7 +163,7 @@ TEST(payload_outlives_reconnect_in_message_callback)
 	int lfd = np_listen(16, &lport);
 	CHECK(lfd >= 0);
 	struct reconnect_cb r = {.len = 0};
-	flag_init(&r.done);
+	test_signal_init(&r.done);
 	ssock_client_opts co = {.on_message = send_then_reconnect, .user = &r};
 	ssock_client *cli = np_client(&co, lport, false);
 	CHECK(cli);
@@ -221,7 +175,7 @@ TEST(payload_outlives_reconnect_in_message_callback)
 	CHECK(msg);
 	np_pattern(msg, len, 7);
 	CHECK_INT(np_send_u32(peer, msg, len), ==, 0);
-	CHECK_INT(flag_wait(&r.done, 1, T), ==, 1);
+	CHECK_INT(test_signal_wait(&r.done, 1, T), ==, 1);
 	CHECK_INT(r.len, ==, len);
 	free(msg);
 	close(peer);
@@ -445,6 +399,20 @@ static void budget_echo_cb(ssock_conn *c, const void *data, size_t len, void *us
 	}
 }
 
+static bool server_empty(void *arg)
+{
+	ssock_server_stats st;
+	return ssock_server_stats_get(arg, &st) == 0 && st.conns == 0 && st.queued == 0;
+}
+
+static long rss_back_to;
+
+static bool rss_back(void *arg)
+{
+	(void)arg;
+	return np_rss_kb() <= rss_back_to;
+}
+
 TEST(send_budget_bounds_memory_of_slow_readers)
 {
 	const size_t budget = 8u << 20;
@@ -511,25 +479,17 @@ TEST(send_budget_bounds_memory_of_slow_readers)
 	for (int i = 0; i < NPEERS; i++)
 		close(fds[i]);
 	free(msg);
-	/* The counters offer nothing to wait on: look, with a short pause
-	 * between looks. */
-	int64_t until = test_now_ms() + T;
-	for (;;) {
-		CHECK_OK(ssock_server_stats_get(srv, &st));
-		if ((st.conns == 0 && st.queued == 0) || test_now_ms() > until)
-			break;
-		poll(NULL, 0, 10);
-	}
+	test_wait_until(server_empty, srv, T);
+	CHECK_OK(ssock_server_stats_get(srv, &st));
 	CHECK_INT(st.conns, ==, 0);
 	CHECK_INT(st.queued, ==, 0);
 	/* The memory goes back to the system, not only to malloc, once the
 	 * loop has been quiet for a moment (RSS offers nothing to wait on:
 	 * look, with a pause between looks). */
 	if (np_heap_measurable()) {
-		long rss1;
-		until = test_now_ms() + T;
-		while ((rss1 = np_rss_kb()) - rss0 > 2 * 1024 && test_now_ms() < until)
-			poll(NULL, 0, 50);
+		rss_back_to = rss0 + 2 * 1024;
+		test_wait_until(rss_back, NULL, T);
+		long rss1 = np_rss_kb();
 		fprintf(stderr, "rss: %ld KiB before, %ld at the peak, %ld after\n", rss0, rss_peak,
 			rss1);
 		CHECK_INT(rss1 - rss0, <=, 2 * 1024);
@@ -541,7 +501,7 @@ TEST(send_budget_bounds_memory_of_slow_readers)
 
 struct first_cb {
 	ssock_server *srv; /* written by ssock_server_new() through &srv */
-	flag done;
+	test_signal done;
 };
 
 static void first_connect(ssock_conn *c, void *user)
@@ -549,7 +509,7 @@ static void first_connect(ssock_conn *c, void *user)
 	struct first_cb *f = user;
 	/* The variable the program keeps its server in is set already, and
 	 * the connection leads to the same server. */
-	flag_raise(&f->done, f->srv != NULL && ssock_conn_server(c) == f->srv &&
+	test_signal_raise(&f->done, f->srv != NULL && ssock_conn_server(c) == f->srv &&
 				     ssock_conn_client(c) == NULL);
 }
 
@@ -599,7 +559,7 @@ TEST(handle_is_set_before_the_first_callback)
 		/* The running shared loop accepts the waiting peer while
 		 * ssock_server_new() is still on its way back. */
 		struct first_cb f = {.srv = NULL};
-		flag_init(&f.done);
+		test_signal_init(&f.done);
 		ssock_server_opts o = {.listen = text, .loop = l, .on_connect = first_connect,
 				       .on_message = echo_cb, .user = &f};
 		int rc = ssock_server_new(&f.srv, &o);
@@ -613,7 +573,7 @@ TEST(handle_is_set_before_the_first_callback)
 		}
 		pthread_join(th, NULL);
 		CHECK(k.fd >= 0);
-		int ok = flag_wait(&f.done, 1, T);
+		int ok = test_signal_wait(&f.done, 1, T);
 		if (ok != 1)
 			TEST__FAIL("round %d: on_connect saw its server unset or wrong (%d)", round, ok);
 		close(k.fd);
@@ -625,17 +585,17 @@ TEST(handle_is_set_before_the_first_callback)
 static void client_connect_cb(ssock_conn *c, void *user)
 {
 	ssock_client **cli = user;
-	flag *f = (flag *)(cli + 1);
-	flag_raise(f, ssock_conn_client(c) == *cli && ssock_conn_server(c) == NULL);
+	test_signal *f = (test_signal *)(cli + 1);
+	test_signal_raise(f, ssock_conn_client(c) == *cli && ssock_conn_server(c) == NULL);
 }
 
 TEST(client_connection_reaches_its_client)
 {
 	struct {
 		ssock_client *cli;
-		flag f;
+		test_signal f;
 	} s = {NULL};
-	flag_init(&s.f);
+	test_signal_init(&s.f);
 	int port;
 	ssock_server *srv = np_server(NULL, &port);
 	CHECK(srv);
@@ -645,7 +605,7 @@ TEST(client_connection_reaches_its_client)
 	co.connect = text;
 	CHECK_OK(ssock_client_new(&s.cli, &co));
 	CHECK_OK(ssock_client_connect(s.cli, 0));
-	CHECK_INT(flag_wait(&s.f, 1, T), ==, 1);
+	CHECK_INT(test_signal_wait(&s.f, 1, T), ==, 1);
 	CHECK_OK(ssock_client_free(s.cli));
 	CHECK_OK(ssock_server_free(srv));
 }
@@ -678,7 +638,7 @@ TEST(id_is_gone_once_inbox_disconnect_is_taken)
 }
 
 struct gone_cb {
-	flag done;
+	test_signal done;
 };
 
 static void gone_on_disconnect(ssock_conn *c, int reason, void *user)
@@ -693,13 +653,13 @@ static void gone_on_disconnect(ssock_conn *c, int reason, void *user)
 	for (int i = 0; i < n && i < 4; i++)
 		ok = ok && info[i].id != id;
 	ok = ok && ssock_conn_send(c, "late", 4) == SSOCK_ECLOSED;
-	flag_raise(&g->done, ok);
+	test_signal_raise(&g->done, ok);
 }
 
 TEST(id_is_gone_inside_on_disconnect)
 {
 	struct gone_cb g;
-	flag_init(&g.done);
+	test_signal_init(&g.done);
 	ssock_server_opts o = {.on_message = echo_cb, .on_disconnect = gone_on_disconnect, .user = &g};
 	int port;
 	ssock_server *srv = np_server(&o, &port);
@@ -713,7 +673,7 @@ TEST(id_is_gone_inside_on_disconnect)
 		CHECK_INT(np_recv_u32(fd, &data, &len, T), ==, 0); /* connected and echoed */
 		free(data);
 		close(fd);
-		CHECK_INT(flag_wait(&g.done, round, T), ==, 1);
+		CHECK_INT(test_signal_wait(&g.done, round, T), ==, 1);
 	}
 	CHECK_OK(ssock_server_free(srv));
 }

@@ -81,6 +81,15 @@ static bool thread_sleeping(int tid)
 	return p && p[1] == ' ' && p[2] == 'S';
 }
 
+/* The waiter's thread is asleep in its wait: a call must not start after
+ * close has begun. */
+static bool waiter_asleep(void *arg)
+{
+	struct waiter *w = arg;
+	int tid = atomic_load(&w->tid);
+	return tid && thread_sleeping(tid);
+}
+
 /* Closing wakes a thread blocked in next_event with SSOCK_ESHUTDOWN and
  * lets it leave before the inbox is freed. (The free-under-it race is too
  * narrow to hit on demand; under ASan this at least runs the path.) */
@@ -93,13 +102,7 @@ TEST(close_wakes_a_thread_waiting_on_the_inbox)
 		struct waiter w = {.srv = srv, .rc = 1};
 		pthread_t t;
 		CHECK_INT(pthread_create(&t, NULL, wait_event, &w), ==, 0);
-		/* Wait (with a deadline) until the thread is asleep in the wait:
-		 * a call must not start after close has begun. */
-		int64_t deadline = test_now_ms() + TEST_TIMEOUT_MS;
-		while (!(atomic_load(&w.tid) && thread_sleeping(atomic_load(&w.tid))) &&
-		       test_now_ms() < deadline)
-			sched_yield();
-		CHECK(thread_sleeping(atomic_load(&w.tid)));
+		CHECK(test_wait_until(waiter_asleep, &w, TEST_TIMEOUT_MS));
 		ssock_server_close(srv);
 		pthread_join(t, NULL);
 		CHECK_INT(w.rc, ==, SSOCK_ESHUTDOWN);

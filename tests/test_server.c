@@ -493,14 +493,17 @@ TEST(error_log_entries_clear_and_bound)
 /* Fills connection id's send queue (its peer never reads) until it stays
  * full: kernel buffers on loopback take several MiB before the queue grows,
  * so each try may wait a little for the loop to move bytes into the kernel.
- * Returns the code that ended it (SSOCK_ETIMEDOUT when the queue stayed
- * full), or 0 if it never did. */
+ * "Stays full" is a second without room: a receiver whose buffer holds many
+ * small segments merges them now and then (the kernel's collapsing), which
+ * opens its window a little, a while after it seemed shut (the tests'
+ * transport writes in small pieces). Returns the code that ended it
+ * (SSOCK_ETIMEDOUT when the queue stayed full), or 0 if it never did. */
 static int fill_send_queue(ssock_server *srv, uint64_t id, size_t chunk)
 {
 	char *buf = calloc(1, chunk);
 	int rc = 0;
 	for (int i = 0; i < 100000 && rc == 0; i++)
-		rc = ssock_server_send_timeout(srv, id, buf, chunk, 200);
+		rc = ssock_server_send_timeout(srv, id, buf, chunk, 1000);
 	free(buf);
 	return rc;
 }

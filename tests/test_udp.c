@@ -768,14 +768,16 @@ TEST(connected_refused)
 
 /* Waits until the process has at most `want` threads. A joined thread
  * leaves /proc's count a moment after pthread_join() returns, and there is
- * no event for that, so this yields until the deadline. */
+ * no event for that: look again after each pause, until the deadline. */
+static bool threads_at_most(void *arg)
+{
+	return count_threads() <= *(int *)arg;
+}
+
 static int wait_threads_at_most(int want, int timeout_ms)
 {
-	int64_t deadline = test_now_ms() + timeout_ms;
-	int n;
-	while ((n = count_threads()) > want && test_now_ms() < deadline)
-		sched_yield();
-	return n;
+	test_wait_until(threads_at_most, &want, timeout_ms);
+	return count_threads();
 }
 
 TEST(close_is_clean)

@@ -1,2 +1,2 @@
 ssock_test(test_tinyproto_codec LABELS unit)
-ssock_test(test_tinyproto LABELS net SOURCES net_helpers.c)
+ssock_test(test_tinyproto TRANSPORT LABELS net SOURCES net_helpers.c)

@@ -12,20 +12,27 @@ command -v valgrind >/dev/null || { echo "valgrind.sh: valgrind is not installed
 logs=$build/valgrind
 rm -rf "$logs"
 mkdir -p "$logs"
-# One line per test: name, then its command (build paths have no spaces).
+# One line per test: name, then its environment (VAR=VALUE words) and its
+# command (build paths have no spaces). Disabled tests are left out.
 (cd "$build" && ctest --show-only=json-v1 "$@") | python3 -c '
 import json, sys
 for t in json.load(sys.stdin)["tests"]:
     cmd = t.get("command") or []
-    if cmd and not cmd[0].endswith((".sh", ".py", "python3")):
-        print(" ".join([t["name"]] + cmd))
+    props = {p["name"]: p["value"] for p in t.get("properties", [])}
+    if props.get("DISABLED") or not cmd or cmd[0].endswith((".sh", ".py", "python3")):
+        continue
+    print(" ".join([t["name"]] + list(props.get("ENVIRONMENT", [])) + cmd))
 ' >"$logs/list"
 export SSOCK_LOAD_SCALE=10 # counts a test may shrink under valgrind
 run_one() {
-	local name=$1
+	local name=$1 env=()
 	shift
+	while [[ $1 == *=* ]]; do
+		env+=("$1")
+		shift
+	done
 	local log=$logs/$name.log
-	if valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
+	if env "${env[@]}" valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
 		--errors-for-leak-kinds=definite,indirect --track-fds=no "$@" >"$log" 2>&1; then
 		echo "ok   $name"
 	else

@@ -56,15 +56,26 @@ static void on_error(const ssock_error_info *e, void *user)
 	(void)e;
 	pthread_mutex_lock(&f->mu);
 	f->errors++;
+	pthread_cond_broadcast(&f->cv);
 	pthread_mutex_unlock(&f->mu);
 }
 
-/* Waits for *field >= want under f->mu. */
-static bool wait_field(fx *f, const int *field, int want, int timeout_ms)
+/* The count of disconnects with this reason; f->mu held. */
+static int count_reason_locked(fx *f, int reason)
+{
+	for (int i = 0; i < 16; i++)
+		if (f->by_reason[i].count && f->by_reason[i].reason == reason)
+			return f->by_reason[i].count;
+	return 0;
+}
+
+/* Waits for *field >= want (or, with field NULL, for `want` disconnects
+ * with `reason`) under f->mu. */
+static bool wait_for(fx *f, const int *field, int reason, int want, int timeout_ms)
 {
 	int64_t deadline = test_now_ms() + timeout_ms;
 	pthread_mutex_lock(&f->mu);
-	while (*field < want) {
+	while ((field ? *field : count_reason_locked(f, reason)) < want) {
 		int64_t left = deadline - test_now_ms();
 		if (left <= 0)
 			break;
@@ -78,9 +89,24 @@ static bool wait_field(fx *f, const int *field, int want, int timeout_ms)
 		}
 		pthread_cond_timedwait(&f->cv, &f->mu, &ts);
 	}
-	bool ok = *field >= want;
+	bool ok = (field ? *field : count_reason_locked(f, reason)) >= want;
 	pthread_mutex_unlock(&f->mu);
 	return ok;
+}
+
+static bool wait_field(fx *f, const int *field, int want, int timeout_ms)
+{
+	return wait_for(f, field, 0, want, timeout_ms);
+}
+
+bool fx_wait_reason(fx *f, int reason, int want, int timeout_ms)
+{
+	return wait_for(f, NULL, reason, want, timeout_ms);
+}
+
+bool fx_wait_errors(fx *f, int want, int timeout_ms)
+{
+	return wait_for(f, &f->errors, 0, want, timeout_ms);
 }
 
 static int tp_handshake(int fd)
@@ -220,9 +246,7 @@ bool fx_start(fx *f, ssock_server_opts *o)
 	if (!wait_field(f, &f->disconnects, want, T))
 		return false;
 	/* A connection leaves the server's count after its socket is closed. */
-	int64_t deadline = test_now_ms() + T;
-	while (ssock_server_conns(f->srv, NULL, 0) > 1 && test_now_ms() < deadline)
-		poll(NULL, 0, 5);
+	np_wait_conns(f->srv, 1, false, T);
 	f->fds0 = np_count_fds();
 	f->heap0 = np_heap_bytes();
 	f->rss0 = np_rss_kb();
@@ -261,10 +285,7 @@ int fx_messages(fx *f)
 int fx_count_reason(fx *f, int reason)
 {
 	pthread_mutex_lock(&f->mu);
-	int n = 0;
-	for (int i = 0; i < 16; i++)
-		if (f->by_reason[i].count && f->by_reason[i].reason == reason)
-			n = f->by_reason[i].count;
+	int n = count_reason_locked(f, reason);
 	pthread_mutex_unlock(&f->mu);
 	return n;
 }
@@ -298,10 +319,7 @@ bool fx_healthy(fx *f, int extra, int64_t slack)
 		fprintf(stderr, "fx_healthy: the newcomer's clean close was not seen as one\n");
 		return false;
 	}
-	int64_t deadline = test_now_ms() + T;
-	int conns;
-	while ((conns = ssock_server_conns(f->srv, NULL, 0)) > 1 + extra && test_now_ms() < deadline)
-		poll(NULL, 0, 10); /* a pause between looks, as np_wait_fds_at_most() */
+	int conns = np_wait_conns(f->srv, 1 + extra, false, T);
 	if (conns != 1 + extra) {
 		fprintf(stderr, "fx_healthy: %d connections open, want %d\n", conns, 1 + extra);
 		return false;

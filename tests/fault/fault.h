@@ -82,6 +82,10 @@ int fx_messages(fx *f);
 
 /* Number of disconnects with this reason so far. */
 int fx_count_reason(fx *f, int reason);
+/* Waits until `want` disconnects with this reason (or `want` errors in all)
+ * have come. Returns false at the deadline. */
+bool fx_wait_reason(fx *f, int reason, int want, int timeout_ms);
+bool fx_wait_errors(fx *f, int want, int timeout_ms);
 
 /* True when the server's error log has an entry for conn id with this code
  * (and op, when op is not NULL). */

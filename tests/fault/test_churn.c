@@ -72,6 +72,7 @@ struct churn {
 	unsigned thread;
 	atomic_long *ok;
 	atomic_long *failed;
+	test_signal *done; /* raised by each thread at its end */
 };
 
 static void *churn_thread(void *arg)
@@ -96,6 +97,7 @@ static void *churn_thread(void *arg)
 		close(fd);
 		atomic_fetch_add(good ? c->ok : c->failed, 1);
 	}
+	test_signal_raise(c->done, 1);
 	return NULL;
 }
 
@@ -113,28 +115,28 @@ TEST(load_churn_100k_connect_send_close)
 	struct churn c[THREADS];
 	pthread_t th[THREADS];
 	int64_t t0 = test_now_ms();
+	test_signal done;
+	test_signal_init(&done);
 	for (unsigned i = 0; i < THREADS; i++) {
-		c[i] = (struct churn){&f, total / THREADS, i, &ok, &failed};
+		c[i] = (struct churn){&f, total / THREADS, i, &ok, &failed, &done};
 		CHECK_INT(pthread_create(&th[i], NULL, churn_thread, &c[i]), ==, 0);
 	}
-	/* meanwhile the good peer is served */
+	/* meanwhile the good peer is served: an echo every 100 ms until the
+	 * churn threads are done */
 	int echoes = 0;
-	while (atomic_load(&ok) + atomic_load(&failed) < total / THREADS * THREADS &&
-	       test_now_ms() - t0 < 120000) {
+	do {
 		CHECK(fx_echo(&f, f.good, "during churn"));
 		echoes++;
-		poll(NULL, 0, 100);
-	}
+	} while (test_signal_wait(&done, THREADS, 100) == TEST_SIGNAL_TIMEOUT &&
+		 test_now_ms() - t0 < 120000);
 	for (int i = 0; i < THREADS; i++)
 		pthread_join(th[i], NULL);
 	int64_t ms = test_now_ms() - t0;
 	CHECK_INT(atomic_load(&failed), ==, 0);
 	CHECK_INT(atomic_load(&ok), ==, total / THREADS * THREADS);
 	/* every cycle was one connection, seen to its clean end */
-	int64_t deadline = test_now_ms() + T;
 	int want = d0 + (int)(total / THREADS * THREADS);
-	while (fx_count_reason(&f, 0) < want && test_now_ms() < deadline)
-		poll(NULL, 0, 10);
+	fx_wait_reason(&f, 0, want, T);
 	CHECK_INT(fx_count_reason(&f, 0), ==, want);
 	long rss = np_rss_kb();
 	CHECK(fx_healthy(&f, 0, FX_HEAP_SLACK));
@@ -294,10 +296,7 @@ TEST(load_10000_concurrent_connections)
 	CHECK_INT(read(from_child[0], &b, 1), ==, 1);
 	int64_t t_conn = test_now_ms() - t0;
 	/* all of them open at once (and the good peer) */
-	int64_t deadline = test_now_ms() + T;
-	while (ssock_server_conns(f.srv, NULL, 0) < n + 1 && test_now_ms() < deadline)
-		poll(NULL, 0, 10);
-	CHECK_INT(ssock_server_conns(f.srv, NULL, 0), ==, n + 1);
+	CHECK_INT(np_wait_conns(f.srv, n + 1, true, T), ==, n + 1);
 	int fds_peak = np_count_fds();
 	long rss_peak = np_rss_kb();
 	int64_t heap_peak = np_heap_bytes();

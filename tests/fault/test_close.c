@@ -42,6 +42,7 @@ struct tx {
 	uint32_t idx;
 	uint32_t *sizes;        /* framed size of each accepted message */
 	uint32_t n;             /* messages accepted (send returned 0) */
+	atomic_uint going;      /* n, for the test thread to watch */
 	int last_rc;
 	atomic_bool *closed;
 };
@@ -78,13 +79,33 @@ static void *sender(void *arg)
 		np_pattern(buf + 8, len - 8, (uint64_t)t->idx << 32 | t->n);
 		int rc = ssock_client_send_timeout(t->cli, buf, len, 200);
 		t->last_rc = rc;
-		if (rc == 0)
+		if (rc == 0) {
 			t->sizes[t->n++] = (uint32_t)len + 4;
+			atomic_store(&t->going, t->n);
+		}
 		else if (atomic_load(t->closed))
 			after_close++;
 	}
 	free(buf);
 	return NULL;
+}
+
+static ssock_server *conns_of;
+
+static bool all_connected(void *arg)
+{
+	(void)arg;
+	return ssock_server_conns(conns_of, NULL, 0) >= CLIENTS;
+}
+
+/* Every sender has had a few messages accepted. */
+static bool all_going(void *arg)
+{
+	struct tx *t = arg;
+	for (int i = 0; i < CLIENTS; i++)
+		if (atomic_load(&t[i].going) < 8)
+			return false;
+	return true;
 }
 
 TEST(close_server_while_clients_mid_send)
@@ -112,14 +133,13 @@ TEST(close_server_while_clients_mid_send)
 		CHECK_OK(ssock_client_connect(t[i].cli, T));
 	}
 	/* A client is connected before the server has taken its connection. */
-	int64_t deadline = test_now_ms() + T;
-	while (ssock_server_conns(srv, NULL, 0) < CLIENTS && test_now_ms() < deadline)
-		poll(NULL, 0, 5);
+	conns_of = srv;
+	CHECK(test_wait_until(all_connected, NULL, T));
 	CHECK_INT(ssock_server_conns(srv, NULL, 0), ==, CLIENTS);
 	for (int i = 0; i < CLIENTS; i++)
 		CHECK_INT(pthread_create(&th[i], NULL, sender, &t[i]), ==, 0);
-	/* Let them get going, then close the server under them. */
-	poll(NULL, 0, 300);
+	/* Once they are all under way, close the server under them. */
+	CHECK(test_wait_until(all_going, t, T));
 	int open_before_close = ssock_server_conns(srv, NULL, 0);
 	atomic_store(&closed, true);
 	CHECK_OK(ssock_server_close(srv));

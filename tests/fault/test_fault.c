@@ -282,7 +282,8 @@ TEST(fault_slowloris_1000_connections)
 	int open_n = N, sec = 0;
 	int64_t t0 = test_now_ms(), worst_echo = 0;
 	char *eof = calloc(N, 1);
-	CHECK(eof);
+	struct pollfd *pfd = malloc(N * sizeof *pfd);
+	CHECK(eof && pfd);
 	while (open_n > 0 && test_now_ms() - t0 < 5000) {
 		if (test_now_ms() - t0 >= sec * 1000) {
 			for (int i = 0; i < N; i++)
@@ -304,14 +305,19 @@ TEST(fault_slowloris_1000_connections)
 				open_n--;
 			}
 		}
-		poll(NULL, 0, 50);
+		/* Wait for the next peers to be closed (or the next byte's time). */
+		nfds_t k = 0;
+		for (int i = 0; i < N; i++)
+			if (!eof[i])
+				pfd[k++] = (struct pollfd){.fd = fds[i], .events = POLLIN};
+		int64_t next_byte = t0 + sec * 1000 - test_now_ms();
+		poll(pfd, k, next_byte < 50 ? (next_byte > 0 ? (int)next_byte : 0) : 50);
 	}
+	free(pfd);
 	CHECK_INT(open_n, ==, 0);
 	CHECK_INT(worst_echo, <, 1000);
 	/* every one closed for stalling, and reported */
-	int64_t deadline = test_now_ms() + T;
-	while (fx_count_reason(&f, SSOCK_ESTALLED) < N && test_now_ms() < deadline)
-		poll(NULL, 0, 10);
+	fx_wait_reason(&f, SSOCK_ESTALLED, N, T);
 	CHECK_INT(fx_count_reason(&f, SSOCK_ESTALLED), ==, N);
 	ssock_error_info e;
 	CHECK_INT(ssock_server_errors(f.srv, &e, 1, 1), >=, 1);
@@ -355,15 +361,7 @@ TEST(fault_flood_beyond_max_connections)
 		close(flood[i]);
 	}
 	free(flood);
-	int64_t deadline = test_now_ms() + T;
-	for (;;) {
-		pthread_mutex_lock(&f.mu);
-		int e = f.errors - errors0;
-		pthread_mutex_unlock(&f.mu);
-		if (e >= FLOOD || test_now_ms() > deadline)
-			break;
-		poll(NULL, 0, 10);
-	}
+	fx_wait_errors(&f, errors0 + FLOOD, T);
 	pthread_mutex_lock(&f.mu);
 	CHECK_INT(f.errors - errors0, ==, FLOOD);
 	CHECK_INT(f.connects, ==, connects0); /* never announced as connections */

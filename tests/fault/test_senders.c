@@ -44,6 +44,18 @@ struct shared {
 	ssock_server *srv;
 };
 
+/* Every slot's connection is known to the server side. */
+static bool all_known(void *arg)
+{
+	struct shared *s = arg;
+	int known = 0;
+	pthread_mutex_lock(&s->mu);
+	for (int i = 0; i < SLOTS; i++)
+		known += s->id[i] != 0;
+	pthread_mutex_unlock(&s->mu);
+	return known == SLOTS;
+}
+
 /* ---------------------------------------------------------- server side */
 
 static void srv_message(ssock_conn *conn, const void *data, size_t len, void *user)
@@ -272,17 +284,7 @@ TEST(senders_8_threads_1000_connections_churning)
 	for (uint32_t slot = 0; slot < SLOTS; slot++)
 		CHECK_INT(open_slot(c, slot), ==, 0);
 	/* every hello seen before the senders start */
-	int64_t deadline = test_now_ms() + T;
-	for (;;) {
-		int known = 0;
-		pthread_mutex_lock(&s->mu);
-		for (int i = 0; i < SLOTS; i++)
-			known += s->id[i] != 0;
-		pthread_mutex_unlock(&s->mu);
-		if (known == SLOTS || test_now_ms() > deadline)
-			break;
-		poll(NULL, 0, 5);
-	}
+	CHECK(test_wait_until(all_known, s, T));
 	struct sender sd[SENDERS];
 	pthread_t th[SENDERS];
 	for (int i = 0; i < SENDERS; i++) {
@@ -298,7 +300,7 @@ TEST(senders_8_threads_1000_connections_churning)
 	atomic_store(&s->stop, true);
 	for (int i = 0; i < SENDERS; i++)
 		pthread_join(th[i], NULL);
-	deadline = test_now_ms() + T;
+	int64_t deadline = test_now_ms() + T;
 	while (!all_stable_received(c) && c->bad == 0 && test_now_ms() < deadline)
 		poll_once(c, 50);
 	if (c->bad)

@@ -1,0 +1,176 @@
+/* The TCP client's sending and receiving: the offline queue, sends from any
+ * thread, flush, the blocking receive, events and errors, state. */
+#include "client.h"
+
+static ssock_loop *loop_of(ssock_client *cli)
+{
+	return ssock__client_loop(cli);
+}
+
+ssock_client_state ssock_client_state_get(ssock_client *cli)
+{
+	if (!cli)
+		return SSOCK_STATE_DISCONNECTED;
+	pthread_mutex_lock(&loop_of(cli)->mu);
+	ssock_client_state st = cli->state;
+	pthread_mutex_unlock(&loop_of(cli)->mu);
+	return st;
+}
+
+uint64_t ssock_client_id(ssock_client *cli)
+{
+	if (!cli)
+		return 0;
+	pthread_mutex_lock(&loop_of(cli)->mu);
+	uint64_t id = cli->cur_id;
+	pthread_mutex_unlock(&loop_of(cli)->mu);
+	return id;
+}
+
+/* mu held: queues ch while offline, bounded like a send queue. */
+static int queue_offline(ssock_client *cli, ssock__chunk *ch)
+{
+	if (!cli->queue_offline)
+		return SSOCK_ENOTCONN;
+	if (!ch) /* an empty raw message: nothing to send */
+		return 0;
+	if (cli->off_bytes + ch->len > cli->ep.cfg.send_queue_max)
+		return SSOCK_ESENDQFULL;
+	if (cli->off_tail)
+		cli->off_tail->next = ch;
+	else
+		cli->off_head = ch;
+	cli->off_tail = ch;
+	cli->off_bytes += ch->len;
+	return 0;
+}
+
+/* mu held: one try at queuing ch on the current connection or offline. */
+static int queue_once(void *arg, ssock__chunk *ch)
+{
+	ssock_client *cli = arg;
+	int rc = SSOCK_ENOCONN;
+	if (cli->cur_id)
+		rc = ssock__posted_push_locked(&cli->ep, cli->cur_id, ch);
+	if (rc == SSOCK_ENOCONN || rc == SSOCK_ECLOSED)
+		rc = queue_offline(cli, ch);
+	return rc;
+}
+
+static int send_from_loop(ssock_client *cli, const void *data, size_t len)
+{
+	ssock_loop *l = loop_of(cli);
+	pthread_mutex_lock(&l->mu);
+	uint64_t id = cli->cur_id;
+	pthread_mutex_unlock(&l->mu);
+	ssock_conn *c = id ? ssock__conn_by_id(&cli->ep, id) : NULL;
+	if (c && c->state < SSOCK__CLOSING)
+		return ssock__conn_send(c, data, len);
+	if (!cli->queue_offline)
+		return SSOCK_ENOTCONN;
+	ssock__chunk *ch;
+	int rc = ssock__frame_chunk(&cli->ep, data, len, &ch);
+	if (rc != 0)
+		return rc;
+	pthread_mutex_lock(&l->mu);
+	rc = queue_offline(cli, ch);
+	pthread_mutex_unlock(&l->mu);
+	if (rc != 0)
+		free(ch);
+	return rc;
+}
+
+int ssock_client_send_timeout(ssock_client *cli, const void *data, size_t len, int timeout_ms)
+{
+	if (!cli || (!data && len > 0))
+		return SSOCK_EINVAL;
+	ssock_loop *l = loop_of(cli);
+	if (ssock__on_loop(l))
+		return send_from_loop(cli, data, len);
+	ssock__chunk *ch;
+	int rc = ssock__frame_chunk(&cli->ep, data, len, &ch);
+	if (rc != 0)
+		return rc;
+	rc = ssock__queue_wait(l, ch, timeout_ms, queue_once, cli);
+	if (rc != 0)
+		free(ch);
+	return rc;
+}
+
+int ssock_client_send(ssock_client *cli, const void *data, size_t len)
+{
+	return ssock_client_send_timeout(cli, data, len, 0);
+}
+
+int ssock_client_flush(ssock_client *cli, int timeout_ms)
+{
+	if (!cli)
+		return SSOCK_EINVAL;
+	ssock_loop *l = loop_of(cli);
+	if (!ssock__may_wait(l))
+		return SSOCK_ELOOPTHREAD;
+	struct timespec deadline;
+	if (timeout_ms > 0)
+		ssock__abstime(&deadline, timeout_ms);
+	int rc = 0;
+	pthread_mutex_lock(&l->mu);
+	for (;;) {
+		ssock_conn *c = cli->cur_id ? ssock__table_get(&l->conns, cli->cur_id) : NULL;
+		if (!c) {
+			rc = cli->off_bytes > 0 ? SSOCK_ENOTCONN : 0;
+			break;
+		}
+		if (atomic_load(&c->queued) == 0)
+			break;
+		if (timeout_ms == 0) {
+			rc = SSOCK_ETIMEDOUT;
+			break;
+		}
+		rc = ssock__wait_room_locked(l, timeout_ms, &deadline);
+		if (rc != 0)
+			break;
+	}
+	pthread_mutex_unlock(&l->mu);
+	return rc;
+}
+
+int ssock_client_next_event(ssock_client *cli, ssock_event *ev, int timeout_ms)
+{
+	if (!cli)
+		return SSOCK_EINVAL;
+	return ssock__inbox_next(&cli->ep.base, ev, timeout_ms);
+}
+
+int ssock_client_recv(ssock_client *cli, void **data, size_t *len, int timeout_ms)
+{
+	if (!cli || !data || !len)
+		return SSOCK_EINVAL;
+	*data = NULL;
+	*len = 0;
+	ssock_event ev;
+	int rc = ssock__inbox_recv(&cli->ep.base, &ev, timeout_ms);
+	if (rc != 0)
+		return rc;
+	if (ev.type == SSOCK_EVENT_MESSAGE) {
+		*data = ev.data;
+		*len = ev.len;
+		return 0;
+	}
+	rc = ev.type == SSOCK_EVENT_DISCONNECT ? SSOCK_ENOTCONN : ev.code;
+	ssock_event_release(&ev);
+	return rc;
+}
+
+int ssock_client_event_fd(ssock_client *cli)
+{
+	if (!cli)
+		return SSOCK_EINVAL;
+	return ssock__inbox_fd(&cli->ep.base);
+}
+
+int ssock_client_errors(ssock_client *cli, ssock_error_info *out, int max, int clear)
+{
+	if (!cli || max < 0)
+		return SSOCK_EINVAL;
+	return ssock__errlog_read(&cli->ep.base.errlog, out, max, clear);
+}

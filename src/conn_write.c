@@ -1,0 +1,642 @@
+/*
+ * The send path: queuing messages (framed by the codec), the send queue and
+ * its chunks, the loop's shared output buffer, writing through the
+ * transport, and sends posted by other threads.
+ *
+ * Owners: a chunk belongs to the queue it is in (c->out_*, c->posted, a
+ * codec's turn queue); a closed connection's chunks are freed with it after
+ * the pass. The shared output buffer is the loop's; a connection's bytes
+ * in it (its flush entry) are written or moved into a chunk of its own
+ * before the pass ends.
+ */
+#include "conn.h"
+
+#define WRITES_PER_WAKEUP 8
+#define CHUNK_SIZE (16u << 10) /* standard send chunk */
+#define MAX_FREE_CHUNKS 256    /* spare chunks a loop keeps (4 MiB) */
+#define IDLE_FREE_CHUNKS 32    /* and keeps once that many are not in use */
+#define MAX_IOV 64
+#define OBUF_MIN (16u << 10)   /* the shared output buffer's first size */
+#define OBUF_MAX (256u << 10)  /* and its largest: bigger output uses chunks */
+#define SEG_MAX CHUNK_SIZE     /* one connection's bytes in it: what the kernel
+                                  does not take of them fits a spare chunk */
+
+/* --------------------------------------------------------------- chunks */
+
+/* A chunk's bytes: its own, or a payload buffer it took over. */
+static uint8_t *chunk_bytes(ssock__chunk *ch)
+{
+	return ch->payload ? ch->payload : ch->data;
+}
+
+static ssock__chunk *chunk_new(ssock_loop *l, size_t need)
+{
+	ssock__chunk *ch;
+	if (need <= CHUNK_SIZE && l->free_chunks) {
+		ch = l->free_chunks;
+		l->free_chunks = ch->next;
+		l->nfree_chunks--;
+		l->chunk_takes++;
+	} else {
+		size_t cap = need <= CHUNK_SIZE ? CHUNK_SIZE : need;
+		ch = malloc(sizeof *ch + cap);
+		if (!ch)
+			return NULL;
+		ch->cap = cap;
+	}
+	ch->next = NULL;
+	ch->payload = NULL;
+	ch->off = ch->len = 0;
+	return ch;
+}
+
+void ssock__chunk_free(ssock_loop *l, ssock__chunk *ch)
+{
+	if (ch->payload) {
+		ssock__loop_released(l, ch->cap);
+		free(ch->payload);
+		free(ch);
+		return;
+	}
+	if (ch->cap == CHUNK_SIZE && l->nfree_chunks < MAX_FREE_CHUNKS) {
+		ch->next = l->free_chunks;
+		l->free_chunks = ch;
+		if (++l->nfree_chunks > IDLE_FREE_CHUNKS)
+			ssock__loop_released(l, 0);
+		return;
+	}
+	ssock__loop_released(l, ch->cap);
+	free(ch);
+}
+
+void ssock__chunks_trim(ssock_loop *l, bool all)
+{
+	while (l->nfree_chunks > (all ? 0 : IDLE_FREE_CHUNKS)) {
+		ssock__chunk *ch = l->free_chunks;
+		l->free_chunks = ch->next;
+		l->nfree_chunks--;
+		free(ch);
+	}
+}
+
+static void free_list(ssock_loop *l, ssock__chunk *ch)
+{
+	for (ssock__chunk *next; ch; ch = next) {
+		next = ch->next;
+		ssock__chunk_free(l, ch);
+	}
+}
+
+int ssock__frame_chunk(const ssock__stream_ep *ep, const void *data, size_t len,
+		       ssock__chunk **out)
+{
+	*out = NULL;
+	ssize_t total = ssock__wire_size(ep->codec, data, len);
+	if (total <= 0)
+		return (int)total; /* an empty raw message puts nothing on the wire */
+	if ((size_t)total > ep->cfg.send_queue_max)
+		return SSOCK_EMSGSIZE;
+	ssock__chunk *ch = malloc(sizeof *ch + (size_t)total);
+	if (!ch)
+		return SSOCK_ENOMEM;
+	*ch = (ssock__chunk){.len = (size_t)total, .cap = (size_t)total};
+	ep->codec->encode(ch->data, data, len);
+	*out = ch;
+	return 0;
+}
+
+/* Reserves room in c's send queue and in its endpoint's budget; false
+ * when either would go over its limit. Any thread (under loop->mu when not
+ * the loop's). The budget check is not atomic with the add: senders racing
+ * on other connections may pass it together, by a message each at most. */
+static bool reserve(ssock_conn *c, size_t n)
+{
+	ssock__stream_ep *ep = c->ep;
+	if (atomic_load_explicit(&ep->queued, memory_order_relaxed) + n > ep->send_budget)
+		return false;
+	size_t max = ep->cfg.send_queue_max;
+	size_t q = atomic_load_explicit(&c->queued, memory_order_relaxed);
+	do {
+		if (q + n > max)
+			return false;
+	} while (!atomic_compare_exchange_weak(&c->queued, &q, q + n));
+	atomic_fetch_add_explicit(&ep->queued, n, memory_order_relaxed);
+	return true;
+}
+
+/* ------------------------------------------------ the shared output buffer */
+
+static void set_want_write(ssock_conn *c, bool on)
+{
+	if (c->want_write == on)
+		return;
+	c->want_write = on;
+	ssock__conn_interest(c);
+}
+
+/* Adds c to the list of connections written at the end of this pass;
+ * returns its entry, or NULL when writability will write it instead (it
+ * waits for room already, or the list could not grow). */
+static struct ssock__flush *flush_add(ssock_conn *c)
+{
+	ssock_loop *l = ssock__loop_of(c);
+	if (c->want_write)
+		return NULL;
+	if (l->nflush == l->flush_cap) {
+		size_t cap = l->flush_cap ? l->flush_cap * 2 : 64;
+		struct ssock__flush *f = cap <= UINT32_MAX ? realloc(l->flush, cap * sizeof *f) : NULL;
+		if (!f) {
+			set_want_write(c, true);
+			return NULL;
+		}
+		l->flush = f;
+		l->flush_cap = cap;
+	}
+	l->flush[l->nflush] = (struct ssock__flush){.conn = c};
+	c->flush_idx = (uint32_t)++l->nflush;
+	return &l->flush[l->nflush - 1];
+}
+
+/* c's entry in the list of connections written at the end of this pass,
+ * added if need be (see flush_add()). */
+static struct ssock__flush *mark_flush(ssock_conn *c)
+{
+	if (c->flush_idx)
+		return &ssock__loop_of(c)->flush[c->flush_idx - 1];
+	return flush_add(c);
+}
+
+/* c's bytes in the shared output buffer, or NULL. */
+static struct ssock__flush *out_seg(ssock_conn *c)
+{
+	ssock_loop *l = ssock__loop_of(c);
+	struct ssock__flush *f = c->flush_idx ? &l->flush[c->flush_idx - 1] : NULL;
+	return f && f->len > 0 ? f : NULL;
+}
+
+/* Grows the shared output buffer to hold need bytes, up to OBUF_MAX. */
+static bool obuf_grow(ssock_loop *l, size_t need)
+{
+	if (need > OBUF_MAX)
+		return false;
+	size_t cap = l->obuf_cap ? l->obuf_cap * 2 : OBUF_MIN;
+	while (cap < need)
+		cap *= 2;
+	uint8_t *b = realloc(l->obuf, cap);
+	if (!b)
+		return false;
+	l->obuf = b;
+	l->obuf_cap = cap;
+	return true;
+}
+
+/* Room for n bytes of c's output in the loop's shared output buffer, or
+ * NULL when they go into a chunk instead: c has chunks queued (its bytes in
+ * the shared buffer always come first; a connection waiting for
+ * writability always has some), another connection has added bytes after
+ * c's, c would have more than SEG_MAX bytes there, or the buffer is full. */
+__attribute__((noinline)) static uint8_t *out_room_slow(ssock_conn *c, size_t n)
+{
+	ssock_loop *l = ssock__loop_of(c);
+	if (c->out_head)
+		return NULL;
+	struct ssock__flush *f = c->flush_idx ? &l->flush[c->flush_idx - 1] : NULL;
+	size_t have = f ? f->len : 0;
+	if ((have > 0 && f->off + have != l->obuf_len) || n > SEG_MAX - have)
+		return NULL;
+	if (l->obuf_len + n > l->obuf_cap && !obuf_grow(l, l->obuf_len + n))
+		return NULL;
+	if (!f && !(f = flush_add(c)))
+		return NULL;
+	if (have == 0)
+		f->off = (uint32_t)l->obuf_len;
+	f->len = (uint32_t)(have + n);
+	uint8_t *p = l->obuf + l->obuf_len;
+	l->obuf_len += n;
+	return p;
+}
+
+/* As out_room_slow(), which it calls for all but the usual case of a
+ * message after the first in a pass: c's bytes are last, and there is room. */
+static inline uint8_t *out_room(ssock_conn *c, size_t n)
+{
+	ssock_loop *l = ssock__loop_of(c);
+	if (c->flush_idx && !c->out_head) {
+		struct ssock__flush *f = &l->flush[c->flush_idx - 1];
+		if (f->len > 0 && f->off + f->len == l->obuf_len && n <= SEG_MAX - f->len &&
+		    n <= l->obuf_cap - l->obuf_len) {
+			uint8_t *p = l->obuf + l->obuf_len;
+			f->len += (uint32_t)n;
+			l->obuf_len += n;
+			return p;
+		}
+	}
+	return out_room_slow(c, n);
+}
+
+/* ----------------------------------------------------------- queuing */
+
+static void out_append(ssock_conn *c, ssock__chunk *ch)
+{
+	if (c->out_tail)
+		c->out_tail->next = ch;
+	else
+		c->out_head = ch;
+	c->out_tail = ch;
+}
+
+void ssock__out_chunk(ssock_conn *c, ssock__chunk *ch)
+{
+	ch->next = NULL;
+	out_append(c, ch);
+	mark_flush(c);
+}
+
+/* Room for n bytes at the end of c's queue: the shared buffer, the tail
+ * chunk, or a new chunk. NULL when memory ran out. */
+static uint8_t *tail_room(ssock_conn *c, size_t n)
+{
+	uint8_t *dst = out_room(c, n);
+	if (dst)
+		return dst;
+	ssock__chunk *tail = c->out_tail;
+	if (!tail || tail->payload || tail->cap - tail->len < n) {
+		tail = chunk_new(ssock__loop_of(c), n);
+		if (!tail)
+			return NULL;
+		out_append(c, tail);
+	}
+	dst = tail->data + tail->len;
+	tail->len += n;
+	mark_flush(c);
+	return dst;
+}
+
+int ssock__out_bytes(ssock_conn *c, const uint8_t *bytes, size_t n)
+{
+	uint8_t *dst = tail_room(c, n);
+	if (!dst) {
+		ssock__conn_report(c, SSOCK_ENOMEM, "write");
+		ssock__conn_fail(c, SSOCK_ENOMEM);
+		return SSOCK_ENOMEM;
+	}
+	memcpy(dst, bytes, n);
+	ssock__queued_add(c, n);
+	return 0;
+}
+
+/* Echo fast path: the payload buffer being delivered to a callback is
+ * queued as it is, after its header, instead of being copied. Room is
+ * reserved. */
+static bool send_lent(ssock_conn *c, size_t len)
+{
+	ssock_loop *l = ssock__loop_of(c);
+	ssock__chunk *lent = malloc(sizeof *lent);
+	if (!lent)
+		return false;
+	uint8_t header[16];
+	size_t hlen = c->ep->codec->header(header, len);
+	uint8_t *h = hlen ? tail_room(c, hlen) : NULL;
+	if (hlen && !h) {
+		free(lent);
+		return false;
+	}
+	if (hlen)
+		memcpy(h, header, hlen);
+	*lent = (ssock__chunk){.payload = l->lending, .len = len, .cap = len};
+	l->lending = NULL;
+	out_append(c, lent);
+	mark_flush(c);
+	return true;
+}
+
+int ssock__conn_send(ssock_conn *c, const void *data, size_t len)
+{
+	if (c->state >= SSOCK__CLOSING || c->state == SSOCK__HANDSHAKE)
+		return SSOCK_ECLOSED;
+	const ssock__codec *codec = c->ep->codec;
+	ssize_t total = ssock__wire_size(codec, data, len);
+	if (total <= 0)
+		return (int)total; /* an empty raw message puts nothing on the wire */
+	if ((size_t)total > c->ep->cfg.send_queue_max)
+		return SSOCK_EMSGSIZE;
+	if (!reserve(c, (size_t)total))
+		return SSOCK_ESENDQFULL;
+	if (codec->header && data == ssock__loop_of(c)->lending && len > 0 && send_lent(c, len))
+		return 0;
+	if (codec->send) {
+		/* A protocol queues each message as a unit of its own. */
+		ssock__chunk *ch;
+		int rc = ssock__frame_chunk(c->ep, data, len, &ch);
+		if (rc != 0) {
+			ssock__queued_sub(c, (size_t)total);
+			return rc;
+		}
+		codec->send(c, ch);
+		return 0;
+	}
+	uint8_t *dst = out_room(c, (size_t)total);
+	if (!dst && !(dst = tail_room(c, (size_t)total))) {
+		ssock__queued_sub(c, (size_t)total);
+		return SSOCK_ENOMEM;
+	}
+	codec->encode(dst, data, len);
+	return 0;
+}
+
+/* ----------------------------------------------------------- writing */
+
+/* Moves what is left of c's bytes in the shared output buffer, which is
+ * reused after this pass, into a chunk at the head of its queue. */
+static bool out_keep(ssock_conn *c)
+{
+	struct ssock__flush *f = out_seg(c);
+	if (!f)
+		return true;
+	ssock_loop *l = ssock__loop_of(c);
+	ssock__chunk *ch = chunk_new(l, f->len);
+	if (!ch) {
+		ssock__conn_report(c, SSOCK_ENOMEM, "write");
+		ssock__conn_fail(c, SSOCK_ENOMEM);
+		return false;
+	}
+	memcpy(ch->data, l->obuf + f->off, f->len);
+	ch->len = f->len;
+	f->len = 0;
+	ch->next = c->out_head;
+	c->out_head = ch;
+	if (!c->out_tail)
+		c->out_tail = ch;
+	return true;
+}
+
+/* Drops written bytes from the head of the queue. */
+static void consume(ssock_conn *c, size_t n)
+{
+	ssock_loop *l = ssock__loop_of(c);
+	ssock__queued_sub(c, n);
+	struct ssock__flush *f = out_seg(c);
+	if (f) {
+		uint32_t k = n < f->len ? (uint32_t)n : f->len;
+		f->off += k;
+		f->len -= k;
+		n -= k;
+	}
+	/* Every chunk written to its end leaves the queue, also one that had
+	 * nothing in it: a chunk that stayed would keep write interest on and
+	 * the loop spinning. */
+	while (c->out_head) {
+		ssock__chunk *ch = c->out_head;
+		size_t left = ch->len - ch->off;
+		if (n < left) {
+			ch->off += n;
+			break;
+		}
+		n -= left;
+		c->out_head = ch->next;
+		if (!c->out_head)
+			c->out_tail = NULL;
+		ssock__chunk_free(l, ch);
+	}
+	if (c->wpaused && atomic_load(&c->queued) <= ssock__read_limit(c) / 4) {
+		c->wpaused = false;
+		ssock__conn_interest(c);
+	}
+	if (atomic_load(&l->room_waiters) > 0) {
+		pthread_mutex_lock(&l->mu);
+		pthread_cond_broadcast(&l->cv);
+		pthread_mutex_unlock(&l->mu);
+	}
+}
+
+/* One write of iov[0..n), want bytes in all. Returns true when all of them
+ * went out (more may be written now). */
+static bool write_some(ssock_conn *c, const struct iovec *iov, int n, size_t want)
+{
+	ssize_t w = c->ep->transport->write(c, iov, n);
+	if (w == SSOCK__WANT_WRITE)
+		return false;
+	if (w == SSOCK__WANT_READ) {
+		c->write_wants_read = true;
+		ssock__conn_interest(c);
+		return false;
+	}
+	if (w < 0) {
+		if (w != -EPIPE && w != -ECONNRESET)
+			ssock__conn_report(c, (int)w, "write");
+		ssock__conn_fail(c, (int)w);
+		return false;
+	}
+	ssock__conn_touch(c);
+	consume(c, (size_t)w);
+	return (size_t)w == want; /* else the socket buffer is full */
+}
+
+/* Writes c's bytes in the shared buffer and its chunks, in rounds of up to
+ * MAX_IOV pieces. */
+__attribute__((noinline)) static void write_queue(ssock_conn *c)
+{
+	ssock_loop *l = ssock__loop_of(c);
+	for (int round = 0; round < WRITES_PER_WAKEUP; round++) {
+		struct iovec iov[MAX_IOV];
+		int n = 0;
+		size_t want = 0;
+		const struct ssock__flush *f = out_seg(c);
+		if (f) {
+			iov[n].iov_base = l->obuf + f->off;
+			iov[n].iov_len = f->len;
+			want += iov[n++].iov_len;
+		}
+		for (ssock__chunk *ch = c->out_head; ch && n < MAX_IOV; ch = ch->next) {
+			iov[n].iov_base = chunk_bytes(ch) + ch->off;
+			iov[n].iov_len = ch->len - ch->off;
+			want += iov[n++].iov_len;
+		}
+		if (n == 0 || !write_some(c, iov, n, want))
+			break;
+	}
+}
+
+void ssock__conn_write(ssock_conn *c)
+{
+	ssock_loop *l = ssock__loop_of(c);
+	if (c->out_head) {
+		write_queue(c);
+	} else {
+		/* The usual case: a reply in the shared buffer, nothing else. */
+		const struct ssock__flush *f = out_seg(c);
+		struct iovec iov = {f ? l->obuf + f->off : NULL, f ? f->len : 0};
+		if (f)
+			write_some(c, &iov, 1, iov.iov_len);
+	}
+	if (c->state == SSOCK__CLOSED || !out_keep(c))
+		return;
+	set_want_write(c, c->out_head != NULL && !c->write_wants_read);
+	if (c->state == SSOCK__CLOSING && !c->out_head && atomic_load(&c->queued) == 0)
+		ssock__conn_write_done(c);
+}
+
+void ssock__flush_all(ssock_loop *l)
+{
+	/* Writing may run callbacks (a disconnect) that queue more: the list
+	 * and the buffer may grow, and are read by index, to the end. */
+	for (size_t i = 0; i < l->nflush; i++) {
+		ssock_conn *c = l->flush[i].conn;
+		if (c->state != SSOCK__CLOSED && !c->want_write && !c->write_wants_read)
+			ssock__conn_write(c);
+		c->flush_idx = 0;
+	}
+	l->nflush = 0;
+	l->obuf_len = 0;
+	free(l->rbuf_retired);
+	l->rbuf_retired = NULL;
+	while (l->zombies) {
+		ssock_conn *c = l->zombies;
+		l->zombies = c->zombie_next;
+		ssock__conn_free(c);
+	}
+}
+
+/* -------------------------------------------------- a connection's end */
+
+size_t ssock__sendq_close(ssock_conn *c)
+{
+	/* Unlinked already, so no other thread reaches c->posted: its chunks
+	 * join the queue (newest first there: the order no longer matters). */
+	ssock__chunk *posted = c->posted;
+	c->posted = NULL;
+	while (posted) {
+		ssock__chunk *next = posted->next;
+		posted->next = NULL;
+		out_append(c, posted);
+		posted = next;
+	}
+	size_t unsent = 0;
+	for (ssock__chunk *ch = c->out_head; ch; ch = ch->next)
+		unsent += ch->len - ch->off;
+	struct ssock__flush *seg = out_seg(c);
+	if (seg) {
+		unsent += seg->len;
+		seg->len = 0;
+	}
+	return unsent;
+}
+
+void ssock__sendq_free(ssock_conn *c)
+{
+	free_list(ssock__loop_of(c), c->out_head);
+	c->out_head = c->out_tail = NULL;
+}
+
+/* ------------------------------------------------- sends from other threads */
+
+void ssock__take_posted(ssock_loop *l)
+{
+	pthread_mutex_lock(&l->mu);
+	ssock_conn *c = l->posted;
+	l->posted = NULL;
+	while (c) {
+		ssock_conn *next = c->posted_next;
+		c->in_posted = false;
+		c->posted_next = NULL;
+		/* Newest first: reverse into call order. */
+		ssock__chunk *list = NULL;
+		for (ssock__chunk *ch = c->posted, *nx; ch; ch = nx) {
+			nx = ch->next;
+			ch->next = list;
+			list = ch;
+		}
+		c->posted = NULL;
+		for (ssock__chunk *ch = list, *nx; ch; ch = nx) {
+			nx = ch->next;
+			if (c->ep->codec->send)
+				c->ep->codec->send(c, ch);
+			else
+				ssock__out_chunk(c, ch);
+		}
+		c = next;
+	}
+	pthread_mutex_unlock(&l->mu);
+}
+
+int ssock__wait_room_locked(ssock_loop *l, int timeout_ms, const struct timespec *deadline)
+{
+	atomic_fetch_add(&l->room_waiters, 1);
+	int rc = ssock__cond_wait(&l->cv, &l->mu, timeout_ms, deadline);
+	atomic_fetch_sub(&l->room_waiters, 1);
+	return rc;
+}
+
+int ssock__posted_push_locked(ssock__stream_ep *ep, uint64_t id, ssock__chunk *ch)
+{
+	ssock_loop *l = ep->base.loop;
+	ssock_conn *c = ssock__conn_by_id(ep, id);
+	if (!c)
+		return SSOCK_ENOCONN;
+	if (c->closing)
+		return SSOCK_ECLOSED;
+	if (!ch) /* an empty raw message: nothing to send */
+		return 0;
+	if (!reserve(c, ch->len))
+		return SSOCK_ESENDQFULL;
+	ch->next = c->posted;
+	c->posted = ch;
+	if (!c->in_posted) {
+		c->in_posted = true;
+		c->posted_next = l->posted;
+		l->posted = c;
+	}
+	return 0;
+}
+
+int ssock__queue_wait(ssock_loop *l, ssock__chunk *ch, int timeout_ms,
+		      int (*push_locked)(void *arg, ssock__chunk *ch), void *arg)
+{
+	struct timespec deadline;
+	if (!ssock__may_wait(l))
+		timeout_ms = 0; /* only this thread could make the room */
+	if (timeout_ms > 0)
+		ssock__abstime(&deadline, timeout_ms);
+	pthread_mutex_lock(&l->mu);
+	int rc = push_locked(arg, ch);
+	while (rc == SSOCK_ESENDQFULL && timeout_ms != 0) {
+		rc = ssock__wait_room_locked(l, timeout_ms, &deadline);
+		if (rc == 0)
+			rc = push_locked(arg, ch);
+	}
+	pthread_mutex_unlock(&l->mu);
+	if (rc == 0 && ch)
+		ssock__wake(l);
+	return rc;
+}
+
+struct push_id {
+	ssock__stream_ep *ep;
+	uint64_t id;
+};
+
+static int push_id_locked(void *arg, ssock__chunk *ch)
+{
+	struct push_id *p = arg;
+	return ssock__posted_push_locked(p->ep, p->id, ch);
+}
+
+int ssock__send_id(ssock__stream_ep *ep, uint64_t id, const void *data, size_t len,
+		   int timeout_ms)
+{
+	if (!data && len > 0)
+		return SSOCK_EINVAL;
+	if (ssock__on_loop(ep->base.loop)) {
+		ssock_conn *c = ssock__conn_by_id(ep, id);
+		return c ? ssock__conn_send(c, data, len) : SSOCK_ENOCONN;
+	}
+	ssock__chunk *ch;
+	int rc = ssock__frame_chunk(ep, data, len, &ch);
+	if (rc != 0)
+		return rc;
+	rc = ssock__queue_wait(ep->base.loop, ch, timeout_ms, push_id_locked,
+			       &(struct push_id){ep, id});
+	if (rc != 0)
+		free(ch);
+	return rc;
+}

@@ -1,0 +1,160 @@
+/*
+ * The loop: a poller (poller.h), a timer heap, commands posted from other
+ * threads, the table of connections by id, and the buffers every
+ * connection of the loop shares. See internal.h for who may touch what.
+ */
+#ifndef SSOCK_LOOP_H
+#define SSOCK_LOOP_H
+
+#include "poller.h"
+#include "ssock.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ssock__timer ssock__timer;
+struct ssock__timer {
+	int64_t due;     /* monotonic ms */
+	size_t heap_idx; /* position in the loop's heap; SIZE_MAX: not armed */
+	void (*fn)(ssock__timer *t);
+};
+
+/* A call posted to the loop from another thread. */
+typedef struct ssock__cmd ssock__cmd;
+struct ssock__cmd {
+	ssock__cmd *next;
+	void (*fn)(ssock__cmd *cmd);
+	void *arg;
+	uint64_t id;
+	int result;
+	bool sync; /* a thread waits on it: don't free, set done */
+	bool done; /* under loop->mu */
+};
+
+/* Open-addressing hash table: connection id -> connection. */
+typedef struct ssock__table {
+	struct ssock__slot {
+		uint64_t id; /* 0: empty; UINT64_MAX: deleted */
+		ssock_conn *conn;
+	} *slots;
+	size_t cap, count, used;
+} ssock__table;
+
+typedef struct ssock__chunk ssock__chunk;
+
+struct ssock_loop {
+	ssock__poller *poller;
+	ssock__io wake_io;       /* eventfd */
+	atomic_int wake_pending; /* an eventfd write is on its way */
+	atomic_int room_waiters; /* threads waiting for send-queue room */
+
+	pthread_mutex_t drive_mu; /* held by whoever runs loop code */
+	pthread_mutex_t mu;       /* guards the fields below it */
+	pthread_cond_t cv;        /* sync commands done; send-queue room */
+	ssock__cmd *cmd_head, *cmd_tail;
+	ssock_conn *posted;       /* connections with sends from other threads */
+	ssock__table conns;       /* all connections of this loop, by id */
+	int users;                /* servers, clients and UDP handles on it */
+	bool has_thread, driving, stopping;
+	pthread_t thread;
+	bool driven;              /* ssock_loop_run() has been called ... */
+	pthread_t driver;         /* ... last by this thread */
+
+	/* Loop thread only: */
+	ssock__timer **heap;
+	size_t heap_len, heap_cap;
+	uint8_t *rbuf;            /* the read buffer every connection shares */
+	size_t rbuf_size;
+	uint8_t *rbuf_retired;    /* the one before it grew, kept to the end
+	                             of the pass that grew it */
+	/* Output of this pass, written at its end (ssock__flush_all): the
+	 * connections with something to write, in order, and the bytes they
+	 * queued while nothing else was queued, back to back in one shared
+	 * buffer; so replies cost no allocation and no buffer per connection.
+	 * What the kernel does not take moves into chunks. */
+	struct ssock__flush {
+		ssock_conn *conn;
+		uint32_t off, len; /* its bytes in obuf, if any */
+	} *flush;
+	size_t nflush, flush_cap;
+	uint8_t *obuf;
+	size_t obuf_len, obuf_cap;
+	ssock_conn *pending;      /* bytes held inside their transport, with
+	                             no readiness to come for them */
+	ssock_conn *zombies;      /* closed, freed at the end of the pass */
+	uint8_t *lending;         /* the malloc'd payload a message callback is
+	                             looking at, which a send may take */
+	ssock__chunk *free_chunks; /* spare standard-size send chunks */
+	int nfree_chunks;
+	/* Giving memory back once the load that took it is gone: a timer
+	 * (armed by ssock__loop_released()) that trims the spare chunks and
+	 * malloc's free pages when a second passed with no spare chunk used. */
+	ssock__timer tidy;
+	size_t released;          /* bytes freed since the last tidy-up */
+	uint64_t chunk_takes, takes_at_tidy;
+	int64_t now;              /* cached monotonic ms of this pass */
+	atomic_uint_fast64_t passes; /* waits so far (tests see a spin) */
+};
+
+/* The loop the calling thread is running loop code for, if any. */
+extern __thread ssock_loop *ssock__current_loop;
+
+static inline bool ssock__on_loop(const ssock_loop *loop)
+{
+	return ssock__current_loop == loop;
+}
+/* Whether the calling thread runs loop code (callbacks) of any loop. */
+bool ssock__on_any_loop(void);
+/* Whether the calling thread may block until the loop does something: not
+ * the loop's thread, nor the thread that drives a loop that has no thread
+ * of its own (it would wait for itself). */
+bool ssock__may_wait(ssock_loop *loop);
+int ssock__loop_acquire(ssock_loop **loopp, ssock_loop *given, bool *owned);
+void ssock__loop_release(ssock_loop *loop, bool owned);
+
+/* Sets what io is watched for (SSOCK__IN | SSOCK__OUT; 0: nothing). Returns
+ * 0 or -errno. Loop only. */
+int ssock__io_set(ssock_loop *loop, ssock__io *io, unsigned interest);
+/* Stops watching io; call before closing its fd. Loop only. */
+void ssock__io_remove(ssock_loop *loop, ssock__io *io);
+
+void ssock__timer_init(ssock__timer *t, void (*fn)(ssock__timer *t));
+/* Arms (or moves) t to fire at `due`. Returns 0, or SSOCK_ENOMEM when the
+ * heap could not grow (t is then not armed). Loop only. */
+int ssock__timer_start(ssock_loop *loop, ssock__timer *t, int64_t due);
+void ssock__timer_stop(ssock_loop *loop, ssock__timer *t);
+
+void ssock__wake(ssock_loop *loop);
+/* Posts cmd (heap-allocated, freed by the loop after fn) to run on the loop. */
+void ssock__post(ssock_loop *loop, ssock__cmd *cmd);
+/* Posts a command that runs fn(arg) on the loop. Returns false when memory
+ * ran out (nothing posted). */
+bool ssock__post_fn(ssock_loop *loop, void (*fn)(ssock__cmd *cmd), void *arg, uint64_t id);
+/* Runs fn(cmd) on the loop and waits for it; inline when already on it, or
+ * when nobody runs the loop. */
+int ssock__call(ssock_loop *loop, void (*fn)(ssock__cmd *cmd), void *arg, uint64_t id);
+/* Grows the shared read buffer to at least size. */
+int ssock__loop_rbuf(ssock_loop *loop, size_t size);
+/* Notes that bytes of memory went back to malloc (0: the spare chunks
+ * grew), so that a tidy-up follows once the loop is quiet. Loop only. */
+void ssock__loop_released(ssock_loop *l, size_t bytes);
+
+int ssock__table_put(ssock__table *t, uint64_t id, ssock_conn *conn);
+ssock_conn *ssock__table_get(const ssock__table *t, uint64_t id);
+void ssock__table_del(ssock__table *t, uint64_t id);
+void ssock__table_free(ssock__table *t);
+
+/* What the loop's pass asks of the connection code (conn_read.c and
+ * conn_write.c): moving cross-thread sends into their queues; serving
+ * connections whose transport holds bytes; writing what this pass queued
+ * and freeing the connections it closed; trimming the spare chunks to
+ * what an idle loop keeps (or all of them). */
+void ssock__take_posted(ssock_loop *l);
+void ssock__serve_pending(ssock_loop *l);
+void ssock__flush_all(ssock_loop *l);
+void ssock__chunks_trim(ssock_loop *l, bool all);
+
+#endif
