@@ -176,8 +176,11 @@ class ErrorsTest(unittest.TestCase):
         self.assertEqual(err.errno, 111)
         with self.assertRaises(ssock.NotConnectedError):
             cli.send(b"x")
-        log = cli.errors(clear=True)
-        self.assertTrue(any(e.code == ssock.ECONNREFUSED and e.op == "connect" for e in log))
+        # The error log is written by the loop thread, maybe just after connect()
+        # returned: wait for its entry.
+        wait_until(lambda: any(e.code == ssock.ECONNREFUSED and e.op == "connect"
+                               for e in cli.errors()), what="the error log's entry")
+        self.assertTrue(cli.errors(clear=True))
         self.assertEqual(cli.errors(), [])
         cli.close()
         with self.assertRaises(ssock.ClosedError):
