@@ -210,7 +210,10 @@ static PyObject *client_simple(ps_handle *self, int (*fn)(ssock_client *), int o
 {
 	if (ps_handle_enter(self) < 0)
 		return NULL;
-	int rc = fn(self->h);
+	int rc;
+	Py_BEGIN_ALLOW_THREADS /* it waits for the loop thread to run it */
+		rc = fn(self->h);
+	Py_END_ALLOW_THREADS
 	ps_handle_leave(self);
 	return rc < 0 && rc != ok_code ? ps_raise(rc) : Py_NewRef(Py_None);
 }

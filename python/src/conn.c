@@ -113,11 +113,15 @@ static PyObject *conn_close(ps_conn *c, PyObject *unused)
 	if (!c->owner || ps_handle_enter(c->owner) < 0)
 		return NULL;
 	int rc;
-	if (c->owner->kind == PS_CLIENT)
-		rc = ssock_client_id(c->owner->h) == c->id ? ssock_client_disconnect(c->owner->h)
-							   : SSOCK_ENOCONN;
-	else
-		rc = ssock_server_disconnect(c->owner->h, c->id);
+	ps_handle *h = c->owner;
+	uint64_t id = c->id;
+	Py_BEGIN_ALLOW_THREADS /* it waits for the loop thread to run it */
+		if (h->kind == PS_CLIENT)
+			rc = ssock_client_id(h->h) == id ? ssock_client_disconnect(h->h)
+							 : SSOCK_ENOCONN;
+		else
+			rc = ssock_server_disconnect(h->h, id);
+	Py_END_ALLOW_THREADS
 	ps_handle_leave(c->owner);
 	/* Closing one that is already going (or gone) is not an error. */
 	if (rc < 0 && rc != SSOCK_ECLOSED && rc != SSOCK_ENOCONN && rc != SSOCK_ENOTCONN)

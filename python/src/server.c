@@ -294,7 +294,10 @@ static PyObject *server_disconnect(ps_handle *self, PyObject *conn)
 	uint64_t id = ps_conn_id_arg(conn, &ok);
 	if (!ok || ps_handle_enter(self) < 0)
 		return NULL;
-	int rc = ssock_server_disconnect(self->h, id);
+	int rc;
+	Py_BEGIN_ALLOW_THREADS
+		rc = ssock_server_disconnect(self->h, id);
+	Py_END_ALLOW_THREADS
 	ps_handle_leave(self);
 	return rc < 0 ? ps_raise(rc) : Py_NewRef(Py_None);
 }
@@ -383,7 +386,10 @@ static PyObject *server_pause_resume(ps_handle *self, int resume)
 {
 	if (ps_handle_enter(self) < 0)
 		return NULL;
-	int rc = resume ? ssock_server_resume(self->h) : ssock_server_pause(self->h);
+	int rc;
+	Py_BEGIN_ALLOW_THREADS /* it waits for the loop thread to run it */
+		rc = resume ? ssock_server_resume(self->h) : ssock_server_pause(self->h);
+	Py_END_ALLOW_THREADS
 	ps_handle_leave(self);
 	return rc < 0 ? ps_raise(rc) : Py_NewRef(Py_None);
 }

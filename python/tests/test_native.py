@@ -334,11 +334,13 @@ class ClientTest(unittest.TestCase):
             self.assertTrue(cli.connected)
             first = cli.id
             self.assertEqual(cli.peer, srv.address)
-            cli.reconnect()
-            cli.connect(TIMEOUT)
+            cli.reconnect()  # runs on the loop thread: its events tell when it is done
+            events = [cli.next_event(TIMEOUT) for _ in range(3)]
+            self.assertEqual([e.type for e in events],
+                             [ssock.CONNECT, ssock.DISCONNECT, ssock.CONNECT])
+            self.assertEqual([e.conn.id for e in events], [first, first, cli.id])
             self.assertNotEqual(cli.id, first)
-            events = [cli.next_event(TIMEOUT).type for _ in range(3)]
-            self.assertEqual(events, [ssock.CONNECT, ssock.DISCONNECT, ssock.CONNECT])
+            self.assertIs(cli.conn, events[2].conn)
             cli.disconnect()
             self.assertIs(cli.next_event(TIMEOUT).type, ssock.DISCONNECT)
             self.assertFalse(cli.connected)
@@ -363,7 +365,7 @@ class ClientTest(unittest.TestCase):
         cli.connect(TIMEOUT)
         srv.close()
         srv = ssock.Server(addr)
-        wait_until(lambda: srv.stats().accepted == 1, what="the reconnect")
+        wait_until(lambda: cli.connected, what="the reconnect")
         cli.send(b"back again")
         ev = srv.next_event(TIMEOUT)
         while ev.type is not ssock.MESSAGE:
