@@ -66,6 +66,7 @@ enum {
 	O_ERROR_LOG_MAX,
 	O_LOOP,
 	O_ZERO_COPY,
+	O_HANDSHAKE_TIMEOUT,
 	O_COUNT
 };
 
@@ -85,6 +86,8 @@ static int server_opts(ps_handle *self, PyObject *o[O_COUNT], ssock_server_opts 
 	    ps_opt_size(o[O_INBOX_MAX_BYTES], "inbox_max_bytes", &opts->inbox_max_bytes) < 0 ||
 	    ps_opt_ms(o[O_IDLE_TIMEOUT], "idle_timeout", &opts->idle_timeout_ms) < 0 ||
 	    ps_opt_ms(o[O_READ_TIMEOUT], "read_timeout", &opts->read_timeout_ms) < 0 ||
+	    ps_opt_ms(o[O_HANDSHAKE_TIMEOUT], "handshake_timeout", &opts->handshake_timeout_ms) <
+		    0 ||
 	    ps_opt_int(o[O_KEEPALIVE], "keepalive", &opts->keepalive_s) < 0 ||
 	    ps_opt_int(o[O_ERROR_LOG_MAX], "error_log_max", &opts->error_log_max) < 0)
 		return -1;
@@ -139,21 +142,37 @@ static int server_create(ps_handle *self, PyObject *addrs, ssock_server_opts *op
 
 static int server_init(ps_handle *self, PyObject *args, PyObject *kw)
 {
-	static char *kwlist[] = {"listen",      "framing",         "backlog",        "max_conns",
-				 "max_message", "read_size",       "send_queue_max", "send_budget",
-				 "inbox_max",   "inbox_max_bytes", "idle_timeout",   "read_timeout",
-				 "keepalive",   "error_log_max",   "loop",           "zero_copy",
-				 "on_connect",  "on_message",      "on_disconnect",  "on_error",
+	static char *kwlist[] = {"listen",
+				 "framing",
+				 "backlog",
+				 "max_conns",
+				 "max_message",
+				 "read_size",
+				 "send_queue_max",
+				 "send_budget",
+				 "inbox_max",
+				 "inbox_max_bytes",
+				 "idle_timeout",
+				 "read_timeout",
+				 "keepalive",
+				 "error_log_max",
+				 "loop",
+				 "zero_copy",
+				 "handshake_timeout",
+				 "on_connect",
+				 "on_message",
+				 "on_disconnect",
+				 "on_error",
 				 NULL};
 	PyObject *listen, *o[O_COUNT] = {0}, *cb[PS_CB_COUNT] = {0};
 	if (self->h || self->state != PS_OPEN) {
 		PyErr_SetString(PyExc_RuntimeError, "Server.__init__ called twice");
 		return -1;
 	}
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$OOOOOOOOOOOOOOOOOOO:Server", kwlist, &listen,
-					 &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7],
-					 &o[8], &o[9], &o[10], &o[11], &o[12], &o[13], &o[14],
-					 &cb[PS_CB_CONNECT], &cb[PS_CB_MESSAGE],
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$OOOOOOOOOOOOOOOOOOOO:Server", kwlist,
+					 &listen, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
+					 &o[7], &o[8], &o[9], &o[10], &o[11], &o[12], &o[13],
+					 &o[14], &o[15], &cb[PS_CB_CONNECT], &cb[PS_CB_MESSAGE],
 					 &cb[PS_CB_DISCONNECT], &cb[PS_CB_ERROR]))
 		return -1;
 	self->ops = &server_ops;

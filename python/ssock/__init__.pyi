@@ -284,6 +284,7 @@ class Server(_Handle):
         error_log_max: int = 0,  # default 64
         loop: Optional[Loop] = None,
         zero_copy: bool = False,
+        handshake_timeout: float = 0,  # a handshake (tinyproto's 0xFF) not done: EHANDSHAKE; default 10 s
         on_connect: Optional[Callable[[Conn], Any]] = None,
         on_message: Optional[Callable[[Conn, Payload], Any]] = None,
         on_disconnect: Optional[Callable[[Conn, Optional[Error]], Any]] = None,

@@ -246,6 +246,16 @@ class ErrorsTest(unittest.TestCase):
             self.assertEqual(ev.code, ssock.EIDLE)
             s.close()
 
+    def test_a_handshake_that_never_comes_is_closed(self):
+        with ssock.Server("127.0.0.1:0", framing="tinyproto", handshake_timeout=0.05) as srv:
+            s = raw_client(srv.address)  # never sends tinyproto's 0xFF
+            types = []
+            while ssock.DISCONNECT not in types:
+                ev = srv.next_event(TIMEOUT)
+                types.append(ev.type)
+            self.assertEqual(ev.code, ssock.EHANDSHAKE)
+            s.close()
+
     def test_full_send_queue_raises_or_waits(self):
         with ssock.Server("127.0.0.1:0", send_queue_max=1 << 16) as srv:
             s = raw_client(srv.address)  # never reads
