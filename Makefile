@@ -15,40 +15,51 @@ FUZZ_SECONDS ?= 60
 
 all: build
 
+# Each target asks scripts/deps.sh for what it uses (and only that): as root
+# what is missing is installed, otherwise it says which Debian packages.
 deps:
-	@bash scripts/deps.sh
+	@bash scripts/deps.sh build demo test valgrind
 
-build: deps
+build:
+	@bash scripts/deps.sh build
 	@cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build -j $(JOBS)
 
 demo: build
+	@bash scripts/deps.sh demo
 	@bash scripts/demo.sh
 
 test: test-plain test-asan test-tsan
 
 test-plain: build
+	@bash scripts/deps.sh test
 	cd build && ctest --output-on-failure -j $(JOBS)
 
-test-asan: deps
+test-asan:
+	@bash scripts/deps.sh test
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSSOCK_EXAMPLES=OFF \
 		-DSSOCK_SANITIZER="address;undefined" $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build-asan -j $(JOBS)
 	cd build-asan && ctest --output-on-failure -j $(JOBS)
 
-test-tsan: deps
+test-tsan:
+	@bash scripts/deps.sh test
 	@cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DSSOCK_EXAMPLES=OFF \
 		-DSSOCK_SANITIZER=thread $(CMAKE_FLAGS) >/dev/null
 	@cmake --build build-tsan -j $(JOBS)
 	cd build-tsan && ctest --output-on-failure -j $(JOBS) -L threaded
 
 test-valgrind: build
+	@bash scripts/deps.sh valgrind
 	bash tests/valgrind.sh build -L net -LE load
 
-bench: deps
+# bench/run.sh installs (or names) the reference libraries it needs itself.
+bench:
+	@bash scripts/deps.sh build
 	@bash bench/run.sh
 
-fuzz: deps
+fuzz:
+	@bash scripts/deps.sh fuzz
 	@bash fuzz/run.sh $(FUZZ_SECONDS)
 
 install: build

@@ -190,6 +190,13 @@ server_cmd() {
         CMD=("$SSOCK" echo --listen "$addr")
         [ "$2" = udp ] && CMD+=(--udp)
         ;;
+    ssock-base)
+        # Another build of ssock (BENCH_SSOCK_BASE=path/to/ssock), e.g. the
+        # commit before a change, measured in the same rounds.
+        [ -n "${BENCH_SSOCK_BASE:-}" ] || return 1
+        CMD=("$BENCH_SSOCK_BASE" echo --listen "$addr")
+        [ "$2" = udp ] && CMD+=(--udp)
+        ;;
     *) return 1 ;;
     esac
     [ -x "${CMD[0]}" ]

@@ -58,6 +58,6 @@ int main(int argc, char **argv)
 	if (rc != 0)
 		fprintf(stderr, "%s: %s: %s\n", argv[0], argv[1], ssock_strerror(rc));
 	free(line);
-	ssock_client_close(cli);
+	ssock_client_free(cli);
 	return rc == 0 ? 0 : 1;
 }

@@ -30,6 +30,15 @@ static void on_connect(ssock_conn *c, void *user)
 	printf("New connection added: %s\n", who(c, addr));
 }
 
+/* Prints a peer's bytes with each one outside printable ASCII as '?': a
+ * peer must not be able to send escape sequences to this terminal. */
+static void show(const void *data, size_t len)
+{
+	const unsigned char *p = data;
+	for (size_t i = 0; i < len; i++)
+		putchar(p[i] >= 0x20 && p[i] < 0x7f ? p[i] : '?');
+}
+
 static void on_message(ssock_conn *c, const void *data, size_t len, void *user)
 {
 	char addr[SSOCK_ADDRSTRLEN];
@@ -38,7 +47,9 @@ static void on_message(ssock_conn *c, const void *data, size_t len, void *user)
 		ssock_conn_close(c); /* graceful: on_disconnect follows */
 		return;
 	}
-	printf("From client %s: %.*s\n", who(c, addr), (int)len, len ? (const char *)data : "");
+	printf("From client %s: ", who(c, addr));
+	show(data, len);
+	putchar('\n');
 	int rc = ssock_conn_send(c, data, len);
 	if (rc != 0)
 		fprintf(stderr, "send to %s: %s\n", addr, ssock_strerror(rc));
@@ -87,6 +98,6 @@ int main(int argc, char **argv)
 
 	int sig;
 	sigwait(&stop, &sig);
-	ssock_server_close(srv);
+	ssock_server_free(srv);
 	return 0;
 }

@@ -25,6 +25,6 @@ int main(int argc, char **argv)
 	}
 	if (rc != 0)
 		fprintf(stderr, "echo_client: %s\n", ssock_strerror(rc));
-	ssock_client_close(cli);
+	ssock_client_free(cli);
 	return rc == 0 ? 0 : 1;
 }

@@ -39,6 +39,6 @@ int main(int argc, char **argv)
 		rc = 0;
 	else
 		fprintf(stderr, "%s: %s: %s\n", argv[0], argv[1], ssock_strerror(rc));
-	ssock_client_close(cli);
+	ssock_client_free(cli);
 	return rc == 0 ? 0 : 1;
 }

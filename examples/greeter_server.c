@@ -68,6 +68,6 @@ int main(int argc, char **argv)
 
 	int sig;
 	sigwait(&stop, &sig);
-	ssock_server_close(srv);
+	ssock_server_free(srv);
 	return 0;
 }

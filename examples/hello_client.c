@@ -26,7 +26,7 @@ int main(int argc, char **argv)
 		rc = ssock_client_connect(cli, 5000);
 	if (rc != 0) {
 		fprintf(stderr, "%s: %s: %s\n", argv[0], argv[1], ssock_strerror(rc));
-		ssock_client_close(cli);
+		ssock_client_free(cli);
 		return 1;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0); /* each line at once, also into a pipe */
@@ -65,6 +65,6 @@ int main(int argc, char **argv)
 		ssock_free(reply);
 	}
 	free(line);
-	ssock_client_close(cli);
+	ssock_client_free(cli);
 	return rc == 0 ? 0 : 1;
 }

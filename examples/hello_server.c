@@ -25,12 +25,23 @@ static void on_connect(ssock_conn *c, void *user)
 	printf("Connection received from %s\n", addr);
 }
 
+/* Prints a peer's bytes with each one outside printable ASCII as '?': a
+ * peer must not be able to send escape sequences to this terminal. */
+static void show(const void *data, size_t len)
+{
+	const unsigned char *p = data;
+	for (size_t i = 0; i < len; i++)
+		putchar(p[i] >= 0x20 && p[i] < 0x7f ? p[i] : '?');
+}
+
 static void on_message(ssock_conn *c, const void *data, size_t len, void *user)
 {
 	char addr[SSOCK_ADDRSTRLEN], reply[1024];
 	(void)user;
 	ssock_addr_format(ssock_conn_peer(c), addr, sizeof addr);
-	printf("Received '%.*s' from %s\n", (int)len, len ? (const char *)data : "", addr);
+	printf("Received '");
+	show(data, len);
+	printf("' from %s\n", addr);
 	/* snprintf cuts a very long line short rather than overflow. */
 	int n = snprintf(reply, sizeof reply, "Hello, %s. I got this from you: '%.*s'", addr,
 			 (int)len, len ? (const char *)data : "");
@@ -85,6 +96,6 @@ int main(int argc, char **argv)
 
 	int sig;
 	sigwait(&stop, &sig);
-	ssock_server_close(srv);
+	ssock_server_free(srv);
 	return 0;
 }

@@ -73,6 +73,6 @@ int main(int argc, char **argv)
 
 	if (rc != 0)
 		fprintf(stderr, "%s: %s: %s\n", argv[0], argv[1], ssock_strerror(rc));
-	ssock_client_close(cli); /* joins the I/O thread: no callback runs after */
+	ssock_client_free(cli); /* joins the I/O thread: no callback runs after */
 	return rc == 0 ? 0 : 1;
 }

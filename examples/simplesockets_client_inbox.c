@@ -48,6 +48,6 @@ int main(int argc, char **argv)
 	}
 	if (rc != 0)
 		fprintf(stderr, "%s: %s: %s\n", argv[0], argv[1], ssock_strerror(rc));
-	ssock_client_close(cli); /* every reply is in, so nothing queued is lost */
+	ssock_client_free(cli); /* every reply is in, so nothing queued is lost */
 	return rc == 0 ? 0 : 1;
 }

@@ -78,6 +78,6 @@ int main(int argc, char **argv)
 
 	int sig;
 	sigwait(&stop, &sig); /* the I/O thread does all the work meanwhile */
-	ssock_server_close(srv);
+	ssock_server_free(srv);
 	return 0;
 }

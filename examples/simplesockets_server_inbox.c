@@ -79,6 +79,6 @@ int main(int argc, char **argv)
 		}
 		ssock_event_release(&ev); /* frees the message */
 	}
-	ssock_server_close(srv);
+	ssock_server_free(srv);
 	return rc == 0 || rc == SSOCK_ETIMEDOUT ? 0 : 1;
 }

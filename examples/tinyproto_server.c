@@ -13,12 +13,13 @@
  *    conn_shutdown (on_disconnect) runs for each, so `active` stays right.
  *  - Reaching the limit refuses the extra connection (reported to on_error)
  *    while the server and the others go on; in tinyproto it killed the server.
- *  - A peer announcing a 4 GB message is closed before anything is allocated
- *    (max_message, 16 MiB by default); IPv6 listen addresses work.
- * It uses ssock's u32 framing. Once the library supports it, adding
- * `.framing = SSOCK_FRAMING_TINYPROTO` makes it speak the Python tinyproto
- * wire format instead (handshake byte, size, accept byte, payload), so that
- * Python tinyproto clients can connect.
+ *  - A peer announcing a 4 GB message is refused (answered 0x00) before
+ *    anything is allocated (max_message, 16 MiB by default); IPv6 listen
+ *    addresses work.
+ * It speaks the Python tinyproto wire format (SSOCK_FRAMING_TINYPROTO: a
+ * handshake byte, then per message a size, an accept byte and the payload),
+ * so Python tinyproto clients can connect, and so can
+ * `ssock chat --framing tinyproto HOST:PORT`.
  */
 #include <signal.h>
 #include <ssock.h>
@@ -84,6 +85,7 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &stop, NULL);
 
 	ssock_server_opts o = {.listen = argv[1],
+			       .framing = SSOCK_FRAMING_TINYPROTO,
 			       .max_conns = MAX_CONNS,
 			       .on_connect = conn_init,
 			       .on_message = transmission_received,
@@ -96,7 +98,7 @@ int main(int argc, char **argv)
 		rc = ssock_server_listen(srv, where = argv[i]);
 	if (rc < 0) {
 		fprintf(stderr, "%s: %s: %s\n", argv[0], where, ssock_strerror(rc));
-		ssock_server_close(srv);
+		ssock_server_free(srv);
 		return 1;
 	}
 	for (int i = 0; i < argc - 1; i++) {
@@ -108,6 +110,6 @@ int main(int argc, char **argv)
 
 	int sig;
 	sigwait(&stop, &sig);
-	ssock_server_close(srv);
+	ssock_server_free(srv);
 	return 0;
 }

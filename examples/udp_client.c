@@ -49,6 +49,6 @@ int main(int argc, char **argv)
 	if (rc != 0)
 		fprintf(stderr, "%s: %s: %s\n", argv[0], argv[1], ssock_strerror(rc));
 	free(line);
-	ssock_udp_close(udp);
+	ssock_udp_free(udp);
 	return rc == 0 ? 0 : 1;
 }

@@ -13,6 +13,15 @@
 #include <stdio.h>
 #include <string.h>
 
+/* Prints a peer's bytes with each one outside printable ASCII as '?': a
+ * peer must not be able to send escape sequences to this terminal. */
+static void show(const void *data, size_t len)
+{
+	const unsigned char *p = data;
+	for (size_t i = 0; i < len; i++)
+		putchar(p[i] >= 0x20 && p[i] < 0x7f ? p[i] : '?');
+}
+
 static void on_datagram(ssock_udp *udp, const ssock_addr *from, const void *data, size_t len,
 			void *user)
 {
@@ -23,7 +32,9 @@ static void on_datagram(ssock_udp *udp, const ssock_addr *from, const void *data
 		printf("%s said bye\n", addr);
 		return;
 	}
-	printf("Message from %s: %.*s\n", addr, (int)len, len ? (const char *)data : "");
+	printf("Message from %s: ", addr);
+	show(data, len);
+	putchar('\n');
 	int rc = ssock_udp_send_to(udp, from, data, len); /* never blocks, never queues */
 	if (rc != 0)
 		fprintf(stderr, "send to %s: %s\n", addr, ssock_strerror(rc));
@@ -68,6 +79,6 @@ int main(int argc, char **argv)
 
 	int sig;
 	sigwait(&stop, &sig);
-	ssock_udp_close(udp);
+	ssock_udp_free(udp);
 	return 0;
 }

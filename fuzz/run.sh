@@ -25,11 +25,15 @@ fuzzer_works() {
 	return $ok
 }
 if ! fuzzer_works; then
+	# As scripts/deps.sh does: install as root, else name the packages.
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "run.sh: clang cannot link -fsanitize=fuzzer; install its runtime with:" >&2
+		echo "run.sh:   sudo apt-get install -y clang libclang-rt-14-dev" >&2
+		exit 2
+	fi
 	echo "run.sh: installing clang and its fuzzer runtime" >&2
-	sudo=""
-	[ "$(id -u)" -eq 0 ] || sudo=sudo
-	$sudo apt-get update -qq
-	$sudo apt-get install -y -qq clang libclang-rt-14-dev >/dev/null
+	apt-get update -qq
+	apt-get install -y -qq clang libclang-rt-14-dev >/dev/null
 	fuzzer_works || { echo "run.sh: clang cannot link -fsanitize=fuzzer" >&2; exit 2; }
 fi
 

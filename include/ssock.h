@@ -336,7 +336,11 @@ typedef struct ssock_server_opts {
 	size_t inbox_max_bytes;/* inbox mode: payload bytes held likewise;
 	                          default 64 MiB */
 	int idle_timeout_ms;   /* close a connection with no traffic either way
-	                          for this long (SSOCK_EIDLE); 0: never */
+	                          for this long (SSOCK_EIDLE); 0: never. When
+	                          it runs out while the connection's messages
+	                          wait in the inbox for the program (or its
+	                          reading waits for room there), the wait is
+	                          this side's: the clock starts again. */
 	int read_timeout_ms;   /* close a connection whose partial message has
 	                          not completed in this long (SSOCK_ESTALLED);
 	                          time spent waiting for room in a full inbox

@@ -124,6 +124,18 @@ void ssock__conn_arm_timer(ssock_conn *c)
 	}
 }
 
+/* Whether the quiet is this side's: c's reading is held back by a full
+ * inbox, or a message of c's still waits in the inbox for the program. An
+ * idle timeout does not count that time (it restarts from now). */
+static bool waits_on_us(ssock_conn *c)
+{
+	ssock__ep *ep = &c->ep->base;
+	if (!c->paused && !(ep->inbox_mode && ssock__inbox_holds(&ep->inbox, c->id)))
+		return false;
+	ssock__conn_touch(c);
+	return true;
+}
+
 static void conn_timer(ssock__timer *t)
 {
 	ssock__conn_extra *x = (ssock__conn_extra *)((char *)t - offsetof(ssock__conn_extra, timer));
@@ -136,7 +148,8 @@ static void conn_timer(ssock__timer *t)
 	} else if (c->state >= SSOCK__CLOSING && now >= x->deadline) {
 		/* The peer would not take our last bytes (or its FIN) in time. */
 		ssock__conn_fail(c, x->close_reason);
-	} else if (cfg->idle_timeout_ms > 0 && now - x->last_io >= cfg->idle_timeout_ms) {
+	} else if (cfg->idle_timeout_ms > 0 && now - x->last_io >= cfg->idle_timeout_ms &&
+		   !waits_on_us(c)) {
 		ssock__conn_report(c, SSOCK_EIDLE, "idle");
 		ssock__conn_fail(c, SSOCK_EIDLE);
 	} else if (since && now - since >= cfg->read_timeout_ms) {
@@ -207,6 +220,8 @@ static void drive_handshake(ssock_conn *c)
 	ssock__conn_interest(c);
 	if (c->state == SSOCK__HANDSHAKE)
 		start_codec(c);
+	if (c->state <= SSOCK__OPEN)
+		ssock__keep_pending(c); /* the handshake may have read some */
 }
 
 /* The transport is up: the codec starts its handshake (if it has one),
@@ -320,7 +335,8 @@ ssock_conn *ssock__conn_open(ssock__stream_ep *ep, int fd, const ssock_addr *pee
 	} else {
 		start_codec(c);
 	}
-	return c->state == SSOCK__CLOSED ? NULL : c;
+	/* Closed by its own connect callback is not a failure to open. */
+	return c->state == SSOCK__CLOSED && !c->connected ? NULL : c;
 }
 
 /* ------------------------------------------------------------ closing */
@@ -371,11 +387,12 @@ void ssock__conn_fail(ssock_conn *c, int reason)
 	ep->transport->close(c);
 	if (c->extra)
 		ssock__timer_stop(l, &c->extra->timer);
-	if (c->paused)
+	if (c->paused) {
 		list_remove(&ep->paused_head, c, offsetof(ssock_conn, paused_next));
-	if (c->in_pending)
-		list_remove(&l->pending, c, offsetof(ssock_conn, pending_next));
-	c->paused = c->in_pending = false;
+		list_remove(&ep->resuming, c, offsetof(ssock_conn, paused_next));
+	}
+	c->paused = false;
+	ssock__pending_remove(c);
 	unlink_conn(c);
 	size_t unsent = ssock__sendq_close(c);
 	if (ep->codec->close)
@@ -509,6 +526,9 @@ ssock_conn *ssock__conn_by_id(ssock__stream_ep *ep, uint64_t id)
 static void conn_on_io(ssock__io *io, unsigned ready)
 {
 	ssock_conn *c = (ssock_conn *)io;
+	/* Closed earlier in this pass: the event was fetched before. */
+	if (c->state == SSOCK__CLOSED)
+		return;
 	if (c->in_handshake) {
 		drive_handshake(c);
 		return;

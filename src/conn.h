@@ -135,7 +135,9 @@ static inline void ssock__conn_touch(ssock_conn *c)
 
 /* Allocates a connection for a connected socket fd and registers it, then
  * starts its handshakes (or, with none, emits its connect event). Returns
- * it, or NULL (fd closed, error reported) on failure. Loop only. */
+ * it (maybe closed already, by a callback: valid to the end of the pass),
+ * or NULL when it failed before it was connected (fd closed, error
+ * reported). Loop only. */
 ssock_conn *ssock__conn_open(ssock__stream_ep *ep, int fd, const ssock_addr *peer);
 /* The transport's handshake is done: the connection counts as connected
  * (the owner's hook, then the connect event). Loop only. */
@@ -203,6 +205,14 @@ static inline size_t ssock__read_limit(const ssock_conn *c)
 }
 /* Resumes reading on connections paused by a full inbox. Loop only. */
 void ssock__ep_resume_paused(ssock__stream_ep *ep);
+/* When c's transport holds bytes the socket will not announce again, puts
+ * c on the loop's list to read them in a later pass. Wherever reading stops
+ * with bytes maybe held (fairness) or starts again (after a pause, after
+ * the handshake), this is how they are not forgotten. */
+void ssock__keep_pending(ssock_conn *c);
+/* Takes c off the loop's lists of connections whose transport holds
+ * bytes (it is closing, or paused). */
+void ssock__pending_remove(ssock_conn *c);
 /* Frees the read side's buffers of a closed connection. */
 void ssock__partial_free(ssock_conn *c);
 /* The read timeout's start, while a frame is half in: 0 when none. */

@@ -81,13 +81,7 @@ static void pause_reading(ssock_conn *c)
 {
 	if (c->paused)
 		return;
-	if (c->in_pending) { /* the pending list shares the link */
-		ssock_conn **p = &ssock__loop_of(c)->pending;
-		while (*p != c)
-			p = &(*p)->pending_next;
-		*p = c->pending_next;
-		c->in_pending = false;
-	}
+	ssock__pending_remove(c); /* the pending list shares the link */
 	c->paused = true;
 	c->paused_next = c->ep->paused_head;
 	c->ep->paused_head = c;
@@ -418,9 +412,7 @@ static void drain_discard(ssock_conn *c)
 	}
 }
 
-/* The transport holds bytes the socket will not announce: read them in a
- * later pass (see ssock__serve_pending()). */
-static void keep_pending(ssock_conn *c)
+void ssock__keep_pending(ssock_conn *c)
 {
 	const ssock__transport *t = c->ep->transport;
 	if (c->in_pending || c->paused || !t->pending || !t->pending(c))
@@ -481,7 +473,7 @@ static void read_frames(ssock_conn *c)
 			return;
 	}
 	if (readable_state(c))
-		keep_pending(c); /* cut short for fairness */
+		ssock__keep_pending(c); /* cut short for fairness */
 }
 
 void ssock__conn_read(ssock_conn *c)
@@ -495,24 +487,45 @@ void ssock__conn_read(ssock_conn *c)
 
 void ssock__serve_pending(ssock_loop *l)
 {
-	ssock_conn *list = l->pending;
+	/* Served one at a time off l->serving, so a callback that closes or
+	 * pauses one still waiting takes it off that list (see
+	 * ssock__pending_remove()); those that become pending again wait for
+	 * the next pass. */
+	l->serving = l->pending;
 	l->pending = NULL;
-	while (list) {
-		ssock_conn *c = list;
-		list = c->pending_next;
+	while (l->serving) {
+		ssock_conn *c = l->serving;
+		l->serving = c->pending_next;
 		c->in_pending = false;
 		if (readable_state(c) && !c->paused)
 			ssock__conn_read(c);
 	}
 }
 
+void ssock__pending_remove(ssock_conn *c)
+{
+	if (!c->in_pending)
+		return;
+	ssock_loop *l = ssock__loop_of(c);
+	for (ssock_conn **list = &l->pending; list; list = list == &l->pending ? &l->serving : NULL) {
+		for (ssock_conn **p = list; *p; p = &(*p)->pending_next) {
+			if (*p == c) {
+				*p = c->pending_next;
+				c->in_pending = false;
+				return;
+			}
+		}
+	}
+}
+
 void ssock__ep_resume_paused(ssock__stream_ep *ep)
 {
-	ssock_conn *list = ep->paused_head;
+	/* One at a time off ep->resuming, as ssock__serve_pending() does. */
+	ep->resuming = ep->paused_head;
 	ep->paused_head = NULL;
-	while (list) {
-		ssock_conn *c = list;
-		list = c->paused_next;
+	while (ep->resuming) {
+		ssock_conn *c = ep->resuming;
+		ep->resuming = c->paused_next;
 		c->paused = false;
 		if (!readable_state(c))
 			continue;
@@ -535,7 +548,7 @@ void ssock__ep_resume_paused(ssock__stream_ep *ep)
 		}
 		if (readable_state(c) && !c->paused) {
 			ssock__conn_interest(c);
-			keep_pending(c);
+			ssock__keep_pending(c);
 		}
 		ssock__conn_trim(c);
 	}

@@ -401,6 +401,7 @@ static void consume(ssock_conn *c, size_t n)
 	if (c->wpaused && atomic_load(&c->queued) <= ssock__read_limit(c) / 4) {
 		c->wpaused = false;
 		ssock__conn_interest(c);
+		ssock__keep_pending(c);
 	}
 	if (atomic_load(&l->room_waiters) > 0) {
 		pthread_mutex_lock(&l->mu);

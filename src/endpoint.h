@@ -109,6 +109,7 @@ struct ssock__stream_ep {
 	ssock_conn *conns_head, *conns_tail;
 	int nconns;
 	ssock_conn *paused_head; /* loop only: reading stopped (inbox full) */
+	ssock_conn *resuming;    /* loop only: those of them being resumed */
 	/* Bytes queued to send on all its connections, and their bound (see
 	 * ssock_server_opts.send_budget; SIZE_MAX for a client). */
 	atomic_size_t queued;
@@ -159,6 +160,9 @@ int ssock__inbox_next(ssock__ep *ep, ssock_event *ev, int timeout_ms);
 /* As ssock__inbox_next(), skipping connect events, all within one
  * deadline: what the blocking recv calls wait for. */
 int ssock__inbox_recv(ssock__ep *ep, ssock_event *ev, int timeout_ms);
+/* Whether the inbox holds an event of connection conn (a scan: for rare
+ * questions, such as an idle timeout's). */
+bool ssock__inbox_holds(ssock__inbox *ib, uint64_t conn);
 /* How many events and payload bytes the inbox holds. */
 void ssock__inbox_counts(ssock__inbox *ib, size_t *events, size_t *bytes);
 /* The inbox's event fd (see ssock_server_event_fd()). */

@@ -263,6 +263,16 @@ int ssock__inbox_next(ssock__ep *ep, ssock_event *ev, int timeout_ms)
 	return 0;
 }
 
+bool ssock__inbox_holds(ssock__inbox *ib, uint64_t conn)
+{
+	pthread_mutex_lock(&ib->mu);
+	bool found = false;
+	for (size_t i = 0; i < ib->count && !found; i++)
+		found = ib->ring[(ib->head + i) % ib->cap].ev.conn == conn;
+	pthread_mutex_unlock(&ib->mu);
+	return found;
+}
+
 void ssock__inbox_counts(ssock__inbox *ib, size_t *events, size_t *bytes)
 {
 	pthread_mutex_lock(&ib->mu);

@@ -83,7 +83,8 @@ struct ssock_loop {
 	uint8_t *obuf;
 	size_t obuf_len, obuf_cap;
 	ssock_conn *pending;      /* bytes held inside their transport, with
-	                             no readiness to come for them */
+	                             no readiness to come for them ... */
+	ssock_conn *serving;      /* ... and those of them being served now */
 	ssock_conn *zombies;      /* closed, freed at the end of the pass */
 	uint8_t *lending;         /* the malloc'd payload a message callback is
 	                             looking at, which a send may take */

@@ -15,6 +15,7 @@ function(ssock_example_test case)
   set_tests_properties(examples.${case} PROPERTIES LABELS net TIMEOUT 60 SKIP_RETURN_CODE 77)
 endfunction()
 
+ssock_example_test(echo echo_server echo_client)
 ssock_example_test(simplesockets_inbox
   simplesockets_server_inbox simplesockets_client_inbox simplesockets_client_callbacks)
 ssock_example_test(simplesockets_callbacks

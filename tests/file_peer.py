@@ -9,6 +9,13 @@ transfer protocol (tools/cmd_files.c) byte by byte and breaks it on purpose.
     file_peer.py PORT short NAME        half the announced data, then E
     file_peer.py PORT toomuch NAME      more data than announced
     file_peer.py PORT cut NAME          half the data, then closes the socket
+    file_peer.py PORT hold NAME         half the data, then waits for a line on
+                                        stdin before it sends the rest and E
+                                        (a transfer in progress, held open)
+    file_peer.py PORT stall NAME        half the data, then nothing: waits for
+                                        the receiver to close the connection
+                                        and prints 'closed'
+    file_peer.py PORT put NAME TEXT     a whole file NAME holding TEXT
 
     file_peer.py xxh64 FILE             prints XXH64 (seed 0) of FILE, written
                                         here from the spec independently of
@@ -110,6 +117,15 @@ def main():
             ok = recv_msg(s)[:1] == b"X" and ok
         return 0 if ok else 1
     data = bytes(range(256)) * 64  # 16 KiB
+    if mode == "put":
+        text = sys.argv[4].encode()
+        send_msg(s, header(names[0], len(text)))
+        if recv_msg(s) != b"R":
+            return 0
+        send_msg(s, b"D" + text)
+        send_msg(s, b"E" + struct.pack(">Q", xxh64(text)))
+        recv_msg(s)
+        return 0
     send_msg(s, header(names[0], len(data)))
     if recv_msg(s) != b"R":
         return 1
@@ -126,6 +142,20 @@ def main():
         send_msg(s, b"D" + data[: len(data) // 2])
         s.close()
         return 0
+    elif mode == "hold":
+        send_msg(s, b"D" + data[: len(data) // 2])
+        sys.stdin.readline()
+        send_msg(s, b"D" + data[len(data) // 2 :])
+        send_msg(s, b"E" + struct.pack(">Q", xxh64(data)))
+        return 0 if recv_msg(s)[:1] == b"K" else 1
+    elif mode == "stall":
+        send_msg(s, b"D" + data[: len(data) // 2])
+        try:
+            got = s.recv(1)
+        except ConnectionResetError:
+            got = b""
+        print("closed" if got == b"" else "got data")
+        return 0 if got == b"" else 1
     return 0 if recv_msg(s)[:1] == b"X" else 1
 
 

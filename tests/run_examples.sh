@@ -103,6 +103,26 @@ start_server() { # start_server PROGRAM ARGS...: sets ADDR (127.0.0.1:PORT)
 
 PEER='(127\.0\.0\.1:[0-9]+)'
 
+# echo SERVER CLIENT: the README's first example prints where it listens (the
+# real port for port 0), serves the client (two messages, two replies), and
+# stops on SIGINT with exit code 0, whatever its stdin is.
+case_echo() {
+	start_server "$1" 127.0.0.1:0
+	run "" "$2" "$ADDR"
+	check_run 0 $'reply 1: one\nreply 2: two'
+	run "" "$2" "$ADDR"
+	check_run 0 $'reply 1: one\nreply 2: two'
+	stop srv
+	# With stdin at its end from the start, it still serves until stopped.
+	spawn eof "$1" 127.0.0.1:0
+	hangup eof
+	expect eof 'listening on 127\.0\.0\.1:([0-9]+)'
+	run "" "$2" "127.0.0.1:${M[1]}"
+	check_run 0 $'reply 1: one\nreply 2: two'
+	kill -TERM "${PID[eof]}"
+	finish eof 0
+}
+
 # simplesockets SERVER CLIENT...: each client sends messages back to back and
 # gets each back whole (an empty one, and one longer than simplesockets'
 # 2048-byte recv_buffer); the server sees each message and each departure.
@@ -218,11 +238,14 @@ case_bye() {
 	expect_eq srv "From client $pb: This is from Client"
 	expect_eq srv "Client at $pb disconnected..."
 
-	# A raw peer writes "one\nbye\n" at once: one echo, then the server closes.
+	# A raw peer writes "one\n<ESC>[31mred\nbye\n" at once: two echoes, then the
+	# server closes. The server prints the escape byte as '?', not raw.
 	exec {s}<>"/dev/tcp/127.0.0.1/${ADDR##*:}"
-	printf 'one\nbye\n' >&"$s"
+	printf 'one\n\033[31mred\nbye\n' >&"$s"
 	read -r -t 10 line <&"$s" || fail "raw peer: no echo"
 	[ "$line" = one ] || fail "raw peer got '$line'"
+	read -r -t 10 line <&"$s" || fail "raw peer: no second echo"
+	[ "$line" = $'\033[31mred' ] || fail "raw peer got '$line'"
 	rc=0
 	read -r -t 10 line <&"$s" || rc=$?
 	[ "$rc" = 1 ] || fail "raw peer: server did not close after bye (got '$line')"
@@ -230,6 +253,7 @@ case_bye() {
 	expect srv "New connection added: $PEER"
 	pb=${M[1]}
 	expect_eq srv "From client $pb: one"
+	expect_eq srv "From client $pb: ?[31mred"
 	expect_eq srv "Client at $pb disconnected..."
 
 	say a "still here"
@@ -241,8 +265,10 @@ case_bye() {
 	stop srv
 }
 
-# tinyproto SERVER SSOCK_TOOL: listens on 127.0.0.1 and [::1]; the limit of 2
-# refuses a third client while the two go on; a freed slot is usable again.
+# tinyproto SERVER SSOCK_TOOL: speaks the tinyproto framing (the tool's chat
+# --framing tinyproto is its client); listens on 127.0.0.1 and [::1]; the
+# limit of 2 refuses a third client while the two go on; a freed slot is
+# usable again.
 case_tinyproto() {
 	local tool=$2 p6 pa pb
 	grep -q '^00000000000000000000000000000001 ' /proc/net/if_inet6 2>/dev/null || {
@@ -253,21 +279,21 @@ case_tinyproto() {
 	expect srv 'listening on \[::1\]:([0-9]+)'
 	p6=${M[1]}
 
-	spawn a "$tool" chat "$ADDR"
+	spawn a "$tool" chat --framing tinyproto "$ADDR"
 	expect srv "$PEER connected, 1 active"
 	pa=${M[1]}
 	say a ping
 	expect_eq a ping
 	expect_eq srv "$pa sent 4 bytes"
 
-	spawn b "$tool" chat "[::1]:$p6"
+	spawn b "$tool" chat --framing tinyproto "[::1]:$p6"
 	expect srv '(\[::1\]:[0-9]+) connected, 2 active'
 	pb=${M[1]}
 	say b "over IPv6"
 	expect_eq b "over IPv6"
 	expect_eq srv "$pb sent 9 bytes"
 
-	run $'refused?\n' "$tool" chat "$ADDR"
+	run $'refused?\n' "$tool" chat --framing tinyproto "$ADDR"
 	check_run 1 ""
 	expect srv "$PEER: accept: connection limit reached"
 
@@ -278,7 +304,7 @@ case_tinyproto() {
 	finish a
 	expect_eq srv "$pa disconnected (closed by the client), 1 active"
 
-	run $'again\n' "$tool" chat "$ADDR"
+	run $'again\n' "$tool" chat --framing tinyproto "$ADDR"
 	check_run 0 again
 	expect srv "$PEER connected, 2 active"
 	pa=${M[1]}

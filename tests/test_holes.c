@@ -820,3 +820,54 @@ TEST(event_fd_is_readable_while_events_wait)
 	CHECK_INT(ssock_server_event_fd(srv), ==, SSOCK_ENOINBOX);
 	CHECK_OK(ssock_server_free(srv));
 }
+
+/* The 0.1 names of the handle-freeing calls still build and free. */
+TEST(old_close_names_still_free_handles)
+{
+	ssock_server *srv = np_server(NULL, NULL);
+	CHECK(srv);
+	ssock_client *cli = np_client(NULL, np_server_port(srv, 0), false);
+	CHECK(cli);
+	ssock_udp *u = NULL;
+	ssock_udp_opts uo = {.bind = "127.0.0.1:0"};
+	CHECK_OK(ssock_udp_new(&u, &uo));
+	CHECK_OK(ssock_udp_close(u));
+	CHECK_OK(ssock_client_close(cli));
+	CHECK_OK(ssock_server_close(srv));
+}
+
+/* ------ the idle timeout does not count time the program keeps a peer
+ * waiting (its message in the inbox); found by recv-files */
+
+TEST(idle_timeout_waits_while_the_program_holds_the_message)
+{
+	ssock_server_opts o = {.idle_timeout_ms = 500};
+	int port;
+	ssock_server *srv = np_server(&o, &port);
+	CHECK(srv);
+	int fd = np_connect(port, false);
+	CHECK(fd >= 0);
+	uint64_t id = take_connect(srv);
+	CHECK(id);
+	CHECK_INT(np_send_u32(fd, "question", 8), ==, 0);
+	/* The program is busy for one and a half idle timeouts: the peer
+	 * waits for its answer, and is not closed meanwhile. (The clock
+	 * restarts when it finds the message still waiting, at 500 ms.) */
+	CHECK(np_quiet(fd, 750));
+	ssock_event ev;
+	CHECK_OK(np_server_wait(srv, SSOCK_EVENT_MESSAGE, &ev, T));
+	ssock_event_release(&ev);
+	CHECK_OK(ssock_server_send(srv, id, "answer", 6));
+	void *data;
+	size_t len;
+	CHECK_INT(np_recv_u32(fd, &data, &len, T), ==, 0);
+	CHECK(len == 6 && memcmp(data, "answer", 6) == 0);
+	free(data);
+	/* Then really idle: closed. */
+	CHECK_INT(np_wait_eof(fd, T), ==, 0);
+	CHECK_OK(np_server_wait(srv, SSOCK_EVENT_DISCONNECT, &ev, T));
+	CHECK_INT(ev.code, ==, SSOCK_EIDLE);
+	ssock_event_release(&ev);
+	close(fd);
+	CHECK_OK(ssock_server_free(srv));
+}

@@ -44,9 +44,9 @@ TEST(connect_wait_to_server_that_greets_and_closes)
 		CHECK_INT(len, ==, 2);
 		CHECK_MEM(msg, "hi", 2);
 		ssock_free(msg);
-		ssock_client_close(cli);
+		ssock_client_free(cli);
 	}
-	ssock_server_close(srv);
+	ssock_server_free(srv);
 }
 
 struct waiter {
@@ -103,7 +103,7 @@ TEST(close_wakes_a_thread_waiting_on_the_inbox)
 		pthread_t t;
 		CHECK_INT(pthread_create(&t, NULL, wait_event, &w), ==, 0);
 		CHECK(test_wait_until(waiter_asleep, &w, TEST_TIMEOUT_MS));
-		ssock_server_close(srv);
+		ssock_server_free(srv);
 		pthread_join(t, NULL);
 		CHECK_INT(w.rc, ==, SSOCK_ESHUTDOWN);
 	}
@@ -145,7 +145,7 @@ TEST(read_timeout_spares_a_stream_that_always_ends_mid_frame)
 	}
 	CHECK(rounds > 0);
 	close(fd);
-	ssock_server_close(srv);
+	ssock_server_free(srv);
 }
 
 /* read_timeout_ms measures the peer, not this program: frames held back
@@ -178,5 +178,5 @@ TEST(read_timeout_does_not_count_a_full_inbox)
 	ssock_error_info err[4];
 	CHECK_INT(ssock_server_errors(srv, err, 4, 0), ==, 0);
 	close(fd);
-	ssock_server_close(srv);
+	ssock_server_free(srv);
 }

@@ -184,7 +184,7 @@ static void run_clients(int port)
 	CHECK_INT(done, ==, NCLIENTS * NMSGS);
 
 	for (int c = 0; c < NCLIENTS; c++)
-		CHECK_OK(ssock_client_close(load->peers[c].cli));
+		CHECK_OK(ssock_client_free(load->peers[c].cli));
 	/* Closed: the loop thread is done with the peers' counters. */
 	uint64_t bytes = 0, want = 0;
 	for (int c = 0; c < NCLIENTS; c++) {
@@ -221,7 +221,7 @@ TEST(echo_50_clients_200_messages_up_to_1mib)
 	run_clients(port);
 	if (test__failed)
 		return;
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 	CHECK_INT(st.failures, ==, 0);
 	CHECK_INT(st.messages, ==, NCLIENTS * NMSGS);
 	CHECK_INT(st.connects, ==, NCLIENTS);

@@ -81,8 +81,8 @@ TEST(regress_simplesockets_merged_sends)
 	CHECK_INT(np_read_exact(fd, got, sizeof got, T), ==, 0);
 	CHECK_MEM(got, wire, sizeof wire);
 	close(fd);
-	CHECK_OK(ssock_client_close(cli));
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_client_free(cli));
+	CHECK_OK(ssock_server_free(srv));
 }
 
 TEST(regress_simplesockets_2048_byte_message_not_held_back)
@@ -110,7 +110,7 @@ TEST(regress_simplesockets_2048_byte_message_not_held_back)
 		ssock_event_release(&ev);
 	}
 	close(fd);
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 
 	/* The same with lines of exactly 2048 bytes with their newline. */
 	ssock_server_opts lo = {.read_size = 2048, .framing = SSOCK_FRAMING_LINE};
@@ -126,7 +126,7 @@ TEST(regress_simplesockets_2048_byte_message_not_held_back)
 	CHECK_INT(ev.len, ==, 2047);
 	ssock_event_release(&ev);
 	close(fd);
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 }
 
 TEST(regress_simplesockets_closed_peer_noticed)
@@ -173,7 +173,7 @@ TEST(regress_simplesockets_closed_peer_noticed)
 	CHECK(cli);
 	CHECK_OK(ssock_client_connect(cli, T));
 	CHECK(np_collect_wait(&col, &col.connects, 4, T));
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 	CHECK(np_collect_wait(&ccol, &ccol.disconnects, 1, T));
 	CHECK_INT(ssock_client_state_get(cli), ==, SSOCK_STATE_DISCONNECTED);
 	cpu0 = np_cpu_ms();
@@ -182,7 +182,7 @@ TEST(regress_simplesockets_closed_peer_noticed)
 	wall = test_now_ms() - t0;
 	cpu = np_cpu_ms() - cpu0;
 	CHECK_INT(cpu, <, wall / 2);
-	CHECK_OK(ssock_client_close(cli));
+	CHECK_OK(ssock_client_free(cli));
 	np_collect_free(&ccol);
 	np_collect_free(&col);
 }
@@ -222,7 +222,7 @@ TEST(regress_simplesockets_max_connections_enforced)
 	CHECK_INT(ssock_server_conns(srv, NULL, 0), ==, 2);
 	close(b);
 	close(d);
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 }
 
 TEST(regress_simplesockets_inbox_loses_no_messages)
@@ -268,8 +268,8 @@ TEST(regress_simplesockets_inbox_loses_no_messages)
 		CHECK(rc == 0 || next < N);
 	}
 	CHECK_INT(got, ==, N);
-	CHECK_OK(ssock_client_close(cli));
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_client_free(cli));
+	CHECK_OK(ssock_server_free(srv));
 }
 
 TEST(regress_simplesockets_inbox_and_error_list_bounded)
@@ -349,7 +349,7 @@ TEST(regress_simplesockets_inbox_and_error_list_bounded)
 	CHECK_INT(errors, <=, 8);
 	CHECK_INT(got, ==, sent);
 	close(fd);
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 }
 
 TEST(regress_simplesockets_ipv6)
@@ -379,8 +379,8 @@ TEST(regress_simplesockets_ipv6)
 	CHECK_OK(ssock_client_recv(cli, &data, &len, T));
 	CHECK(len == 4 && memcmp(data, "back", 4) == 0);
 	ssock_free(data);
-	CHECK_OK(ssock_client_close(cli));
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_client_free(cli));
+	CHECK_OK(ssock_server_free(srv));
 
 	/* ":0" is every address: one server for IPv4 and IPv6 clients. */
 	ssock_server_opts any = {.listen = ":0"};
@@ -394,7 +394,7 @@ TEST(regress_simplesockets_ipv6)
 	CHECK(next_msg_is(srv, "6"));
 	close(fd4);
 	close(fd6);
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 }
 
 TEST(regress_simplesockets_wait_does_not_busy_wait)
@@ -426,8 +426,8 @@ TEST(regress_simplesockets_wait_does_not_busy_wait)
 	CHECK(next_msg_is(srv, "wake"));
 	for (int i = 0; i < 20; i++)
 		close(fds[i]);
-	CHECK_OK(ssock_client_close(cli));
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_client_free(cli));
+	CHECK_OK(ssock_server_free(srv));
 }
 
 /* ------------------------------------------------------------ tinyproto */
@@ -472,9 +472,9 @@ TEST(regress_tinyproto_closed_connection_fd_not_leaked)
 		ssock_client *cli = np_client(NULL, port, false);
 		CHECK(cli);
 		CHECK_OK(ssock_client_connect(cli, T));
-		CHECK_OK(ssock_client_close(cli));
+		CHECK_OK(ssock_client_free(cli));
 	}
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 	CHECK_INT(np_count_fds(), ==, fds0);
 }
 
@@ -529,7 +529,7 @@ TEST(regress_tinyproto_connection_limit_keeps_server_alive)
 	CHECK(len == 3 && memcmp(data, "new", 3) == 0);
 	free(data);
 	close(fd);
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 	np_collect_free(&col);
 }
 
@@ -575,7 +575,7 @@ TEST(regress_tinyproto_truncated_header_then_eof_not_delivered)
 	free(payload);
 	ssock_event ev;
 	CHECK_INT(ssock_server_next_event(srv, &ev, 0), ==, SSOCK_ETIMEDOUT);
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 }
 
 TEST(regress_tinyproto_4gib_header_no_allocation)
@@ -607,7 +607,7 @@ TEST(regress_tinyproto_4gib_header_no_allocation)
 	CHECK_INT(np_send_u32(fd, "ok", 2), ==, 0);
 	CHECK(next_msg_is(srv, "ok"));
 	close(fd);
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 
 	/* Even when 4 GiB - 1 is allowed, memory follows the bytes that came,
 	 * not the size announced. */
@@ -629,7 +629,7 @@ TEST(regress_tinyproto_4gib_header_no_allocation)
 	CHECK_INT(ev.code, ==, SSOCK_ETRUNCATED);
 	ssock_event_release(&ev);
 	CHECK_INT(np_rss_kb() - rss0, <, 16 * 1024);
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 }
 
 TEST(regress_tinyproto_ipv6)
@@ -665,9 +665,9 @@ TEST(regress_tinyproto_ipv6)
 	ssock_conn_info ci[2];
 	CHECK_INT(ssock_server_conns(srv, ci, 2), ==, 2);
 	CHECK(ci[0].peer.u.sa.sa_family != ci[1].peer.u.sa.sa_family);
-	CHECK_OK(ssock_client_close(c6));
-	CHECK_OK(ssock_client_close(c4));
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_client_free(c6));
+	CHECK_OK(ssock_client_free(c4));
+	CHECK_OK(ssock_server_free(srv));
 	np_collect_free(&col);
 }
 
@@ -718,7 +718,7 @@ TEST(regress_tinyproto_stalled_peer_does_not_block_others)
 	for (int i = 0; i < 3; i++)
 		close(others[i]);
 	close(stalled);
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 	np_collect_free(&col);
 }
 
@@ -759,7 +759,7 @@ TEST(regress_tinyproto_one_thread_serves_many)
 	for (int i = 0; i < N; i++)
 		close(fds[i]);
 	CHECK(np_collect_wait(&col, &col.disconnects, N, T));
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 	CHECK_INT(np_thread_count(), ==, threads0);
 
 	/* Many clients on one shared loop: one thread too. */
@@ -786,9 +786,9 @@ TEST(regress_tinyproto_one_thread_serves_many)
 	}
 	CHECK_INT(np_thread_count() - threads0, <=, 1);
 	for (int i = 0; i < 20; i++)
-		CHECK_OK(ssock_client_close(cli[i]));
+		CHECK_OK(ssock_client_free(cli[i]));
 	CHECK_OK(ssock_loop_free(loop));
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 	np_collect_free(&col);
 }
 
@@ -811,9 +811,9 @@ TEST(regress_tinyproto_send_right_after_connect)
 		CHECK_OK(ssock_client_send(cli, "first", 5));
 		CHECK(np_collect_wait(&col, &col.messages, i + 1, T));
 		CHECK(col.msg_len[i] == 5 && memcmp(col.msg[i], "first", 5) == 0);
-		CHECK_OK(ssock_client_close(cli));
+		CHECK_OK(ssock_client_free(cli));
 	}
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 	np_collect_free(&col);
 
 	/* Queued before the connection exists: sent as soon as it does. */
@@ -827,8 +827,8 @@ TEST(regress_tinyproto_send_right_after_connect)
 	CHECK_OK(ssock_client_send(cli, "second", 6));
 	CHECK(next_msg_is(s2, "early"));
 	CHECK(next_msg_is(s2, "second"));
-	CHECK_OK(ssock_client_close(cli));
-	CHECK_OK(ssock_server_close(s2));
+	CHECK_OK(ssock_client_free(cli));
+	CHECK_OK(ssock_server_free(s2));
 }
 
 TEST(regress_tinyproto_simultaneous_sends_keep_stream_in_sync)
@@ -867,6 +867,6 @@ TEST(regress_tinyproto_simultaneous_sends_keep_stream_in_sync)
 		CHECK(np_pattern_ok(data, len, (uint64_t)i + 1000));
 		ssock_free(data);
 	}
-	CHECK_OK(ssock_client_close(cli));
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_client_free(cli));
+	CHECK_OK(ssock_server_free(srv));
 }

@@ -79,7 +79,7 @@ TEST(port0_inbox_mode)
 	CHECK_INT(ev.code, ==, 0);
 	ssock_event_release(&ev);
 	CHECK_INT(ssock_server_next_event(srv, &ev, 0), ==, SSOCK_ETIMEDOUT);
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 }
 
 TEST(callback_mode_echo)
@@ -114,7 +114,7 @@ TEST(callback_mode_echo)
 	close(fd);
 	CHECK(np_collect_wait(&col, &col.disconnects, 1, T));
 	CHECK_INT(col.last_reason, ==, 0);
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 	CHECK_INT(col.connects, ==, 1);
 	CHECK_INT(col.disconnects, ==, 1);
 	np_collect_free(&col);
@@ -159,7 +159,7 @@ TEST(listen_ipv4_and_ipv6)
 	CHECK_INT(ssock_server_conns(srv, NULL, 0), ==, 2);
 	close(fd4);
 	close(fd6);
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 }
 
 TEST(pause_and_resume_accepting)
@@ -182,7 +182,7 @@ TEST(pause_and_resume_accepting)
 	ssock_event_release(&ev);
 	CHECK_INT(ssock_server_conns(srv, NULL, 0), ==, 1);
 	close(fd);
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 }
 
 /* Connects n raw peers and collects their connection ids in order. */
@@ -261,7 +261,7 @@ TEST(send_broadcast_disconnect_list)
 
 	close(fds[1]);
 	close(fds[2]);
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 }
 
 TEST(stale_and_unknown_ids)
@@ -299,9 +299,9 @@ TEST(stale_and_unknown_ids)
 	ssock_server *other = np_server(NULL, NULL);
 	CHECK(other);
 	CHECK_INT(ssock_server_send(other, id2, "z", 1), ==, SSOCK_ENOCONN);
-	CHECK_OK(ssock_server_close(other));
+	CHECK_OK(ssock_server_free(other));
 	close(fd2);
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 }
 
 TEST(u32_frames_written_byte_by_byte)
@@ -333,7 +333,7 @@ TEST(u32_frames_written_byte_by_byte)
 	CHECK_INT(np_read_exact(fd, hdr, 4, T), ==, 0);
 	CHECK(hdr[0] == 0 && hdr[1] == 0 && hdr[2] == 0 && hdr[3] == 0);
 	close(fd);
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 }
 
 TEST(line_framing_crlf_and_partial)
@@ -374,7 +374,7 @@ TEST(line_framing_crlf_and_partial)
 	CHECK_INT(ssock_server_send(srv, id, "a\nb", 3), ==, SSOCK_EFRAMING);
 	CHECK_INT(ssock_server_broadcast(srv, "a\nb", 3), ==, SSOCK_EFRAMING);
 	close(fd);
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 }
 
 TEST(line_too_long_closes_connection)
@@ -396,7 +396,7 @@ TEST(line_too_long_closes_connection)
 	ssock_event_release(&ev);
 	CHECK_INT(np_wait_eof(fd, T), ==, 0);
 	close(fd);
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 }
 
 TEST(raw_framing_bytes_as_they_come)
@@ -432,7 +432,7 @@ TEST(raw_framing_bytes_as_they_come)
 	CHECK_INT(np_read_exact(fd, buf, 6, T), ==, 0);
 	CHECK_MEM(buf, "abcdef", 6);
 	close(fd);
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 }
 
 TEST(error_log_entries_clear_and_bound)
@@ -487,7 +487,7 @@ TEST(error_log_entries_clear_and_bound)
 		CHECK_INT(e[i].conn, ==, last_ids[2 + i]); /* oldest first */
 		CHECK_INT(e[i].code, ==, SSOCK_EMSGSIZE);
 	}
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 }
 
 /* Fills connection id's send queue (its peer never reads) until it stays
@@ -535,7 +535,7 @@ TEST(send_queue_bound)
 	CHECK_INT(waited, >=, 280);
 	CHECK_INT(waited, <, 5000);
 	close(fd);
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 }
 
 static void *drain_thread(void *arg)
@@ -562,7 +562,7 @@ TEST(send_timeout_succeeds_once_peer_reads)
 	CHECK(pthread_create(&th, NULL, drain_thread, &fd) == 0);
 	char small[8 << 10] = {0};
 	int rc = ssock_server_send_timeout(srv, id, small, sizeof small, T);
-	CHECK_OK(ssock_server_close(srv)); /* the drain thread sees EOF */
+	CHECK_OK(ssock_server_free(srv)); /* the drain thread sees EOF */
 	pthread_join(th, NULL);
 	close(fd);
 	CHECK_OK(rc);
@@ -665,6 +665,6 @@ TEST(interleaved_replies_stay_whole_and_in_order)
 	CHECK_INT(burst.failures, ==, 0);
 	close(fds[0]);
 	close(fds[1]);
-	CHECK_OK(ssock_server_close(burst.srv));
+	CHECK_OK(ssock_server_free(burst.srv));
 	np_collect_free(&col);
 }

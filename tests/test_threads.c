@@ -139,8 +139,8 @@ TEST(server_send_from_8_threads_to_one_connection)
 	CHECK_INT(bad, ==, 0);
 	for (int t = 0; t < NTHREADS; t++)
 		CHECK_INT(next[t], ==, PER_THREAD);
-	CHECK_OK(ssock_client_close(cli));
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_client_free(cli));
+	CHECK_OK(ssock_server_free(srv));
 }
 
 TEST(client_send_from_8_threads)
@@ -176,8 +176,8 @@ TEST(client_send_from_8_threads)
 	for (int t = 0; t < NTHREADS; t++)
 		CHECK_INT(next[t], ==, PER_THREAD);
 	CHECK_OK(ssock_client_flush(cli, T));
-	CHECK_OK(ssock_client_close(cli));
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_client_free(cli));
+	CHECK_OK(ssock_server_free(srv));
 }
 
 /* ------------------------------------------- several takers, one inbox */
@@ -258,7 +258,7 @@ TEST(inbox_taken_by_4_threads)
 		CHECK(seen[i]);
 	free(seen);
 	close(fd);
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 }
 
 /* -------------------------------------- close while clients still send */
@@ -340,7 +340,7 @@ TEST(close_with_clients_still_sending)
 		CHECK(np_collect_wait(&ccol[i], &ccol[i].messages, 1, T));
 	}
 	CHECK(np_collect_wait(&col, &col.messages, 5000, T));
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 	int msgs_at_close = col.messages;
 	/* Every sender notices and stops by itself: no hang. The raw ones may
 	 * sit in a blocking write to a socket that was reset: that ends too. */
@@ -361,7 +361,7 @@ TEST(close_with_clients_still_sending)
 		CHECK_INT(b[i].sent, >, 0);
 		CHECK(np_collect_wait(&ccol[i], &ccol[i].disconnects, 1, T));
 		CHECK_INT(ssock_client_state_get(b[i].cli), ==, SSOCK_STATE_DISCONNECTED);
-		CHECK_OK(ssock_client_close(b[i].cli));
+		CHECK_OK(ssock_client_free(b[i].cli));
 		CHECK_INT(ccol[i].disconnects, ==, 1);
 		np_collect_free(&ccol[i]);
 	}
@@ -427,8 +427,8 @@ TEST(loop_driven_from_own_thread)
 	CHECK_INT(d.errors, ==, 0);
 	/* Nobody drives it now: closing still works (run inline). */
 	for (int i = 0; i < 4; i++)
-		CHECK_OK(ssock_client_close(cli[i]));
-	CHECK_OK(ssock_server_close(srv));
+		CHECK_OK(ssock_client_free(cli[i]));
+	CHECK_OK(ssock_server_free(srv));
 	CHECK_OK(ssock_loop_free(loop));
 	CHECK_INT(col.messages, ==, 4);
 	np_collect_free(&col);

@@ -116,7 +116,7 @@ TEST(server_normal_exchange)
 	CHECK(strcmp(got, "world") == 0);
 	free(got);
 	close(fd);
-	ssock_server_close(srv);
+	ssock_server_free(srv);
 }
 
 TEST(server_refuses_oversized_and_goes_on)
@@ -139,7 +139,7 @@ TEST(server_refuses_oversized_and_goes_on)
 	CHECK_MEM(ev.data, "fits", 4);
 	ssock_event_release(&ev);
 	close(fd);
-	ssock_server_close(srv);
+	ssock_server_free(srv);
 }
 
 /* The peer sends `partial` then EOF: the connection ends with
@@ -162,7 +162,7 @@ static void truncated_case(const uint8_t *partial, size_t n, bool wait_ok)
 	shutdown(fd, SHUT_WR);
 	CHECK_INT(end_without_message(srv), ==, SSOCK_ETRUNCATED);
 	close(fd);
-	ssock_server_close(srv);
+	ssock_server_free(srv);
 }
 
 TEST(truncated_header_then_eof_not_delivered)
@@ -203,7 +203,7 @@ TEST(send_before_peer_handshake_waits_for_it)
 	CHECK(strcmp(got, "early") == 0);
 	free(got);
 	close(fd);
-	ssock_server_close(srv);
+	ssock_server_free(srv);
 }
 
 TEST(bad_handshake_is_a_protocol_error)
@@ -220,7 +220,7 @@ TEST(bad_handshake_is_a_protocol_error)
 	ssock_event_release(&ev);
 	CHECK_INT(np_wait_eof(fd, T), ==, 0);
 	close(fd);
-	ssock_server_close(srv);
+	ssock_server_free(srv);
 }
 
 TEST(collision_is_reported_and_closed)
@@ -245,7 +245,7 @@ TEST(collision_is_reported_and_closed)
 	CHECK_INT(end_without_message(srv), ==, SSOCK_ECOLLISION); /* never a misread */
 	CHECK_INT(np_wait_eof(fd, T), ==, 0);
 	close(fd);
-	ssock_server_close(srv);
+	ssock_server_free(srv);
 }
 
 /* ---------------------------------------------------------- client role */
@@ -294,7 +294,7 @@ TEST(client_role_exchange_and_early_send)
 	ssock_free(msg);
 	close(fd);
 	close(lfd);
-	ssock_client_close(cli);
+	ssock_client_free(cli);
 }
 
 TEST(client_role_refused_message_reported)
@@ -320,7 +320,7 @@ TEST(client_role_refused_message_reported)
 	CHECK(np_quiet(fd, 100)); /* the refused payload is never sent */
 	close(fd);
 	close(lfd);
-	ssock_client_close(cli);
+	ssock_client_free(cli);
 }
 
 /* ------------------------------------------------------- ssock to ssock */
@@ -355,6 +355,6 @@ TEST(ssock_to_ssock_lockstep_echo_up_to_1mib)
 		CHECK(np_pattern_ok(msg, mlen, (uint64_t)i));
 		ssock_free(msg);
 	}
-	ssock_client_close(cli);
-	ssock_server_close(srv);
+	ssock_client_free(cli);
+	ssock_server_free(srv);
 }

@@ -67,7 +67,7 @@ static bool have_ipv6(void)
 	ssock_udp *u;
 	if (ssock_udp_new(&u, &o) != 0)
 		return false;
-	ssock_udp_close(u);
+	ssock_udp_free(u);
 	return true;
 }
 
@@ -110,7 +110,7 @@ struct sink {
 	char *data[SINK_MAX];
 	size_t len[SINK_MAX];
 	bool echo;      /* answer each datagram with send_to from the callback */
-	bool try_close; /* call ssock_udp_close() from the callback */
+	bool try_close; /* call ssock_udp_free() from the callback */
 	/* send_to_threads: datagrams seen per sender thread, and duplicates */
 	int per[THREADS];
 	bool seen[THREADS][PER_THREAD];
@@ -142,7 +142,7 @@ static void on_datagram(ssock_udp *u, const ssock_addr *from, const void *data, 
 	struct sink *s = user;
 	if (s->echo)
 		ssock_udp_send_to(u, from, data, len);
-	int close_rc = s->try_close ? ssock_udp_close(u) : 0;
+	int close_rc = s->try_close ? ssock_udp_free(u) : 0;
 	pthread_mutex_lock(&s->mu);
 	int t, seq;
 	char tail, text[32] = "";
@@ -225,7 +225,7 @@ TEST(bind_port0_ipv4)
 	ssock_udp *u2 = NULL;
 	CHECK_INT(ssock_udp_new(&u2, &o), ==, SSOCK_EADDRINUSE);
 	CHECK(u2 == NULL);
-	CHECK_OK(ssock_udp_close(u));
+	CHECK_OK(ssock_udp_free(u));
 }
 
 TEST(bad_options)
@@ -242,7 +242,7 @@ TEST(bad_options)
 	ssock_udp_opts mixed = {.bind = "127.0.0.1:0", .connect = "[::1]:9"};
 	CHECK_INT(ssock_udp_new(&u, &mixed), ==, SSOCK_EAFNOSUPPORT);
 	CHECK(u == NULL);
-	CHECK_OK(ssock_udp_close(NULL));
+	CHECK_OK(ssock_udp_free(NULL));
 }
 
 TEST(ipv6)
@@ -279,8 +279,8 @@ TEST(ipv6)
 	CHECK_INT(len, ==, 4);
 	CHECK_MEM(data, "back", 4);
 	ssock_free(data);
-	CHECK_OK(ssock_udp_close(cli));
-	CHECK_OK(ssock_udp_close(srv));
+	CHECK_OK(ssock_udp_free(cli));
+	CHECK_OK(ssock_udp_free(srv));
 }
 
 TEST(dual_stack)
@@ -333,9 +333,9 @@ TEST(dual_stack)
 	CHECK_OK(ssock_udp_recv(v6, &data, &len, NULL, TEST_TIMEOUT_MS));
 	CHECK_INT(len, ==, 2);
 	ssock_free(data);
-	ssock_udp_close(v4);
-	ssock_udp_close(v6);
-	ssock_udp_close(srv);
+	ssock_udp_free(v4);
+	ssock_udp_free(v6);
+	ssock_udp_free(srv);
 }
 
 /* ---------------------------------------------------- delivery modes */
@@ -371,8 +371,8 @@ TEST(boundaries_kept)
 	}
 	ssock_event ev;
 	CHECK_INT(ssock_udp_next_event(srv, &ev, 0), ==, SSOCK_ETIMEDOUT);
-	ssock_udp_close(cli);
-	ssock_udp_close(srv);
+	ssock_udp_free(cli);
+	ssock_udp_free(srv);
 }
 
 TEST(inbox)
@@ -407,8 +407,8 @@ TEST(inbox)
 	CHECK_MEM(data, "pong", 4);
 	CHECK_INT(ssock_addr_port(&from), ==, port_of(cli));
 	ssock_free(data);
-	ssock_udp_close(cli);
-	ssock_udp_close(srv);
+	ssock_udp_free(cli);
+	ssock_udp_free(srv);
 }
 
 TEST(inbox_full_pauses_then_resumes)
@@ -436,8 +436,8 @@ TEST(inbox_full_pauses_then_resumes)
 			ssock_free(data);
 		}
 	}
-	ssock_udp_close(cli);
-	ssock_udp_close(srv);
+	ssock_udp_free(cli);
+	ssock_udp_free(srv);
 }
 
 TEST(callbacks)
@@ -477,8 +477,8 @@ TEST(callbacks)
 	void *data;
 	size_t len;
 	CHECK_INT(ssock_udp_recv(srv, &data, &len, NULL, 0), ==, SSOCK_ENOINBOX);
-	ssock_udp_close(cli);
-	ssock_udp_close(srv);
+	ssock_udp_free(cli);
+	ssock_udp_free(srv);
 	sink_free(&s);
 }
 
@@ -542,8 +542,8 @@ TEST(send_to_threads)
 	for (int t = 0; t < THREADS; t++)
 		for (int i = 0; i < PER_THREAD; i++)
 			CHECK(s.seen[t][i]);
-	ssock_udp_close(tx);
-	ssock_udp_close(rx);
+	ssock_udp_free(tx);
+	ssock_udp_free(rx);
 	sink_free(&s);
 }
 
@@ -593,8 +593,8 @@ TEST(oversized_refused_inbox)
 	CHECK_INT(ssock_udp_send_to(srv, &to, buf, 101), ==, SSOCK_EMSGSIZE);
 	CHECK_INT(ssock_udp_send(cli, buf, SSOCK_UDP_MAX_MESSAGE + 1), ==, SSOCK_EMSGSIZE);
 	CHECK_INT(ssock_udp_next_event(cli, &ev, 0), ==, SSOCK_ETIMEDOUT);
-	ssock_udp_close(cli);
-	ssock_udp_close(srv);
+	ssock_udp_free(cli);
+	ssock_udp_free(srv);
 }
 
 TEST(oversized_refused_callback)
@@ -620,8 +620,8 @@ TEST(oversized_refused_callback)
 	CHECK(strcmp(s.data[0], "small") == 0);
 	CHECK_INT(code, ==, SSOCK_EMSGSIZE);
 	CHECK_INT(port, ==, port_of(cli));
-	ssock_udp_close(cli);
-	ssock_udp_close(srv);
+	ssock_udp_free(cli);
+	ssock_udp_free(srv);
 	sink_free(&s);
 }
 
@@ -655,7 +655,7 @@ TEST(oversized_at_hard_limit_ipv6)
 	CHECK_INT(ev.type, ==, SSOCK_EVENT_MESSAGE);
 	CHECK_INT(ev.len, ==, SSOCK_UDP_MAX_MESSAGE);
 	ssock_event_release(&ev);
-	ssock_udp_close(srv);
+	ssock_udp_free(srv);
 }
 
 /* ---------------------------------------------------- connected form */
@@ -707,9 +707,9 @@ TEST(connected_ignores_others)
 	CHECK_INT(ssock_udp_send(srv, "x", 1), ==, SSOCK_ENOTCONN);
 	CHECK_INT(ssock_udp_send_to(srv, NULL, "x", 1), ==, SSOCK_EINVAL);
 	CHECK_INT(ssock_udp_next_event(other, &ev, 0), ==, SSOCK_ETIMEDOUT);
-	ssock_udp_close(cli);
-	ssock_udp_close(other);
-	ssock_udp_close(srv);
+	ssock_udp_free(cli);
+	ssock_udp_free(other);
+	ssock_udp_free(srv);
 }
 
 TEST(connected_with_bind)
@@ -741,9 +741,9 @@ TEST(connected_with_bind)
 		CHECK_OK(ssock_udp_recv(cli, &data, &len, NULL, TEST_TIMEOUT_MS));
 		CHECK_INT(len, ==, 4);
 		ssock_free(data);
-		CHECK_OK(ssock_udp_close(cli));
+		CHECK_OK(ssock_udp_free(cli));
 	}
-	ssock_udp_close(srv);
+	ssock_udp_free(srv);
 }
 
 TEST(connected_refused)
@@ -753,7 +753,7 @@ TEST(connected_refused)
 	CHECK(gone != NULL);
 	ssock_udp *cli = udp_connect_to(gone, false);
 	CHECK(cli != NULL);
-	ssock_udp_close(gone);
+	ssock_udp_free(gone);
 	CHECK_OK(ssock_udp_send(cli, "anyone?", 7));
 	ssock_event ev;
 	CHECK_OK(ssock_udp_next_event(cli, &ev, TEST_TIMEOUT_MS));
@@ -761,7 +761,7 @@ TEST(connected_refused)
 	CHECK_INT(ev.code, ==, SSOCK_ECONNREFUSED);
 	CHECK(strcmp(ev.op, "recv") == 0);
 	ssock_event_release(&ev);
-	ssock_udp_close(cli);
+	ssock_udp_free(cli);
 }
 
 /* ------------------------------------------------------- lifecycle */
@@ -787,7 +787,7 @@ TEST(close_is_clean)
 	int before = count_threads();
 	ssock_udp *warm = udp_bind("127.0.0.1:0", NULL);
 	CHECK(warm != NULL);
-	ssock_udp_close(warm);
+	ssock_udp_free(warm);
 	int fds = count_fds();
 	int threads = wait_threads_at_most(before, 500);
 	for (int i = 0; i < 20; i++) {
@@ -800,8 +800,8 @@ TEST(close_is_clean)
 		ssock_event ev;
 		CHECK_OK(ssock_udp_next_event(srv, &ev, TEST_TIMEOUT_MS));
 		ssock_event_release(&ev);
-		CHECK_OK(ssock_udp_close(cli));
-		CHECK_OK(ssock_udp_close(srv));
+		CHECK_OK(ssock_udp_free(cli));
+		CHECK_OK(ssock_udp_free(srv));
 	}
 	CHECK_INT(count_fds(), ==, fds); /* closed by close() itself */
 	CHECK_INT(wait_threads_at_most(threads, TEST_TIMEOUT_MS), <=, threads);
@@ -823,8 +823,8 @@ TEST(close_from_callback_refused)
 	int rc = s.close_rc;
 	pthread_mutex_unlock(&s.mu);
 	CHECK_INT(rc, ==, SSOCK_ELOOPTHREAD);
-	CHECK_OK(ssock_udp_close(cli));
-	CHECK_OK(ssock_udp_close(srv));
+	CHECK_OK(ssock_udp_free(cli));
+	CHECK_OK(ssock_udp_free(srv));
 	sink_free(&s);
 }
 
@@ -855,10 +855,10 @@ TEST(shared_loop)
 		CHECK_INT(len, ==, 5);
 		ssock_free(data);
 	}
-	CHECK_OK(ssock_udp_close(srv));
+	CHECK_OK(ssock_udp_free(srv));
 	/* The other handle on the loop goes on. */
 	CHECK_OK(ssock_udp_send(cli, "late", 4));
-	CHECK_OK(ssock_udp_close(cli));
+	CHECK_OK(ssock_udp_free(cli));
 	CHECK_OK(ssock_loop_free(loop));
 	CHECK_INT(count_fds(), ==, fds);
 	sink_free(&s);
@@ -882,8 +882,8 @@ TEST(loop_driven_by_caller)
 		CHECK_OK(ssock_loop_run(loop, 100));
 	CHECK(sink_wait(&s, &s.datagrams, 1, 0));
 	CHECK(strcmp(s.data[0], "driven") == 0);
-	CHECK_OK(ssock_udp_close(cli));
-	CHECK_OK(ssock_udp_close(srv));
+	CHECK_OK(ssock_udp_free(cli));
+	CHECK_OK(ssock_udp_free(srv));
 	CHECK_OK(ssock_loop_free(loop));
 	sink_free(&s);
 }
@@ -1095,7 +1095,7 @@ TEST(tool_chat_refused)
 	CHECK(gone != NULL);
 	char addr[64], out[1024] = "", err[1024] = "";
 	snprintf(addr, sizeof addr, "127.0.0.1:%d", port_of(gone));
-	ssock_udp_close(gone);
+	ssock_udp_free(gone);
 	CHECK_INT(run_chat(addr, "anyone?\n", out, sizeof out, err, sizeof err), ==, 1);
 	CHECK(out[0] == '\0');
 	size_t n = strlen(err);

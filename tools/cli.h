@@ -14,7 +14,7 @@
 #include <stdio.h>
 
 #define EXIT_RUNTIME 1
-#define EXIT_USAGE 2
+#define EXIT_USAGE   2
 
 extern const char *prog; /* "ssock", the prefix of every error line */
 
@@ -33,6 +33,7 @@ enum {
 	O_MAX_SIZE = 1 << 10,
 	O_STATS = 1 << 11,
 	O_ONCE = 1 << 12,
+	O_IDLE_TIMEOUT = 1 << 13,
 };
 
 /* Every option's value after parsing; zero fields mean "not given". */
@@ -41,7 +42,8 @@ struct opts {
 	ssock_framing framing;
 	int max_conns;
 	uint32_t max_msg;
-	int wait_ms;
+	int wait_ms;         /* -1: not given */
+	int idle_timeout_ms; /* -1: not given; 0: off */
 	bool udp;
 	bool hex;
 	bool reply;
@@ -81,6 +83,14 @@ int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * error line already printed), the rest are runtime errors. */
 int cli_addr_exit(const struct command *cmd, int rc);
 
+/* How long a client waits for the peer's handshake (tinyproto's 0xFF): set
+ * as the clients' connect_timeout_ms, which bounds it in the library. */
+#define CLI_HANDSHAKE_MS 10000
+
+/* Prints "ssock: the tinyproto handshake with ADDR did not complete ..." on
+ * stderr and returns EXIT_RUNTIME. */
+int cli_handshake_fail(const char *addr);
+
 /* Blocks SIGINT and SIGTERM in the calling thread (call before any loop
  * thread starts, so it inherits the mask); cli_wait_stop() then takes them. */
 void cli_block_stop(sigset_t *set);
@@ -111,6 +121,29 @@ void progress_start(struct progress *p, const char *label, uint64_t total);
 void progress_add(struct progress *p, uint64_t bytes);
 /* Draws the final state and ends the line (or clears it when `ok` is false). */
 void progress_end(struct progress *p, bool ok);
+
+/* Terminal-safe text from peers (text.c): printable ASCII as is, a backslash
+ * doubled, every other byte as \xNN, so a peer can't reach the terminal and
+ * the bytes can be recovered. */
+enum {
+	ESC_HEX = 1,     /* the whole message as lowercase hex instead */
+	ESC_KEEP_NL = 2, /* '\n' as is (a raw byte stream keeps its lines) */
+};
+/* Writes data[0..len) escaped to f (no newline added). */
+void cli_print_escaped(FILE *f, const void *data, size_t len, unsigned flags);
+/* Writes data[0..len) escaped into out (NUL-terminated, "..." when cut);
+ * returns the length written. */
+size_t cli_escape(char *out, size_t size, const void *data, size_t len);
+
+/* The log of per-peer lines (log.c): cli_log() never blocks, whatever
+ * stderr does, so loop-thread callbacks use it for every line they print.
+ * It prints "ssock: <fmt>\n"; above 100 lines at once and then 10 a second,
+ * or when 256 lines wait, lines are dropped and counted ("... N more lines
+ * dropped"). main() starts it before a command runs and stops it after,
+ * waiting at most wait_ms for the queued lines to be written. */
+void cli_log_start(void);
+void cli_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void cli_log_stop(int wait_ms);
 
 /* The subcommands (cmd_*.c). */
 extern const struct command cmd_echo, cmd_chat, cmd_listen, cmd_send, cmd_send_file, cmd_recv_files;

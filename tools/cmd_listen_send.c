@@ -9,24 +9,13 @@
  */
 #include "cli.h"
 
-#include <stdlib.h>
 #include <string.h>
 
-/* Writes one message as one line (see above) and flushes, so a reader of
- * stdout sees each message as it arrives. */
+/* Writes one message as one line (see above, and text.c) and flushes, so a
+ * reader of stdout sees each message as it arrives. */
 static void print_message(const void *data, size_t len, bool hex)
 {
-	const unsigned char *p = data;
-	for (size_t i = 0; i < len; i++) {
-		if (hex)
-			printf("%02x", p[i]);
-		else if (p[i] == '\\')
-			fputs("\\\\", stdout);
-		else if (p[i] >= 0x20 && p[i] < 0x7f)
-			putchar(p[i]);
-		else
-			printf("\\x%02x", p[i]);
-	}
+	cli_print_escaped(stdout, data, len, hex ? ESC_HEX : 0);
 	putchar('\n');
 	fflush(stdout);
 }
@@ -53,7 +42,7 @@ static void listen_error(const ssock_error_info *e, void *user)
 	char peer[SSOCK_ADDRSTRLEN] = "-";
 	if (e->peer.len)
 		ssock_addr_format(&e->peer, peer, sizeof peer);
-	fprintf(stderr, "%s: %s (%s): %s\n", prog, e->op, peer, ssock_strerror(e->code));
+	cli_log("%s (%s): %s", e->op, peer, ssock_strerror(e->code));
 }
 
 static void print_listening(const ssock_addr *bound)
@@ -83,7 +72,7 @@ static int listen_udp(struct opts *o, const sigset_t *stop)
 	ssock_udp_addr(u, &bound);
 	print_listening(&bound);
 	cli_wait_stop(stop);
-	ssock_udp_close(u);
+	ssock_udp_free(u);
 	return 0;
 }
 
@@ -122,7 +111,7 @@ static int run_listen(struct opts *o)
 	ssock_server_addr(srv, 0, &bound);
 	print_listening(&bound);
 	cli_wait_stop(&stop);
-	ssock_server_close(srv);
+	ssock_server_free(srv);
 	return 0;
 }
 
@@ -147,12 +136,40 @@ const struct command cmd_listen = {
 
 /* ---------------------------------------------------------------- send */
 
+/* After a failure with tinyproto framing: whether it is because the peer
+ * never sent its handshake. tinyproto sends nothing before it, so a send or
+ * a reply may time out first: the connection's fate is awaited up to the
+ * handshake's deadline. */
+static bool no_handshake(ssock_client *cli, const struct opts *o, int rc)
+{
+	if (rc == SSOCK_EHANDSHAKE)
+		return true;
+	if (o->framing != SSOCK_FRAMING_TINYPROTO)
+		return false;
+	int64_t end = cli_now_ms() + CLI_HANDSHAKE_MS + 1000;
+	for (;;) {
+		int64_t left = end - cli_now_ms();
+		ssock_event ev;
+		if (left <= 0 || ssock_client_next_event(cli, &ev, (int)left) != 0)
+			return false;
+		ssock_event_type t = ev.type;
+		int code = t == SSOCK_EVENT_ERROR || t == SSOCK_EVENT_DISCONNECT ? ev.code : 0;
+		ssock_event_release(&ev);
+		if (code == SSOCK_EHANDSHAKE)
+			return true;
+		if (t == SSOCK_EVENT_DISCONNECT)
+			return false;
+	}
+}
+
 /* Sends every argument over TCP, each followed by reading its reply when
  * asked (one at a time, so the half-duplex tinyproto framing works too). */
 static int send_tcp_all(ssock_client *cli, const struct opts *o, const char *addr)
 {
 	for (int i = 1; i < o->nargs; i++) {
 		int rc = ssock_client_send_timeout(cli, o->args[i], strlen(o->args[i]), o->wait_ms);
+		if (rc != 0 && no_handshake(cli, o, rc))
+			return cli_handshake_fail(addr);
 		if (rc != 0)
 			return cli_fail("cannot send message %d to %s: %s", i, addr,
 					ssock_strerror(rc));
@@ -161,6 +178,8 @@ static int send_tcp_all(ssock_client *cli, const struct opts *o, const char *add
 		void *data;
 		size_t len;
 		rc = ssock_client_recv(cli, &data, &len, o->wait_ms);
+		if (rc != 0 && rc != SSOCK_ENOTCONN && no_handshake(cli, o, rc))
+			return cli_handshake_fail(addr);
 		if (rc == SSOCK_ETIMEDOUT)
 			return cli_fail("no reply from %s to message %d within %d ms", addr, i,
 					o->wait_ms);
@@ -174,6 +193,8 @@ static int send_tcp_all(ssock_client *cli, const struct opts *o, const char *add
 		ssock_free(data);
 	}
 	int rc = ssock_client_flush(cli, o->wait_ms);
+	if (rc != 0 && no_handshake(cli, o, rc))
+		return cli_handshake_fail(addr);
 	if (rc != 0)
 		return cli_fail("cannot send to %s: %s", addr, ssock_strerror(rc));
 	return 0;
@@ -200,20 +221,27 @@ static void close_gracefully(ssock_client *cli, int wait_ms)
 
 static int send_tcp(const struct opts *o, const char *addr)
 {
-	ssock_client_opts co = {.connect = addr, .framing = o->framing, .max_message = o->max_msg};
-	ssock_client *cli;
+	ssock_client_opts co = {
+		.connect = addr,
+		.framing = o->framing,
+		.max_message = o->max_msg,
+		.connect_timeout_ms = CLI_HANDSHAKE_MS, /* also the handshake's deadline */
+	};
+	ssock_client *cli = NULL;
 	int rc = ssock_client_new(&cli, &co);
 	if (rc == 0)
 		rc = ssock_client_connect(cli, -1);
 	if (rc != 0) {
+		ssock_client_free(cli);
+		if (rc == SSOCK_EHANDSHAKE)
+			return cli_handshake_fail(addr);
 		cli_fail("cannot connect to %s: %s", addr, ssock_strerror(rc));
-		ssock_client_close(cli);
 		return cli_addr_exit(&cmd_send, rc);
 	}
 	int code = send_tcp_all(cli, o, addr);
 	if (code == 0)
 		close_gracefully(cli, o->wait_ms);
-	ssock_client_close(cli);
+	ssock_client_free(cli);
 	return code;
 }
 
@@ -256,14 +284,14 @@ static int send_udp(const struct opts *o, const char *addr)
 		return cli_addr_exit(&cmd_send, rc);
 	}
 	int code = send_udp_all(u, o, addr);
-	ssock_udp_close(u);
+	ssock_udp_free(u);
 	return code;
 }
 
 static int run_send(struct opts *o)
 {
-	if (o->nargs < 1)
-		return cli_usage_error(&cmd_send, "send needs ADDR and messages");
+	if (o->nargs < 2)
+		return cli_usage_error(&cmd_send, "send needs ADDR and at least one MSG");
 	if (o->wait_ms < 0)
 		o->wait_ms = 1000;
 	if (o->udp && o->framing != SSOCK_FRAMING_U32)

@@ -1,7 +1,7 @@
 /*
  * ssock: the command-line tool. This file holds main(), the dispatch to the
  * subcommands (cmd_*.c), help, and the option parsing they share.
- * The contract of echo and chat (output lines, exit codes) is DESIGN.md's:
+ * The contract of echo and chat (output lines, exit codes) is docs/DESIGN.md's:
  * tests and benchmarks drive it, so keep it exact.
  *
  * Exit codes everywhere: 0 success, 1 runtime error (one line on stderr
@@ -34,8 +34,8 @@ static void usage(FILE *out)
 		"ADDR is HOST:PORT, [IPV6]:PORT or :PORT (all addresses).\n"
 		"'%s help COMMAND' or '%s COMMAND --help' explains one command.\n"
 		"options:\n"
-		"  --version   print the version and exit\n"
-		"  --help      print this help and exit\n"
+		"  -V, --version  print the version and exit\n"
+		"  -h, --help     print this help and exit\n"
 		"exit codes: 0 success, 1 runtime error, 2 usage error\n",
 		prog, prog);
 }
@@ -72,6 +72,13 @@ int cli_fail(const char *fmt, ...)
 	return EXIT_RUNTIME;
 }
 
+int cli_handshake_fail(const char *addr)
+{
+	return cli_fail("the tinyproto handshake with %s did not complete within %d ms (does the "
+			"server speak tinyproto?)",
+			addr, CLI_HANDSHAKE_MS);
+}
+
 int cli_addr_exit(const struct command *cmd, int rc)
 {
 	if (rc != SSOCK_EBADADDR)
@@ -82,15 +89,21 @@ int cli_addr_exit(const struct command *cmd, int rc)
 
 /* ------------------------------------------------------------- options */
 
+/* A whole decimal number up to max: digits only (no sign, no space, no
+ * "0x"), so " -1" can never wrap to the maximum as strtoull() would let it. */
 static bool parse_uint(const char *s, unsigned long long max, unsigned long long *out)
 {
-	char *end;
-	if (!s || !*s || *s == '-')
+	unsigned long long v = 0;
+	if (!s || !*s)
 		return false;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || *end || v > max)
-		return false;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9')
+			return false;
+		unsigned d = (unsigned)(*s - '0');
+		if (v > (max - d) / 10)
+			return false;
+		v = v * 10 + d;
+	}
 	*out = v;
 	return true;
 }
@@ -110,6 +123,7 @@ static const struct option long_opts[] = {
 	{"max-size", required_argument, NULL, O_MAX_SIZE},
 	{"stats", no_argument, NULL, O_STATS},
 	{"once", no_argument, NULL, O_ONCE},
+	{"idle-timeout", required_argument, NULL, O_IDLE_TIMEOUT},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -128,8 +142,8 @@ static int set_opt(const struct command *cmd, int c, const char *arg, struct opt
 				cmd, "unknown framing '%s' (u32, line, raw or tinyproto)", arg);
 		return 0;
 	case O_MAX_CONNS:
-		if (!parse_uint(arg, INT32_MAX, &v))
-			return cli_usage_error(cmd, "--max-conns takes a whole number, not '%s'",
+		if (!parse_uint(arg, INT32_MAX, &v) || v == 0)
+			return cli_usage_error(cmd, "--max-conns takes a number from 1, not '%s'",
 					       arg);
 		o->max_conns = (int)v;
 		return 0;
@@ -144,12 +158,19 @@ static int set_opt(const struct command *cmd, int c, const char *arg, struct opt
 			return cli_usage_error(cmd, "--wait takes milliseconds, not '%s'", arg);
 		o->wait_ms = (int)v;
 		return 0;
+	case O_IDLE_TIMEOUT:
+		if (!parse_uint(arg, INT32_MAX, &v))
+			return cli_usage_error(cmd, "--idle-timeout takes milliseconds, not '%s'",
+					       arg);
+		o->idle_timeout_ms = (int)v;
+		return 0;
 	case O_DIR:
 		o->dir = arg;
 		return 0;
 	case O_MAX_SIZE:
-		if (!parse_uint(arg, UINT64_MAX, &v))
-			return cli_usage_error(cmd, "--max-size takes bytes, not '%s'", arg);
+		if (!parse_uint(arg, UINT64_MAX, &v) || v == 0)
+			return cli_usage_error(cmd, "--max-size takes 1 or more bytes, not '%s'",
+					       arg);
 		o->max_size = v;
 		return 0;
 	}
@@ -173,9 +194,16 @@ int cli_parse(const struct command *cmd, int argc, char **argv, struct opts *o)
 			break;
 		if (c == 'h')
 			return -1;
-		if (c == '?' || c == ':' || !(cmd->allowed & (unsigned)c))
+		if (c == '?' || c == ':')
 			return cli_usage_error(cmd, "unknown or incomplete option '%s' for %s",
 					       argv[optind - 1], cmd->name);
+		if (!(cmd->allowed & (unsigned)c)) { /* argv[optind - 1] may be its value */
+			const struct option *lo = long_opts;
+			while (lo->name && lo->val != c)
+				lo++;
+			return cli_usage_error(cmd, "%s takes no option --%s", cmd->name,
+					       lo->name ? lo->name : "?");
+		}
 		int rc = set_opt(cmd, c, optarg, o);
 		if (rc != 0)
 			return rc;
@@ -276,7 +304,8 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	const char *name = argv[1];
-	if (strcmp(name, "--version") == 0 || strcmp(name, "version") == 0) {
+	if (strcmp(name, "--version") == 0 || strcmp(name, "-V") == 0 ||
+	    strcmp(name, "version") == 0) {
 		printf("ssock %s\n", ssock_version());
 		return 0;
 	}
@@ -287,7 +316,7 @@ int main(int argc, char **argv)
 	const struct command *cmd = find_command(name);
 	if (!cmd)
 		return cli_usage_error(NULL, "unknown command '%s'", name);
-	struct opts o = {.wait_ms = -1}; /* -1: --wait not given */
+	struct opts o = {.wait_ms = -1, .idle_timeout_ms = -1}; /* -1: not given */
 	int rc = cli_parse(cmd, argc - 1, argv + 1, &o);
 	if (rc < 0) {
 		command_help(cmd, stdout);
@@ -295,5 +324,8 @@ int main(int argc, char **argv)
 	}
 	if (rc != 0)
 		return rc;
-	return cmd->run(&o);
+	cli_log_start();
+	rc = cmd->run(&o);
+	cli_log_stop(1000);
+	return rc;
 }

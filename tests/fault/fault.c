@@ -343,7 +343,7 @@ bool fx_finish(fx *f)
 {
 	if (f->good >= 0)
 		close(f->good);
-	ssock_server_close(f->srv);
+	ssock_server_free(f->srv);
 	f->srv = NULL;
 	int fds = np_count_fds();
 	int64_t heap = np_heap_bytes();

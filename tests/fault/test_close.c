@@ -142,7 +142,7 @@ TEST(close_server_while_clients_mid_send)
 	CHECK(test_wait_until(all_going, t, T));
 	int open_before_close = ssock_server_conns(srv, NULL, 0);
 	atomic_store(&closed, true);
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 	for (int i = 0; i < CLIENTS; i++)
 		pthread_join(th[i], NULL);
 
@@ -178,7 +178,7 @@ TEST(close_server_while_clients_mid_send)
 		"closed, 0 half\n",
 		CLIENTS, accepted, delivered, reported, in_flight);
 	for (int i = 0; i < CLIENTS; i++) {
-		CHECK_OK(ssock_client_close(t[i].cli));
+		CHECK_OK(ssock_client_free(t[i].cli));
 		free(t[i].sizes);
 	}
 	free(r);

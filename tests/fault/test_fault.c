@@ -8,7 +8,7 @@
  *     peer, connected through the whole fault, still gets its echo, and a
  *     newcomer is served;
  *   - the server's open fds and heap return to their baseline, and after
- *     ssock_server_close() to what they were before the server existed.
+ *     ssock_server_free() to what they were before the server existed.
  * Raw peers are plain blocking sockets (net_helpers.h), so what goes on the
  * wire is exactly what the test writes.
  */
@@ -228,7 +228,7 @@ TEST(fault_half_close_replies_still_delivered)
 		CHECK_INT(np_wait_eof(fd, T), ==, 0);
 		close(fd);
 	}
-	CHECK_OK(ssock_server_close(srv));
+	CHECK_OK(ssock_server_free(srv));
 	CHECK_INT(np_count_fds(), ==, fds0);
 }
 

@@ -319,7 +319,7 @@ TEST(senders_8_threads_1000_connections_churning)
 	for (uint32_t slot = 0; slot < SLOTS; slot++)
 		close(c->rx[slot].fd);
 	close(c->ep);
-	CHECK_OK(ssock_server_close(s->srv));
+	CHECK_OK(ssock_server_free(s->srv));
 	CHECK_INT(np_count_fds(), ==, fds0);
 	pthread_mutex_destroy(&s->mu);
 	free(c->rx);

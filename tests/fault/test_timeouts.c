@@ -139,7 +139,7 @@ TEST(keepalive_on_client_socket)
 		CHECK_INT(k.on, ==, settings[i] ? 1 : 0);
 		if (settings[i])
 			CHECK_INT(k.idle, ==, settings[i]);
-		CHECK_OK(ssock_client_close(cli));
+		CHECK_OK(ssock_client_free(cli));
 		close(acc);
 	}
 	close(lfd);
@@ -194,7 +194,7 @@ TEST(idle_timeout_client)
 	CHECK_INT(test_now_ms() - t0, >=, 250);
 	CHECK_INT(np_wait_eof(acc, T), ==, 0); /* the server side sees it go */
 	CHECK_INT(ssock_client_state_get(cli), ==, SSOCK_STATE_DISCONNECTED);
-	CHECK_OK(ssock_client_close(cli));
+	CHECK_OK(ssock_client_free(cli));
 	close(acc);
 	close(lfd);
 }
@@ -236,7 +236,7 @@ TEST(read_timeout_client)
 	CHECK_INT(ssock_client_errors(cli, &e, 1, 0), >=, 1);
 	CHECK_INT(e.code, ==, SSOCK_ESTALLED);
 	CHECK_INT(np_wait_eof(acc, T), ==, 0);
-	CHECK_OK(ssock_client_close(cli));
+	CHECK_OK(ssock_client_free(cli));
 	close(acc);
 	close(lfd);
 }
