@@ -12,7 +12,9 @@
 # Knobs (environment): BENCH_QUICK=1 (smoke run, under a minute), BENCH_ROUNDS,
 # BENCH_SECONDS (per cell), BENCH_SWEEP_SECONDS, BENCH_WARMUP, BENCH_IDLE_CONNS,
 # BENCH_IDLE_HOLD, BENCH_ROWS, BENCH_SERVERS, BENCH_SWEEP_SIZES, BENCH_BUILD_DIR,
-# BENCH_SERVER_CPU, BENCH_LOADGEN_CPU, BENCH_RAW_FRAMING (u32|raw), BENCH_NO_INSTALL=1.
+# BENCH_SERVER_CPU, BENCH_LOADGEN_CPU, BENCH_RAW_FRAMING (u32|raw), BENCH_NO_INSTALL=1,
+# BENCH_PY_ROUNDS, BENCH_PY_SECONDS, BENCH_PY_ROWS, BENCH_PY_SERVERS (the Python servers;
+# BENCH_PY_ROWS="" skips them).
 # See bench/README.md.
 set -u -o pipefail
 
@@ -25,9 +27,9 @@ case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
 # rounds (each a paired comparison with the reference) rather than on long cells: 7 rounds
 # of 1 s cells take about 8 minutes.
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
-    d_rounds=1 d_secs=0.3 d_sweep=0.15 d_warm=0.05 d_hold=0.2
+    d_rounds=1 d_secs=0.3 d_sweep=0.15 d_warm=0.05 d_hold=0.2 d_py_rounds=1 d_py_secs=0.3
 else
-    d_rounds=7 d_secs=1 d_sweep=0.3 d_warm=0.15 d_hold=0.5
+    d_rounds=7 d_secs=1 d_sweep=0.3 d_warm=0.15 d_hold=0.5 d_py_rounds=3 d_py_secs=0.6
 fi
 ROUNDS=${BENCH_ROUNDS:-$d_rounds}
 SECS=${BENCH_SECONDS:-$d_secs}
@@ -39,6 +41,17 @@ ROWS=${BENCH_ROWS:-"pp1 pp100 pipe bulk churn idle udp sweep"}
 SERVERS=${BENCH_SERVERS:-"epoll-raw epoll-u32 libuv libevent ssock"}
 UDP_SERVERS="udp-plain udp-epoll ssock"
 SWEEP_SIZES=${BENCH_SWEEP_SIZES:-"16 64 256 1024 4096 16384 65536 262144 1048576"}
+# The Python servers (issue 11) run after the C rows, on fewer rows and rounds, so the
+# whole run stays under 10 minutes.
+PY_ROUNDS=${BENCH_PY_ROUNDS:-$d_py_rounds}
+PY_SECS=${BENCH_PY_SECONDS:-$d_py_secs}
+PY_ROWS=${BENCH_PY_ROWS-"pp100 pipe bulk"}
+PY_SERVERS=${BENCH_PY_SERVERS:-"py-ssock-cb py-ssock-inbox py-asyncio-streams py-asyncio-proto"}
+# Bulk also runs the zero-copy form, the callback server with glibc's malloc keeping what
+# is freed (MALLOC_KEEP: shows what the page faults of fresh 1 MiB buffers cost; see
+# bench/README.md), and the C echo (the target's reference).
+PY_BULK_EXTRA="py-ssock-cb-zc py-ssock-cb-mt ssock"
+MALLOC_KEEP="glibc.malloc.trim_threshold=1073741824:glibc.malloc.mmap_threshold=33554432"
 SERVER_CPU=${BENCH_SERVER_CPU:-1}
 LOADGEN_CPU=${BENCH_LOADGEN_CPU:-0}
 RAW_FRAMING=${BENCH_RAW_FRAMING:-u32}
@@ -95,7 +108,7 @@ ensure_deps() {
 
 # ---- build ----
 
-SSOCK="" SSOCK_WHY="" BIN=""
+SSOCK="" SSOCK_WHY="" BIN="" PYPKG=""
 
 # Configures the top-level project with the benchmark on and builds the ssock tool.
 build_top() {
@@ -105,6 +118,12 @@ build_top() {
         -DSSOCK_TESTS=OFF -DSSOCK_EXAMPLES=OFF -DSSOCK_FUZZ=OFF >"$LOGS/configure.log" 2>&1; then
         SSOCK_WHY="top-level configure failed (see $LOGS/configure.log)"
         return 1
+    fi
+    # The Python package (issue 11's servers) is built beside the tool when it can be.
+    PYPKG=""
+    if cmake --build "$BUILD" -j "$(nproc)" --target ssock_python >"$LOGS/build-python.log" 2>&1 &&
+        [ -f "$BUILD/python/ssock/__init__.py" ]; then
+        PYPKG=$BUILD/python
     fi
     if cmake --build "$BUILD" -j "$(nproc)" --target ssock_tool >"$LOGS/build-ssock.log" 2>&1 ||
         cmake --build "$BUILD" -j "$(nproc)" --target ssock >>"$LOGS/build-ssock.log" 2>&1; then
@@ -155,6 +174,17 @@ server_cmd() {
     libevent-bev) CMD=("$BIN/bench_libevent" --bufferevent --listen "$addr") ;;
     udp-plain) CMD=("$BIN/bench_udp" --listen "$addr") ;;
     udp-epoll) CMD=("$BIN/bench_udp" --epoll --listen "$addr") ;;
+    py-ssock-cb-mt) # glibc's malloc told to keep freed memory: no page faults per MiB
+        [ -n "$PYPKG" ] || return 1
+        CMD=(env "PYTHONPATH=$PYPKG" "GLIBC_TUNABLES=$MALLOC_KEEP" python3 "$BENCH/py_echo.py"
+            ssock-cb --listen "$addr")
+        return 0
+        ;;
+    py-*)
+        [ -n "$PYPKG" ] || return 1
+        CMD=(env "PYTHONPATH=$PYPKG" python3 "$BENCH/py_echo.py" "${1#py-}" --listen "$addr")
+        return 0
+        ;;
     ssock)
         [ -n "$SSOCK" ] || return 1
         CMD=("$SSOCK" echo --listen "$addr")
@@ -211,8 +241,9 @@ stop_server() {
 # Sets ARGS (loadgen arguments) and PROTO for row $1 and server $2.
 row_args() {
     local t=(--seconds "$SECS" --warmup "$WARMUP") size depth
+    [ "${1#py-}" != "$1" ] && t=(--seconds "$PY_SECS" --warmup "$WARMUP")
     PROTO=tcp
-    case $1 in
+    case ${1#py-} in
     pp1) ARGS=(pingpong --conns 1 --size 64 "${t[@]}") ;;
     pp100) ARGS=(pingpong --conns 100 --size 64 "${t[@]}") ;;
     pipe) ARGS=(pipeline --conns 10 --depth 64 --size 64 "${t[@]}") ;;
@@ -319,6 +350,30 @@ run_all() {
     done
 }
 
+# The Python rows (issue 11): rows "py-ROW", same load as ROW, against the Python echo
+# servers (bench/py_echo.py), interleaved and rotated like the C rows.
+run_python() {
+    local round row server list arr n i k
+    [ -n "$PY_ROWS" ] || return 0
+    for ((round = 1; round <= PY_ROUNDS; round++)); do
+        for row in $PY_ROWS; do
+            list=$PY_SERVERS
+            [ "$row" = bulk ] && list="$list $PY_BULK_EXTRA"
+            read -r -a arr <<<"$list"
+            n=${#arr[@]}
+            printf '[python %d/%d] %-10s' "$round" "$PY_ROUNDS" "$row"
+            for ((i = 0; i < n; i++)); do
+                k=$(((i + round - 1) % n))
+                server=${arr[$k]}
+                available "$server" || continue
+                run_cell "$round" "py-$row" "$server"
+                printf ' %s=%s' "$server" "$CELL"
+            done
+            printf '\n'
+        done
+    done
+}
+
 # Whether server $1 was built; records unbuilt ones once as n/a for the report.
 available() {
     local probe=tcp
@@ -347,6 +402,8 @@ describe_machine() {
     awk -v l="$load" 'BEGIN { exit !(l > 0.5) }' &&
         say "WARNING: the machine is busy (load $load) before the run: numbers will be noisy"
     [ -n "$SSOCK" ] || say "ssock: not available ($SSOCK_WHY); its cells show n/a"
+    [ -n "$PYPKG" ] || [ -z "$PY_ROWS" ] ||
+        say "python: the ssock package did not build (see $LOGS/build-python.log); py-ssock cells show n/a"
 }
 
 setup_pinning() {
@@ -380,9 +437,14 @@ main() {
     describe_machine | tee "$REPORT"
     warm_up
     run_all
+    run_python
     awk -v servers="$SERVERS" -v udp_servers="$UDP_SERVERS" -v rows="$ROWS" \
         -v sweep="$SWEEP_SIZES" -v rounds="$ROUNDS" -f "$BENCH/report.awk" "$RESULTS" |
         tee -a "$REPORT"
+    if [ -n "$PY_ROWS" ]; then
+        python3 "$BENCH/py_report.py" --rows "$PY_ROWS" --servers "$PY_SERVERS $PY_BULK_EXTRA" \
+            "$RESULTS" | tee -a "$REPORT"
+    fi
     say ""
     say "wall time: $((SECONDS / 60)) min $((SECONDS % 60)) s (build included)" | tee -a "$REPORT"
     say "raw results: $RESULTS; this report: $REPORT"

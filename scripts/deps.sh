@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # scripts/deps.sh WHAT...: makes sure the programs WHAT needs are there, for
 # each Makefile target asking only for what that target uses:
-#   build     a C compiler, cmake, make              (make, make install)
+#   build     a C compiler, cmake, make; python3-dev if possible
+#                                                     (make, make install)
 #   demo      build + what scripts/demo.sh runs      (make demo)
-#   test      build + nc, socat, python3; ss and pkg-config if possible
-#                                                     (make test)
+#   test      build + nc, socat, python3; ss, pkg-config, python3-dev and
+#             python3-pip if possible                 (make test)
 #   valgrind  build + valgrind, python3              (make test-valgrind)
 #   fuzz      clang, cmake, make                     (make fuzz; fuzz/run.sh
 #                                                     checks clang's fuzzer
@@ -43,6 +44,27 @@ for what in "$@"; do
 	*)
 		echo "deps: unknown target '$what' (build, demo, test, valgrind or fuzz)" >&2
 		exit 2
+		;;
+	esac
+done
+
+# The Python package (python/, issue 11): `make` builds it when Debian's
+# python3 has its headers (python3-dev; a python3 first on PATH that is not
+# Debian's, pyenv's say, brings its own), and its tests install it with
+# Debian's pip (python3-pip). Without them the package, or that test, is
+# skipped. An entry whose "command" starts with @ names a check made here.
+py_headers() {
+	"$1" -c 'import os, sysconfig; assert os.path.exists(sysconfig.get_paths()["include"] + "/Python.h")' 2>/dev/null
+}
+for what in "$@"; do
+	case $what in
+	build | test)
+		[ -x /usr/bin/python3 ] && py_headers /usr/bin/python3 ||
+			want+=("@python3-dev python3-dev the Python package (python/)")
+		;;&
+	test)
+		[ -x /usr/bin/python3 ] && /usr/bin/python3 -m pip --version >/dev/null 2>&1 ||
+			want+=("@python3-pip python3-pip the Python package's pip-install test")
 		;;
 	esac
 done

@@ -1,0 +1,1 @@
+"""simplesockets' support module names (SetupError lives in .error)."""

@@ -1,0 +1,774 @@
+"""TCPServer and TCPClient with simplesockets 0.0.8's API, on ssock.
+
+The shape of the original is kept: setup() with the same parameters and
+defaults, the callbacks with the same arguments, the polling inbox
+(``event.new_data`` and ``return_recved_data()``), the ``event`` flags, the
+caught-exception list, ``await_event`` and its constants, ``clients``,
+``start/stop/restart/exit_accept/killed``, and the client's
+``connect/reconnect/autorecv/disconnect/shutdown/Address``.
+
+What differs, because it was a bug:
+
+* a closed peer is noticed: ``on_disconnect`` runs, the entry leaves
+  ``clients``, nothing spins at 100% CPU;
+* ``max_connections`` holds: one more is accepted and closed at once (the
+  refusal is in ``event.exception.list``);
+* the inbox is swapped under a lock, so no message is lost between the thread
+  that receives and the one that calls ``return_recved_data()``;
+* memory is bounded: when ``recved_data`` holds ``MAX_HELD`` entries (or
+  ``MAX_HELD_BYTES``), reading stops until the program takes them (TCP
+  backpressure); a program that uses ``on_receive`` and never takes
+  ``recved_data`` keeps only the newest entries there instead;
+  ``event.exception.list`` keeps the newest ``MAX_EXCEPTIONS``;
+* ``await_event`` waits on a condition instead of spinning, and reading
+  ``event.new_data`` (or ``new_data_recved``) in a tight loop sleeps a few ms
+  per read while nothing arrives, so a ``while True: if new_data`` loop no
+  longer burns a CPU (it still sees new data at once);
+* IPv6 works (``ip="::1"``), and ``ip=""`` means every address, v4 and v6;
+* a 2048-byte message is not held back, and 2 sends are 2 messages with
+  ``framing="u32"`` (the default ``"raw"`` keeps simplesockets' wire, where
+  TCP may merge or split them, so real simplesockets peers still talk to it).
+"""
+import errno
+import os
+import select
+import socket
+import threading
+import time
+import traceback
+
+import ssock
+
+from .._sockproxy import SocketProxy
+from ._support_files.error import SetupError
+
+__all__ = ["TCPServer", "TCPClient", "SetupError"]
+
+MAX_HELD = 1024  # entries recved_data holds before reading stops
+MAX_HELD_BYTES = 64 << 20  # ... or payload bytes
+MAX_EXCEPTIONS = 256  # newest entries event.exception.list keeps
+READ_SIZE = 65536  # raw framing: bytes per read (at least recv_buffer)
+SPIN_WINDOW = 0.002  # reads of a False new_data this close together are a spin...
+SPIN_PAUSE = 0.005  # ... and wait this long (or until data comes) before answering
+
+
+def _addr(host, port):
+    host = "" if host is None else str(host)
+    if ":" in host:
+        return f"[{host}]:{int(port)}"
+    return f"{host}:{int(port)}"
+
+
+def _record(owner, exc):
+    """Adds (traceback text, exception) to the owner's exception list."""
+    if isinstance(exc, BaseException) and exc.__traceback__ is not None:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    else:
+        text = "".join(traceback.format_exception_only(type(exc), exc))
+    with owner._cond:
+        lst = owner.event.exception.list
+        lst.append((text, exc))
+        if len(lst) > MAX_EXCEPTIONS:
+            del lst[: len(lst) - MAX_EXCEPTIONS]
+        owner.event.exception.occurred = True
+        owner._cond.notify_all()
+
+
+class _Exceptions:
+    def __init__(self):
+        self.occurred = False
+        self.list = []
+
+
+class _NewDataFlag:
+    """event.new_data: a flag whose False reads, when they come in a tight
+    loop, wait a little for data instead of answering at once."""
+
+    def __init__(self, owner):
+        self._owner = owner
+        self._value = False
+        self._last_miss = 0.0
+
+    def get(self):
+        if self._value:
+            return True
+        now = time.monotonic()
+        if now - self._last_miss < SPIN_WINDOW:
+            with self._owner._cond:
+                if not self._value:
+                    self._owner._cond.wait(SPIN_PAUSE)
+            now = time.monotonic()
+        self._last_miss = now
+        return self._value
+
+
+class _Accept:
+    """event.accepting_thread: ``run`` pauses or resumes accepting."""
+
+    def __init__(self, server):
+        self._server = server
+
+    @property
+    def run(self):
+        return self._server._run
+
+    @run.setter
+    def run(self, value):
+        self._server._run = bool(value)
+        self._server._apply_accepting()
+
+
+class _ServerEvent:
+    def __init__(self, server):
+        self.exception = _Exceptions()
+        self.accepting_thread = _Accept(server)
+        self._new_data = _NewDataFlag(server)
+
+    @property
+    def new_data(self):
+        return self._new_data.get()
+
+    @new_data.setter
+    def new_data(self, value):
+        self._new_data._value = bool(value)
+
+
+class _ClientEvent:
+    def __init__(self, client):
+        self._client = client
+        self.exception = _Exceptions()
+        self._new_data = _NewDataFlag(client)
+        self.disconnected = False
+        self.connected = False
+        self._is_connected = False
+
+    @property
+    def new_data(self):
+        return self._new_data.get()
+
+    @new_data.setter
+    def new_data(self, value):
+        self._new_data._value = bool(value)
+
+    @property
+    def is_connected(self):
+        """True while connected (read live: a lost connection shows at once)."""
+        native = self._client._native
+        return self._is_connected and native is not None and native.connected
+
+    @is_connected.setter
+    def is_connected(self, value):
+        self._is_connected = bool(value)
+
+
+class _ClientThread:
+    """What clients[address][0] was (the client's thread): is_alive() and
+    join() follow the connection."""
+
+    def __init__(self, conn):
+        self._conn = conn
+
+    def is_alive(self):
+        return self._conn.open
+
+    def join(self, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._conn.server_cond:
+            while self._conn.open:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return
+                self._conn.server_cond.wait(left)
+
+
+class _ListenerProxy:
+    """Server.socket: the listening socket, for what programs ask of it."""
+
+    def __init__(self, server):
+        self._server = server
+
+    def getsockname(self):
+        if self._server._native is None:
+            raise OSError(errno.EINVAL, "not bound: call setup() first")
+        return self._server._native.address
+
+    def fileno(self):
+        raise OSError(errno.EOPNOTSUPP, "ssock owns the listening socket")
+
+    def close(self):
+        self._server.close()
+
+    def __repr__(self):
+        native = self._server._native
+        return f"<ssock listening socket {native.address if native else 'unbound'}>"
+
+
+class _Holder:
+    """The bounded recved_data of a server or client (the owner's _cond held)."""
+
+    @staticmethod
+    def put(owner, entry, size):
+        while not owner._closing and (
+            len(owner.recved_data) >= MAX_HELD or owner._held + size > MAX_HELD_BYTES
+        ) and owner.recved_data:
+            if callable(owner.on_receive):
+                # The program takes data through on_receive: keep the newest.
+                dropped = owner.recved_data.pop(0)
+                owner._held -= len(dropped[-1]) if isinstance(dropped, tuple) else len(dropped)
+                continue
+            owner._cond.wait()  # backpressure: reading stops until it is taken
+        owner.recved_data.append(entry)
+        owner._held += size
+        owner.event._new_data._value = True
+        owner._cond.notify_all()
+
+    @staticmethod
+    def take(owner):
+        data, owner.recved_data = owner.recved_data, []
+        owner._held = 0
+        owner.event._new_data._value = False
+        owner._cond.notify_all()
+        return data
+
+
+class TCPServer:
+    """A TCP server with simplesockets 0.0.8's API (see the module docstring)."""
+
+    EVENT_EXCEPTION = "--EXCEPTION--"
+    EVENT_RECEIVED = "--RECEIVED--"
+    EVENT_TIMEOUT = "--TIMEOUT--"
+
+    send_timeout = 10.0  # seconds send_data() waits for room in a full queue
+
+    def __init__(self, max_connections=None):
+        self._cond = threading.Condition()
+        self._native = None
+        self._kill = False
+        self._run = True
+        self._closing = False
+        self._held = 0
+        self._framing = "raw"
+        self.__IP = None
+        self.__PORT = None
+        self.__recv_buffer = 2048
+        self.socket = _ListenerProxy(self)
+        self.clients = {}  # address -> [connection stand-in, client socket]
+        self.recved_data = []
+        self.event = _ServerEvent(self)
+        self.max_connections = max_connections
+        self.on_connect = None
+        self.on_disconnect = None
+        self.on_receive = None
+
+    def __str__(self):
+        return (f"[socket : {self.socket}, address : ({self.__IP},{self.__PORT}), "
+                f"receive buffer: {self.__recv_buffer}]")
+
+    def __repr__(self):
+        return f"[{self.socket},({self.__IP},{self.__PORT}),{self.__recv_buffer}]"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- set-up and accepting ----------------------------------------------
+
+    def setup(self, ip: str = socket.gethostname(), port: int = 25567, listen: int = 5,
+              recv_buffer: int = 2048, handle_client=None, on_connect=None,
+              on_disconnect=None, on_receive=None, *, framing: str = "raw",
+              max_message: int = None):
+        """Binds, listens and starts accepting. framing: "raw" (simplesockets'
+        wire, the default) or "u32"/"line" for whole messages when the program
+        controls both ends; max_message bounds one message (default 16 MiB)."""
+        if handle_client is not None:
+            raise NotImplementedError(
+                "handle_client: ssock reads the sockets itself; use on_receive or "
+                "return_recved_data() (the original recommended leaving it None)")
+        if self._native is not None:
+            raise SetupError("setup() was called already")
+        self.__IP, self.__PORT, self.__recv_buffer = ip, port, recv_buffer
+        self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
+        self.on_receive = on_receive
+        self._framing = framing
+        self._native = ssock.Server(
+            _addr(ip, port), framing=framing, backlog=listen,
+            max_conns=self.max_connections or 0, max_message=max_message,
+            read_size=max(int(recv_buffer), READ_SIZE) if framing == "raw" else None,
+            on_connect=self._on_connect, on_message=self._on_message,
+            on_disconnect=self._on_disconnect, on_error=self._on_error)
+        self._apply_accepting()
+
+    def _apply_accepting(self):
+        native = self._native
+        if native is None or native.closed:
+            return
+        if self._run and not self._kill:
+            native.resume()
+        else:
+            native.pause()
+
+    def start(self):
+        """Starts (or resumes) accepting."""
+        if self._native is None:
+            raise SetupError("Server isn't setup")
+        self.event.accepting_thread.run = True
+
+    def stop(self):
+        """Pauses accepting (listeners stay bound; the backlog fills)."""
+        self.event.accepting_thread.run = False
+
+    def exit_accept(self):
+        """Stops accepting until restart()."""
+        self._kill = True
+        self.event.accepting_thread.run = False
+
+    def restart(self):
+        """After exit_accept(): accepting resumes once event.accepting_thread.run
+        is True again (start())."""
+        if not self._kill:
+            raise Exception("Can't restart stopped or running thread")
+        self._kill = False
+        self._apply_accepting()
+
+    @property
+    def killed(self) -> bool:
+        return self._kill
+
+    def close(self):
+        """Closes the server and every connection (not in simplesockets 0.0.8,
+        which never let go of its sockets)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._native is not None:
+            self._native.close()
+
+    # -- the native callbacks (ssock's dispatcher thread) ------------------
+
+    def _on_connect(self, conn):
+        address = conn.peer
+        conn.address = address
+        conn.proxy = SocketProxy(conn, raw=self._framing == "raw")
+        conn.server_cond = self._cond
+        conn.notified = False
+        with self._cond:
+            self.clients[address] = [_ClientThread(conn), conn.proxy]
+            self._cond.notify_all()
+        if callable(self.on_connect):
+            self.on_connect(address)
+
+    def _on_message(self, conn, data):
+        with self._cond:
+            _Holder.put(self, (conn.proxy, conn.address, data), len(data))
+        if callable(self.on_receive):
+            self.on_receive(conn.proxy, conn.address, data)
+
+    def _on_disconnect(self, conn, err):
+        with self._cond:
+            entry = self.clients.get(conn.address)
+            if entry is not None and entry[1] is conn.proxy:
+                del self.clients[conn.address]
+            notify = not conn.notified
+            conn.notified = True
+            self._cond.notify_all()
+        if err is not None and err.code != ssock.ELOCAL:
+            _record(self, err)
+        if notify and callable(self.on_disconnect):
+            self.on_disconnect(conn.address)
+
+    def _on_error(self, err):
+        _record(self, err)
+
+    # -- the program's calls -----------------------------------------------
+
+    def _conn_of(self, client):
+        """The ssock Conn of a client socket, Conn or address."""
+        if isinstance(client, SocketProxy):
+            return client._conn
+        if isinstance(client, ssock.Conn):
+            return client
+        with self._cond:
+            entry = self.clients.get(tuple(client) if isinstance(client, list) else client)
+        return entry[1]._conn if entry else None
+
+    def send_data(self, data: bytes, client_socket) -> bool:
+        """Sends data to a client (its socket, as recved_data hands it over, or
+        its address). Returns False (the error in event.exception.list) when it
+        could not be queued."""
+        conn = self._conn_of(client_socket)
+        if conn is None:
+            _record(self, KeyError(f"no such client: {client_socket!r}"))
+            return False
+        try:
+            conn.send(data, timeout=self.send_timeout)
+            return True
+        except ssock.Error as e:
+            _record(self, e)
+            return False
+
+    def recv_data(self, client_socket) -> bytes:
+        """The next data that client sent (taken out of recved_data); b'' once
+        it is gone. Not needed with return_recved_data()."""
+        conn = self._conn_of(client_socket)
+        if conn is None:
+            return b""
+        with self._cond:
+            while True:
+                for i, entry in enumerate(self.recved_data):
+                    if entry[0] is conn.proxy:
+                        del self.recved_data[i]
+                        self._held -= len(entry[2])
+                        self._cond.notify_all()
+                        return entry[2]
+                if not conn.open or self._closing:
+                    return b""
+                self._cond.wait()
+
+    def return_recved_data(self):
+        """Every (client_socket, address, data) received since the last call."""
+        with self._cond:
+            return _Holder.take(self)
+
+    @property
+    def new_data_recved(self):
+        """The name older simplesockets docs use for event.new_data."""
+        return self.event.new_data
+
+    def disconnect(self, address):
+        """Disconnects a client, by address or by its client socket. What was
+        sent to it before still goes out."""
+        conn = self._conn_of(address)
+        if conn is None:
+            _record(self, KeyError(f"no such client: {address!r}"))
+            return
+        with self._cond:
+            entry = self.clients.get(conn.address)
+            if entry is not None and entry[1] is conn.proxy:
+                del self.clients[conn.address]
+            notify = not conn.notified
+            conn.notified = True
+        try:
+            conn.close()
+        except ssock.Error as e:
+            _record(self, e)
+        if notify and callable(self.on_disconnect):
+            self.on_disconnect(conn.address)
+
+    def return_exceptions(self, delete: bool = True, reset_exception: bool = True) -> list:
+        with self._cond:
+            exceptions = list(self.event.exception.list)
+            if delete:
+                self.event.exception.list = []
+            if reset_exception:
+                self.event.exception.occurred = False
+        return exceptions
+
+    def await_event(self, timeout: int = 0):
+        """Waits (no spinning) for an exception or data; timeout in ms, 0: none.
+        Returns (EVENT_EXCEPTION, exceptions), (EVENT_RECEIVED, data list) or
+        (EVENT_TIMEOUT, None)."""
+        deadline = None if timeout <= 0 else time.monotonic() + timeout / 1000
+        with self._cond:
+            while True:
+                if self.event.exception.occurred:
+                    return self.EVENT_EXCEPTION, self.return_exceptions()
+                if self.event._new_data._value:
+                    return self.EVENT_RECEIVED, self.return_recved_data()
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return self.EVENT_TIMEOUT, None
+                self._cond.wait(left)
+
+
+class TCPClient:
+    """A TCP client with simplesockets 0.0.8's API (see the module docstring)."""
+
+    EVENT_EXCEPTION = "--EXCEPTION--"
+    EVENT_RECEIVED = "--RECEIVED--"
+    EVENT_TIMEOUT = "--TIMEOUT--"
+    EVENT_DISCONNECT = "--DISCONNECT--"
+    EVENT_CONNECTED = "--CONNECTED--"
+
+    send_timeout = 10.0  # seconds send_data() waits for room in a full queue
+    connect_timeout = 10.0  # seconds connect() waits
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._native = None
+        self._autorecv = False
+        self._thread = None
+        self._wake_fd = None
+        self._closing = False
+        self._held = 0
+        self._framing = "raw"
+        self._max_message = None
+        self._setup_flag = False
+        self._connected = False  # one-shot flags for await_event
+        self._disconnected = False
+        self._live_id = None
+        self.__target_ip = None
+        self.__target_port = None
+        self.__recv_buffer = None
+        self.socket = SocketProxy(raw=True)
+        self.recved_data = []
+        self.event = _ClientEvent(self)
+        self.on_connect = None
+        self.on_disconnect = None
+        self.on_receive = None
+
+    def __str__(self):
+        return (f"[socket : {self.socket}, target address : ({self.__target_ip},"
+                f"{self.__target_port}), receive buffer: {self.__recv_buffer}]")
+
+    def __repr__(self):
+        return f"[{self.socket},({self.__target_ip},{self.__target_port}),{self.__recv_buffer}]"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def Address(self):
+        return (self.__target_ip, self.__target_port)
+
+    @property
+    def new_data_recved(self):
+        """The name older simplesockets docs use for event.new_data."""
+        return self.event.new_data
+
+    def setup(self, target_ip: str, target_port: int = 25567, recv_buffer: int = 2048,
+              on_connect=None, on_disconnect=None, on_receive=None, *,
+              framing: str = "raw", max_message: int = None):
+        """Prepares the client. framing: "raw" (simplesockets' wire, the
+        default) or "u32"/"line" when the program controls both ends."""
+        self.__target_ip, self.__target_port = target_ip, target_port
+        self.__recv_buffer = recv_buffer
+        self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
+        self.on_receive = on_receive
+        self._framing = framing
+        self._max_message = max_message
+        self._setup_flag = True
+
+    def start(self):
+        """Does nothing: the simplesockets docs call it before connect(), and
+        0.0.8 had no such method. Connect with connect()."""
+
+    def _ensure_native(self):
+        if self._native is None or self._native.closed:
+            self._native = ssock.Client(
+                _addr(self.__target_ip, self.__target_port), framing=self._framing,
+                max_message=self._max_message, connect_timeout=self.connect_timeout,
+                read_size=max(int(self.__recv_buffer or 0), READ_SIZE)
+                if self._framing == "raw" else None)
+            self.socket._handle = self._native
+        return self._native
+
+    def connect(self) -> bool:
+        """Connects; True on success, False with the error in
+        event.exception.list."""
+        if not self._setup_flag:
+            raise SetupError("Server isn't setup")
+        try:
+            native = self._ensure_native()
+            native.connect(timeout=self.connect_timeout)
+            with self._cond:
+                self._live_id = native.id
+                self.event.is_connected = True
+                self.event.connected = True
+                self._connected = True
+                self._cond.notify_all()
+            if callable(self.on_connect):
+                self.on_connect()
+            return True
+        except Exception as e:
+            _record(self, e)
+            return False
+
+    def reconnect(self) -> bool:
+        """Drops the connection (if any) and connects again."""
+        with self._cond:
+            self.event.connected = False
+            self.event.disconnected = False
+            self._live_id = None
+        native = self._native
+        if native is not None and not native.closed and native.connected:
+            native.reconnect()
+        return self.connect()
+
+    def send_data(self, data: bytes) -> bool:
+        """Sends data; False (the error in event.exception.list) when it could
+        not be queued."""
+        try:
+            if self._native is None:
+                raise ssock._ssock._make_error(ssock.ENOTCONN)
+            self._native.send(data, timeout=self.send_timeout)
+            return True
+        except ssock.Error as e:
+            _record(self, e)
+            return False
+
+    def return_recved_data(self) -> list:
+        """Everything autorecv() received since the last call."""
+        with self._cond:
+            return _Holder.take(self)
+
+    def recv_data(self) -> bytes:
+        """Waits for the next data and returns it; b'' once the connection is
+        gone. (With autorecv() on, the data goes to recved_data instead.)"""
+        if self._native is None:
+            return b""
+        try:
+            return self._native.recv()
+        except (ssock.NotConnectedError, ssock.ClosedError):
+            return b""
+
+    def autorecv(self) -> bool:
+        """Toggles the background receiving (off at first): what arrives goes to
+        recved_data and on_receive."""
+        if not self._autorecv:
+            if self._native is None:
+                _record(self, ssock._ssock._make_error(ssock.ENOTCONN))
+                return False
+            self._autorecv = True
+            if self._thread is None or not self._thread.is_alive():
+                if self._wake_fd is None:
+                    self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+                self._thread = threading.Thread(target=self._receiving, daemon=True,
+                                                name="simplesockets-autorecv")
+                self._thread.start()
+            return True
+        self._autorecv = False
+        self._wake()
+        return True
+
+    def _wake(self):
+        if self._wake_fd is not None:
+            os.eventfd_write(self._wake_fd, 1)
+
+    def _receiving(self):
+        native = self._native
+        poller = select.poll()
+        poller.register(native.fileno(), select.POLLIN)
+        poller.register(self._wake_fd, select.POLLIN)
+        try:
+            while self._autorecv and not self._closing:
+                poller.poll()
+                try:
+                    os.eventfd_read(self._wake_fd)
+                except BlockingIOError:
+                    pass
+                while self._autorecv:
+                    ev = native.next_event(0)
+                    if ev is None:
+                        break
+                    self._handle(ev)
+        except ssock.ClosedError:
+            pass
+
+    def _handle(self, ev):
+        if ev.type is ssock.MESSAGE:
+            with self._cond:
+                _Holder.put(self, ev.data, len(ev.data))
+            self._call(self.on_receive, ev.data)
+        elif ev.type is ssock.DISCONNECT:
+            if self._live_id is not None and ev.conn.id != self._live_id:
+                return  # the connection reconnect() replaced
+            with self._cond:
+                self.event.disconnected = True
+                self.event.is_connected = False
+                self._disconnected = True
+                self._cond.notify_all()
+            if ev.error is not None and ev.error.code != ssock.ELOCAL:
+                _record(self, ev.error)
+            self._call(self.on_disconnect)
+        elif ev.type is ssock.ERROR:
+            _record(self, ev.error)
+
+    def _call(self, fn, *args):
+        if callable(fn):
+            try:
+                fn(*args)
+            except Exception as e:
+                _record(self, e)
+
+    def shutdown(self):
+        """Stops autorecv and closes the connection (queued data goes out
+        first)."""
+        self._autorecv = False
+        self._wake()
+        native = self._native
+        if native is not None and not native.closed:
+            try:
+                native.flush(timeout=1.0)
+            except ssock.Error:
+                pass
+            native.disconnect()
+        self.event.is_connected = False
+
+    def return_exceptions(self, delete: bool = True, reset_exceptions: bool = True) -> list:
+        with self._cond:
+            exceptions = list(self.event.exception.list)
+            if delete:
+                self.event.exception.list = []
+            if reset_exceptions:
+                self.event.exception.occurred = False
+        return exceptions
+
+    def disconnect(self) -> bool:
+        """Closes the connection gracefully; False (recorded) when there was
+        none."""
+        native = self._native
+        if native is None or native.closed or not native.connected:
+            _record(self, ssock._ssock._make_error(ssock.ENOTCONN))
+            return False
+        native.disconnect()
+        with self._cond:
+            self.event.is_connected = False
+            self.event.disconnected = True
+            self._disconnected = True
+            self._cond.notify_all()
+        return True
+
+    def close(self):
+        """Closes everything (not in simplesockets 0.0.8)."""
+        with self._cond:
+            self._closing = True
+            self._autorecv = False
+            self._cond.notify_all()
+        self._wake()
+        if self._native is not None:
+            self._native.close()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        if self._wake_fd is not None:
+            os.close(self._wake_fd)
+            self._wake_fd = None
+
+    def await_event(self, timeout: int = 0):
+        """Waits (no spinning) for an event; timeout in ms, 0: none. Returns
+        (EVENT_EXCEPTION, exceptions), (EVENT_RECEIVED, data list),
+        (EVENT_CONNECTED, None), (EVENT_DISCONNECT, None) or
+        (EVENT_TIMEOUT, None)."""
+        deadline = None if timeout <= 0 else time.monotonic() + timeout / 1000
+        with self._cond:
+            while True:
+                if self.event.exception.occurred:
+                    return self.EVENT_EXCEPTION, self.return_exceptions()
+                if self.event._new_data._value:
+                    return self.EVENT_RECEIVED, self.return_recved_data()
+                if self._connected:
+                    self._connected = False
+                    return self.EVENT_CONNECTED, None
+                if self._disconnected:
+                    self._disconnected = False
+                    return self.EVENT_DISCONNECT, None
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return self.EVENT_TIMEOUT, None
+                self._cond.wait(left)

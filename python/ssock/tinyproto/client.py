@@ -1,0 +1,191 @@
+"""TinyProtoClient: tinyproto 3.0's client, on ssock clients sharing one loop.
+
+connect_to() returns the new connection's id at once (its thread connects,
+then runs the hooks), as in tinyproto. start() runs the optional main loop.
+One pump thread per TinyProtoClient hands what arrives to the connections
+(tinyproto had each connection thread poll its socket 33 times a second).
+"""
+import logging
+import os
+import queue
+import select
+import threading
+import uuid
+
+import ssock
+
+from .._sockproxy import SocketProxy
+from .connection import MSG_MAX_SIZE, ConnectionDict, TinyProtoConnection, attach, make_connection
+from .connection_details import TinyProtoConnectionDetails
+from .server import check_handler, register_plugin
+
+log = logging.getLogger(__name__)
+
+
+class _Pump(threading.Thread):
+    """Takes the events of every client handle of one TinyProtoClient and
+    hands them to their connections. Sleeps in poll() until one comes."""
+
+    def __init__(self):
+        super().__init__(daemon=True, name="tinyproto-client-pump")
+        self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._added = queue.SimpleQueue()
+
+    def add(self, native, conn_o):
+        self._added.put((native, conn_o))
+        os.eventfd_write(self._wake_fd, 1)
+
+    def run(self):
+        poller = select.poll()
+        poller.register(self._wake_fd, select.POLLIN)
+        handles = {}  # fd -> (native, conn_o)
+        while True:
+            for fd, _ in poller.poll():
+                if fd == self._wake_fd:
+                    try:
+                        os.eventfd_read(self._wake_fd)
+                    except BlockingIOError:
+                        pass
+                    continue
+                native, conn_o = handles[fd]
+                if not self._drain(native, conn_o):
+                    poller.unregister(fd)
+                    del handles[fd]
+            while not self._added.empty():
+                native, conn_o = self._added.get()
+                fd = native.fileno()
+                handles[fd] = (native, conn_o)
+                poller.register(fd, select.POLLIN)
+
+    @staticmethod
+    def _drain(native, conn_o):
+        """Hands over every event waiting; False once the handle is closed."""
+        try:
+            while True:
+                ev = native.next_event(0)
+                if ev is None:
+                    return True
+                t = ev.type
+                if t is ssock.MESSAGE:
+                    conn_o._deliver(bytearray(ev.data))
+                elif t is ssock.DISCONNECT:
+                    conn_o._end(ev.error)
+                elif t is ssock.ERROR and ev.code == ssock.EREFUSED:
+                    conn_o._reject(ev.error)
+                elif t is ssock.ERROR:
+                    log.debug("ssock: %s", ev.error)
+        except ssock.ClosedError:
+            conn_o._end(None)
+            return False
+
+
+class TinyProtoClient:
+    """tinyproto 3.0's client: connect_to() opens connections handled by
+    connection_handler; start() runs the optional main loop."""
+
+    __slots__ = ("__dict__", "__weakref__")
+
+    loop_interval = 0.03  # seconds between loop_pass calls when it is overridden
+
+    def __init__(self, connection_handler=TinyProtoConnection, connection_plugin_list=(),
+                 timeout=5):
+        self._shutdown = False
+        self._cond = threading.Condition()
+        self._pump = None
+        self._loop = None
+        self.active_connections = ConnectionDict()
+        self.connection_handler = check_handler(connection_handler)
+        self.connection_plugin_list = []
+        for plugin in connection_plugin_list:
+            self.register_connection_plugin(plugin)
+        self.socket_timeout = timeout
+
+    @property
+    def shutdown(self):
+        return self.__dict__.get("_shutdown", False)
+
+    @shutdown.setter
+    def shutdown(self, value):
+        self.__dict__["_shutdown"] = bool(value)
+        cond = self.__dict__.get("_cond")
+        if value and cond is not None:
+            with cond:
+                cond.notify_all()
+
+    def set_conn_handler(self, handler):
+        self.connection_handler = check_handler(handler)
+
+    def set_timeout(self, t):
+        """The socket timeout of new connections (seconds): how long connect,
+        a blocked transmit and a receive() may wait, and how long a peer may
+        stall in mid-message."""
+        if isinstance(t, bool) or not isinstance(t, (int, float)):
+            raise ValueError("Timeout value is not integer")
+        self.socket_timeout = t
+
+    def register_connection_plugin(self, plugin):
+        register_plugin(self.connection_plugin_list, plugin)
+
+    def _start_pump(self):
+        if self._pump is None:
+            self._loop = ssock.Loop()
+            self._pump = _Pump()
+            self._pump.start()
+
+    def connect_to(self, connection_details, port=None) -> uuid.UUID:
+        """Opens a connection (its thread connects) and returns its id.
+        connection_details: a TinyProtoConnectionDetails, or host with port
+        (tinyproto 2's connect_to(host, port))."""
+        if not isinstance(connection_details, TinyProtoConnectionDetails):
+            if port is None:
+                host, port = connection_details
+            else:
+                host = connection_details
+            connection_details = TinyProtoConnectionDetails(host, port)
+        self._start_pump()
+        timeout = self.socket_timeout
+        native = ssock.Client(
+            connection_details.ssock_address, framing="tinyproto", max_message=MSG_MAX_SIZE,
+            connect_timeout=timeout, read_timeout=timeout, zero_copy=True, loop=self._loop)
+        proxy = SocketProxy(None, native, timeout=timeout)
+        conn_o = make_connection(self.connection_handler, self.connection_plugin_list, proxy,
+                                 False, connection_details)
+
+        def connect():
+            native.connect(timeout=proxy.gettimeout())
+
+        attach(conn_o, native, None, connect)
+        self._pump.add(native, conn_o)
+        conn_o.start()
+        conn_id = uuid.uuid4()
+        self.active_connections[conn_id] = conn_o
+        return conn_id
+
+    def _shutdown_active_cons(self):
+        for conn_id in tuple(self.active_connections):
+            self.active_connections.pop(conn_id).shutdown = True
+
+    def _client_loop(self):
+        overridden = type(self).loop_pass is not TinyProtoClient.loop_pass
+        while not self.shutdown:
+            if overridden:
+                self.loop_pass()
+            with self._cond:
+                self._cond.wait_for(lambda: self.shutdown,
+                                    self.loop_interval if overridden else None)
+
+    def start(self):
+        """Runs the main loop until shutdown is set (blocking)."""
+        self.pre_loop()
+        self._client_loop()
+        self.post_loop()
+        self._shutdown_active_cons()
+
+    def pre_loop(self):
+        pass
+
+    def post_loop(self):
+        pass
+
+    def loop_pass(self):
+        pass

@@ -1,0 +1,387 @@
+"""ssock.simplesockets: simplesockets 0.0.8's API, and regression tests for what
+the original got wrong (DESIGN.md, "What the originals got wrong")."""
+import inspect
+import socket
+import threading
+import time
+import unittest
+
+import ssock
+from ssock.simplesockets import SetupError, TCPClient, TCPServer
+from ssock.simplesockets import simplesockets as ss_module
+from support import TIMEOUT, Collector, Tool, cpu_seconds, recv_exact, wait_until
+
+
+def make_server(*args, **setup):
+    server = TCPServer(*args)
+    setup.setdefault("ip", "127.0.0.1")
+    setup.setdefault("port", 0)
+    server.setup(**setup)
+    return server
+
+
+def port_of(server):
+    return server.socket.getsockname()[1]
+
+
+def make_client(server, **setup):
+    client = TCPClient()
+    client.setup("127.0.0.1", port_of(server), **setup)
+    return client
+
+
+def receive_bytes(owner, n):
+    """What a server or client received, through await_event, until n bytes
+    came (raw framing may split or merge them); other events are skipped."""
+    got = b""
+    while len(got) < n:
+        kind, data = owner.await_event(TIMEOUT * 1000)
+        assert kind != owner.EVENT_TIMEOUT, f"waited for {n} bytes, got {got!r}"
+        if kind == owner.EVENT_RECEIVED:
+            got += b"".join(d[2] if isinstance(d, tuple) else d for d in data)
+    return got
+
+
+def plain_client(server):
+    s = socket.create_connection(("127.0.0.1", port_of(server)), timeout=TIMEOUT)
+    return s
+
+
+class ApiTest(unittest.TestCase):
+    def test_setup_signatures_and_defaults_are_the_originals(self):
+        p = inspect.signature(TCPServer.setup).parameters
+        self.assertEqual(
+            [(n, p[n].default) for n in list(p)[1:9]],
+            [("ip", socket.gethostname()), ("port", 25567), ("listen", 5),
+             ("recv_buffer", 2048), ("handle_client", None), ("on_connect", None),
+             ("on_disconnect", None), ("on_receive", None)])
+        p = inspect.signature(TCPClient.setup).parameters
+        self.assertEqual([(n, p[n].default) for n in list(p)[1:7]],
+                         [("target_ip", inspect.Parameter.empty), ("target_port", 25567),
+                          ("recv_buffer", 2048), ("on_connect", None), ("on_disconnect", None),
+                          ("on_receive", None)])
+        self.assertEqual(inspect.signature(TCPServer).parameters["max_connections"].default,
+                         None)
+        self.assertEqual((TCPServer.EVENT_EXCEPTION, TCPServer.EVENT_RECEIVED,
+                          TCPServer.EVENT_TIMEOUT),
+                         ("--EXCEPTION--", "--RECEIVED--", "--TIMEOUT--"))
+        self.assertEqual((TCPClient.EVENT_DISCONNECT, TCPClient.EVENT_CONNECTED),
+                         ("--DISCONNECT--", "--CONNECTED--"))
+
+    def test_the_imports_programs_use(self):
+        from ssock.simplesockets.simplesockets import TCPClient as C, TCPServer as S
+        from ssock.simplesockets.simple_sockets import TCPServer as S2
+        from ssock.simplesockets._support_files.error import SetupError as E
+        import ssock.simplesockets as simplesockets
+        self.assertIs(S, TCPServer)
+        self.assertIs(S2, TCPServer)
+        self.assertIs(C, TCPClient)
+        self.assertIs(E, SetupError)
+        self.assertIs(simplesockets.simplesockets.TCPServer, TCPServer)
+
+    def test_server_callbacks_inbox_clients_and_disconnect(self):
+        connects, receives, disconnects = Collector(), Collector(), Collector()
+        server = make_server(on_connect=connects, on_receive=receives,
+                             on_disconnect=disconnects)
+        server.start()
+        client = make_client(server)
+        self.assertTrue(client.connect())
+        self.assertTrue(client.autorecv())
+        address = connects.wait(1)[0]
+        self.assertEqual(address[0], "127.0.0.1")
+        self.assertIn(address, server.clients)
+        self.assertTrue(client.send_data(b"hello"))
+        client_socket, addr, data = receives.wait(1)[0]
+        self.assertEqual((addr, data), (address, b"hello"))
+        self.assertEqual(client_socket.getpeername(), address)
+        self.assertIs(server.clients[address][1], client_socket)
+        self.assertTrue(server.clients[address][0].is_alive())
+        self.assertTrue(server.event.new_data)
+        self.assertEqual(server.return_recved_data(), [(client_socket, address, b"hello")])
+        self.assertFalse(server.event.new_data)
+        self.assertTrue(server.send_data(b"back", client_socket))
+        events = [client.await_event(TIMEOUT * 1000) for _ in range(2)]
+        self.assertCountEqual(events, [(client.EVENT_CONNECTED, None),
+                                       (client.EVENT_RECEIVED, [b"back"])])
+        server.disconnect(address)
+        self.assertEqual(disconnects.wait(1), [address])
+        self.assertNotIn(address, server.clients)
+        self.assertEqual(client.await_event(TIMEOUT * 1000), (client.EVENT_DISCONNECT, None))
+        self.assertTrue(client.event.disconnected)
+        self.assertFalse(client.event.is_connected)
+        client.close()
+        server.close()
+
+    def test_disconnect_takes_the_client_socket_too(self):
+        server = make_server()
+        s = plain_client(server)
+        wait_until(lambda: server.clients, what="the connection")
+        sock = next(iter(server.clients.values()))[1]
+        server.send_data(b"last", sock)
+        server.disconnect(sock)  # as the seed document calls it
+        self.assertEqual(recv_exact(s, 4), b"last")  # what was sent still goes out
+        self.assertEqual(s.recv(1), b"")
+        s.close()
+        server.close()
+
+    def test_start_stop_restart_exit_accept_killed(self):
+        server = TCPServer()
+        with self.assertRaises(SetupError):
+            server.start()
+        server.setup(ip="127.0.0.1", port=0)
+        self.assertTrue(server.event.accepting_thread.run)
+        server.stop()
+        s = plain_client(server)  # waits in the backlog, not accepted
+        self.assertEqual(server.await_event(100), (server.EVENT_TIMEOUT, None))
+        self.assertEqual(server.clients, {})
+        server.start()
+        wait_until(lambda: server.clients, what="the accept after start()")
+        with self.assertRaises(Exception):
+            server.restart()  # not killed
+        server.exit_accept()
+        self.assertTrue(server.killed)
+        s2 = plain_client(server)
+        server.restart()
+        self.assertFalse(server.killed)
+        self.assertFalse(server.event.accepting_thread.run)  # start() brings it back
+        server.event.accepting_thread.run = True
+        wait_until(lambda: len(server.clients) == 2, what="the accept after restart()")
+        s.close()
+        s2.close()
+        server.close()
+
+    def test_return_exceptions_and_await_event(self):
+        server = make_server()
+        self.assertFalse(server.send_data(b"x", ("10.0.0.1", 1)))  # no such client
+        self.assertTrue(server.event.exception.occurred)
+        kind, exceptions = server.await_event(1000)
+        self.assertEqual(kind, server.EVENT_EXCEPTION)
+        text, exc = exceptions[0]
+        self.assertIsInstance(exc, KeyError)
+        self.assertIn("KeyError", text)
+        self.assertFalse(server.event.exception.occurred)
+        server.disconnect(("10.0.0.1", 1))
+        self.assertEqual(len(server.return_exceptions(delete=False, reset_exception=False)), 1)
+        self.assertTrue(server.event.exception.occurred)
+        self.assertEqual(len(server.return_exceptions()), 1)
+        self.assertEqual(server.return_exceptions(), [])
+        server.close()
+
+    def test_client_connect_failure_reconnect_shutdown_address(self):
+        client = TCPClient()
+        with self.assertRaises(SetupError):
+            client.connect()
+        client.setup("127.0.0.1", 1)
+        self.assertEqual(client.Address, ("127.0.0.1", 1))
+        self.assertFalse(client.connect())
+        text, exc = client.return_exceptions()[0]
+        self.assertIsInstance(exc, ConnectionRefusedError)
+        self.assertFalse(client.send_data(b"x"))
+        client.close()
+        server = make_server()
+        client = make_client(server)
+        self.assertTrue(client.connect())
+        self.assertTrue(client.event.connected and client.event.is_connected)
+        self.assertTrue(client.reconnect())
+        wait_until(lambda: len(server.clients) == 1, what="the old connection to go")
+        client.shutdown()
+        wait_until(lambda: not server.clients, what="the shutdown to be seen")
+        self.assertFalse(client.event.is_connected)
+        client.close()
+        server.close()
+
+    def test_recv_data_without_autorecv(self):
+        server = make_server(on_receive=lambda sock, addr, data: server.send_data(data, sock))
+        client = make_client(server)
+        client.connect()
+        client.send_data(b"ping")
+        self.assertEqual(client.recv_data(), b"ping")
+        client.close()
+        server.close()
+
+
+class RegressionTest(unittest.TestCase):
+    def test_two_sends_stay_two_messages_with_framing(self):
+        # raw (simplesockets' wire) may merge them, as TCP does; u32 never.
+        server = make_server(framing="u32")
+        client = make_client(server, framing="u32")
+        client.connect()
+        client.send_data(b"one")
+        client.send_data(b"two")
+        got = []
+        while len(got) < 2:
+            kind, data = server.await_event(TIMEOUT * 1000)
+            self.assertEqual(kind, server.EVENT_RECEIVED)
+            got += [d for _, _, d in data]
+        self.assertEqual(got, [b"one", b"two"])
+        client.close()
+        server.close()
+
+    def test_a_2048_byte_message_is_not_held_back(self):
+        server = make_server()
+        s = plain_client(server)
+        s.sendall(b"x" * 2048)
+        self.assertEqual(receive_bytes(server, 2048), b"x" * 2048)
+        s.close()
+        server.close()
+
+    def test_a_closed_peer_is_noticed_and_nothing_spins(self):
+        gone = Collector()
+        server = make_server(on_disconnect=gone)
+        s = plain_client(server)
+        wait_until(lambda: server.clients, what="the connection")
+        address = next(iter(server.clients))
+        s.close()
+        self.assertEqual(gone.wait(1), [address])
+        self.assertEqual(server.clients, {})
+        before = cpu_seconds()
+        threading.Event().wait(0.5)  # measure what the idle server costs
+        self.assertLess(cpu_seconds() - before, 0.1)
+        server.close()
+
+    def test_max_connections_holds(self):
+        server = make_server(2)
+        socks = [plain_client(server) for _ in range(2)]
+        wait_until(lambda: len(server.clients) == 2, what="two connections")
+        extra = plain_client(server)
+        self.assertEqual(extra.recv(1), b"")  # refused: closed at once
+        kind, exceptions = server.await_event(TIMEOUT * 1000)
+        self.assertEqual(kind, server.EVENT_EXCEPTION)
+        self.assertIsInstance(exceptions[0][1], ssock.LimitError)
+        self.assertEqual(len(server.clients), 2)
+        for s in socks + [extra]:
+            s.close()
+        server.close()
+
+    def test_no_message_is_lost_between_threads(self):
+        n = 20000
+        server = make_server(framing="u32")
+        client = make_client(server, framing="u32")
+        client.connect()
+        sender = threading.Thread(
+            target=lambda: [client.send_data(b"%d" % i) for i in range(n)])
+        sender.start()
+        got = []
+        deadline = time.monotonic() + TIMEOUT * 3
+        while len(got) < n and time.monotonic() < deadline:
+            kind, data = server.await_event(1000)
+            if kind == server.EVENT_RECEIVED:
+                got += [int(d) for _, _, d in data]
+        sender.join()
+        self.assertEqual(got, list(range(n)))
+        client.close()
+        server.close()
+
+    def test_the_inbox_is_bounded_and_nothing_is_dropped(self):
+        server = make_server(framing="u32")
+        client = make_client(server, framing="u32")
+        client.connect()
+        n = ss_module.MAX_HELD * 3
+        sender = threading.Thread(
+            target=lambda: [client.send_data(b"%d" % i) for i in range(n)])
+        sender.start()
+        wait_until(lambda: len(server.recved_data) == ss_module.MAX_HELD,
+                   what="the inbox to fill", cond=server._cond)
+        threading.Event().wait(0.2)  # nobody takes: reading has stopped
+        self.assertEqual(len(server.recved_data), ss_module.MAX_HELD)
+        got = []
+        while len(got) < n:
+            kind, data = server.await_event(TIMEOUT * 1000)
+            self.assertEqual(kind, server.EVENT_RECEIVED)
+            got += [int(d) for _, _, d in data]
+        sender.join()
+        self.assertEqual(got, list(range(n)))
+        client.close()
+        server.close()
+
+    def test_the_exception_list_is_bounded(self):
+        server = make_server()
+        for i in range(ss_module.MAX_EXCEPTIONS + 50):
+            server.send_data(b"x", ("10.0.0.1", i))
+        exceptions = server.return_exceptions()
+        self.assertEqual(len(exceptions), ss_module.MAX_EXCEPTIONS)
+        self.assertIn("1", str(exceptions[-1][1]))
+        server.close()
+
+    def test_ipv6(self):
+        server = make_server(ip="::1")
+        client = TCPClient()
+        client.setup("::1", port_of(server))
+        self.assertTrue(client.connect())
+        client.send_data(b"six")
+        kind, data = server.await_event(TIMEOUT * 1000)
+        self.assertEqual(data[0][1][0], "::1")
+        self.assertEqual(data[0][2], b"six")
+        client.close()
+        server.close()
+
+    def test_await_event_and_a_polling_loop_do_not_burn_cpu(self):
+        server = make_server()
+        before = cpu_seconds()
+        self.assertEqual(server.await_event(300), (server.EVENT_TIMEOUT, None))
+        self.assertLess(cpu_seconds() - before, 0.05)
+        before = cpu_seconds()
+        deadline = time.monotonic() + 0.3
+        while time.monotonic() < deadline:  # the seed document's loop
+            if server.new_data_recved:
+                break
+        self.assertLess(cpu_seconds() - before, 0.1)
+        s = plain_client(server)
+        s.sendall(b"wake")
+        start = time.monotonic()
+        while not server.event.new_data:  # still sees data at once
+            self.assertLess(time.monotonic() - start, TIMEOUT)
+        s.close()
+        server.close()
+
+
+class InteropTest(unittest.TestCase):
+    """simplesockets' wire is raw bytes: a plain socket stands in for a real
+    simplesockets peer."""
+
+    def test_server_with_a_raw_peer(self):
+        server = make_server()
+        s = plain_client(server)
+        s.sendall(b"from a plain socket")
+        self.assertEqual(receive_bytes(server, 19), b"from a plain socket")
+        sock = next(iter(server.clients.values()))[1]
+        server.send_data(b"reply", sock)
+        self.assertEqual(recv_exact(s, 5), b"reply")
+        s.close()
+        server.close()
+
+    def test_client_with_a_raw_peer(self):
+        listener = socket.create_server(("127.0.0.1", 0))
+        client = TCPClient()
+        client.setup("127.0.0.1", listener.getsockname()[1])
+        self.assertTrue(client.connect())
+        peer, _ = listener.accept()
+        client.autorecv()
+        client.send_data(b"to a plain socket")
+        self.assertEqual(recv_exact(peer, 17), b"to a plain socket")
+        peer.sendall(b"answer")
+        peer.close()
+        seen, got = [], b""
+        while client.EVENT_DISCONNECT not in seen:  # CONNECTED comes too, in any order
+            kind, data = client.await_event(TIMEOUT * 1000)
+            self.assertNotEqual(kind, client.EVENT_TIMEOUT)
+            seen.append(kind)
+            if kind == client.EVENT_RECEIVED:
+                got += b"".join(data)
+        self.assertEqual(got, b"answer")
+        client.close()
+        listener.close()
+
+    def test_client_against_the_c_tool(self):
+        with Tool("echo", "--framing", "raw", "--listen", "127.0.0.1:0") as tool:
+            client = TCPClient()
+            client.setup("127.0.0.1", tool.port)
+            self.assertTrue(client.connect())
+            client.autorecv()
+            client.send_data(b"echo me")
+            self.assertEqual(receive_bytes(client, 7), b"echo me")
+            client.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
