@@ -151,7 +151,7 @@ void ssock__loop_released(ssock_loop *l, size_t bytes)
 {
 	l->released += bytes;
 	if (l->tidy.heap_idx == SIZE_MAX && (bytes == 0 || l->released >= TIDY_BYTES)) {
-		l->takes_at_tidy = l->chunk_takes;
+		l->activity_at_tidy = l->activity;
 		ssock__timer_start(l, &l->tidy, l->now + TIDY_AFTER_MS);
 	}
 }
@@ -159,8 +159,8 @@ void ssock__loop_released(ssock_loop *l, size_t bytes)
 static void tidy(ssock__timer *t)
 {
 	ssock_loop *l = (ssock_loop *)((char *)t - offsetof(ssock_loop, tidy));
-	if (l->chunk_takes != l->takes_at_tidy) { /* still busy: look again later */
-		l->takes_at_tidy = l->chunk_takes;
+	if (l->activity != l->activity_at_tidy) { /* still busy: look again later */
+		l->activity_at_tidy = l->activity;
 		ssock__timer_start(l, t, l->now + TIDY_AFTER_MS);
 		return;
 	}
@@ -389,6 +389,7 @@ static int run_once(ssock_loop *l, int timeout_ms)
 		return n;
 	atomic_fetch_add_explicit(&l->passes, 1, memory_order_relaxed);
 	pthread_mutex_lock(&l->drive_mu);
+	l->activity += (uint64_t)n;
 	ssock_loop *before = enter(l);
 	for (int i = 0; i < n; i++)
 		ready[i].io->on_io(ready[i].io, ready[i].flags);
@@ -555,7 +556,8 @@ int ssock_loop_free(ssock_loop *l)
 	ssock__table_free(&l->conns);
 	free(l->heap);
 	free(l->rbuf);
-	free(l->rbuf_retired);
+	ssock__rbuf_retired_free(l);
+	free(l->retired);
 	free(l->obuf);
 	free(l->flush);
 	pthread_mutex_destroy(&l->mu);
@@ -565,24 +567,36 @@ int ssock_loop_free(ssock_loop *l)
 	return 0;
 }
 
+void ssock__rbuf_retired_free(ssock_loop *l)
+{
+	while (l->nretired > 0)
+		free(l->retired[--l->nretired]);
+}
+
 int ssock__loop_rbuf(ssock_loop *l, size_t size)
 {
 	if (l->rbuf_size >= size)
 		return 0;
+	/* During a pass (a callback creating a server) the read path may be
+	 * decoding what it read into the old buffer: it stays until the pass
+	 * ends, as does every buffer replaced in the pass (one callback may
+	 * grow it twice). */
+	bool keep = ssock__on_loop(l) && l->rbuf;
+	if (keep && l->nretired == l->retired_cap) {
+		size_t cap = l->retired_cap ? l->retired_cap * 2 : 4;
+		uint8_t **r = realloc(l->retired, cap * sizeof *r);
+		if (!r)
+			return SSOCK_ENOMEM;
+		l->retired = r;
+		l->retired_cap = cap;
+	}
 	uint8_t *b = malloc(size);
 	if (!b)
 		return SSOCK_ENOMEM;
-	/* During a pass (a callback creating a server) the read path may be
-	 * decoding what it read into the old buffer: it stays until the pass
-	 * ends. An older retired one is no longer read by anyone: reads happen
-	 * one at a time, and one that started after the last growth used the
-	 * buffer retired now. */
-	if (ssock__on_loop(l)) {
-		free(l->rbuf_retired);
-		l->rbuf_retired = l->rbuf;
-	} else {
+	if (keep)
+		l->retired[l->nretired++] = l->rbuf;
+	else
 		free(l->rbuf);
-	}
 	l->rbuf = b;
 	l->rbuf_size = size;
 	return 0;

@@ -74,8 +74,9 @@ struct ssock_loop {
 	size_t heap_len, heap_cap;
 	uint8_t *rbuf;            /* the read buffer every connection shares */
 	size_t rbuf_size;
-	uint8_t *rbuf_retired;    /* the one before it grew, kept to the end
-	                             of the pass that grew it */
+	uint8_t **retired;        /* read buffers replaced during this pass,
+	                             kept to its end (a read may decode one) */
+	size_t nretired, retired_cap;
 	/* Output of this pass, written at its end (ssock__flush_all): the
 	 * connections with something to write, in order, and the bytes they
 	 * queued while nothing else was queued, back to back in one shared
@@ -98,10 +99,11 @@ struct ssock_loop {
 	int nfree_chunks;
 	/* Giving memory back once the load that took it is gone: a timer
 	 * (armed by ssock__loop_released()) that trims the spare chunks and
-	 * malloc's free pages when a second passed with no spare chunk used. */
+	 * malloc's free pages when a second passed with no I/O at all (a trim
+	 * of a large fragmented heap takes milliseconds: not while serving). */
 	ssock__timer tidy;
 	size_t released;          /* bytes freed since the last tidy-up */
-	uint64_t chunk_takes, takes_at_tidy;
+	uint64_t activity, activity_at_tidy; /* I/O events so far */
 	int64_t now;              /* cached monotonic ms of this pass */
 	uint64_t pass_begun;      /* passes so far (the last one may run) */
 	atomic_uint_fast64_t passes; /* waits so far (tests see a spin) */
@@ -149,6 +151,8 @@ int ssock__call(ssock_loop *loop, void (*fn)(ssock__cmd *cmd), void *arg, uint64
 /* Waits until the loop's pass number `pass` has ended (or nobody runs the
  * loop any more): then nothing fetched in that pass can still run. */
 void ssock__wait_pass_end(ssock_loop *l, uint64_t pass);
+/* Frees the read buffers replaced during the pass that ends. */
+void ssock__rbuf_retired_free(ssock_loop *l);
 /* Grows the shared read buffer to at least size. */
 int ssock__loop_rbuf(ssock_loop *loop, size_t size);
 /* Notes that bytes of memory went back to malloc (0: the spare chunks
