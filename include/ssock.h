@@ -243,7 +243,9 @@ const ssock_addr *ssock_conn_peer(const ssock_conn *conn);
 int ssock_conn_send(ssock_conn *conn, const void *data, size_t len);
 
 /* Closes the connection gracefully: stops reading, sends what is queued, then
- * closes. The disconnect event follows with reason SSOCK_ELOCAL. Returns 0 or
+ * closes. (With tinyproto it reads on for the peer's answers that queued
+ * messages wait for; a message the peer starts meanwhile is refused.) The
+ * disconnect event follows with reason SSOCK_ELOCAL. Returns 0 or
  * SSOCK_ECLOSED if already closing. Loop thread (callbacks) only. */
 int ssock_conn_close(ssock_conn *conn);
 
@@ -320,7 +322,11 @@ typedef struct ssock_server_opts {
 	size_t read_size;      /* bytes per read() call; default 64 KiB */
 	size_t send_queue_max; /* bytes queued per connection; default 32 MiB or
 	                          max_message + 8 if that is larger (room
-	                          for any framing's header) */
+	                          for any framing's header). Counted in
+	                          bytes on the wire; small messages share
+	                          memory blocks, so memory stays near it
+	                          (tinyproto: about 60 bytes more per
+	                          message, each waits on its own) */
 	size_t send_budget;    /* bytes queued to send across all connections,
 	                          the server's bound on memory held for slow
 	                          readers; default 64 MiB, or twice

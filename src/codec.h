@@ -74,6 +74,10 @@ typedef struct ssock__codec {
 	/* A pass over input has ended (nothing half-decoded is pending in
 	 * the caller): a good moment to start the next message. */
 	void (*input_done)(ssock_conn *c);
+	/* Whether it holds messages still waiting for the peer: a closing
+	 * connection then goes on reading (only for the peer's answers; new
+	 * messages from it are refused or dropped) until they are out. */
+	bool (*busy)(const ssock_conn *c);
 	/* A frame whose payload was read into a buffer of its own (it did not
 	 * fit the shared one; see ssock__frame.need) was delivered whole:
 	 * decode() never saw its end. */

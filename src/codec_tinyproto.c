@@ -80,6 +80,12 @@ static void tp_input_done(ssock_conn *c)
 	kick(c);
 }
 
+static bool tp_busy(const ssock_conn *c)
+{
+	const tp_state *t = c->extra ? c->extra->codec_state : NULL;
+	return t && (t->awaiting || t->turns_head);
+}
+
 static void tp_frame_done(ssock_conn *c)
 {
 	tp_state *t = state_of(c);
@@ -143,6 +149,12 @@ static ssize_t tp_decode(ssock_conn *c, const uint8_t *buf, size_t len, ssock__f
 		ssock__conn_report(c, SSOCK_EMSGSIZE, "frame");
 		return n;
 	case SSOCK__TP_ANSWER_OK:
+		if (c->state >= SSOCK__CLOSING) {
+			/* Closing: the program takes no more messages. */
+			answer = SSOCK__TP_REFUSE;
+			ssock__out_bytes(c, &answer, 1);
+			return SSOCK__U32_HEADER;
+		}
 		answer = SSOCK__TP_ACCEPT;
 		ssock__out_bytes(c, &answer, 1);
 		st->rx_accepted = true;
@@ -192,6 +204,7 @@ const ssock__codec ssock__codec_tinyproto = {
 	.open = tp_open,
 	.send = tp_send,
 	.input_done = tp_input_done,
+	.busy = tp_busy,
 	.frame_done = tp_frame_done,
 	.close = tp_close,
 };

@@ -16,9 +16,12 @@
 #define BIG_MIN_GROWTH (64u << 10)
 #define BIG_EXACT_MAX (64u << 20)
 
+/* Whether input is decoded: while open, and while closing as long as a
+ * protocol codec still waits for the peer's answers to our last messages
+ * (tinyproto's 0xFF; nothing is delivered then). */
 static bool readable_state(const ssock_conn *c)
 {
-	return c->state <= SSOCK__OPEN;
+	return c->state <= SSOCK__OPEN || (c->state == SSOCK__CLOSING && ssock__codec_busy(c));
 }
 
 bool ssock__conn_mid_frame(const ssock_conn *c)
@@ -79,7 +82,9 @@ static bool inbox_blocked(ssock_conn *c)
 
 static void pause_reading(ssock_conn *c)
 {
-	if (c->paused)
+	/* A connection failed on the way here (out of memory while stashing)
+	 * is on the list of those freed after the pass: the link is shared. */
+	if (c->paused || c->state == SSOCK__CLOSED)
 		return;
 	ssock__pending_remove(c); /* the pending list shares the link */
 	c->paused = true;
@@ -260,7 +265,7 @@ static void process_frames(ssock_conn *c, uint8_t *buf, size_t len)
 			break;
 		}
 		f.scanned = 0;
-		if (f.is_msg && !deliver(c, f.msg, f.len, NULL)) {
+		if (f.is_msg && c->state <= SSOCK__OPEN && !deliver(c, f.msg, f.len, NULL)) {
 			held = true;
 			break;
 		}
@@ -324,9 +329,8 @@ static ssize_t read_big(ssock_conn *c, size_t *want)
 	if (p->big_have < p->big_len)
 		return n;
 	if (!deliver_big(c)) {
-		if (rest)
-			stash(c, after, rest);
-		pause_reading(c);
+		if (!rest || stash(c, after, rest))
+			pause_reading(c);
 		return n;
 	}
 	p->since = 0; /* a frame after it starts its own clock */
@@ -447,7 +451,9 @@ static void read_frames(ssock_conn *c)
 		else
 			n = read_shared(c, &want);
 		if (n == 0) {
-			if (readable_state(c))
+			if (c->state == SSOCK__CLOSING) /* gone before our last messages */
+				ssock__conn_fail(c, c->extra ? c->extra->close_reason : 0);
+			else if (readable_state(c))
 				ssock__conn_eof(c);
 			return;
 		}
@@ -478,10 +484,15 @@ static void read_frames(ssock_conn *c)
 
 void ssock__conn_read(ssock_conn *c)
 {
-	if (c->state == SSOCK__DRAINING)
+	if (c->state == SSOCK__DRAINING) {
 		drain_discard(c);
-	else
+	} else {
 		read_frames(c);
+		/* Closing, a codec stops needing input once its last message has
+		 * its answer. */
+		if (c->state == SSOCK__CLOSING)
+			ssock__conn_interest(c);
+	}
 	ssock__conn_trim(c);
 }
 
