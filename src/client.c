@@ -296,10 +296,12 @@ static void on_conn_open(ssock__stream_ep *ep, ssock_conn *c)
 	size_t bytes = cli->off_bytes;
 	cli->off_head = cli->off_tail = NULL;
 	cli->off_bytes = 0;
+	/* Counted before another thread can send on it: together they stay
+	 * within send_queue_max. */
+	ssock__queued_add(c, bytes);
 	pthread_cond_broadcast(&l->cv);
 	pthread_mutex_unlock(&l->mu);
 	/* What was sent while offline goes first, in order. */
-	ssock__queued_add(c, bytes);
 	while (off) {
 		ssock__chunk *next = off->next;
 		off->next = NULL;
@@ -309,6 +311,15 @@ static void on_conn_open(ssock__stream_ep *ep, ssock_conn *c)
 			ssock__out_chunk(c, off);
 		off = next;
 	}
+}
+
+/* A connection ended (loop->mu held): what it never wrote is what a flush
+ * asks about. */
+static void on_conn_gone(ssock__stream_ep *ep, ssock_conn *c, size_t unsent)
+{
+	ssock_client *cli = (ssock_client *)ep;
+	cli->gone_id = c->id;
+	cli->gone_unsent = unsent;
 }
 
 /* Its handshake failed (the connection reported why): the next address. */
@@ -351,6 +362,10 @@ static void on_conn_closed(ssock__stream_ep *ep, ssock_conn *c, int reason)
 static void connect_cmd(ssock__cmd *cmd)
 {
 	ssock_client *cli = cmd->arg;
+	if (cli->closed) { /* a callback run by ssock_client_free() */
+		cmd->result = SSOCK_ESHUTDOWN;
+		return;
+	}
 	pthread_mutex_lock(&loop_of(cli)->mu);
 	bool idle = cli->state == SSOCK_STATE_DISCONNECTED;
 	cli->want = true;
@@ -366,6 +381,10 @@ static void connect_cmd(ssock__cmd *cmd)
 static void reconnect_cmd(ssock__cmd *cmd)
 {
 	ssock_client *cli = cmd->arg;
+	if (cli->closed) {
+		cmd->result = SSOCK_ESHUTDOWN;
+		return;
+	}
 	pthread_mutex_lock(&loop_of(cli)->mu);
 	cli->want = true;
 	uint64_t id = cli->cur_id;
@@ -480,6 +499,7 @@ int ssock_client_new(ssock_client **out, const ssock_client_opts *opts)
 	cli->ep.on_conn_open = on_conn_open;
 	cli->ep.on_conn_closed = on_conn_closed;
 	cli->ep.on_conn_aborted = on_conn_aborted;
+	cli->ep.on_conn_gone = on_conn_gone;
 	cli->ep.base.on_room = on_room;
 	if (cli->ep.base.owns_loop)
 		rc = ssock_loop_start(loop_of(cli));
@@ -498,7 +518,7 @@ int ssock_client_free(ssock_client *cli)
 		return 0;
 	if (ssock__on_any_loop())
 		return SSOCK_ELOOPTHREAD;
-	ssock__ep_shutdown(&cli->ep.base, close_cmd, cli);
+	ssock__stream_ep_shutdown(&cli->ep, close_cmd, cli);
 	free_client(cli);
 	return 0;
 }
@@ -529,7 +549,12 @@ static int wait_connected(ssock_client *cli, int wait_ms, uint64_t since)
 		ssock__abstime(&deadline, wait_ms);
 	int rc = 0;
 	pthread_mutex_lock(&l->mu);
+	cli->ep.waiters++;
 	for (;;) {
+		if (cli->ep.freeing) {
+			rc = SSOCK_ESHUTDOWN;
+			break;
+		}
 		if (cli->state == SSOCK_STATE_CONNECTED || cli->connects > since) {
 			rc = 0;
 			break;
@@ -542,6 +567,8 @@ static int wait_connected(ssock_client *cli, int wait_ms, uint64_t since)
 		if (rc != 0)
 			break;
 	}
+	if (--cli->ep.waiters == 0 && cli->ep.freeing)
+		pthread_cond_broadcast(&l->cv);
 	pthread_mutex_unlock(&l->mu);
 	return rc;
 }
@@ -555,8 +582,10 @@ int ssock_client_connect(ssock_client *cli, int wait_ms)
 	pthread_mutex_lock(&loop_of(cli)->mu);
 	uint64_t since = cli->connects;
 	pthread_mutex_unlock(&loop_of(cli)->mu);
-	ssock__call(loop_of(cli), connect_cmd, cli, 0);
-	return wait_ms == 0 ? 0 : wait_connected(cli, wait_ms, since);
+	int rc = ssock__call(loop_of(cli), connect_cmd, cli, 0);
+	if (rc != 0 || wait_ms == 0)
+		return rc;
+	return wait_connected(cli, wait_ms, since);
 }
 
 int ssock_client_reconnect(ssock_client *cli)

@@ -36,12 +36,14 @@ static int queue_offline(ssock_client *cli, ssock__chunk *ch)
 		return 0;
 	if (cli->off_bytes + ch->len > cli->ep.cfg.send_queue_max)
 		return SSOCK_ESENDQFULL;
+	cli->off_bytes += ch->len;
+	if (ssock__chunk_merge(&cli->ep, cli->off_tail, ch))
+		return 0;
 	if (cli->off_tail)
 		cli->off_tail->next = ch;
 	else
 		cli->off_head = ch;
 	cli->off_tail = ch;
-	cli->off_bytes += ch->len;
 	return 0;
 }
 
@@ -91,7 +93,7 @@ int ssock_client_send_timeout(ssock_client *cli, const void *data, size_t len, i
 	int rc = ssock__frame_chunk(&cli->ep, data, len, &ch);
 	if (rc != 0)
 		return rc;
-	rc = ssock__queue_wait(l, ch, timeout_ms, queue_once, cli);
+	rc = ssock__queue_wait(&cli->ep, ch, timeout_ms, queue_once, cli);
 	if (rc != 0)
 		free(ch);
 	return rc;
@@ -114,10 +116,20 @@ int ssock_client_flush(ssock_client *cli, int timeout_ms)
 		ssock__abstime(&deadline, timeout_ms);
 	int rc = 0;
 	pthread_mutex_lock(&l->mu);
+	/* The connection queued to now is the one to watch, also once it no
+	 * longer is the client's current one (a peer's clean close). */
+	uint64_t id = cli->cur_id;
+	cli->ep.waiters++;
+	ssock__room_wait_begin(l);
 	for (;;) {
-		ssock_conn *c = cli->cur_id ? ssock__table_get(&l->conns, cli->cur_id) : NULL;
+		if (cli->ep.freeing) {
+			rc = SSOCK_ESHUTDOWN;
+			break;
+		}
+		ssock_conn *c = id ? ssock__table_get(&l->conns, id) : NULL;
 		if (!c) {
-			rc = cli->off_bytes > 0 ? SSOCK_ENOTCONN : 0;
+			bool lost = id && cli->gone_id == id && cli->gone_unsent > 0;
+			rc = lost || cli->off_bytes > 0 ? SSOCK_ENOTCONN : 0;
 			break;
 		}
 		if (atomic_load(&c->queued) == 0)
@@ -126,10 +138,13 @@ int ssock_client_flush(ssock_client *cli, int timeout_ms)
 			rc = SSOCK_ETIMEDOUT;
 			break;
 		}
-		rc = ssock__wait_room_locked(l, timeout_ms, &deadline);
+		rc = ssock__cond_wait(&l->cv, &l->mu, timeout_ms, &deadline);
 		if (rc != 0)
 			break;
 	}
+	ssock__room_wait_end(l);
+	if (--cli->ep.waiters == 0 && cli->ep.freeing)
+		pthread_cond_broadcast(&l->cv);
 	pthread_mutex_unlock(&l->mu);
 	return rc;
 }

@@ -174,7 +174,9 @@ void ssock__conn_interest(ssock_conn *c)
 		 * TCP backpressure, not unbounded memory), or while draining;
 		 * write while bytes wait for room. A transport may need the other
 		 * direction to go on (TLS). */
-		bool reading = (c->state <= SSOCK__OPEN && !c->paused && !c->wpaused) ||
+		bool reading = ((c->state <= SSOCK__OPEN ||
+				 (c->state == SSOCK__CLOSING && ssock__codec_busy(c))) &&
+				!c->paused && !c->wpaused) ||
 			       c->state == SSOCK__DRAINING;
 		want = (reading || c->write_wants_read ? SSOCK__IN : 0) |
 		       (c->want_write || c->read_wants_write ? SSOCK__OUT : 0);
@@ -371,6 +373,11 @@ static void unlink_conn(ssock_conn *c)
 	if (c->in_posted)
 		list_remove(&l->posted, c, offsetof(ssock_conn, posted_next));
 	c->in_posted = false;
+	/* Whatever is still counted never reaches the peer: posted sends, the
+	 * queue, what a codec holds. Told in the same step as the id goes, so
+	 * a thread that finds the id gone also finds this. */
+	if (ep->on_conn_gone)
+		ep->on_conn_gone(ep, c, atomic_load_explicit(&c->queued, memory_order_relaxed));
 	if (atomic_load(&l->room_waiters) > 0)
 		pthread_cond_broadcast(&l->cv); /* their id is gone now */
 	pthread_mutex_unlock(&l->mu);

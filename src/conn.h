@@ -124,6 +124,12 @@ static inline ssock_loop *ssock__loop_of(const ssock_conn *c)
 	return c->ep->base.loop;
 }
 
+/* Whether c's protocol codec still holds messages waiting for the peer. */
+static inline bool ssock__codec_busy(const ssock_conn *c)
+{
+	return c->ep->codec->busy && c->ep->codec->busy(c);
+}
+
 /* Notes activity for the idle timeout. */
 static inline void ssock__conn_touch(ssock_conn *c)
 {
@@ -191,12 +197,14 @@ bool ssock__conn_mid_frame(const ssock_conn *c);
  * and if it stopped reading because the server is slow to take that, while
  * the server stopped reading because the client does not take the
  * replies, neither would ever move again. One side that always reads
- * breaks the cycle. */
+ * breaks the cycle. Nor does a protocol codec's connection (tinyproto):
+ * its messages wait for the peer's answer, which only reading brings; its
+ * queue stays bounded by send_queue_max and the budget's hard limit. */
 static inline size_t ssock__read_limit(const ssock_conn *c)
 {
 	const ssock__stream_ep *ep = c->ep;
 	size_t high = ep->cfg.send_queue_max / 2;
-	if (ep->is_client)
+	if (ep->is_client || ep->codec->send)
 		return SIZE_MAX;
 	if (atomic_load_explicit(&ep->queued, memory_order_relaxed) > ep->send_budget / 2 &&
 	    high > SSOCK__BUDGET_SHARE)
@@ -234,6 +242,11 @@ void ssock__conn_write(ssock_conn *c);
  * threads); *out is NULL when the message has no bytes on the wire. */
 int ssock__frame_chunk(const ssock__stream_ep *ep, const void *data, size_t len,
 		       ssock__chunk **out);
+/* Copies ch's bytes to the end of into, and frees ch, when into (the newest
+ * chunk of a queue not yet on the loop: posted or offline) is a plain chunk
+ * with room for them and ep's codec lets messages share a chunk. Returns
+ * whether it did (ch is then gone). */
+bool ssock__chunk_merge(const ssock__stream_ep *ep, ssock__chunk *into, ssock__chunk *ch);
 void ssock__chunk_free(ssock_loop *loop, ssock__chunk *ch);
 /* Takes c's send side apart at its close: posted sends join the queue,
  * nothing is freed yet (see ssock__sendq_free()). Returns the bytes that
@@ -245,14 +258,17 @@ void ssock__sendq_free(ssock_conn *c);
  * thread. Returns 0 (ch taken), SSOCK_ENOCONN, SSOCK_ECLOSED or
  * SSOCK_ESENDQFULL. */
 int ssock__posted_push_locked(ssock__stream_ep *ep, uint64_t id, ssock__chunk *ch);
-/* With loop->mu held: waits until a send queue may have room. Returns 0 or
- * SSOCK_ETIMEDOUT (deadline is used when timeout_ms > 0). */
-int ssock__wait_room_locked(ssock_loop *loop, int timeout_ms, const struct timespec *deadline);
+/* A thread of the program begins or ends waiting on loop->cv for room in a
+ * send queue (or for a queue to empty), under loop->mu. Begin counts it
+ * before it looks at the queue, so a loop thread making room either sees
+ * it waiting (and broadcasts) or left the room for it to see. */
+void ssock__room_wait_begin(ssock_loop *loop);
+void ssock__room_wait_end(ssock_loop *loop);
 /* Queues ch from a thread other than the loop's: push_locked(arg, ch) under
  * loop->mu, and while it says SSOCK_ESENDQFULL, waits up to timeout_ms (-1:
  * no limit) for room where this thread may wait. Returns 0 (ch taken) or
  * push_locked's error, or SSOCK_ETIMEDOUT (ch still the caller's). */
-int ssock__queue_wait(ssock_loop *l, ssock__chunk *ch, int timeout_ms,
+int ssock__queue_wait(ssock__stream_ep *ep, ssock__chunk *ch, int timeout_ms,
 		      int (*push_locked)(void *arg, ssock__chunk *ch), void *arg);
 /* Send by id (any thread; inline on the loop thread). */
 int ssock__send_id(ssock__stream_ep *ep, uint64_t id, const void *data, size_t len,

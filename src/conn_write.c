@@ -13,6 +13,9 @@
 
 #define WRITES_PER_WAKEUP 8
 #define CHUNK_SIZE (16u << 10) /* standard send chunk */
+/* A small message's chunk from another thread, header included: room for
+ * the next small ones (see ssock__frame_chunk()). */
+#define SMALL_CHUNK_CAP (512 - sizeof(ssock__chunk))
 #define MAX_FREE_CHUNKS 256    /* spare chunks a loop keeps (4 MiB) */
 #define IDLE_FREE_CHUNKS 32    /* and keeps once that many are not in use */
 #define MAX_IOV 64
@@ -36,7 +39,6 @@ static ssock__chunk *chunk_new(ssock_loop *l, size_t need)
 		ch = l->free_chunks;
 		l->free_chunks = ch->next;
 		l->nfree_chunks--;
-		l->chunk_takes++;
 	} else {
 		size_t cap = need <= CHUNK_SIZE ? CHUNK_SIZE : need;
 		ch = malloc(sizeof *ch + cap);
@@ -96,13 +98,30 @@ int ssock__frame_chunk(const ssock__stream_ep *ep, const void *data, size_t len,
 		return (int)total; /* an empty raw message puts nothing on the wire */
 	if ((size_t)total > ep->cfg.send_queue_max)
 		return SSOCK_EMSGSIZE;
-	ssock__chunk *ch = malloc(sizeof *ch + (size_t)total);
+	/* A small message gets room for more after it: the next ones posted
+	 * to the same queue are copied in (ssock__chunk_merge()), so a queue
+	 * of small messages costs about its bytes, not a chunk each. Not for
+	 * a protocol codec, whose messages each wait as a unit. */
+	size_t cap = (size_t)total;
+	if (!ep->codec->send && cap < SMALL_CHUNK_CAP)
+		cap = SMALL_CHUNK_CAP;
+	ssock__chunk *ch = malloc(sizeof *ch + cap);
 	if (!ch)
 		return SSOCK_ENOMEM;
-	*ch = (ssock__chunk){.len = (size_t)total, .cap = (size_t)total};
+	*ch = (ssock__chunk){.len = (size_t)total, .cap = cap};
 	ep->codec->encode(ch->data, data, len);
 	*out = ch;
 	return 0;
+}
+
+bool ssock__chunk_merge(const ssock__stream_ep *ep, ssock__chunk *into, ssock__chunk *ch)
+{
+	if (!into || into->payload || ep->codec->send || into->cap - into->len < ch->len)
+		return false;
+	memcpy(into->data + into->len, ch->data + ch->off, ch->len - ch->off);
+	into->len += ch->len - ch->off;
+	free(ch);
+	return true;
 }
 
 /* Reserves room in c's send queue and in its endpoint's budget; false
@@ -248,7 +267,8 @@ static void out_append(ssock_conn *c, ssock__chunk *ch)
 void ssock__out_chunk(ssock_conn *c, ssock__chunk *ch)
 {
 	ch->next = NULL;
-	out_append(c, ch);
+	if (!ssock__chunk_merge(c->ep, c->out_tail, ch))
+		out_append(c, ch);
 	mark_flush(c);
 }
 
@@ -403,7 +423,10 @@ static void consume(ssock_conn *c, size_t n)
 		ssock__conn_interest(c);
 		ssock__keep_pending(c);
 	}
-	if (atomic_load(&l->room_waiters) > 0) {
+	/* Pairs with ssock__room_wait_begin(): either a waiter counted itself
+	 * before this reads the count, or it sees the room made above. */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&l->room_waiters, memory_order_relaxed) > 0) {
 		pthread_mutex_lock(&l->mu);
 		pthread_cond_broadcast(&l->cv);
 		pthread_mutex_unlock(&l->mu);
@@ -489,8 +512,7 @@ void ssock__flush_all(ssock_loop *l)
 	}
 	l->nflush = 0;
 	l->obuf_len = 0;
-	free(l->rbuf_retired);
-	l->rbuf_retired = NULL;
+	ssock__rbuf_retired_free(l);
 	while (l->zombies) {
 		ssock_conn *c = l->zombies;
 		l->zombies = c->zombie_next;
@@ -533,39 +555,62 @@ void ssock__sendq_free(ssock_conn *c)
 
 void ssock__take_posted(ssock_loop *l)
 {
-	pthread_mutex_lock(&l->mu);
-	ssock_conn *c = l->posted;
-	l->posted = NULL;
-	while (c) {
-		ssock_conn *next = c->posted_next;
-		c->in_posted = false;
-		c->posted_next = NULL;
+	/* One connection at a time, its chunks queued with loop->mu released:
+	 * queueing may fail the connection (memory ran out), and failing one
+	 * takes loop->mu and runs on_error. A connection failed meanwhile
+	 * (unlinked: no thread posts to it now) frees what is left; its bytes
+	 * left the queued counts when it failed. Only those waiting now: one
+	 * posted to again meanwhile waits for the next pass (its post woke the
+	 * loop), so a busy sender cannot hold the loop here. */
+	size_t budget = SIZE_MAX;
+	for (;;) {
+		pthread_mutex_lock(&l->mu);
+		if (budget == SIZE_MAX) {
+			budget = 0;
+			for (ssock_conn *p = l->posted; p; p = p->posted_next)
+				budget++;
+		}
+		ssock_conn *c = budget > 0 ? l->posted : NULL;
+		budget -= c != NULL;
+		if (c) {
+			l->posted = c->posted_next;
+			c->in_posted = false;
+			c->posted_next = NULL;
+		}
+		ssock__chunk *newest = c ? c->posted : NULL;
+		if (c)
+			c->posted = NULL;
+		pthread_mutex_unlock(&l->mu);
+		if (!c)
+			return;
 		/* Newest first: reverse into call order. */
 		ssock__chunk *list = NULL;
-		for (ssock__chunk *ch = c->posted, *nx; ch; ch = nx) {
+		for (ssock__chunk *ch = newest, *nx; ch; ch = nx) {
 			nx = ch->next;
 			ch->next = list;
 			list = ch;
 		}
-		c->posted = NULL;
 		for (ssock__chunk *ch = list, *nx; ch; ch = nx) {
 			nx = ch->next;
-			if (c->ep->codec->send)
+			if (c->state == SSOCK__CLOSED)
+				ssock__chunk_free(l, ch);
+			else if (c->ep->codec->send)
 				c->ep->codec->send(c, ch);
 			else
 				ssock__out_chunk(c, ch);
 		}
-		c = next;
 	}
-	pthread_mutex_unlock(&l->mu);
 }
 
-int ssock__wait_room_locked(ssock_loop *l, int timeout_ms, const struct timespec *deadline)
+void ssock__room_wait_begin(ssock_loop *l)
 {
-	atomic_fetch_add(&l->room_waiters, 1);
-	int rc = ssock__cond_wait(&l->cv, &l->mu, timeout_ms, deadline);
-	atomic_fetch_sub(&l->room_waiters, 1);
-	return rc;
+	atomic_fetch_add_explicit(&l->room_waiters, 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_seq_cst);
+}
+
+void ssock__room_wait_end(ssock_loop *l)
+{
+	atomic_fetch_sub_explicit(&l->room_waiters, 1, memory_order_relaxed);
 }
 
 int ssock__posted_push_locked(ssock__stream_ep *ep, uint64_t id, ssock__chunk *ch)
@@ -580,6 +625,8 @@ int ssock__posted_push_locked(ssock__stream_ep *ep, uint64_t id, ssock__chunk *c
 		return 0;
 	if (!reserve(c, ch->len))
 		return SSOCK_ESENDQFULL;
+	if (ssock__chunk_merge(ep, c->posted, ch))
+		return 0;
 	ch->next = c->posted;
 	c->posted = ch;
 	if (!c->in_posted) {
@@ -590,9 +637,10 @@ int ssock__posted_push_locked(ssock__stream_ep *ep, uint64_t id, ssock__chunk *c
 	return 0;
 }
 
-int ssock__queue_wait(ssock_loop *l, ssock__chunk *ch, int timeout_ms,
+int ssock__queue_wait(ssock__stream_ep *ep, ssock__chunk *ch, int timeout_ms,
 		      int (*push_locked)(void *arg, ssock__chunk *ch), void *arg)
 {
+	ssock_loop *l = ep->base.loop;
 	struct timespec deadline;
 	if (!ssock__may_wait(l))
 		timeout_ms = 0; /* only this thread could make the room */
@@ -600,10 +648,28 @@ int ssock__queue_wait(ssock_loop *l, ssock__chunk *ch, int timeout_ms,
 		ssock__abstime(&deadline, timeout_ms);
 	pthread_mutex_lock(&l->mu);
 	int rc = push_locked(arg, ch);
-	while (rc == SSOCK_ESENDQFULL && timeout_ms != 0) {
-		rc = ssock__wait_room_locked(l, timeout_ms, &deadline);
-		if (rc == 0)
-			rc = push_locked(arg, ch);
+	if (rc == SSOCK_ESENDQFULL && timeout_ms != 0) {
+		/* Waiting: counted, so a free of the handle wakes this thread
+		 * and waits for it to leave (ssock__stream_ep_shutdown()); and
+		 * counted as a waiter for room before looking again (see
+		 * consume()). */
+		ep->waiters++;
+		ssock__room_wait_begin(l);
+		for (;;) {
+			rc = ep->freeing ? SSOCK_ESHUTDOWN : push_locked(arg, ch);
+			if (rc != SSOCK_ESENDQFULL)
+				break;
+			rc = ssock__cond_wait(&l->cv, &l->mu, timeout_ms, &deadline);
+			if (rc != 0)
+				break;
+		}
+		ssock__room_wait_end(l);
+		if (rc == 0 && ch)
+			ssock__wake(l); /* before leaving: the loop stays until then */
+		if (--ep->waiters == 0 && ep->freeing)
+			pthread_cond_broadcast(&l->cv);
+		pthread_mutex_unlock(&l->mu);
+		return rc;
 	}
 	pthread_mutex_unlock(&l->mu);
 	if (rc == 0 && ch)
@@ -635,7 +701,7 @@ int ssock__send_id(ssock__stream_ep *ep, uint64_t id, const void *data, size_t l
 	int rc = ssock__frame_chunk(ep, data, len, &ch);
 	if (rc != 0)
 		return rc;
-	rc = ssock__queue_wait(ep->base.loop, ch, timeout_ms, push_id_locked,
+	rc = ssock__queue_wait(ep, ch, timeout_ms, push_id_locked,
 			       &(struct push_id){ep, id});
 	if (rc != 0)
 		free(ch);

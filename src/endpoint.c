@@ -117,6 +117,18 @@ void ssock__ep_error(ssock__ep *ep, int code, const char *op, uint64_t conn,
 	}
 }
 
+void ssock__stream_ep_shutdown(ssock__stream_ep *ep, void (*fn)(ssock__cmd *cmd), void *arg)
+{
+	ssock_loop *l = ep->base.loop;
+	pthread_mutex_lock(&l->mu);
+	ep->freeing = true;
+	pthread_cond_broadcast(&l->cv);
+	while (ep->waiters > 0)
+		pthread_cond_wait(&l->cv, &l->mu);
+	pthread_mutex_unlock(&l->mu);
+	ssock__ep_shutdown(&ep->base, fn, arg);
+}
+
 struct shutdown {
 	void (*fn)(ssock__cmd *cmd);
 	void *arg;

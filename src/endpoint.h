@@ -110,6 +110,12 @@ struct ssock__stream_ep {
 	int nconns;
 	ssock_conn *paused_head; /* loop only: reading stopped (inbox full) */
 	ssock_conn *resuming;    /* loop only: those of them being resumed */
+	/* Threads of the program waiting in a blocking call on this handle
+	 * (for room, a connection, a flush), and whether freeing has begun:
+	 * they then leave with SSOCK_ESHUTDOWN, and the free waits for them.
+	 * Under loop->mu. */
+	int waiters;
+	bool freeing;
 	/* Bytes queued to send on all its connections, and their bound (see
 	 * ssock_server_opts.send_budget; SIZE_MAX for a client). */
 	atomic_size_t queued;
@@ -122,6 +128,10 @@ struct ssock__stream_ep {
 	void (*on_conn_open)(ssock__stream_ep *ep, ssock_conn *conn);
 	void (*on_conn_closed)(ssock__stream_ep *ep, ssock_conn *conn, int reason);
 	void (*on_conn_aborted)(ssock__stream_ep *ep, ssock_conn *conn, int reason);
+	/* Any connection is gone (closed either way; its id no longer
+	 * found), with `unsent` bytes never written. Loop thread, under
+	 * loop->mu. */
+	void (*on_conn_gone)(ssock__stream_ep *ep, ssock_conn *conn, size_t unsent);
 };
 
 /* Sets up what every handle has: takes the given loop or a new one, the
@@ -137,6 +147,11 @@ void ssock__ep_error(ssock__ep *ep, int code, const char *op, uint64_t conn,
  * makes sure the loop can no longer reach the endpoint (its own thread
  * joined, or a shared loop's current pass over). Then it may be freed. */
 void ssock__ep_shutdown(ssock__ep *ep, void (*fn)(ssock__cmd *cmd), void *arg);
+
+/* Freeing a server or client: wakes the program's threads waiting in its
+ * blocking calls (they return SSOCK_ESHUTDOWN) and waits until they have
+ * left (before), then takes its sockets off the loop (ssock__ep_shutdown()). */
+void ssock__stream_ep_shutdown(ssock__stream_ep *ep, void (*fn)(ssock__cmd *cmd), void *arg);
 
 /* As ssock__ep_init(), for a server or client: cfg's defaults filled in and
  * checked, its codec and the default transport. */

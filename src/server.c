@@ -279,7 +279,7 @@ int ssock_server_free(ssock_server *srv)
 		return 0;
 	if (ssock__on_any_loop())
 		return SSOCK_ELOOPTHREAD;
-	ssock__ep_shutdown(&srv->ep.base, shutdown_cmd, srv);
+	ssock__stream_ep_shutdown(&srv->ep, shutdown_cmd, srv);
 	free_server(srv);
 	return 0;
 }
