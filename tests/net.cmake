@@ -20,3 +20,14 @@ add_test(NAME resolve.silent_name_server_does_not_block_the_loop
           silent_name_server_does_not_block_the_loop)
 set_tests_properties(resolve.silent_name_server_does_not_block_the_loop PROPERTIES
   LABELS "net;threaded" TIMEOUT 120 SKIP_RETURN_CODE 77)
+# The review of the redesigned inside: one named test per finding, each
+# failed on the code it was written against.
+ssock_test(test_review LABELS net threaded SOURCES net_helpers.c)
+foreach(case silent_name_does_not_starve_other_lookups
+             distinct_silent_names_do_not_starve_other_lookups)
+  set_tests_properties(test_review.${case} PROPERTIES DISABLED TRUE)
+  add_test(NAME review.${case}
+    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/dns_silent.sh $<TARGET_FILE:test_review> ${case})
+  set_tests_properties(review.${case} PROPERTIES
+    LABELS "net;threaded" TIMEOUT 120 SKIP_RETURN_CODE 77)
+endforeach()
