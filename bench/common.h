@@ -20,8 +20,8 @@
 #define BENCH_READ_SIZE (64 * 1024)
 
 struct bench_addr {
-    struct sockaddr_storage ss;
-    socklen_t len;
+	struct sockaddr_storage ss;
+	socklen_t len;
 };
 
 /* Prints "PROG: message" (and strerror(errno) when the format ends in ':') to stderr
@@ -65,20 +65,20 @@ int bench_bind_udp(const struct bench_addr *addr, int nonblock);
 /* Parses the reference servers' command line, "--listen ADDR [extra flag]", into addr.
  * When extra_flag is not NULL and present, *extra is set to 1. Exits 2 on bad usage. */
 void bench_server_args(int argc, char **argv, const char *extra_flag, int *extra,
-                       struct bench_addr *addr);
+		       struct bench_addr *addr);
 
 /* Big-endian u32 load and store for frame headers. */
 static inline uint32_t bench_get_be32(const uint8_t *p)
 {
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
 static inline void bench_put_be32(uint8_t *p, uint32_t v)
 {
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
 }
 
 #endif

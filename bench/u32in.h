@@ -11,9 +11,9 @@
 #include <stdint.h>
 
 struct u32_in {
-    uint8_t *part;   /* start of a frame split across reads (header included), or NULL */
-    size_t part_len; /* bytes of it received so far */
-    size_t part_cap;
+	uint8_t *part;   /* start of a frame split across reads (header included), or NULL */
+	size_t part_len; /* bytes of it received so far */
+	size_t part_cap;
 };
 
 /* Called once per complete frame, in order; payload is valid only during the call. */
@@ -21,8 +21,7 @@ typedef void (*u32_deliver_fn)(void *ctx, const uint8_t *payload, size_t len);
 
 /* Feeds n received bytes. Returns 0, or -1 when a frame announces a length above
  * BENCH_MAX_MESSAGE or memory runs out: the caller then closes the connection. */
-int u32_feed(struct u32_in *in, const uint8_t *data, size_t n, u32_deliver_fn deliver,
-             void *ctx);
+int u32_feed(struct u32_in *in, const uint8_t *data, size_t n, u32_deliver_fn deliver, void *ctx);
 
 /* Frees any partial frame; the decoder can be reused afterwards. */
 void u32_in_free(struct u32_in *in);
@@ -30,9 +29,9 @@ void u32_in_free(struct u32_in *in);
 /* The replies to the read being handled: framed copies appended here, sent with one call,
  * and the buffer reused (one per server, not per connection). */
 struct u32_out {
-    uint8_t *buf;
-    size_t len, cap;
-    int oom; /* an append ran out of memory: the caller closes the connection */
+	uint8_t *buf;
+	size_t len, cap;
+	int oom; /* an append ran out of memory: the caller closes the connection */
 };
 
 /* Appends payload as one u32 frame; on allocation failure sets out->oom instead. */

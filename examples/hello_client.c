@@ -61,7 +61,8 @@ int main(int argc, char **argv)
 			fprintf(stderr, "%s: %s\n", argv[0], ssock_strerror(rc));
 			break;
 		}
-		printf("Got this string from server:\n%.*s\n\n", (int)len, len ? (char *)reply : "");
+		printf("Got this string from server:\n%.*s\n\n", (int)len,
+		       len ? (char *)reply : "");
 		ssock_free(reply);
 	}
 	free(line);

@@ -25,7 +25,8 @@ static void on_message(ssock_conn *c, const void *data, size_t len, void *user)
 	struct replies *r = user;
 	(void)c;
 	pthread_mutex_lock(&r->mu);
-	printf("reply %d (%zu bytes): %.*s\n", ++r->got, len, (int)len, len ? (const char *)data : "");
+	printf("reply %d (%zu bytes): %.*s\n", ++r->got, len, (int)len,
+	       len ? (const char *)data : "");
 	pthread_cond_signal(&r->cv);
 	pthread_mutex_unlock(&r->mu);
 }
@@ -51,8 +52,10 @@ int main(int argc, char **argv)
 	int n = argc > 2 ? argc - 2 : 1;
 
 	struct replies r = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, 0};
-	ssock_client_opts o = {
-		.connect = argv[1], .on_message = on_message, .on_disconnect = on_disconnect, .user = &r};
+	ssock_client_opts o = {.connect = argv[1],
+			       .on_message = on_message,
+			       .on_disconnect = on_disconnect,
+			       .user = &r};
 	ssock_client *cli = NULL;
 	int rc = ssock_client_new(&cli, &o);
 	if (rc == 0)

@@ -70,8 +70,8 @@ static ssize_t step_exact(const ssock__tp *st, const uint8_t *b, size_t len, uin
 }
 
 /* What the step may decide in state st for bytes b[0..len), per the spec. */
-static void check_step(const ssock__tp *st, const uint8_t *b, size_t len, uint32_t max,
-		       ssize_t r, ssock__tp_act act)
+static void check_step(const ssock__tp *st, const uint8_t *b, size_t len, uint32_t max, ssize_t r,
+		       ssock__tp_act act)
 {
 	if (r >= 0)
 		FUZZ_CHECK((size_t)r <= len && (r == 0 || r == 1 || r == 4));
@@ -216,7 +216,8 @@ static void try_send(struct side *s)
 {
 	bool receiving = s->len > 0;
 	bool may = ssock__tp_may_send(&s->st, receiving);
-	FUZZ_CHECK(may == (s->st.hello_in && !s->st.tx_waiting && !s->st.rx_accepted && !receiving));
+	FUZZ_CHECK(may ==
+		   (s->st.hello_in && !s->st.tx_waiting && !s->st.rx_accepted && !receiving));
 	if (!may)
 		return;
 	s->st.tx_waiting = true;
@@ -260,8 +261,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 3:
 			if (i < size) {
 				uint8_t f = data[i++];
-				s.st = (ssock__tp){.hello_in = f & 1, .rx_accepted = f & 2,
-						   .tx_waiting = f & 4, .after_refusal = f & 8};
+				s.st = (ssock__tp){.hello_in = f & 1,
+						   .rx_accepted = f & 2,
+						   .tx_waiting = f & 4,
+						   .after_refusal = f & 8};
 				s.checked = false; /* a frame no answer was given for */
 				process(&s);
 			}

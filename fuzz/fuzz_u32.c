@@ -18,8 +18,8 @@
 struct msgs {
 	size_t *off, *len; /* payload offset in the stream, length */
 	size_t n;
-	ssize_t last;    /* the final decode result: 0 or an error */
-	size_t rest;     /* offset of the undecoded rest */
+	ssize_t last; /* the final decode result: 0 or an error */
+	size_t rest;  /* offset of the undecoded rest */
 };
 
 static uint32_t be32(const uint8_t *p)
@@ -28,7 +28,8 @@ static uint32_t be32(const uint8_t *p)
 }
 
 /* One decode with every invariant that holds for a single call. */
-static ssize_t decode(const uint8_t *buf, size_t len, uint32_t max, size_t *msg_off, size_t *msg_len)
+static ssize_t decode(const uint8_t *buf, size_t len, uint32_t max, size_t *msg_off,
+		      size_t *msg_len)
 {
 	const uint8_t *msg = NULL;
 	size_t need = 0;

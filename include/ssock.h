@@ -38,9 +38,9 @@ extern "C" {
 /* Version                                                                   */
 /* ------------------------------------------------------------------------ */
 
-#define SSOCK_VERSION_MAJOR 0
-#define SSOCK_VERSION_MINOR 2
-#define SSOCK_VERSION_PATCH 0
+#define SSOCK_VERSION_MAJOR  0
+#define SSOCK_VERSION_MINOR  2
+#define SSOCK_VERSION_PATCH  0
 #define SSOCK_VERSION_STRING "0.2.0"
 #define SSOCK_VERSION_NUMBER \
 	((SSOCK_VERSION_MAJOR << 16) | (SSOCK_VERSION_MINOR << 8) | SSOCK_VERSION_PATCH)
@@ -58,42 +58,44 @@ const char *ssock_version(void);
  * ssock_errname() can never drift from it. Codes that have an errno equivalent
  * are -errno; the rest are below -30000, far from any errno value.
  */
-#define SSOCK_ERRORS(X)                                                              \
-	X(SSOCK_EINVAL, -EINVAL, "invalid argument")                                 \
-	X(SSOCK_ENOMEM, -ENOMEM, "out of memory")                                    \
-	X(SSOCK_EBUSY, -EBUSY, "resource busy (still in use)")                       \
-	X(SSOCK_EMSGSIZE, -EMSGSIZE, "message too large")                            \
-	X(SSOCK_ETIMEDOUT, -ETIMEDOUT, "timed out")                                  \
-	X(SSOCK_ECONNREFUSED, -ECONNREFUSED, "connection refused")                   \
-	X(SSOCK_ECONNRESET, -ECONNRESET, "connection reset by peer")                 \
-	X(SSOCK_EPIPE, -EPIPE, "broken pipe")                                        \
-	X(SSOCK_EADDRINUSE, -EADDRINUSE, "address already in use")                   \
-	X(SSOCK_EADDRNOTAVAIL, -EADDRNOTAVAIL, "address not available")              \
-	X(SSOCK_EACCES, -EACCES, "permission denied")                                \
-	X(SSOCK_EMFILE, -EMFILE, "too many open files")                              \
-	X(SSOCK_ENFILE, -ENFILE, "too many open files in system")                    \
-	X(SSOCK_ENETUNREACH, -ENETUNREACH, "network unreachable")                    \
-	X(SSOCK_EHOSTUNREACH, -EHOSTUNREACH, "host unreachable")                     \
-	X(SSOCK_ENOTCONN, -ENOTCONN, "not connected")                                \
-	X(SSOCK_EAFNOSUPPORT, -EAFNOSUPPORT, "address family not supported")         \
-	X(SSOCK_ENOCONN, -30001, "no such connection (unknown or stale id)")         \
-	X(SSOCK_ECLOSED, -30002, "connection or handle is closing")                  \
-	X(SSOCK_ESENDQFULL, -30003, "send queue full")                               \
-	X(SSOCK_ETRUNCATED, -30004, "peer closed the connection in mid-message")     \
-	X(SSOCK_EFRAMING, -30005, "message cannot be framed or frame is malformed")  \
-	X(SSOCK_ELIMIT, -30006, "connection limit reached")                          \
-	X(SSOCK_EIDLE, -30007, "idle timeout")                                       \
-	X(SSOCK_ESTALLED, -30008, "peer stalled in mid-message (read timeout)")      \
+#define SSOCK_ERRORS(X)                                                                         \
+	X(SSOCK_EINVAL, -EINVAL, "invalid argument")                                            \
+	X(SSOCK_ENOMEM, -ENOMEM, "out of memory")                                               \
+	X(SSOCK_EBUSY, -EBUSY, "resource busy (still in use)")                                  \
+	X(SSOCK_EMSGSIZE, -EMSGSIZE, "message too large")                                       \
+	X(SSOCK_ETIMEDOUT, -ETIMEDOUT, "timed out")                                             \
+	X(SSOCK_ECONNREFUSED, -ECONNREFUSED, "connection refused")                              \
+	X(SSOCK_ECONNRESET, -ECONNRESET, "connection reset by peer")                            \
+	X(SSOCK_EPIPE, -EPIPE, "broken pipe")                                                   \
+	X(SSOCK_EADDRINUSE, -EADDRINUSE, "address already in use")                              \
+	X(SSOCK_EADDRNOTAVAIL, -EADDRNOTAVAIL, "address not available")                         \
+	X(SSOCK_EACCES, -EACCES, "permission denied")                                           \
+	X(SSOCK_EMFILE, -EMFILE, "too many open files")                                         \
+	X(SSOCK_ENFILE, -ENFILE, "too many open files in system")                               \
+	X(SSOCK_ENETUNREACH, -ENETUNREACH, "network unreachable")                               \
+	X(SSOCK_EHOSTUNREACH, -EHOSTUNREACH, "host unreachable")                                \
+	X(SSOCK_ENOTCONN, -ENOTCONN, "not connected")                                           \
+	X(SSOCK_EAFNOSUPPORT, -EAFNOSUPPORT, "address family not supported")                    \
+	X(SSOCK_ENOCONN, -30001, "no such connection (unknown or stale id)")                    \
+	X(SSOCK_ECLOSED, -30002, "connection or handle is closing")                             \
+	X(SSOCK_ESENDQFULL, -30003, "send queue full")                                          \
+	X(SSOCK_ETRUNCATED, -30004, "peer closed the connection in mid-message")                \
+	X(SSOCK_EFRAMING, -30005, "message cannot be framed or frame is malformed")             \
+	X(SSOCK_ELIMIT, -30006, "connection limit reached")                                     \
+	X(SSOCK_EIDLE, -30007, "idle timeout")                                                  \
+	X(SSOCK_ESTALLED, -30008, "peer stalled in mid-message (read timeout)")                 \
 	X(SSOCK_EBADADDR, -30009, "invalid address (expected HOST:PORT, [IPV6]:PORT or :PORT)") \
-	X(SSOCK_ERESOLVE, -30010, "host name could not be resolved")                 \
-	X(SSOCK_ELOOPTHREAD, -30011, "cannot block or close from the loop thread")   \
-	X(SSOCK_ELOCAL, -30012, "closed by this side")                               \
-	X(SSOCK_ESHUTDOWN, -30013, "server or client is shutting down")              \
-	X(SSOCK_ENOINBOX, -30014, "events go to callbacks, not to the inbox")        \
-	X(SSOCK_EPROTO, -30015, "protocol error (bad handshake or status byte)")     \
-	X(SSOCK_EREFUSED, -30016, "peer refused the message")                        \
-	X(SSOCK_ECOLLISION, -30017, "both sides started a message at once (half-duplex collision)") \
-	X(SSOCK_EHANDSHAKE, -30018, "handshake did not complete (does the peer speak this protocol?)")
+	X(SSOCK_ERESOLVE, -30010, "host name could not be resolved")                            \
+	X(SSOCK_ELOOPTHREAD, -30011, "cannot block or close from the loop thread")              \
+	X(SSOCK_ELOCAL, -30012, "closed by this side")                                          \
+	X(SSOCK_ESHUTDOWN, -30013, "server or client is shutting down")                         \
+	X(SSOCK_ENOINBOX, -30014, "events go to callbacks, not to the inbox")                   \
+	X(SSOCK_EPROTO, -30015, "protocol error (bad handshake or status byte)")                \
+	X(SSOCK_EREFUSED, -30016, "peer refused the message")                                   \
+	X(SSOCK_ECOLLISION, -30017,                                                             \
+	  "both sides started a message at once (half-duplex collision)")                       \
+	X(SSOCK_EHANDSHAKE, -30018,                                                             \
+	  "handshake did not complete (does the peer speak this protocol?)")
 
 enum ssock_error_code {
 #define SSOCK__ERR_ENUM(name, value, msg) name = (value),
@@ -149,9 +151,9 @@ int ssock_addr_resolve(const char *text, int passive, ssock_addr *out, int max);
 
 /* How messages are delimited on the wire (see docs/DESIGN.md, "Wire formats"). */
 typedef enum ssock_framing {
-	SSOCK_FRAMING_U32 = 0, /* 4-byte big-endian length, then payload (default) */
-	SSOCK_FRAMING_LINE,    /* payload then '\n'; a '\r' before it is stripped */
-	SSOCK_FRAMING_RAW,     /* no framing: bytes as they arrive */
+	SSOCK_FRAMING_U32 = 0,   /* 4-byte big-endian length, then payload (default) */
+	SSOCK_FRAMING_LINE,      /* payload then '\n'; a '\r' before it is stripped */
+	SSOCK_FRAMING_RAW,       /* no framing: bytes as they arrive */
 	SSOCK_FRAMING_TINYPROTO, /* Python tinyproto 3.0 wire format */
 } ssock_framing;
 
@@ -181,15 +183,15 @@ typedef enum ssock_event_type {
  */
 typedef struct ssock_event {
 	ssock_event_type type;
-	uint64_t conn;    /* connection id; 0 for an error not tied to one */
-	ssock_addr peer;  /* the peer's address (unset for some errors) */
-	int code;         /* DISCONNECT: reason, 0 when the peer closed cleanly;
+	uint64_t conn;   /* connection id; 0 for an error not tied to one */
+	ssock_addr peer; /* the peer's address (unset for some errors) */
+	int code;        /* DISCONNECT: reason, 0 when the peer closed cleanly;
 	                     ERROR: the error code */
-	const char *op;   /* ERROR: the operation that failed ("accept", "read",
+	const char *op;  /* ERROR: the operation that failed ("accept", "read",
 	                     "connect", "frame", ...); static string */
-	void *data;       /* MESSAGE: payload (NULL when len == 0) */
-	size_t len;       /* MESSAGE: payload length */
-	size_t unsent;    /* DISCONNECT: queued bytes that were never sent */
+	void *data;      /* MESSAGE: payload (NULL when len == 0) */
+	size_t len;      /* MESSAGE: payload length */
+	size_t unsent;   /* DISCONNECT: queued bytes that were never sent */
 } ssock_event;
 
 /* Frees what an event owns and resets it to SSOCK_EVENT_NONE. Safe on a
@@ -310,24 +312,24 @@ typedef struct ssock_server_opts {
 	 * IPv6 and IPv4). Port 0 picks a free port: read it with
 	 * ssock_server_addr(). Required. More: ssock_server_listen(). */
 	const char *listen;
-	int backlog;         /* listen() backlog; default SOMAXCONN */
-	int max_conns;       /* connections at once; 0: no limit but the fd limit.
+	int backlog;              /* listen() backlog; default SOMAXCONN */
+	int max_conns;            /* connections at once; 0: no limit but the fd limit.
 	                        One over the limit is accepted and closed at once,
 	                        and an SSOCK_ELIMIT error is reported. */
-	ssock_framing framing; /* default SSOCK_FRAMING_U32 */
-	uint32_t max_message;  /* largest message accepted from a peer, in bytes;
+	ssock_framing framing;    /* default SSOCK_FRAMING_U32 */
+	uint32_t max_message;     /* largest message accepted from a peer, in bytes;
 	                          default 16 MiB, at most 4 GiB - 1. A peer that
 	                          announces more is closed with SSOCK_EMSGSIZE
 	                          before anything is allocated. */
-	size_t read_size;      /* bytes per read() call; default 64 KiB */
-	size_t send_queue_max; /* bytes queued per connection; default 32 MiB or
+	size_t read_size;         /* bytes per read() call; default 64 KiB */
+	size_t send_queue_max;    /* bytes queued per connection; default 32 MiB or
 	                          max_message + 8 if that is larger (room
 	                          for any framing's header). Counted in
 	                          bytes on the wire; small messages share
 	                          memory blocks, so memory stays near it
 	                          (tinyproto: about 60 bytes more per
 	                          message, each waits on its own) */
-	size_t send_budget;    /* bytes queued to send across all connections,
+	size_t send_budget;       /* bytes queued to send across all connections,
 	                          the server's bound on memory held for slow
 	                          readers; default 64 MiB, or twice
 	                          send_queue_max if that is larger. While the
@@ -337,17 +339,17 @@ typedef struct ssock_server_opts {
 	                          making replies for it); a send that would go
 	                          over it fails with SSOCK_ESENDQFULL as a full
 	                          queue does. */
-	size_t inbox_max;      /* inbox mode: messages held before reading stops
+	size_t inbox_max;         /* inbox mode: messages held before reading stops
 	                          (TCP backpressure); default 1024 */
-	size_t inbox_max_bytes;/* inbox mode: payload bytes held likewise;
+	size_t inbox_max_bytes;   /* inbox mode: payload bytes held likewise;
 	                          default 64 MiB */
-	int idle_timeout_ms;   /* close a connection with no traffic either way
+	int idle_timeout_ms;      /* close a connection with no traffic either way
 	                          for this long (SSOCK_EIDLE); 0: never. When
 	                          it runs out while the connection's messages
 	                          wait in the inbox for the program (or its
 	                          reading waits for room there), the wait is
 	                          this side's: the clock starts again. */
-	int read_timeout_ms;   /* close a connection whose partial message has
+	int read_timeout_ms;      /* close a connection whose partial message has
 	                          not completed in this long (SSOCK_ESTALLED);
 	                          time spent waiting for room in a full inbox
 	                          does not count; 0: never */
@@ -358,16 +360,16 @@ typedef struct ssock_server_opts {
 	                          (the connect event comes at once, and
 	                          messages wait for it). A client uses its
 	                          connect_timeout_ms. */
-	int keepalive_s;       /* TCP keepalive idle seconds, at most
+	int keepalive_s;          /* TCP keepalive idle seconds, at most
 	                          SSOCK_KEEPALIVE_MAX; 0: off */
-	int error_log_max;     /* entries kept in the error log; default 64 */
-	ssock_loop *loop;      /* shared loop; NULL: the server owns a loop on a
+	int error_log_max;        /* entries kept in the error log; default 64 */
+	ssock_loop *loop;         /* shared loop; NULL: the server owns a loop on a
 	                          background thread */
 	ssock_connect_cb on_connect;
 	ssock_message_cb on_message;
 	ssock_disconnect_cb on_disconnect;
 	ssock_error_cb on_error;
-	void *user;            /* passed to every callback */
+	void *user; /* passed to every callback */
 } ssock_server_opts;
 
 /* Creates a server, binds and listens on opts->listen, and starts serving
@@ -433,15 +435,15 @@ int ssock_server_conns(ssock_server *srv, ssock_conn_info *out, int max);
 /* A server's counters and what it holds now, as ssock_server_stats_get() reads
  * them. */
 typedef struct ssock_server_stats {
-	uint64_t accepted;    /* connections accepted since the start */
-	uint64_t refused;     /* closed at once: over max_conns */
-	int conns;            /* open now */
-	int accepting;        /* 1 while listeners accept; 0 while paused (by
+	uint64_t accepted;   /* connections accepted since the start */
+	uint64_t refused;    /* closed at once: over max_conns */
+	int conns;           /* open now */
+	int accepting;       /* 1 while listeners accept; 0 while paused (by
 	                         ssock_server_pause(), a full inbox or running
 	                         out of fds) */
-	size_t queued;        /* bytes queued to send, all connections */
-	size_t inbox_events;  /* events waiting in the inbox */
-	size_t inbox_bytes;   /* their payload bytes */
+	size_t queued;       /* bytes queued to send, all connections */
+	size_t inbox_events; /* events waiting in the inbox */
+	size_t inbox_bytes;  /* their payload bytes */
 } ssock_server_stats;
 
 /* Fills *out. Returns 0. Any thread; the figures are read one after
@@ -513,31 +515,31 @@ typedef enum ssock_client_state {
 } ssock_client_state;
 
 typedef struct ssock_client_opts {
-	const char *connect;   /* "HOST:PORT" or "[IPV6]:PORT"; HOST may be a
+	const char *connect;     /* "HOST:PORT" or "[IPV6]:PORT"; HOST may be a
 	                          name, resolved again on every attempt. Required. */
-	ssock_framing framing; /* default SSOCK_FRAMING_U32 */
-	uint32_t max_message;  /* as in ssock_server_opts */
-	size_t read_size;      /* as in ssock_server_opts */
-	size_t send_queue_max; /* as in ssock_server_opts */
-	size_t inbox_max;      /* as in ssock_server_opts */
-	size_t inbox_max_bytes;/* as in ssock_server_opts */
-	int connect_timeout_ms;/* per attempt; default 10000 */
-	int idle_timeout_ms;   /* as in ssock_server_opts */
-	int read_timeout_ms;   /* as in ssock_server_opts */
-	int keepalive_s;       /* as in ssock_server_opts */
-	int auto_reconnect;    /* non-zero: after a lost connection or a failed
+	ssock_framing framing;   /* default SSOCK_FRAMING_U32 */
+	uint32_t max_message;    /* as in ssock_server_opts */
+	size_t read_size;        /* as in ssock_server_opts */
+	size_t send_queue_max;   /* as in ssock_server_opts */
+	size_t inbox_max;        /* as in ssock_server_opts */
+	size_t inbox_max_bytes;  /* as in ssock_server_opts */
+	int connect_timeout_ms;  /* per attempt; default 10000 */
+	int idle_timeout_ms;     /* as in ssock_server_opts */
+	int read_timeout_ms;     /* as in ssock_server_opts */
+	int keepalive_s;         /* as in ssock_server_opts */
+	int auto_reconnect;      /* non-zero: after a lost connection or a failed
 	                          attempt, try again with exponential backoff and
 	                          jitter, until ssock_client_disconnect() */
-	int reconnect_min_ms;  /* first backoff delay; default 100 */
-	int reconnect_max_ms;  /* backoff cap; default 10000 */
+	int reconnect_min_ms;    /* first backoff delay; default 100 */
+	int reconnect_max_ms;    /* backoff cap; default 10000 */
 	int reconnect_max_tries; /* give up after this many failed attempts in a
 	                            row; 0: never */
 	int queue_while_offline; /* non-zero: sends while not connected are
 	                            queued (bounded by send_queue_max) and sent on
 	                            (re)connect; zero: they fail with
 	                            SSOCK_ENOTCONN at once */
-	int error_log_max;     /* as in ssock_server_opts */
-	ssock_loop *loop;      /* as in ssock_server_opts */
+	int error_log_max;       /* as in ssock_server_opts */
+	ssock_loop *loop;        /* as in ssock_server_opts */
 	ssock_connect_cb on_connect;
 	ssock_message_cb on_message;
 	ssock_disconnect_cb on_disconnect;
@@ -685,7 +687,7 @@ typedef struct ssock_udp_opts {
 	 * the inbox in inbox mode (SSOCK_EVENT_ERROR). They always go to the
 	 * error log. */
 	ssock_error_cb on_error;
-	void *user;           /* passed to every callback */
+	void *user; /* passed to every callback */
 } ssock_udp_opts;
 
 /* Creates a UDP socket (SOCK_NONBLOCK | SOCK_CLOEXEC), binds and/or

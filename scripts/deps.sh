@@ -4,8 +4,8 @@
 #   build     a C compiler, cmake, make; python3-dev if possible
 #                                                     (make, make install)
 #   demo      build + what scripts/demo.sh runs      (make demo)
-#   test      build + nc, socat, python3; ss, pkg-config, python3-dev and
-#             python3-pip if possible                 (make test)
+#   test      build + nc, socat, python3; ss, pkg-config, clang-format,
+#             python3-dev and python3-pip if possible (make test)
 #   valgrind  build + valgrind, python3              (make test-valgrind)
 #   fuzz      clang, cmake, make                     (make fuzz; fuzz/run.sh
 #                                                     checks clang's fuzzer
@@ -32,7 +32,8 @@ for what in "$@"; do
 	test)
 		need+=("nc netcat-openbsd" "socat socat" "python3 python3")
 		want+=("ss iproute2 the examples test's check of the client address"
-			"pkg-config pkg-config the test of the installed pkg-config file")
+			"pkg-config pkg-config the test of the installed pkg-config file"
+			"clang-format clang-format the check that every C file is formatted")
 		;;
 	valgrind)
 		need+=("valgrind valgrind" "python3 python3")

@@ -223,7 +223,8 @@ bool ssock__same_addr(const ssock_addr *a, const ssock_addr *b)
 	if (a->u.sa.sa_family == AF_INET6)
 		return a->u.in6.sin6_port == b->u.in6.sin6_port &&
 		       a->u.in6.sin6_scope_id == b->u.in6.sin6_scope_id &&
-		       memcmp(&a->u.in6.sin6_addr, &b->u.in6.sin6_addr, sizeof(struct in6_addr)) == 0;
+		       memcmp(&a->u.in6.sin6_addr, &b->u.in6.sin6_addr, sizeof(struct in6_addr)) ==
+			       0;
 	return false;
 }
 

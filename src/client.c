@@ -8,8 +8,8 @@
  * offline queue and `last_error` are shared with callers under loop->mu and
  * signalled on loop->cv.
  */
-#include "addr.h"
 #include "client.h"
+#include "addr.h"
 
 #include <unistd.h>
 
@@ -471,8 +471,8 @@ int ssock_client_new(ssock_client **out, const ssock_client_opts *opts)
 	cli->target = strdup(opts->connect);
 	cli->cio.fd = -1;
 	cli->cio.on_io = on_connect_io;
-	cli->connect_timeout_ms =
-		opts->connect_timeout_ms ? opts->connect_timeout_ms : SSOCK__DEFAULT_CONNECT_TIMEOUT_MS;
+	cli->connect_timeout_ms = opts->connect_timeout_ms ? opts->connect_timeout_ms
+							   : SSOCK__DEFAULT_CONNECT_TIMEOUT_MS;
 	cli->auto_reconnect = opts->auto_reconnect != 0;
 	cli->queue_offline = opts->queue_while_offline != 0;
 	cli->backoff_min = opts->reconnect_min_ms ? opts->reconnect_min_ms : 100;

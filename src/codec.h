@@ -25,7 +25,7 @@ typedef struct ssock__chunk ssock__chunk;
 typedef struct ssock__frame {
 	const uint8_t *msg; /* a message: its payload, inside the buffer */
 	size_t len;
-	bool is_msg;        /* the bytes consumed were a message (not protocol) */
+	bool is_msg; /* the bytes consumed were a message (not protocol) */
 	/* On "need more": the whole frame's size once its header said it
 	 * (0: not known yet), and how many of its bytes come before the
 	 * payload, so a payload too large for the shared read buffer can be

@@ -47,7 +47,8 @@ static void kick(ssock_conn *c)
 	tp_state *t = state_of(c);
 	if (!t || c->decoding || c->state == SSOCK__CLOSED || c->state == SSOCK__DRAINING)
 		return;
-	if (!t->turns_head || t->awaiting || !ssock__tp_may_send(&t->proto, ssock__conn_mid_frame(c)))
+	if (!t->turns_head || t->awaiting ||
+	    !ssock__tp_may_send(&t->proto, ssock__conn_mid_frame(c)))
 		return;
 	ssock__chunk *ch = t->turns_head;
 	t->turns_head = ch->next;

@@ -56,8 +56,11 @@ static bool emit_disconnect(ssock_conn *c, int reason, size_t unsent, bool want_
 	}
 	if (!ep->base.inbox_mode)
 		return false;
-	ssock_event ev = {.type = SSOCK_EVENT_DISCONNECT, .conn = c->id, .peer = c->peer,
-			  .code = reason, .unsent = unsent};
+	ssock_event ev = {.type = SSOCK_EVENT_DISCONNECT,
+			  .conn = c->id,
+			  .peer = c->peer,
+			  .code = reason,
+			  .unsent = unsent};
 	return ssock__inbox_push(&ep->base.inbox, &ev, want_ack) && want_ack;
 }
 
@@ -138,7 +141,8 @@ static bool waits_on_us(ssock_conn *c)
 
 static void conn_timer(ssock__timer *t)
 {
-	ssock__conn_extra *x = (ssock__conn_extra *)((char *)t - offsetof(ssock__conn_extra, timer));
+	ssock__conn_extra *x =
+		(ssock__conn_extra *)((char *)t - offsetof(ssock__conn_extra, timer));
 	ssock_conn *c = x->conn;
 	const ssock__cfg *cfg = &c->ep->cfg;
 	int64_t now = ssock__loop_of(c)->now, since = ssock__read_clock(c);

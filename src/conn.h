@@ -55,13 +55,13 @@ enum ssock__conn_state {
 /* The read side's frame that spans reads (conn_read.c's), allocated when
  * one begins and freed when no part of one is held. */
 typedef struct ssock__partial {
-	uint8_t *stash;    /* bytes of frames not yet decoded or delivered */
+	uint8_t *stash; /* bytes of frames not yet decoded or delivered */
 	size_t stash_len, stash_cap;
-	size_t scanned;    /* the codec's resume hint over the stash */
-	uint8_t *big;      /* a payload too big for the shared read buffer */
+	size_t scanned; /* the codec's resume hint over the stash */
+	uint8_t *big;   /* a payload too big for the shared read buffer */
 	size_t big_len, big_have, big_cap;
-	bool big_ready;    /* complete but not yet delivered (inbox full) */
-	int64_t since;     /* when the current partial frame began */
+	bool big_ready; /* complete but not yet delivered (inbox full) */
+	int64_t since;  /* when the current partial frame began */
 } ssock__partial;
 
 /* What only some connections carry (conn.c's): a timer for timeouts, and a
@@ -90,32 +90,32 @@ struct ssock_conn {
 	ssock_conn *prev, *next; /* ep's list, changed under loop->mu */
 
 	/* Send side. */
-	atomic_size_t queued;             /* bytes in out, posted and the codec's */
+	atomic_size_t queued;              /* bytes in out, posted and the codec's */
 	ssock__chunk *out_head, *out_tail; /* the send queue: loop only */
-	ssock__chunk *posted;             /* sent from other threads, newest
+	ssock__chunk *posted;              /* sent from other threads, newest
 	                                     first: under loop->mu */
-	ssock_conn *posted_next;          /* in loop->posted, under loop->mu */
-	union { /* in at most one of these lists at a time */
-		ssock_conn *paused_next;  /* ep->paused_head: inbox full */
-		ssock_conn *pending_next; /* loop->pending: transport holds bytes */
-		ssock_conn *zombie_next;  /* loop->zombies: closed */
+	ssock_conn *posted_next;           /* in loop->posted, under loop->mu */
+	union {                            /* in at most one of these lists at a time */
+		ssock_conn *paused_next;   /* ep->paused_head: inbox full */
+		ssock_conn *pending_next;  /* loop->pending: transport holds bytes */
+		ssock_conn *zombie_next;   /* loop->zombies: closed */
 	};
 
-	ssock__partial *partial;   /* NULL when no frame spans reads */
-	ssock__conn_extra *extra;  /* NULL when nothing in it is needed */
-	uint32_t flush_idx;        /* 1 + its index in loop->flush; 0: none */
-	uint8_t state;             /* enum ssock__conn_state */
+	ssock__partial *partial;  /* NULL when no frame spans reads */
+	ssock__conn_extra *extra; /* NULL when nothing in it is needed */
+	uint32_t flush_idx;       /* 1 + its index in loop->flush; 0: none */
+	uint8_t state;            /* enum ssock__conn_state */
 	bool disc_emitted : 1;
-	bool in_handshake : 1;     /* the transport's handshake is running */
-	bool codec_hello : 1;      /* the codec's handshake is not done yet */
+	bool in_handshake : 1; /* the transport's handshake is running */
+	bool codec_hello : 1;  /* the codec's handshake is not done yet */
 	bool paused : 1, wpaused : 1, want_write : 1, peer_eof : 1;
-	bool decoding : 1;         /* decoding input (callbacks may run) */
+	bool decoding : 1; /* decoding input (callbacks may run) */
 	bool read_wants_write : 1, write_wants_read : 1, in_pending : 1;
-	bool connected;            /* set under loop->mu: the handshake is done
+	bool connected;   /* set under loop->mu: the handshake is done
 	                              (its connect event comes right after) */
-	bool closing;              /* under loop->mu: sends are refused */
-	bool in_posted;            /* under loop->mu */
-	atomic_bool gone;          /* set under loop->mu: the program has seen
+	bool closing;     /* under loop->mu: sends are refused */
+	bool in_posted;   /* under loop->mu */
+	atomic_bool gone; /* set under loop->mu: the program has seen
 	                              its disconnect, so its id names nothing */
 };
 
@@ -271,8 +271,7 @@ void ssock__room_wait_end(ssock_loop *loop);
 int ssock__queue_wait(ssock__stream_ep *ep, ssock__chunk *ch, int timeout_ms,
 		      int (*push_locked)(void *arg, ssock__chunk *ch), void *arg);
 /* Send by id (any thread; inline on the loop thread). */
-int ssock__send_id(ssock__stream_ep *ep, uint64_t id, const void *data, size_t len,
-		   int timeout_ms);
+int ssock__send_id(ssock__stream_ep *ep, uint64_t id, const void *data, size_t len, int timeout_ms);
 
 /* Counts bytes into or out of c's send queue and its endpoint's total. */
 static inline void ssock__queued_add(ssock_conn *c, size_t n)

@@ -13,8 +13,8 @@
 #include "conn.h"
 
 #define READS_PER_WAKEUP 16 /* fairness: then the next connection */
-#define BIG_MIN_GROWTH (64u << 10)
-#define BIG_EXACT_MAX (64u << 20)
+#define BIG_MIN_GROWTH   (64u << 10)
+#define BIG_EXACT_MAX    (64u << 20)
 
 /* Whether input is decoded: while open, and while closing as long as a
  * protocol codec still waits for the peer's answers to our last messages
@@ -518,7 +518,8 @@ void ssock__pending_remove(ssock_conn *c)
 	if (!c->in_pending)
 		return;
 	ssock_loop *l = ssock__loop_of(c);
-	for (ssock_conn **list = &l->pending; list; list = list == &l->pending ? &l->serving : NULL) {
+	for (ssock_conn **list = &l->pending; list;
+	     list = list == &l->pending ? &l->serving : NULL) {
 		for (ssock_conn **p = list; *p; p = &(*p)->pending_next) {
 			if (*p == c) {
 				*p = c->pending_next;

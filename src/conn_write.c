@@ -12,16 +12,17 @@
 #include "conn.h"
 
 #define WRITES_PER_WAKEUP 8
-#define CHUNK_SIZE (16u << 10) /* standard send chunk */
+#define CHUNK_SIZE        (16u << 10) /* standard send chunk */
 /* A small message's chunk from another thread, header included: room for
  * the next small ones (see ssock__frame_chunk()). */
-#define SMALL_CHUNK_CAP (512 - sizeof(ssock__chunk))
-#define MAX_FREE_CHUNKS 256    /* spare chunks a loop keeps (4 MiB) */
-#define IDLE_FREE_CHUNKS 32    /* and keeps once that many are not in use */
-#define MAX_IOV 64
-#define OBUF_MIN (16u << 10)   /* the shared output buffer's first size */
-#define OBUF_MAX (256u << 10)  /* and its largest: bigger output uses chunks */
-#define SEG_MAX CHUNK_SIZE     /* one connection's bytes in it: what the kernel
+#define SMALL_CHUNK_CAP   (512 - sizeof(ssock__chunk))
+#define MAX_FREE_CHUNKS   256 /* spare chunks a loop keeps (4 MiB) */
+#define IDLE_FREE_CHUNKS  32  /* and keeps once that many are not in use */
+#define MAX_IOV           64
+#define OBUF_MIN          (16u << 10)  /* the shared output buffer's first size */
+#define OBUF_MAX          (256u << 10) /* and its largest: bigger output uses chunks */
+#define SEG_MAX \
+	CHUNK_SIZE /* one connection's bytes in it: what the kernel
                                   does not take of them fits a spare chunk */
 
 /* --------------------------------------------------------------- chunks */
@@ -89,8 +90,7 @@ static void free_list(ssock_loop *l, ssock__chunk *ch)
 	}
 }
 
-int ssock__frame_chunk(const ssock__stream_ep *ep, const void *data, size_t len,
-		       ssock__chunk **out)
+int ssock__frame_chunk(const ssock__stream_ep *ep, const void *data, size_t len, ssock__chunk **out)
 {
 	*out = NULL;
 	ssize_t total = ssock__wire_size(ep->codec, data, len);
@@ -163,7 +163,8 @@ static struct ssock__flush *flush_add(ssock_conn *c)
 		return NULL;
 	if (l->nflush == l->flush_cap) {
 		size_t cap = l->flush_cap ? l->flush_cap * 2 : 64;
-		struct ssock__flush *f = cap <= UINT32_MAX ? realloc(l->flush, cap * sizeof *f) : NULL;
+		struct ssock__flush *f =
+			cap <= UINT32_MAX ? realloc(l->flush, cap * sizeof *f) : NULL;
 		if (!f) {
 			set_want_write(c, true);
 			return NULL;
@@ -688,8 +689,7 @@ static int push_id_locked(void *arg, ssock__chunk *ch)
 	return ssock__posted_push_locked(p->ep, p->id, ch);
 }
 
-int ssock__send_id(ssock__stream_ep *ep, uint64_t id, const void *data, size_t len,
-		   int timeout_ms)
+int ssock__send_id(ssock__stream_ep *ep, uint64_t id, const void *data, size_t len, int timeout_ms)
 {
 	if (!data && len > 0)
 		return SSOCK_EINVAL;
@@ -701,8 +701,7 @@ int ssock__send_id(ssock__stream_ep *ep, uint64_t id, const void *data, size_t l
 	int rc = ssock__frame_chunk(ep, data, len, &ch);
 	if (rc != 0)
 		return rc;
-	rc = ssock__queue_wait(ep, ch, timeout_ms, push_id_locked,
-			       &(struct push_id){ep, id});
+	rc = ssock__queue_wait(ep, ch, timeout_ms, push_id_locked, &(struct push_id){ep, id});
 	if (rc != 0)
 		free(ch);
 	return rc;

@@ -100,8 +100,7 @@ void ssock__ep_destroy(ssock__ep *ep)
 	ssock__errlog_destroy(&ep->errlog);
 }
 
-void ssock__ep_error(ssock__ep *ep, int code, const char *op, uint64_t conn,
-		     const ssock_addr *peer)
+void ssock__ep_error(ssock__ep *ep, int code, const char *op, uint64_t conn, const ssock_addr *peer)
 {
 	ssock_error_info e = {.code = code, .op = op, .conn = conn, .time_ms = ssock__wall_ms()};
 	if (peer)

@@ -34,12 +34,12 @@ typedef struct ssock__inbox {
 	size_t msgs, bytes; /* messages held and their bytes */
 	size_t links;       /* connect and disconnect events held */
 	size_t max_msgs, max_bytes;
-	atomic_bool full;   /* readable by the loop without mu */
-	bool loop_waiting;  /* the loop held something back: tell it
+	atomic_bool full;  /* readable by the loop without mu */
+	bool loop_waiting; /* the loop held something back: tell it
 	                       (ep->on_room) once there is room */
-	int waiters;        /* threads inside ssock__inbox_next() */
+	int waiters;       /* threads inside ssock__inbox_next() */
 	bool closed;
-	int efd;            /* readable while count > 0 or closed; -1 until
+	int efd; /* readable while count > 0 or closed; -1 until
 	                       the program asks for it */
 } ssock__inbox;
 
@@ -84,18 +84,18 @@ typedef struct ssock__cfg {
 
 /* The settings a server's or a client's options share, by field name (both
  * options structs spell them the same way). */
-#define SSOCK__CFG_FROM_OPTS(o)                                                                  \
-	((ssock__cfg){                                                                             \
-		.framing = (o)->framing,                                                           \
-		.max_message = (o)->max_message,                                                   \
-		.read_size = (o)->read_size,                                                       \
-		.send_queue_max = (o)->send_queue_max,                                             \
-		.idle_timeout_ms = (o)->idle_timeout_ms,                                           \
-		.read_timeout_ms = (o)->read_timeout_ms,                                           \
-		.keepalive_s = (o)->keepalive_s,                                                   \
-		.on_connect = (o)->on_connect,                                                     \
-		.on_message = (o)->on_message,                                                     \
-		.on_disconnect = (o)->on_disconnect,                                               \
+#define SSOCK__CFG_FROM_OPTS(o)                          \
+	((ssock__cfg){                                   \
+		.framing = (o)->framing,                 \
+		.max_message = (o)->max_message,         \
+		.read_size = (o)->read_size,             \
+		.send_queue_max = (o)->send_queue_max,   \
+		.idle_timeout_ms = (o)->idle_timeout_ms, \
+		.read_timeout_ms = (o)->read_timeout_ms, \
+		.keepalive_s = (o)->keepalive_s,         \
+		.on_connect = (o)->on_connect,           \
+		.on_message = (o)->on_message,           \
+		.on_disconnect = (o)->on_disconnect,     \
 	})
 
 typedef struct ssock__stream_ep ssock__stream_ep;

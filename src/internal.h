@@ -34,16 +34,16 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
-#define SSOCK__DEFAULT_MAX_MESSAGE (16u << 20)
-#define SSOCK__DEFAULT_READ_SIZE (64u << 10)
-#define SSOCK__DEFAULT_SENDQ (32u << 20)
-#define SSOCK__DEFAULT_INBOX_MAX 1024
-#define SSOCK__DEFAULT_INBOX_BYTES (64u << 20)
-#define SSOCK__DEFAULT_ERRLOG 64
-#define SSOCK__DEFAULT_CONNECT_TIMEOUT_MS 10000
+#define SSOCK__DEFAULT_MAX_MESSAGE          (16u << 20)
+#define SSOCK__DEFAULT_READ_SIZE            (64u << 10)
+#define SSOCK__DEFAULT_SENDQ                (32u << 20)
+#define SSOCK__DEFAULT_INBOX_MAX            1024
+#define SSOCK__DEFAULT_INBOX_BYTES          (64u << 20)
+#define SSOCK__DEFAULT_ERRLOG               64
+#define SSOCK__DEFAULT_CONNECT_TIMEOUT_MS   10000
 #define SSOCK__DEFAULT_HANDSHAKE_TIMEOUT_MS 10000
-#define SSOCK__LINGER_MS 5000 /* bound on a graceful close's flush + drain */
-#define SSOCK__ACCEPT_RETRY_MS 100 /* after EMFILE and the like */
+#define SSOCK__LINGER_MS                    5000 /* bound on a graceful close's flush + drain */
+#define SSOCK__ACCEPT_RETRY_MS              100  /* after EMFILE and the like */
 
 int64_t ssock__now_ms(void);
 int64_t ssock__wall_ms(void);

@@ -11,9 +11,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#define MAX_EVENTS 256
+#define MAX_EVENTS    256
 #define TIDY_AFTER_MS 1000
-#define TIDY_BYTES (1u << 20) /* freed before a tidy-up is worth it */
+#define TIDY_BYTES    (1u << 20) /* freed before a tidy-up is worth it */
 
 __thread ssock_loop *ssock__current_loop;
 

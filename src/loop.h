@@ -35,15 +35,23 @@ struct ssock__cmd {
 };
 
 /* Open-addressing hash table: connection id -> connection. */
+struct ssock__slot {
+	uint64_t id; /* 0: empty; UINT64_MAX: deleted */
+	ssock_conn *conn;
+};
+
 typedef struct ssock__table {
-	struct ssock__slot {
-		uint64_t id; /* 0: empty; UINT64_MAX: deleted */
-		ssock_conn *conn;
-	} *slots;
+	struct ssock__slot *slots;
 	size_t cap, count, used;
 } ssock__table;
 
 typedef struct ssock__chunk ssock__chunk;
+
+/* A connection with output in this pass (see ssock_loop.flush). */
+struct ssock__flush {
+	ssock_conn *conn;
+	uint32_t off, len; /* its bytes in obuf, if any */
+};
 
 struct ssock_loop {
 	ssock__poller *poller;
@@ -55,26 +63,26 @@ struct ssock_loop {
 	pthread_mutex_t mu;       /* guards the fields below it */
 	pthread_cond_t cv;        /* sync commands done; send-queue room */
 	ssock__cmd *cmd_head, *cmd_tail;
-	ssock_conn *posted;       /* connections with sends from other threads */
-	ssock__table conns;       /* all connections of this loop, by id */
-	int users;                /* servers, clients and UDP handles on it */
+	ssock_conn *posted; /* connections with sends from other threads */
+	ssock__table conns; /* all connections of this loop, by id */
+	int users;          /* servers, clients and UDP handles on it */
 	bool has_thread, driving, stopping;
 	pthread_t thread;
-	bool driven;              /* ssock_loop_run() has been called ... */
-	pthread_t driver;         /* ... last by this thread */
-	bool joining;             /* a ssock_loop_stop() joins the thread */
-	uint64_t pass_done;       /* the last pass that ended */
-	ssock_loop *waiting_on;   /* this loop's thread, in a callback, waits
+	bool driven;            /* ssock_loop_run() has been called ... */
+	pthread_t driver;       /* ... last by this thread */
+	bool joining;           /* a ssock_loop_stop() joins the thread */
+	uint64_t pass_done;     /* the last pass that ended */
+	ssock_loop *waiting_on; /* this loop's thread, in a callback, waits
 	                             for a command on that loop */
-	uint64_t wake_seq;        /* bumped when a loop waiting on this one
+	uint64_t wake_seq;      /* bumped when a loop waiting on this one
 	                             was posted to */
 
 	/* Loop thread only: */
 	ssock__timer **heap;
 	size_t heap_len, heap_cap;
-	uint8_t *rbuf;            /* the read buffer every connection shares */
+	uint8_t *rbuf; /* the read buffer every connection shares */
 	size_t rbuf_size;
-	uint8_t **retired;        /* read buffers replaced during this pass,
+	uint8_t **retired; /* read buffers replaced during this pass,
 	                             kept to its end (a read may decode one) */
 	size_t nretired, retired_cap;
 	/* Output of this pass, written at its end (ssock__flush_all): the
@@ -82,18 +90,15 @@ struct ssock_loop {
 	 * queued while nothing else was queued, back to back in one shared
 	 * buffer; so replies cost no allocation and no buffer per connection.
 	 * What the kernel does not take moves into chunks. */
-	struct ssock__flush {
-		ssock_conn *conn;
-		uint32_t off, len; /* its bytes in obuf, if any */
-	} *flush;
+	struct ssock__flush *flush;
 	size_t nflush, flush_cap;
 	uint8_t *obuf;
 	size_t obuf_len, obuf_cap;
-	ssock_conn *pending;      /* bytes held inside their transport, with
+	ssock_conn *pending;       /* bytes held inside their transport, with
 	                             no readiness to come for them ... */
-	ssock_conn *serving;      /* ... and those of them being served now */
-	ssock_conn *zombies;      /* closed, freed at the end of the pass */
-	uint8_t *lending;         /* the malloc'd payload a message callback is
+	ssock_conn *serving;       /* ... and those of them being served now */
+	ssock_conn *zombies;       /* closed, freed at the end of the pass */
+	uint8_t *lending;          /* the malloc'd payload a message callback is
 	                             looking at, which a send may take */
 	ssock__chunk *free_chunks; /* spare standard-size send chunks */
 	int nfree_chunks;
@@ -102,11 +107,11 @@ struct ssock_loop {
 	 * malloc's free pages when a second passed with no I/O at all (a trim
 	 * of a large fragmented heap takes milliseconds: not while serving). */
 	ssock__timer tidy;
-	size_t released;          /* bytes freed since the last tidy-up */
+	size_t released;                     /* bytes freed since the last tidy-up */
 	uint64_t activity, activity_at_tidy; /* I/O events so far */
-	int64_t now;              /* cached monotonic ms of this pass */
-	uint64_t pass_begun;      /* passes so far (the last one may run) */
-	atomic_uint_fast64_t passes; /* waits so far (tests see a spin) */
+	int64_t now;                         /* cached monotonic ms of this pass */
+	uint64_t pass_begun;                 /* passes so far (the last one may run) */
+	atomic_uint_fast64_t passes;         /* waits so far (tests see a spin) */
 };
 
 /* The loop the calling thread is running loop code for, if any. */

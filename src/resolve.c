@@ -29,9 +29,9 @@
  * ssock__resolve_cancel() returns nothing is posted to the loop any more
  * (which may then be freed). Lock order: pool_mu, a request's mu, loop->mu.
  */
+#include "resolve.h"
 #include "addr.h"
 #include "internal.h"
-#include "resolve.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -55,12 +55,12 @@ struct ssock__resolve {
 };
 
 struct lookup {
-	lookup *next;          /* in `lookups`, every unfinished one */
-	lookup *next_waiting;  /* in the queue, until a thread takes it */
-	ssock__resolve *reqs;  /* requests waiting for it */
-	int live;              /* of them, not cancelled */
-	bool running;          /* a thread resolves it */
-	bool has_slot;         /* and counts among MAX_WORKERS */
+	lookup *next;         /* in `lookups`, every unfinished one */
+	lookup *next_waiting; /* in the queue, until a thread takes it */
+	ssock__resolve *reqs; /* requests waiting for it */
+	int live;             /* of them, not cancelled */
+	bool running;         /* a thread resolves it */
+	bool has_slot;        /* and counts among MAX_WORKERS */
 	int passive;
 	char text[];
 };

@@ -9,8 +9,8 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
-#define ACCEPTS_PER_WAKEUP 64
-#define MAX_LISTENERS 64
+#define ACCEPTS_PER_WAKEUP  64
+#define MAX_LISTENERS       64
 #define DEFAULT_SEND_BUDGET ((size_t)64 << 20)
 
 typedef struct listener {
@@ -26,11 +26,11 @@ struct ssock_server {
 	pthread_mutex_t lmu; /* guards ls/nls for other threads */
 	listener *ls[MAX_LISTENERS];
 	int nls;
-	bool user_paused;    /* loop only */
-	bool fd_paused;      /* loop only: out of fds, retry timer armed */
-	bool inbox_paused;   /* loop only: the inbox holds inbox_max connect
+	bool user_paused;  /* loop only */
+	bool fd_paused;    /* loop only: out of fds, retry timer armed */
+	bool inbox_paused; /* loop only: the inbox holds inbox_max connect
 	                        and disconnect events */
-	bool closed;         /* loop only */
+	bool closed;       /* loop only */
 	ssock__timer retry;
 	/* Counters for ssock_server_stats(), written by the loop. */
 	atomic_uint_fast64_t accepted, refused;
@@ -98,7 +98,8 @@ static void pause_for_fds(ssock_server *srv, int code, const ssock_addr *where)
 	srv->fd_paused = true;
 	update_listeners(srv);
 	/* Without a timer the listeners would stay off: retry at once then. */
-	if (ssock__timer_start(loop_of(srv), &srv->retry, loop_of(srv)->now + SSOCK__ACCEPT_RETRY_MS))
+	if (ssock__timer_start(loop_of(srv), &srv->retry,
+			       loop_of(srv)->now + SSOCK__ACCEPT_RETRY_MS))
 		retry_accept(&srv->retry);
 }
 
@@ -109,8 +110,8 @@ static void on_accept(ssock__io *io, unsigned ready)
 	ssock_server *srv = L->srv;
 	/* The flags are checked on every turn, not only by the poller: a pause or
 	 * close handled earlier in the same pass leaves this event stale. */
-	for (int i = 0; i < ACCEPTS_PER_WAKEUP && !srv->fd_paused && !srv->user_paused && !srv->closed;
-	     i++) {
+	for (int i = 0;
+	     i < ACCEPTS_PER_WAKEUP && !srv->fd_paused && !srv->user_paused && !srv->closed; i++) {
 		/* A connection's events must fit the inbox: checked before each
 		 * accept, since the last one's may have filled it. */
 		if (srv->ep.base.inbox_mode && ssock__inbox_control_blocked(&srv->ep.base.inbox)) {

@@ -103,7 +103,8 @@ int ssock__sock_setup(int fd, int family, int keepalive_s)
 	if (keepalive_s > 0) {
 		int intvl = keepalive_s < 10 ? keepalive_s : 10, cnt = 3;
 		if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one) != 0 ||
-		    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &keepalive_s, sizeof keepalive_s) != 0 ||
+		    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &keepalive_s, sizeof keepalive_s) !=
+			    0 ||
 		    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl) != 0 ||
 		    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt) != 0)
 			return neg_errno();

@@ -3,8 +3,7 @@
 
 #include "ssock.h"
 
-static ssize_t status_byte(const ssock__tp *st, const uint8_t *buf, size_t len,
-			   ssock__tp_act *act)
+static ssize_t status_byte(const ssock__tp *st, const uint8_t *buf, size_t len, ssock__tp_act *act)
 {
 	(void)st;
 	if (buf[0] == SSOCK__TP_ACCEPT) {
@@ -43,7 +42,8 @@ ssize_t ssock__tp_step(const ssock__tp *st, const uint8_t *buf, size_t len, uint
 	}
 	if (len < 4)
 		return 0;
-	uint32_t size = (uint32_t)buf[0] << 24 | (uint32_t)buf[1] << 16 | (uint32_t)buf[2] << 8 | buf[3];
+	uint32_t size =
+		(uint32_t)buf[0] << 24 | (uint32_t)buf[1] << 16 | (uint32_t)buf[2] << 8 | buf[3];
 	if (size > max) {
 		*act = SSOCK__TP_ANSWER_NO;
 		return 4;

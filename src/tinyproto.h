@@ -20,16 +20,16 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define SSOCK__TP_HELLO 0xFF
+#define SSOCK__TP_HELLO  0xFF
 #define SSOCK__TP_ACCEPT 0xFF
 #define SSOCK__TP_REFUSE 0x00
 
 /* One side's protocol state, as conn.c keeps it. */
 typedef struct ssock__tp {
-	bool hello_in;     /* the peer's 0xFF handshake has arrived */
-	bool rx_accepted;  /* we accepted an incoming size; its payload follows */
-	bool tx_waiting;   /* we sent a size and wait for the status byte */
-	bool after_refusal;/* the peer refused; nothing sent since */
+	bool hello_in;      /* the peer's 0xFF handshake has arrived */
+	bool rx_accepted;   /* we accepted an incoming size; its payload follows */
+	bool tx_waiting;    /* we sent a size and wait for the status byte */
+	bool after_refusal; /* the peer refused; nothing sent since */
 } ssock__tp;
 
 /* What the next bytes mean. */

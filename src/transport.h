@@ -24,7 +24,7 @@
 #include <sys/uio.h>
 
 /* I/O results besides bytes (>= 0) and errors (-errno, SSOCK_E*). */
-#define SSOCK__WANT_READ (-40001)  /* call again once the socket is readable */
+#define SSOCK__WANT_READ  (-40001) /* call again once the socket is readable */
 #define SSOCK__WANT_WRITE (-40002) /* call again once the socket is writable */
 
 typedef struct ssock__transport {

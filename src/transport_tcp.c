@@ -53,10 +53,11 @@ static ssize_t tcp_write(ssock_conn *c, const struct iovec *iov, int n)
 	ssize_t r;
 	do {
 		if (n == 1) {
-			r = syscall(SYS_sendto, c->io.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL,
-				    NULL, 0);
+			r = syscall(SYS_sendto, c->io.fd, iov[0].iov_base, iov[0].iov_len,
+				    MSG_NOSIGNAL, NULL, 0);
 		} else {
-			struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
+			struct msghdr msg = {.msg_iov = (struct iovec *)iov,
+					     .msg_iovlen = (size_t)n};
 			r = syscall(SYS_sendmsg, c->io.fd, &msg, MSG_NOSIGNAL);
 		}
 	} while (r < 0 && errno == EINTR);

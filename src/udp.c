@@ -19,30 +19,30 @@
 #include <string.h>
 #include <unistd.h>
 
-#define UDP_BATCH_MAX 16              /* datagrams per recvmmsg() call */
-#define UDP_BATCH_BYTES (256u << 10)  /* receive buffer of one handle */
-#define UDP_READS_PER_WAKEUP 64       /* so one busy socket can't starve a shared loop */
-#define UDP_MAX_ADDRS 16
+#define UDP_BATCH_MAX        16           /* datagrams per recvmmsg() call */
+#define UDP_BATCH_BYTES      (256u << 10) /* receive buffer of one handle */
+#define UDP_READS_PER_WAKEUP 64           /* so one busy socket can't starve a shared loop */
+#define UDP_MAX_ADDRS        16
 
 struct ssock_udp {
 	ssock__ep ep;
 	ssock__io io;
-	int family;               /* of the socket */
-	ssock_addr local;         /* bound address */
-	ssock_addr peer;          /* connected form: the peer */
+	int family;       /* of the socket */
+	ssock_addr local; /* bound address */
+	ssock_addr peer;  /* connected form: the peer */
 	bool connected;
 	uint32_t max_message;
 	ssock_datagram_cb on_datagram;
 
 	/* Loop only. */
 	bool closed;
-	int batch;                /* slots of max_message bytes in buf */
+	int batch; /* slots of max_message bytes in buf */
 	uint8_t *buf;
 	struct mmsghdr msgs[UDP_BATCH_MAX];
 	struct iovec iov[UDP_BATCH_MAX];
 	ssock_addr from[UDP_BATCH_MAX];
 
-	bool paused;              /* loop only: inbox full, the socket not read */
+	bool paused; /* loop only: inbox full, the socket not read */
 };
 
 static ssock_udp *udp_of_io(ssock__io *io)
@@ -208,7 +208,7 @@ static int open_socket(ssock_udp *u, const ssock_udp_opts *o)
 	ssock_addr peer, local[UDP_MAX_ADDRS];
 	/* A name would block a loop on the resolver: not from a loop thread. */
 	if (ssock__on_any_loop() && ((o->connect && !ssock__addr_numeric(o->connect)) ||
-				      (o->bind && !ssock__addr_numeric(o->bind))))
+				     (o->bind && !ssock__addr_numeric(o->bind))))
 		return SSOCK_ELOOPTHREAD;
 	if (o->connect) {
 		int n = ssock_addr_resolve(o->connect, 0, &peer, 1);
@@ -356,7 +356,8 @@ static int send_once(ssock_udp *u, const ssock_addr *dest, const void *data, siz
 	ssize_t n;
 	do {
 		if (dest)
-			n = sendto(u->io.fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT, &dest->u.sa, dest->len);
+			n = sendto(u->io.fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT, &dest->u.sa,
+				   dest->len);
 		else
 			n = send(u->io.fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
 	} while (n < 0 && errno == EINTR);

@@ -19,3 +19,7 @@ if(PKG_CONFIG_EXE AND NOT SSOCK_SANITIZER)
     COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/install_check.sh ${PROJECT_BINARY_DIR} ${PROJECT_SOURCE_DIR})
   set_tests_properties(install.find_package_and_pkg_config PROPERTIES LABELS unit TIMEOUT 120)
 endif()
+# The code is formatted as .clang-format says.
+add_test(NAME style.clang_format
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/check_format.sh ${PROJECT_SOURCE_DIR})
+set_tests_properties(style.clang_format PROPERTIES LABELS unit SKIP_RETURN_CODE 77 TIMEOUT 120)

@@ -88,7 +88,8 @@ int np_connect_rcvbuf(int port, bool v6, int rcvbuf)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	int rc;
 	if (v6) {
-		struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port)};
+		struct sockaddr_in6 a = {.sin6_family = AF_INET6,
+					 .sin6_port = htons((uint16_t)port)};
 		a.sin6_addr = in6addr_loopback;
 		rc = connect(fd, (struct sockaddr *)&a, sizeof a);
 	} else {
@@ -250,8 +251,7 @@ int np_listen(int backlog, int *port)
 
 typedef int (*next_fn)(void *h, ssock_event *ev, int timeout_ms);
 
-static int wait_type(next_fn next, void *h, ssock_event_type type, ssock_event *ev,
-		     int timeout_ms)
+static int wait_type(next_fn next, void *h, ssock_event_type type, ssock_event *ev, int timeout_ms)
 {
 	int64_t deadline = test_now_ms() + timeout_ms;
 	for (;;) {

@@ -115,10 +115,10 @@ bool np_collect_wait(np_collect *c, const int *field, int want, int timeout_ms);
 
 /* ------------------------------------------------------ process resources */
 
-int np_count_fds(void);      /* entries in /proc/self/fd */
-long np_rss_kb(void);        /* VmRSS from /proc/self/status */
-int np_thread_count(void);   /* Threads from /proc/self/status */
-long np_peak_rss_kb(void);   /* VmHWM: the peak RSS so far */
+int np_count_fds(void);    /* entries in /proc/self/fd */
+long np_rss_kb(void);      /* VmRSS from /proc/self/status */
+int np_thread_count(void); /* Threads from /proc/self/status */
+long np_peak_rss_kb(void); /* VmHWM: the peak RSS so far */
 
 /* Bytes of heap in use (glibc's mallinfo2: arenas + mmapped blocks), or -1
  * when malloc is not glibc's (sanitizer builds, valgrind): a test asserting
@@ -134,7 +134,7 @@ long np_raise_nofile(void);
 /* A count a test may be told to shrink (valgrind, sanitizers): the value of
  * environment variable env if set to a positive number, else dflt. */
 long np_scale(const char *env, long dflt);
-int64_t np_cpu_ms(void);     /* user + system CPU time of the process */
+int64_t np_cpu_ms(void); /* user + system CPU time of the process */
 
 /* Waits until np_count_fds() <= want (the loop closes sockets
  * asynchronously). Returns the last count seen. */

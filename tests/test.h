@@ -27,49 +27,49 @@ struct test_case {
 extern struct test_case *test__list;
 extern int test__failed;
 
-#define TEST(name)                                                              \
-	static void test_##name(void);                                          \
-	__attribute__((constructor)) static void test__reg_##name(void)         \
-	{                                                                       \
-		static struct test_case tc = {#name, test_##name, NULL};       \
-		struct test_case **p = &test__list;                             \
-		while (*p)                                                      \
-			p = &(*p)->next;                                        \
-		*p = &tc;                                                       \
-	}                                                                       \
+#define TEST(name)                                                       \
+	static void test_##name(void);                                   \
+	__attribute__((constructor)) static void test__reg_##name(void)  \
+	{                                                                \
+		static struct test_case tc = {#name, test_##name, NULL}; \
+		struct test_case **p = &test__list;                      \
+		while (*p)                                               \
+			p = &(*p)->next;                                 \
+		*p = &tc;                                                \
+	}                                                                \
 	static void test_##name(void)
 
-#define TEST__FAIL(...)                                                         \
-	do {                                                                    \
-		fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);                 \
-		fprintf(stderr, __VA_ARGS__);                                   \
-		fputc('\n', stderr);                                            \
-		test__failed = 1;                                               \
-		return;                                                         \
+#define TEST__FAIL(...)                                         \
+	do {                                                    \
+		fprintf(stderr, "%s:%d: ", __FILE__, __LINE__); \
+		fprintf(stderr, __VA_ARGS__);                   \
+		fputc('\n', stderr);                            \
+		test__failed = 1;                               \
+		return;                                         \
 	} while (0)
 
 /* Each CHECK returns from the test function on failure. */
-#define CHECK(cond)                                                             \
-	do {                                                                    \
-		if (!(cond))                                                    \
-			TEST__FAIL("CHECK(%s) failed", #cond);                  \
+#define CHECK(cond)                                            \
+	do {                                                   \
+		if (!(cond))                                   \
+			TEST__FAIL("CHECK(%s) failed", #cond); \
 	} while (0)
 
-#define CHECK_INT(a, op, b)                                                     \
-	do {                                                                    \
-		long long test__a = (long long)(a), test__b = (long long)(b);   \
-		if (!(test__a op test__b))                                      \
-			TEST__FAIL("CHECK(%s %s %s) failed: %lld vs %lld", #a,  \
-				   #op, #b, test__a, test__b);                  \
+#define CHECK_INT(a, op, b)                                                                      \
+	do {                                                                                     \
+		long long test__a = (long long)(a), test__b = (long long)(b);                    \
+		if (!(test__a op test__b))                                                       \
+			TEST__FAIL("CHECK(%s %s %s) failed: %lld vs %lld", #a, #op, #b, test__a, \
+				   test__b);                                                     \
 	} while (0)
 
 /* Checks that a ssock call returned 0, printing the error otherwise. */
-#define CHECK_OK(expr)                                                          \
-	do {                                                                    \
-		int test__rc = (expr);                                          \
-		if (test__rc != 0)                                              \
-			TEST__FAIL("%s returned %d (%s)", #expr, test__rc,      \
-				   ssock_strerror(test__rc));                   \
+#define CHECK_OK(expr)                                                     \
+	do {                                                               \
+		int test__rc = (expr);                                     \
+		if (test__rc != 0)                                         \
+			TEST__FAIL("%s returned %d (%s)", #expr, test__rc, \
+				   ssock_strerror(test__rc));              \
 	} while (0)
 
 #define CHECK_MEM(a, b, n) CHECK(memcmp((a), (b), (n)) == 0)

@@ -38,38 +38,38 @@ static const struct split_ok accepted[] = {
 };
 
 static const char *const refused[] = {
-	"",              /* nothing */
-	":",             /* no port */
-	"1.2.3.4",       /* no port */
-	"1.2.3.4:",      /* empty port */
-	"1.2.3.4:65536", /* port too big */
+	"",                             /* nothing */
+	":",                            /* no port */
+	"1.2.3.4",                      /* no port */
+	"1.2.3.4:",                     /* empty port */
+	"1.2.3.4:65536",                /* port too big */
 	"1.2.3.4:99999999999999999999", /* port overflow */
-	"h:000080",      /* port text longer than 5 digits */
+	"h:000080",                     /* port text longer than 5 digits */
 	"1.2.3.4:-1",
 	"1.2.3.4:+80",
 	"1.2.3.4: 80",
 	"1.2.3.4:80 ",
 	"1.2.3.4:80x",
 	"1.2.3.4:0x50",
-	"::1:80",        /* unbracketed IPv6 */
+	"::1:80", /* unbracketed IPv6 */
 	"::1",
 	"a:b:80",
-	"[::1]80",       /* no ':' after ']' */
+	"[::1]80", /* no ':' after ']' */
 	"[::1]",
-	"[::1:80",       /* unclosed */
+	"[::1:80", /* unclosed */
 	"[::1]:",
 	"[::1]:80:",
-	"[]:80",         /* brackets around nothing */
-	"[1.2.3.4]:80",  /* brackets around IPv4 */
+	"[]:80",        /* brackets around nothing */
+	"[1.2.3.4]:80", /* brackets around IPv4 */
 	"[localhost]:80",
-	"[::1%]:80",     /* empty scope */
-	"[::1%a/b]:80",  /* odd scope */
+	"[::1%]:80",    /* empty scope */
+	"[::1%a/b]:80", /* odd scope */
 	"[::1]]:80",
 	"[[::1]]:80",
 	"a]:80",
 	"a[:80",
-	"host name:80",  /* space */
-	"host\t:80",     /* control */
+	"host name:80", /* space */
+	"host\t:80",    /* control */
 	"\x7f:80",
 	" :80",
 };
@@ -225,11 +225,18 @@ static int round_trip(const char *text, char *out, size_t size)
 
 TEST(format_round_trips)
 {
-	static const char *const same[] = {
-		"1.2.3.4:80", "0.0.0.0:0", "255.255.255.255:65535", "[::1]:80", "[::]:0",
-		"[2001:db8::1]:443", "[::ffff:1.2.3.4]:80", /* mapped stays mapped */
-		"[fe80::1%1]:22",                           /* scope id as a number */
-	};
+	static const char
+		*const same[] =
+			{
+				"1.2.3.4:80",
+				"0.0.0.0:0",
+				"255.255.255.255:65535",
+				"[::1]:80",
+				"[::]:0",
+				"[2001:db8::1]:443",
+				"[::ffff:1.2.3.4]:80", /* mapped stays mapped */
+				"[fe80::1%1]:22",      /* scope id as a number */
+			};
 	char buf[SSOCK_ADDRSTRLEN];
 	for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
 		int n = round_trip(same[i], buf, sizeof buf);

@@ -49,7 +49,7 @@ case_test_names_missing_packages() {
 	[ "$RC" = 1 ] || fail "deps.sh test exited $RC: $OUT"
 	grep -qx "deps: 'make test' needs these Debian packages, which are missing: netcat-openbsd socat python3" <<<"$OUT" ||
 		fail "deps.sh test said: $OUT"
-	grep -qx "deps: install them with: sudo apt-get install -y netcat-openbsd socat python3 iproute2 pkg-config" <<<"$OUT" ||
+	grep -qx "deps: install them with: sudo apt-get install -y netcat-openbsd socat python3 iproute2 pkg-config clang-format" <<<"$OUT" ||
 		fail "deps.sh test said: $OUT"
 }
 
@@ -60,6 +60,7 @@ case_test_optional_skipped() {
 	[ "$RC" = 0 ] || fail "deps.sh test exited $RC: $OUT"
 	grep -q "^deps: optional package iproute2 is missing: skipping " <<<"$OUT" || fail "said: $OUT"
 	grep -q "^deps: optional package pkg-config is missing: skipping " <<<"$OUT" || fail "said: $OUT"
+	grep -q "^deps: optional package clang-format is missing: skipping " <<<"$OUT" || fail "said: $OUT"
 }
 
 case_valgrind_and_fuzz() {

@@ -9,8 +9,8 @@
 #include "ssock.h"
 #include "test.h"
 
-#define MiB (1024u * 1024u)
-#define RX_CAP 8192
+#define MiB      (1024u * 1024u)
+#define RX_CAP   8192
 #define MSGS_MAX 64
 
 /* ------------------------------------------------------------------------ */
@@ -30,8 +30,8 @@ struct rx {
 	size_t need;    /* u32: last `need` reported */
 	size_t scanned; /* line: the hint kept between reads */
 	uint32_t max;
-	int error;      /* first negative code seen, else 0 */
-	int bad;        /* a hint invariant failed */
+	int error; /* first negative code seen, else 0 */
+	int bad;   /* a hint invariant failed */
 	int nmsgs;
 	struct msg msgs[MSGS_MAX];
 };
@@ -75,8 +75,8 @@ static void rx_feed_u32(struct rx *r, const uint8_t *p, size_t n)
 			r->need = need;
 			return;
 		}
-		if (msg != r->buf + SSOCK__U32_HEADER || (size_t)rc != msg_len + SSOCK__U32_HEADER ||
-		    msg_len > r->max)
+		if (msg != r->buf + SSOCK__U32_HEADER ||
+		    (size_t)rc != msg_len + SSOCK__U32_HEADER || msg_len > r->max)
 			r->bad = 1;
 		rx_take(r, msg, msg_len, rc);
 		r->need = 0;
@@ -90,7 +90,8 @@ static void rx_feed_line(struct rx *r, const uint8_t *p, size_t n)
 	while (!r->error) {
 		const uint8_t *msg = NULL;
 		size_t msg_len = 0;
-		ssize_t rc = ssock__line_decode(r->buf, r->len, r->max, &r->scanned, &msg, &msg_len);
+		ssize_t rc =
+			ssock__line_decode(r->buf, r->len, r->max, &r->scanned, &msg, &msg_len);
 		if (rc < 0) {
 			r->error = (int)rc;
 			return;
@@ -273,8 +274,8 @@ TEST(u32_every_split_one_frame)
 
 TEST(u32_every_split_several_frames)
 {
-	static const char *const several[] = {"one", "", "two", "x", "", "",
-					      "a somewhat longer third message", "\xff\xff"};
+	static const char *const several[] = {
+		"one", "", "two", "x", "", "", "a somewhat longer third message", "\xff\xff"};
 	struct expect e = {several, 8};
 	uint8_t s[256];
 	size_t n = u32_encode(&e, s);
@@ -381,7 +382,7 @@ TEST(line_max_boundary)
 	CHECK_INT(line1("abc\r\r\n", 3, &msg, &len), ==, SSOCK_EMSGSIZE);
 	/* before the newline: an error only once it is certain */
 	CHECK_INT(line1("abc", 3, &msg, &len), ==, 0);
-	CHECK_INT(line1("abc\r", 3, &msg, &len), ==, 0);  /* "\n" may follow */
+	CHECK_INT(line1("abc\r", 3, &msg, &len), ==, 0); /* "\n" may follow */
 	CHECK_INT(line1("abcd", 3, &msg, &len), ==, SSOCK_EMSGSIZE);
 	CHECK_INT(line1("abc\r\r", 3, &msg, &len), ==, SSOCK_EMSGSIZE);
 	CHECK_INT(line1("abc\rx", 3, &msg, &len), ==, SSOCK_EMSGSIZE);

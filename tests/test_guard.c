@@ -67,15 +67,18 @@ struct input {
 	size_t len;
 };
 
-#define IN(s) {s, sizeof(s) - 1}
+#define IN(s)                    \
+	{                        \
+		s, sizeof(s) - 1 \
+	}
 
 static const struct input u32_inputs[] = {
 	IN("\0\0\0\0"),
 	IN("\0\0\0\5hello"),
 	IN("\0\0\0\3abc\0\0\0\0\0\0\0\1z"),
-	IN("\0\0\0\x10short"),       /* truncated payload */
-	IN("\xff\xff\xff\xff"),      /* 4 GiB - 1 */
-	IN("\x01\0\0\x01payload"),   /* 16 MiB + 1 */
+	IN("\0\0\0\x10short"),     /* truncated payload */
+	IN("\xff\xff\xff\xff"),    /* 4 GiB - 1 */
+	IN("\x01\0\0\x01payload"), /* 16 MiB + 1 */
 	IN("\x80\0\0\0"),
 };
 
@@ -89,11 +92,12 @@ TEST(guard_u32_every_prefix)
 			const uint8_t *msg;
 			size_t msg_len, need = 0;
 			const uint8_t *full = place(in->bytes, in->len);
-			ssize_t whole = ssock__u32_decode(full, in->len, maxes[m], &msg, &msg_len,
-							  &need);
+			ssize_t whole =
+				ssock__u32_decode(full, in->len, maxes[m], &msg, &msg_len, &need);
 			for (size_t k = 0; k < in->len; k++) {
 				const uint8_t *b = place(in->bytes, k);
-				ssize_t rc = ssock__u32_decode(b, k, maxes[m], &msg, &msg_len, &need);
+				ssize_t rc =
+					ssock__u32_decode(b, k, maxes[m], &msg, &msg_len, &need);
 				/* a prefix never yields more than the whole input */
 				if (k < 4)
 					CHECK_INT(rc, ==, 0);
@@ -170,8 +174,9 @@ TEST(guard_addr_split_every_suffix)
 	/* split reads a NUL-terminated string: put the NUL on the last
 	 * readable byte, and try every tail of each text (good and bad) */
 	static const char *const texts[] = {
-		"127.0.0.1:80", "[::1]:443", ":9000", "[fe80::1%eth0]:1", "[::1", "[::1]",
-		"[::1]:", "host:", "host", "[", "]:", "1.2.3.4:99999999",
+		"127.0.0.1:80", "[::1]:443", ":9000",  "[fe80::1%eth0]:1",
+		"[::1",         "[::1]",     "[::1]:", "host:",
+		"host",         "[",         "]:",     "1.2.3.4:99999999",
 	};
 	CHECK_INT(guard_setup(), ==, 0);
 	for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
@@ -208,8 +213,10 @@ TEST(guard_tinyproto_every_prefix_every_state)
 	for (size_t i = 0; i < sizeof tp_inputs / sizeof tp_inputs[0]; i++) {
 		const struct input *in = &tp_inputs[i];
 		for (unsigned f = 0; f < 16; f++) {
-			ssock__tp st = {.hello_in = f & 1, .rx_accepted = f & 2,
-					.tx_waiting = f & 4, .after_refusal = f & 8};
+			ssock__tp st = {.hello_in = f & 1,
+					.rx_accepted = f & 2,
+					.tx_waiting = f & 4,
+					.after_refusal = f & 8};
 			for (size_t k = 0; k <= in->len; k++) {
 				ssock__tp_act act;
 				const uint8_t *b = place(in->bytes, k);

@@ -73,7 +73,8 @@ TEST(zero_length_tinyproto_echo_leaves_the_loop_at_rest)
 {
 	ssock_loop *l = started_loop();
 	CHECK(l);
-	ssock_server_opts o = {.loop = l, .framing = SSOCK_FRAMING_TINYPROTO, .on_message = echo_cb};
+	ssock_server_opts o = {
+		.loop = l, .framing = SSOCK_FRAMING_TINYPROTO, .on_message = echo_cb};
 	int port;
 	ssock_server *srv = np_server(&o, &port);
 	CHECK(srv);
@@ -195,8 +196,10 @@ static void grow_on_message(ssock_conn *c, const void *data, size_t len, void *u
 {
 	struct grow_cb *g = user;
 	if (!g->second) {
-		ssock_server_opts o = {.listen = "127.0.0.1:0", .loop = g->loop,
-				       .read_size = 1 << 20, .on_message = echo_cb};
+		ssock_server_opts o = {.listen = "127.0.0.1:0",
+				       .loop = g->loop,
+				       .read_size = 1 << 20,
+				       .on_message = echo_cb};
 		ssock_server_new(&g->second, &o);
 	}
 	pthread_mutex_lock(&g->seen.mu);
@@ -510,7 +513,7 @@ static void first_connect(ssock_conn *c, void *user)
 	/* The variable the program keeps its server in is set already, and
 	 * the connection leads to the same server. */
 	test_signal_raise(&f->done, f->srv != NULL && ssock_conn_server(c) == f->srv &&
-				     ssock_conn_client(c) == NULL);
+					    ssock_conn_client(c) == NULL);
 }
 
 struct connector {
@@ -560,8 +563,11 @@ TEST(handle_is_set_before_the_first_callback)
 		 * ssock_server_new() is still on its way back. */
 		struct first_cb f = {.srv = NULL};
 		test_signal_init(&f.done);
-		ssock_server_opts o = {.listen = text, .loop = l, .on_connect = first_connect,
-				       .on_message = echo_cb, .user = &f};
+		ssock_server_opts o = {.listen = text,
+				       .loop = l,
+				       .on_connect = first_connect,
+				       .on_message = echo_cb,
+				       .user = &f};
 		int rc = ssock_server_new(&f.srv, &o);
 		if (rc != 0) {
 			pthread_join(th, NULL);
@@ -575,7 +581,8 @@ TEST(handle_is_set_before_the_first_callback)
 		CHECK(k.fd >= 0);
 		int ok = test_signal_wait(&f.done, 1, T);
 		if (ok != 1)
-			TEST__FAIL("round %d: on_connect saw its server unset or wrong (%d)", round, ok);
+			TEST__FAIL("round %d: on_connect saw its server unset or wrong (%d)", round,
+				   ok);
 		close(k.fd);
 		CHECK_OK(ssock_server_free(f.srv));
 	}
@@ -660,7 +667,8 @@ TEST(id_is_gone_inside_on_disconnect)
 {
 	struct gone_cb g;
 	test_signal_init(&g.done);
-	ssock_server_opts o = {.on_message = echo_cb, .on_disconnect = gone_on_disconnect, .user = &g};
+	ssock_server_opts o = {
+		.on_message = echo_cb, .on_disconnect = gone_on_disconnect, .user = &g};
 	int port;
 	ssock_server *srv = np_server(&o, &port);
 	CHECK(srv);

@@ -15,13 +15,13 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #define NCLIENTS 50
-#define NMSGS 200
+#define NMSGS    200
 #define MAX_SIZE (1u << 20)
 #define NSENDERS 2
 
@@ -48,9 +48,9 @@ struct peer {
 	int idx;
 	ssock_client *cli;
 	uint64_t send_rng, recv_rng;
-	int received;  /* loop thread only */
+	int received;   /* loop thread only */
 	uint64_t bytes; /* loop thread only: payload bytes echoed back */
-	int bad;       /* loop thread only */
+	int bad;        /* loop thread only */
 	struct load *load;
 };
 
@@ -246,7 +246,8 @@ TEST(ssock_echo_tool_50_clients_200_messages_up_to_1mib)
 	char line[128] = {0};
 	size_t n = 0;
 	struct pollfd pfd = {.fd = out[0], .events = POLLIN};
-	while (n < sizeof line - 1 && !memchr(line, '\n', n) && poll(&pfd, 1, TEST_TIMEOUT_MS) > 0) {
+	while (n < sizeof line - 1 && !memchr(line, '\n', n) &&
+	       poll(&pfd, 1, TEST_TIMEOUT_MS) > 0) {
 		ssize_t r = read(out[0], line + n, sizeof line - 1 - n);
 		if (r <= 0)
 			break;

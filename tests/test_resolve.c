@@ -19,7 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define T TEST_TIMEOUT_MS
+#define T           TEST_TIMEOUT_MS
 #define SILENT_NAME "silent.ssock.test"
 
 /* A name server on 127.0.0.1:53 (UDP and TCP) that takes every query and
@@ -82,8 +82,8 @@ TEST(silent_name_server_does_not_block_the_loop)
 	enum { N = 16 };
 	ssock_client *named[N];
 	for (int i = 0; i < N; i++) {
-		ssock_client_opts co = {.connect = SILENT_NAME ":9", .loop = l,
-					.connect_timeout_ms = 1500};
+		ssock_client_opts co = {
+			.connect = SILENT_NAME ":9", .loop = l, .connect_timeout_ms = 1500};
 		CHECK_OK(ssock_client_new(&named[i], &co));
 		/* Returns at once, as documented: the lookup is not on the loop
 		 * and not on this thread. */

@@ -624,7 +624,6 @@ static void silent_names_then_localhost(bool distinct)
 			   ssock_errname(rc));
 }
 
-
 /* Sixteen attempts at one silent name share one lookup. */
 TEST(silent_name_does_not_starve_other_lookups)
 {

@@ -289,7 +289,8 @@ TEST(stale_and_unknown_ids)
 	CHECK(id2 != id);
 	int64_t deadline = test_now_ms() + T;
 	int rc;
-	while ((rc = ssock_server_send(srv, id, "x", 1)) == SSOCK_ECLOSED && test_now_ms() < deadline)
+	while ((rc = ssock_server_send(srv, id, "x", 1)) == SSOCK_ECLOSED &&
+	       test_now_ms() < deadline)
 		CHECK_INT(ssock_server_next_event(srv, &ev, 10), ==, SSOCK_ETIMEDOUT);
 	CHECK_INT(rc, ==, SSOCK_ENOCONN);
 	CHECK_OK(ssock_server_send(srv, id2, "y", 1));
@@ -530,7 +531,8 @@ TEST(send_queue_bound)
 
 	/* Waits, then gives up, when the peer still does not read. */
 	int64_t t0 = test_now_ms();
-	CHECK_INT(ssock_server_send_timeout(srv, id, small, sizeof small, 300), ==, SSOCK_ETIMEDOUT);
+	CHECK_INT(ssock_server_send_timeout(srv, id, small, sizeof small, 300), ==,
+		  SSOCK_ETIMEDOUT);
 	int64_t waited = test_now_ms() - t0;
 	CHECK_INT(waited, >=, 280);
 	CHECK_INT(waited, <, 5000);
@@ -603,7 +605,8 @@ static void burst_on_message(ssock_conn *c, const void *data, size_t len, void *
 	for (int i = 0; i < BURST; i++) {
 		int seq = k * BURST + i;
 		np_pattern(buf, burst_len(seq), (uint64_t)seq);
-		if (ssock_server_send(burst.srv, burst.ids[burst_target(k, i)], buf, burst_len(seq)))
+		if (ssock_server_send(burst.srv, burst.ids[burst_target(k, i)], buf,
+				      burst_len(seq)))
 			failures++;
 	}
 	pthread_mutex_lock(&burst.mu);
@@ -655,7 +658,8 @@ TEST(interleaved_replies_stay_whole_and_in_order)
 				void *data;
 				size_t len;
 				CHECK_OK(np_recv_u32(fds[p], &data, &len, T));
-				bool ok = len == burst_len(seq) && np_pattern_ok(data, len, (uint64_t)seq);
+				bool ok = len == burst_len(seq) &&
+					  np_pattern_ok(data, len, (uint64_t)seq);
 				free(data);
 				CHECK(ok);
 			}

@@ -16,10 +16,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#define T TEST_TIMEOUT_MS
-#define NTHREADS 8
+#define T          TEST_TIMEOUT_MS
+#define NTHREADS   8
 #define PER_THREAD 300
-#define MAX_BODY 4000
+#define MAX_BODY   4000
 
 /* A message of thread t, number seq: [t][seq, 4 bytes][pattern]. */
 static size_t make_msg(uint8_t *buf, int t, uint32_t seq)

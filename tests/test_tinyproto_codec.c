@@ -71,14 +71,16 @@ TEST(collision_is_an_error_never_a_misread)
 	st.tx_waiting = true;
 	ssock__tp_act act;
 	/* the peer's own header under 16 MiB, where our status byte belongs */
-	CHECK_INT(ssock__tp_step(&st, (const uint8_t[]){0, 0, 0, 7}, 4, 100, &act), ==, SSOCK_ECOLLISION);
+	CHECK_INT(ssock__tp_step(&st, (const uint8_t[]){0, 0, 0, 7}, 4, 100, &act), ==,
+		  SSOCK_ECOLLISION);
 	CHECK_INT(ssock__tp_step(&st, (const uint8_t[]){0, 0}, 2, 100, &act), ==, SSOCK_ECOLLISION);
 	/* a header of 16 MiB or more starts with a byte that is no status */
 	CHECK_INT(ssock__tp_step(&st, (const uint8_t[]){0x01}, 1, 100, &act), ==, SSOCK_ECOLLISION);
 	/* 0x00 alone, then more bytes before we sent anything: the rest of it */
 	ssock__tp after = ready;
 	after.after_refusal = true;
-	CHECK_INT(ssock__tp_step(&after, (const uint8_t[]){0, 0, 7}, 3, 100, &act), ==, SSOCK_ECOLLISION);
+	CHECK_INT(ssock__tp_step(&after, (const uint8_t[]){0, 0, 7}, 3, 100, &act), ==,
+		  SSOCK_ECOLLISION);
 }
 
 TEST(may_send_only_when_idle)

@@ -99,8 +99,8 @@ static int count_threads(void)
 }
 
 /* What callbacks saw. */
-#define SINK_MAX 64
-#define THREADS 4
+#define SINK_MAX   64
+#define THREADS    4
 #define PER_THREAD 500
 struct sink {
 	pthread_mutex_t mu;
@@ -148,8 +148,8 @@ static void on_datagram(ssock_udp *u, const ssock_addr *from, const void *data, 
 	char tail, text[32] = "";
 	if (len < sizeof text)
 		memcpy(text, data, len);
-	if (len < sizeof text && sscanf(text, "t%d:%d%c", &t, &seq, &tail) == 2 && t >= 0 && t < THREADS &&
-	    seq >= 0 && seq < PER_THREAD) {
+	if (len < sizeof text && sscanf(text, "t%d:%d%c", &t, &seq, &tail) == 2 && t >= 0 &&
+	    t < THREADS && seq >= 0 && seq < PER_THREAD) {
 		if (s->seen[t][seq])
 			s->dups++;
 		s->seen[t][seq] = true;
@@ -497,7 +497,8 @@ static void *sender_main(void *arg)
 	struct sender *sd = arg;
 	const int window = 16; /* in flight per thread: far below the socket buffer */
 	for (int seq = 0; seq < PER_THREAD; seq++) {
-		if (seq >= window && !sink_wait(sd->s, &sd->s->per[sd->t], seq - window + 1, TEST_TIMEOUT_MS)) {
+		if (seq >= window &&
+		    !sink_wait(sd->s, &sd->s->per[sd->t], seq - window + 1, TEST_TIMEOUT_MS)) {
 			sd->failed = SSOCK_ETIMEDOUT;
 			return NULL;
 		}
@@ -928,7 +929,8 @@ static bool read_all(struct proc *p, char *out, size_t out_size, char *err, size
 		int64_t left = deadline - test_now_ms();
 		if (left <= 0)
 			return false;
-		struct pollfd fds[2] = {{.fd = p->out, .events = POLLIN}, {.fd = p->err, .events = POLLIN}};
+		struct pollfd fds[2] = {{.fd = p->out, .events = POLLIN},
+					{.fd = p->err, .events = POLLIN}};
 		if (poll(fds, 2, (int)left) < 0)
 			continue;
 		for (int i = 0; i < 2; i++) {
@@ -1008,7 +1010,8 @@ static bool start_echo(struct proc *p, const char *listen, const char *want_host
 		return false;
 	}
 	int n = snprintf(prefix, sizeof prefix, "listening on %s:", want_host);
-	if (strncmp(line, prefix, (size_t)n) != 0 || sscanf(line + n, "%d", port) != 1 || *port <= 0) {
+	if (strncmp(line, prefix, (size_t)n) != 0 || sscanf(line + n, "%d", port) != 1 ||
+	    *port <= 0) {
 		fprintf(stderr, "unexpected first line: '%s'\n", line);
 		kill_proc(p);
 		return false;

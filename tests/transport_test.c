@@ -20,22 +20,22 @@
  *     readability here: against a quiet raw peer it would wait forever,
  *     where TLS would have the peer's record on its way.)
  */
+#include "transport_test.h"
 #include "conn.h"
 #include "sock.h"
-#include "transport_test.h"
 
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define HOLD_MAX (64u << 10)
+#define HOLD_MAX        (64u << 10)
 #define HANDSHAKE_STEPS 3
 
 typedef struct held {
 	uint8_t buf[HOLD_MAX];
 	size_t off, len;
-	int steps;      /* handshake steps taken */
-	uint32_t rng;   /* slice sizes and refusals, per connection */
-	bool eof;       /* the socket said end of stream */
+	int steps;    /* handshake steps taken */
+	uint32_t rng; /* slice sizes and refusals, per connection */
+	bool eof;     /* the socket said end of stream */
 	bool want_write_once;
 } held;
 

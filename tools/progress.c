@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define BAR_WIDTH 24
+#define BAR_WIDTH     24
 #define DRAW_EVERY_MS 100
 
 static void draw(struct progress *p, int64_t now)

@@ -96,8 +96,8 @@ static int add_subclass(PyObject *m, const subclass_def *d)
 /* Exports every SSOCK_E* code as a module constant (ssock.ESENDQFULL). */
 static int add_codes(PyObject *m)
 {
-#define PS_ADD_CODE(name, value, msg)                                                              \
-	if (PyModule_AddIntConstant(m, #name + 6, (value)) < 0) /* "SSOCK_" */                     \
+#define PS_ADD_CODE(name, value, msg)                                          \
+	if (PyModule_AddIntConstant(m, #name + 6, (value)) < 0) /* "SSOCK_" */ \
 		return -1;
 	SSOCK_ERRORS(PS_ADD_CODE)
 #undef PS_ADD_CODE

@@ -351,7 +351,8 @@ bool fx_finish(fx *f)
 	pthread_cond_destroy(&f->cv);
 	bool ok = true;
 	if (fds != f->fds_before) {
-		fprintf(stderr, "fx_finish: %d fds open, %d before the server\n", fds, f->fds_before);
+		fprintf(stderr, "fx_finish: %d fds open, %d before the server\n", fds,
+			f->fds_before);
 		ok = false;
 	}
 	/* stdio and the resolver may keep a little of their own, and glibc

@@ -21,13 +21,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define FX_RING 256
+#define FX_RING              256
 /* Heap a warm server may hold beyond its baseline without having leaked:
  * its loop's read buffer growing and its few spare send chunks. Cases that
  * fill send queues allow the loop's whole spare-chunk cache and its shared
  * output buffer at their largest (see conn.c: MAX_FREE_CHUNKS * CHUNK_SIZE
  * = 4 MiB, OBUF_MAX = 256 KiB). */
-#define FX_HEAP_SLACK (256 << 10)
+#define FX_HEAP_SLACK        (256 << 10)
 #define FX_HEAP_SLACK_CHUNKS ((4 << 20) + (256 << 10) + FX_HEAP_SLACK)
 
 typedef struct fx {
@@ -38,17 +38,17 @@ typedef struct fx {
 	ssock_framing framing;
 	bool echo;
 	int connects, disconnects, messages, errors;
-	uint64_t last_conn;       /* last connection that connected */
-	struct {                  /* the last FX_RING disconnects */
+	uint64_t last_conn; /* last connection that connected */
+	struct {            /* the last FX_RING disconnects */
 		uint64_t id;
 		int reason;
 	} disc[FX_RING];
-	struct {                  /* disconnects by reason */
+	struct { /* disconnects by reason */
 		int reason, count;
 	} by_reason[16];
-	int good;                 /* the well-behaved raw peer's fd */
+	int good; /* the well-behaved raw peer's fd */
 	uint64_t good_id;
-	int fds_before, fds0;     /* before the server; baseline */
+	int fds_before, fds0; /* before the server; baseline */
 	int64_t heap_before, heap0;
 	long rss0;
 } fx;

@@ -68,7 +68,7 @@ static int connect_to(int fd, int port)
 
 struct churn {
 	fx *f;
-	long cycles;     /* per thread */
+	long cycles; /* per thread */
 	unsigned thread;
 	atomic_long *ok;
 	atomic_long *failed;
@@ -143,10 +143,10 @@ TEST(load_churn_100k_connect_send_close)
 	fprintf(stderr,
 		"churn: %ld cycles in %lld ms (%lld/s), %d good-peer echoes meanwhile; fds %d "
 		"(baseline %d); heap %+lld bytes; RSS %ld kB (baseline %ld), peak %ld kB\n",
-		atomic_load(&ok), (long long)ms, (long long)(atomic_load(&ok) * 1000 / (ms ? ms : 1)),
-		echoes, np_count_fds(), f.fds0,
-		(long long)(np_heap_bytes() >= 0 ? np_heap_bytes() - f.heap0 : 0), rss, f.rss0,
-		np_peak_rss_kb());
+		atomic_load(&ok), (long long)ms,
+		(long long)(atomic_load(&ok) * 1000 / (ms ? ms : 1)), echoes, np_count_fds(),
+		f.fds0, (long long)(np_heap_bytes() >= 0 ? np_heap_bytes() - f.heap0 : 0), rss,
+		f.rss0, np_peak_rss_kb());
 	/* (Under ASan freed memory sits in its quarantine: RSS says nothing
 	 * there, and its leak check does the job.) */
 	if (np_heap_measurable())
@@ -270,8 +270,9 @@ TEST(load_10000_concurrent_connections)
 	struct rlimit rl;
 	getrlimit(RLIMIT_NOFILE, &rl);
 	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < (rlim_t)n + 200) {
-		fprintf(stderr, "SKIP: the hard fd limit (%lu) is below %d: each side of %d "
-				"connections needs one fd per connection\n",
+		fprintf(stderr,
+			"SKIP: the hard fd limit (%lu) is below %d: each side of %d "
+			"connections needs one fd per connection\n",
 			(unsigned long)rl.rlim_max, n + 200, n);
 		exit(77);
 	}
@@ -326,6 +327,7 @@ TEST(load_10000_concurrent_connections)
 		"%+lld bytes (%lld per connection); after: fds %d (baseline %d)\n",
 		n, (long long)t_conn, n, MSGS_EACH, (long long)t_xchg, fds_peak, rss_peak, f.rss0,
 		(long long)(heap_peak >= 0 ? heap_peak - f.heap0 : 0),
-		(long long)(heap_peak >= 0 ? (heap_peak - f.heap0) / n : 0), np_count_fds(), f.fds0);
+		(long long)(heap_peak >= 0 ? (heap_peak - f.heap0) / n : 0), np_count_fds(),
+		f.fds0);
 	CHECK(fx_finish(&f));
 }

@@ -40,9 +40,9 @@ struct rx { /* server side, loop thread only (read after close) */
 struct tx {
 	ssock_client *cli;
 	uint32_t idx;
-	uint32_t *sizes;        /* framed size of each accepted message */
-	uint32_t n;             /* messages accepted (send returned 0) */
-	atomic_uint going;      /* n, for the test thread to watch */
+	uint32_t *sizes;   /* framed size of each accepted message */
+	uint32_t n;        /* messages accepted (send returned 0) */
+	atomic_uint going; /* n, for the test thread to watch */
 	int last_rc;
 	atomic_bool *closed;
 };
@@ -82,8 +82,7 @@ static void *sender(void *arg)
 		if (rc == 0) {
 			t->sizes[t->n++] = (uint32_t)len + 4;
 			atomic_store(&t->going, t->n);
-		}
-		else if (atomic_load(t->closed))
+		} else if (atomic_load(t->closed))
 			after_close++;
 	}
 	free(buf);

@@ -73,7 +73,7 @@ TEST(fault_length_above_max_message)
 		{0, 0, 0x04, 0x01, 'a', 'b', 'c', 'd'}, /* max + 1 */
 		{0x01, 0, 0, 0},                        /* 16 MiB */
 		{0x7f, 0xff, 0xff, 0xff},
-		{0xff, 0xff, 0xff, 0xff},               /* 4 GiB - 1 */
+		{0xff, 0xff, 0xff, 0xff}, /* 4 GiB - 1 */
 	};
 	for (size_t i = 0; i < sizeof headers / sizeof headers[0]; i++) {
 		uint64_t id;
@@ -126,7 +126,9 @@ TEST(fault_truncated_payload_then_eof)
 	CHECK(fx_start(&f, &o));
 	uint32_t be = htonl((uint32_t)big);
 	memcpy(bigframe, &be, 4);
-	const void *bytes[] = {"\0\0\0\x10" "abc", bigframe};
+	const void *bytes[] = {"\0\0\0\x10"
+			       "abc",
+			       bigframe};
 	size_t lens[] = {7, sent_big};
 	for (int i = 0; i < 2; i++) {
 		uint64_t id;
@@ -156,7 +158,10 @@ TEST(fault_reset_mid_frame)
 	CHECK(fx_start(&f, &o));
 	uint32_t be = htonl(1 << 20);
 	memcpy(frame, &be, 4);
-	const void *bytes[] = {"\0\0", "\0\0\0\x10" "abc", frame};
+	const void *bytes[] = {"\0\0",
+			       "\0\0\0\x10"
+			       "abc",
+			       frame};
 	size_t lens[] = {2, 7, big};
 	for (int i = 0; i < 3; i++) {
 		uint64_t id;
@@ -237,7 +242,9 @@ TEST(fault_half_close_replies_still_delivered)
 TEST(fault_stalled_mid_frame_read_timeout)
 {
 	const ssock_framing framings[] = {SSOCK_FRAMING_U32, SSOCK_FRAMING_LINE};
-	const char *partial[] = {"\0\0\0\x10" "half", "no newline yet"};
+	const char *partial[] = {"\0\0\0\x10"
+				 "half",
+				 "no newline yet"};
 	for (int k = 0; k < 2; k++) {
 		fx f;
 		ssock_server_opts o = {.framing = framings[k], .read_timeout_ms = 300};
@@ -278,7 +285,8 @@ TEST(fault_slowloris_1000_connections)
 		fcntl(fds[i], F_SETFL, O_NONBLOCK);
 	}
 	CHECK_INT(ssock_server_conns(f.srv, NULL, 0), <=, N + 1);
-	static const char frame[] = "\0\0\0\x10" "0123456789abcdef";
+	static const char frame[] = "\0\0\0\x10"
+				    "0123456789abcdef";
 	int open_n = N, sec = 0;
 	int64_t t0 = test_now_ms(), worst_echo = 0;
 	char *eof = calloc(N, 1);
@@ -479,7 +487,8 @@ TEST(fault_client_never_reads)
 	CHECK(fx_healthy(&f, 0, FX_HEAP_SLACK_CHUNKS));
 	free(stream);
 	free(buf);
-	fprintf(stderr, "never reads: %zu bytes queued before SSOCK_ESENDQFULL, %zu sent before pushback\n",
+	fprintf(stderr,
+		"never reads: %zu bytes queued before SSOCK_ESENDQFULL, %zu sent before pushback\n",
 		queued, sent);
 	CHECK(fx_finish(&f));
 }

@@ -36,7 +36,7 @@ enum { SLOTS = 1000, STABLE = 500, SENDERS = 8, MAXMSG = 2048, HDR = 12 };
 
 struct shared {
 	pthread_mutex_t mu;
-	uint64_t id[SLOTS];          /* slot -> server connection id, under mu */
+	uint64_t id[SLOTS]; /* slot -> server connection id, under mu */
 	atomic_bool stop;
 	uint32_t seq[SENDERS][SLOTS]; /* next seq: each row owned by one sender */
 	atomic_long sends_ok, sends_gone, sends_full, sends_bad;
@@ -109,7 +109,8 @@ static void *sender_thread(void *arg)
 		uint32_t seq = s->seq[me->idx][slot];
 		uint32_t h[3] = {htonl(slot), htonl((uint32_t)me->idx), htonl(seq)};
 		memcpy(buf, h, HDR);
-		np_pattern(buf + HDR, len - HDR, (uint64_t)slot << 40 | (uint64_t)me->idx << 32 | seq);
+		np_pattern(buf + HDR, len - HDR,
+			   (uint64_t)slot << 40 | (uint64_t)me->idx << 32 | seq);
 		int rc = ssock_server_send(s->srv, id, buf, len);
 		if (rc == 0) {
 			s->seq[me->idx][slot] = seq + 1;
@@ -275,8 +276,10 @@ TEST(senders_8_threads_1000_connections_churning)
 	pthread_mutex_init(&s->mu, NULL);
 	c->s = s;
 	/* A queue bound per connection: eight senders outrun one reader. */
-	ssock_server_opts o = {.send_queue_max = 256 << 10, .on_message = srv_message,
-			       .on_disconnect = srv_disconnect, .user = s};
+	ssock_server_opts o = {.send_queue_max = 256 << 10,
+			       .on_message = srv_message,
+			       .on_disconnect = srv_disconnect,
+			       .user = s};
 	s->srv = np_server(&o, &s->port);
 	CHECK(s->srv);
 	c->ep = epoll_create1(EPOLL_CLOEXEC);

@@ -55,7 +55,8 @@ static int find_socket(int peer_port, int local_port)
 		if (getpeername(fd, (struct sockaddr *)&peer, &pl) != 0 ||
 		    getsockname(fd, (struct sockaddr *)&local, &ll) != 0)
 			continue;
-		if (port_of(&peer) == peer_port && (local_port == 0 || port_of(&local) == local_port))
+		if (port_of(&peer) == peer_port &&
+		    (local_port == 0 || port_of(&local) == local_port))
 			found = fd;
 	}
 	closedir(d);
@@ -226,7 +227,11 @@ TEST(read_timeout_client)
 	}
 	/* half a message, then nothing */
 	int64_t t0 = test_now_ms();
-	CHECK_INT(np_write(acc, "\0\0\0\x10" "half", 8), ==, 0);
+	CHECK_INT(np_write(acc,
+			   "\0\0\0\x10"
+			   "half",
+			   8),
+		  ==, 0);
 	ssock_event ev;
 	CHECK_OK(np_client_wait(cli, SSOCK_EVENT_DISCONNECT, &ev, T));
 	CHECK_INT(ev.code, ==, SSOCK_ESTALLED);
