@@ -84,7 +84,11 @@ def run(cmd, conns, depth, rounds, size):
     proc.wait(timeout=60)
     with open(out) as f:
         summary = [l for l in f if l.startswith("summary:")]
-    os.unlink(out)
+    keep = os.environ.get("CGDRIVER_KEEP")
+    if keep:  # a directory: the profiles stay there, for callgrind_annotate
+        os.replace(out, os.path.join(keep, f"callgrind.{conns}x{depth}.r{rounds}"))
+    else:
+        os.unlink(out)
     return int(summary[0].split()[1])
 
 
