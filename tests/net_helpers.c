@@ -1,4 +1,5 @@
 /* See net_helpers.h. */
+#define _GNU_SOURCE /* pthread_timedjoin_np */
 #include "net_helpers.h"
 #include "test.h"
 
@@ -562,4 +563,49 @@ bool np_pattern_ok(const void *buf, size_t len, uint64_t seed)
 			return false;
 	}
 	return true;
+}
+
+uint64_t np_take_connect(ssock_server *srv)
+{
+	ssock_event ev;
+	if (np_server_wait(srv, SSOCK_EVENT_CONNECT, &ev, TEST_TIMEOUT_MS) != 0)
+		return 0;
+	uint64_t id = ev.conn;
+	ssock_event_release(&ev);
+	return id;
+}
+
+ssock_loop *np_started_loop(void)
+{
+	ssock_loop *l = NULL;
+	if (ssock_loop_new(&l) != 0)
+		return NULL;
+	if (ssock_loop_start(l) != 0) {
+		ssock_loop_free(l);
+		return NULL;
+	}
+	return l;
+}
+
+bool np_joined_within(pthread_t th, int ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	return pthread_timedjoin_np(th, NULL, &ts) == 0;
+}
+
+bool np_silent_dns(int fds[2])
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(53)};
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fds[0] = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	fds[1] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	return fds[0] >= 0 && fds[1] >= 0 && bind(fds[0], (struct sockaddr *)&a, sizeof a) == 0 &&
+	       bind(fds[1], (struct sockaddr *)&a, sizeof a) == 0 && listen(fds[1], 64) == 0;
 }

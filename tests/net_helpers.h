@@ -84,6 +84,8 @@ int np_listen(int backlog, int *port);
  * of `type` arrives. Returns 0 with *ev owned by the caller, or the
  * ssock_server_next_event() error (SSOCK_ETIMEDOUT at the deadline). */
 int np_server_wait(ssock_server *srv, ssock_event_type type, ssock_event *ev, int timeout_ms);
+/* Waits (TEST_TIMEOUT_MS) for srv's next connect event; its id, or 0. */
+uint64_t np_take_connect(ssock_server *srv);
 int np_client_wait(ssock_client *cli, ssock_event_type type, ssock_event *ev, int timeout_ms);
 
 /* ------------------------------------------------- callback-mode collector */
@@ -134,6 +136,14 @@ long np_raise_nofile(void);
 /* A count a test may be told to shrink (valgrind, sanitizers): the value of
  * environment variable env if set to a positive number, else dflt. */
 long np_scale(const char *env, long dflt);
+/* A loop with its own thread started; NULL on failure. */
+ssock_loop *np_started_loop(void);
+/* Joins th within ms; false when it is still running (a hang). */
+bool np_joined_within(pthread_t th, int ms);
+/* A name server on 127.0.0.1:53 (UDP and TCP) that takes every query and
+ * answers none (in tests/dns_silent.sh's namespace). False when it cannot
+ * be set up here. */
+bool np_silent_dns(int fds[2]);
 int64_t np_cpu_ms(void); /* user + system CPU time of the process */
 
 /* Waits until np_count_fds() <= want (the loop closes sockets

@@ -25,18 +25,6 @@
 
 /* ----------------------------------------------------------- helpers */
 
-static ssock_loop *started_loop(void)
-{
-	ssock_loop *l = NULL;
-	if (ssock_loop_new(&l) != 0)
-		return NULL;
-	if (ssock_loop_start(l) != 0) {
-		ssock_loop_free(l);
-		return NULL;
-	}
-	return l;
-}
-
 static uint64_t passes(ssock_loop *l)
 {
 	return atomic_load(&l->passes);
@@ -51,16 +39,6 @@ static uint64_t passes_while_quiet(ssock_loop *l, int fd, int wait_ms, bool *qui
 	return passes(l) - p0;
 }
 
-static uint64_t take_connect(ssock_server *srv)
-{
-	ssock_event ev;
-	if (np_server_wait(srv, SSOCK_EVENT_CONNECT, &ev, T) != 0)
-		return 0;
-	uint64_t id = ev.conn;
-	ssock_event_release(&ev);
-	return id;
-}
-
 /* ------------------------------------------- 1. empty messages cost nothing */
 
 static void echo_cb(ssock_conn *c, const void *data, size_t len, void *user)
@@ -71,7 +49,7 @@ static void echo_cb(ssock_conn *c, const void *data, size_t len, void *user)
 
 TEST(zero_length_tinyproto_echo_leaves_the_loop_at_rest)
 {
-	ssock_loop *l = started_loop();
+	ssock_loop *l = np_started_loop();
 	CHECK(l);
 	ssock_server_opts o = {
 		.loop = l, .framing = SSOCK_FRAMING_TINYPROTO, .on_message = echo_cb};
@@ -112,7 +90,7 @@ TEST(zero_length_tinyproto_echo_leaves_the_loop_at_rest)
 
 TEST(zero_length_raw_send_is_a_no_op)
 {
-	ssock_loop *l = started_loop();
+	ssock_loop *l = np_started_loop();
 	CHECK(l);
 	ssock_server_opts o = {.loop = l, .framing = SSOCK_FRAMING_RAW};
 	int port;
@@ -120,7 +98,7 @@ TEST(zero_length_raw_send_is_a_no_op)
 	CHECK(srv);
 	int fd = np_connect(port, false);
 	CHECK(fd >= 0);
-	uint64_t id = take_connect(srv);
+	uint64_t id = np_take_connect(srv);
 	CHECK(id);
 	CHECK_OK(ssock_server_send(srv, id, "", 0)); /* from this thread */
 	CHECK_OK(ssock_server_send(srv, id, NULL, 0));
@@ -216,7 +194,7 @@ static void grow_on_message(ssock_conn *c, const void *data, size_t len, void *u
 
 TEST(read_buffer_survives_server_created_in_callback)
 {
-	struct grow_cb g = {.loop = started_loop()};
+	struct grow_cb g = {.loop = np_started_loop()};
 	CHECK(g.loop);
 	np_collect_init(&g.seen);
 	ssock_server_opts o = {.loop = g.loop, .on_message = grow_on_message, .user = &g};
@@ -244,7 +222,7 @@ TEST(read_buffer_survives_growth_in_a_big_payload_callback)
 {
 	/* The same with a payload too big for the shared buffer first: the
 	 * message after it comes in the same read, behind the payload. */
-	struct grow_cb g = {.loop = started_loop()};
+	struct grow_cb g = {.loop = np_started_loop()};
 	CHECK(g.loop);
 	np_collect_init(&g.seen);
 	ssock_server_opts o = {.loop = g.loop, .on_message = grow_on_message, .user = &g};
@@ -295,7 +273,7 @@ static void *pause_repeatedly(void *arg)
 TEST(sync_call_racing_loop_stop_returns)
 {
 	for (int round = 0; round < 200; round++) {
-		ssock_loop *l = started_loop();
+		ssock_loop *l = np_started_loop();
 		CHECK(l);
 		ssock_server_opts o = {.loop = l};
 		ssock_server *srv = np_server(&o, NULL);
@@ -544,7 +522,7 @@ static void *connect_when_listening(void *arg)
 
 TEST(handle_is_set_before_the_first_callback)
 {
-	ssock_loop *l = started_loop();
+	ssock_loop *l = np_started_loop();
 	CHECK(l);
 	for (int round = 0; round < 120; round++) {
 		int probe = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -627,7 +605,7 @@ TEST(id_is_gone_once_inbox_disconnect_is_taken)
 	for (int round = 0; round < 50; round++) {
 		int fd = np_connect(port, false);
 		CHECK(fd >= 0);
-		uint64_t id = take_connect(srv);
+		uint64_t id = np_take_connect(srv);
 		CHECK(id);
 		close(fd); /* a clean close: the connection half-closes first */
 		ssock_event ev;
@@ -746,7 +724,7 @@ TEST(keepalive_above_the_kernel_limit_is_refused)
 	CHECK(srv);
 	int fd = np_connect(port, false);
 	CHECK(fd >= 0);
-	CHECK(take_connect(srv) != 0);
+	CHECK(np_take_connect(srv) != 0);
 	close(fd);
 	CHECK_OK(ssock_server_free(srv));
 }
@@ -763,7 +741,7 @@ TEST(broadcast_except_skips_one_connection)
 	for (int i = 0; i < 3; i++) {
 		fds[i] = np_connect(port, false);
 		CHECK(fds[i] >= 0);
-		ids[i] = take_connect(srv);
+		ids[i] = np_take_connect(srv);
 		CHECK(ids[i]);
 	}
 	CHECK_INT(ssock_server_broadcast_except(srv, ids[0], "room", 4), ==, 2);
@@ -855,7 +833,7 @@ TEST(idle_timeout_waits_while_the_program_holds_the_message)
 	CHECK(srv);
 	int fd = np_connect(port, false);
 	CHECK(fd >= 0);
-	uint64_t id = take_connect(srv);
+	uint64_t id = np_take_connect(srv);
 	CHECK(id);
 	CHECK_INT(np_send_u32(fd, "question", 8), ==, 0);
 	/* The program is busy for one and a half idle timeouts: the peer

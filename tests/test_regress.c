@@ -35,17 +35,6 @@ static bool next_msg_is(ssock_server *srv, const char *want)
 	return ok;
 }
 
-/* Waits for a raw peer's connection to be accepted; returns its id or 0. */
-static uint64_t accepted(ssock_server *srv)
-{
-	ssock_event ev;
-	if (np_server_wait(srv, SSOCK_EVENT_CONNECT, &ev, T) != 0)
-		return 0;
-	uint64_t id = ev.conn;
-	ssock_event_release(&ev);
-	return id;
-}
-
 /* ------------------------------------------------------- simplesockets */
 
 TEST(regress_simplesockets_merged_sends)
@@ -67,7 +56,7 @@ TEST(regress_simplesockets_merged_sends)
 	/* Both frames in one TCP segment from a raw peer: still two. */
 	int fd = np_connect(port, false);
 	CHECK(fd >= 0);
-	uint64_t id = accepted(srv);
+	uint64_t id = np_take_connect(srv);
 	CHECK(id);
 	uint8_t wire[] = {0, 0, 0, 3, 'o', 'n', 'e', 0, 0, 0, 3, 't', 'w', 'o'};
 	CHECK_INT(np_write(fd, wire, sizeof wire), ==, 0);
@@ -96,7 +85,7 @@ TEST(regress_simplesockets_2048_byte_message_not_held_back)
 	CHECK(srv);
 	int fd = np_connect(port, false);
 	CHECK(fd >= 0);
-	CHECK(accepted(srv));
+	CHECK(np_take_connect(srv));
 	size_t sizes[] = {2044, 2048, 2047, 2049, 4096, 4092, 6144};
 	char buf[8192];
 	for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
@@ -195,7 +184,7 @@ TEST(regress_simplesockets_max_connections_enforced)
 	CHECK(srv);
 	int a = np_connect(port, false), b = np_connect(port, false);
 	CHECK(a >= 0 && b >= 0);
-	CHECK(accepted(srv) && accepted(srv));
+	CHECK(np_take_connect(srv) && np_take_connect(srv));
 	/* The third is accepted and closed at once, and it is reported. */
 	int c = np_connect(port, false);
 	CHECK(c >= 0);
@@ -216,7 +205,7 @@ TEST(regress_simplesockets_max_connections_enforced)
 		CHECK_INT(ssock_server_next_event(srv, &ev, 10), ==, SSOCK_ETIMEDOUT);
 	int d = np_connect(port, false);
 	CHECK(d >= 0);
-	CHECK(accepted(srv));
+	CHECK(np_take_connect(srv));
 	CHECK_INT(np_send_u32(d, "in", 2), ==, 0);
 	CHECK(next_msg_is(srv, "in"));
 	CHECK_INT(ssock_server_conns(srv, NULL, 0), ==, 2);
@@ -282,7 +271,7 @@ TEST(regress_simplesockets_inbox_and_error_list_bounded)
 	CHECK(srv);
 	int fd = np_connect(port, false);
 	CHECK(fd >= 0);
-	CHECK(accepted(srv));
+	CHECK(np_take_connect(srv));
 	long rss0 = np_rss_kb();
 	fcntl(fd, F_SETFL, O_NONBLOCK);
 	enum { MSG = 1024, MAXN = 200000 }; /* 200 MiB if nothing pushed back */
@@ -407,12 +396,12 @@ TEST(regress_simplesockets_wait_does_not_busy_wait)
 	for (int i = 0; i < 20; i++) {
 		fds[i] = np_connect(port, false);
 		CHECK(fds[i] >= 0);
-		CHECK(accepted(srv));
+		CHECK(np_take_connect(srv));
 	}
 	ssock_client *cli = np_client(NULL, port, false);
 	CHECK(cli);
 	CHECK_OK(ssock_client_connect(cli, T));
-	CHECK(accepted(srv));
+	CHECK(np_take_connect(srv));
 	ssock_event ev;
 	int64_t cpu0 = np_cpu_ms(), t0 = test_now_ms();
 	CHECK_INT(ssock_server_next_event(srv, &ev, 400), ==, SSOCK_ETIMEDOUT);
@@ -457,7 +446,7 @@ TEST(regress_tinyproto_closed_connection_fd_not_leaked)
 	for (int i = 0; i < 50; i++) {
 		int fd = np_connect(port, false);
 		CHECK(fd >= 0);
-		uint64_t id = accepted(srv);
+		uint64_t id = np_take_connect(srv);
 		CHECK_OK(ssock_server_disconnect(srv, id));
 		CHECK_INT(np_wait_eof(fd, T), ==, 0);
 		close(fd);
@@ -556,7 +545,7 @@ TEST(regress_tinyproto_truncated_header_then_eof_not_delivered)
 	for (int i = 0; i < 3; i++) {
 		int fd = np_connect(port, false);
 		CHECK(fd >= 0);
-		uint64_t id = accepted(srv);
+		uint64_t id = np_take_connect(srv);
 		CHECK(id);
 		CHECK_INT(np_write(fd, cases[i].bytes, cases[i].len), ==, 0);
 		close(fd);
@@ -587,7 +576,7 @@ TEST(regress_tinyproto_4gib_header_no_allocation)
 	for (int i = 0; i < 8; i++) {
 		int fd = np_connect(port, false);
 		CHECK(fd >= 0);
-		uint64_t id = accepted(srv);
+		uint64_t id = np_take_connect(srv);
 		CHECK_INT(np_write(fd, "\xff\xff\xff\xff", 4), ==, 0);
 		CHECK_INT(np_wait_eof(fd, T), ==, 0);
 		close(fd);
@@ -617,7 +606,7 @@ TEST(regress_tinyproto_4gib_header_no_allocation)
 	rss0 = np_rss_kb();
 	fd = np_connect(port, false);
 	CHECK(fd >= 0);
-	CHECK(accepted(srv));
+	CHECK(np_take_connect(srv));
 	size_t part = 1 << 20;
 	char *buf = calloc(1, 4 + part);
 	memcpy(buf, "\xff\xff\xff\xff", 4);
@@ -841,7 +830,7 @@ TEST(regress_tinyproto_simultaneous_sends_keep_stream_in_sync)
 	ssock_client *cli = np_client(NULL, port, false);
 	CHECK(cli);
 	CHECK_OK(ssock_client_connect(cli, T));
-	uint64_t id = accepted(srv);
+	uint64_t id = np_take_connect(srv);
 	CHECK(id);
 	enum { N = 200 };
 	char *buf = malloc(100000);

@@ -22,18 +22,6 @@
 #define T           TEST_TIMEOUT_MS
 #define SILENT_NAME "silent.ssock.test"
 
-/* A name server on 127.0.0.1:53 (UDP and TCP) that takes every query and
- * answers none. Returns false when it cannot be set up here. */
-static bool silent_dns(int fds[2])
-{
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(53)};
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	fds[0] = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	fds[1] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	return fds[0] >= 0 && fds[1] >= 0 && bind(fds[0], (struct sockaddr *)&a, sizeof a) == 0 &&
-	       bind(fds[1], (struct sockaddr *)&a, sizeof a) == 0 && listen(fds[1], 64) == 0;
-}
-
 static bool in_silent_namespace(void)
 {
 	const char *e = getenv("SSOCK_TEST_SILENT_DNS");
@@ -67,7 +55,7 @@ TEST(silent_name_server_does_not_block_the_loop)
 	if (!in_silent_namespace())
 		TEST__FAIL("run by tests/dns_silent.sh (SSOCK_TEST_SILENT_DNS=1)");
 	int dns[2];
-	CHECK(silent_dns(dns));
+	CHECK(np_silent_dns(dns));
 	ssock_loop *l;
 	CHECK_OK(ssock_loop_new(&l));
 	CHECK_OK(ssock_loop_start(l));

@@ -4,7 +4,6 @@
  * against. Hangs are caught with a deadline (a watchdog thread, or a timed
  * join), never by waiting forever.
  */
-#define _GNU_SOURCE /* pthread_timedjoin_np */
 #include "conn.h"
 #include "internal.h"
 #include "net_helpers.h"
@@ -24,42 +23,6 @@
 #include <unistd.h>
 
 #define T TEST_TIMEOUT_MS
-
-__attribute__((unused)) static ssock_loop *started_loop(void)
-{
-	ssock_loop *l = NULL;
-	if (ssock_loop_new(&l) != 0)
-		return NULL;
-	if (ssock_loop_start(l) != 0) {
-		ssock_loop_free(l);
-		return NULL;
-	}
-	return l;
-}
-
-static uint64_t take_connect(ssock_server *srv)
-{
-	ssock_event ev;
-	if (np_server_wait(srv, SSOCK_EVENT_CONNECT, &ev, T) != 0)
-		return 0;
-	uint64_t id = ev.conn;
-	ssock_event_release(&ev);
-	return id;
-}
-
-/* Joins th within ms; false when it is still running (a hang). */
-__attribute__((unused)) static bool joined_within(pthread_t th, int ms)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000;
-	if (ts.tv_nsec >= 1000000000) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000;
-	}
-	return pthread_timedjoin_np(th, NULL, &ts) == 0;
-}
 
 /* -------- 1. tinyproto: a full send queue must not stop reading the answer */
 
@@ -94,7 +57,7 @@ TEST(tinyproto_queue_above_read_limit_still_reads_accepts)
 	CHECK_INT(np_read_exact(fd, &b, 1, T), ==, 0);
 	CHECK_INT(b, ==, 0xFF);
 	CHECK_INT(np_write(fd, "\xFF", 1), ==, 0);
-	uint64_t id = take_connect(srv);
+	uint64_t id = np_take_connect(srv);
 	CHECK(id);
 	enum { N = 5, LEN = 10 << 10 };
 	static char msg[LEN], got[LEN];
@@ -280,7 +243,7 @@ static bool inside_cb(void *arg)
 
 TEST(concurrent_loop_stops_both_wait_for_the_thread)
 {
-	ssock_loop *l = started_loop();
+	ssock_loop *l = np_started_loop();
 	CHECK(l);
 	ssock_server_opts o = {.loop = l, .on_message = slow_cb};
 	int port;
@@ -298,7 +261,7 @@ TEST(concurrent_loop_stops_both_wait_for_the_thread)
 		CHECK_INT(pthread_create(&th[i], NULL, stop_loop, &s[i]), ==, 0);
 	bool ended[2];
 	for (int i = 0; i < 2; i++)
-		ended[i] = joined_within(th[i], 5000);
+		ended[i] = np_joined_within(th[i], 5000);
 	if (!ended[0] || !ended[1])
 		TEST__FAIL("a ssock_loop_stop() racing another never returned"); /* leaks */
 	pthread_barrier_destroy(&go);
@@ -344,7 +307,7 @@ static void ignore_msg(ssock_conn *c, const void *data, size_t len, void *user)
 
 TEST(client_freed_from_on_disconnect_reconnect_does_not_connect_again)
 {
-	ssock_loop *l = started_loop();
+	ssock_loop *l = np_started_loop();
 	CHECK(l);
 	int lport;
 	int lfd = np_listen(16, &lport);
@@ -420,7 +383,7 @@ static void grow2_on_message(ssock_conn *c, const void *data, size_t len, void *
 
 TEST(read_buffer_survives_two_servers_created_in_one_callback)
 {
-	struct grow2 g = {.loop = started_loop()};
+	struct grow2 g = {.loop = np_started_loop()};
 	CHECK(g.loop);
 	np_collect_init(&g.seen);
 	ssock_server_opts o = {.loop = g.loop, .on_message = grow2_on_message, .user = &g};
@@ -550,7 +513,7 @@ TEST(flush_reports_data_lost_with_the_connection)
 	struct linger lg = {1, 0};
 	setsockopt(peer, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
 	close(peer); /* a reset: everything queued is lost */
-	CHECK(joined_within(th, T));
+	CHECK(np_joined_within(th, T));
 	if (f.rc != SSOCK_ENOTCONN)
 		TEST__FAIL("flush returned %d (%s) though the connection died with ~8 MiB unsent",
 			   f.rc, ssock_errname(f.rc));
@@ -560,29 +523,13 @@ TEST(flush_reports_data_lost_with_the_connection)
 
 /* ------ 10. a silent name server does not starve lookups of other names */
 
-/* Run by tests/dns_silent.sh (a network namespace whose name server never
- * answers; "localhost" still resolves at once from /etc/hosts). Lookups
- * run on at most 16 resolver threads; a lookup whose attempt timed out is
- * only marked cancelled, and its thread stays stuck in getaddrinfo() (30 s
- * here). Once 16 are stuck, every other lookup in the process waits in the
- * queue behind them, however fast its own name would resolve. */
-static bool review_silent_dns(int fds[2])
-{
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(53)};
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	fds[0] = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	fds[1] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	return fds[0] >= 0 && fds[1] >= 0 && bind(fds[0], (struct sockaddr *)&a, sizeof a) == 0 &&
-	       bind(fds[1], (struct sockaddr *)&a, sizeof a) == 0 && listen(fds[1], 64) == 0;
-}
-
 static void silent_names_then_localhost(bool distinct)
 {
 	const char *e = getenv("SSOCK_TEST_SILENT_DNS");
 	if (!e || strcmp(e, "1") != 0)
 		TEST__FAIL("run by tests/dns_silent.sh (SSOCK_TEST_SILENT_DNS=1)");
 	int dns[2];
-	CHECK(review_silent_dns(dns));
+	CHECK(np_silent_dns(dns));
 	int port;
 	ssock_server_opts so = {.on_message = ignore_msg};
 	ssock_server *srv = np_server(&so, &port);
@@ -687,8 +634,8 @@ TEST(free_releases_a_thread_waiting_to_connect)
 	CHECK(test_wait_until(two_errors, cli, T));
 	CHECK_INT(ssock_client_state_get(cli), ==, SSOCK_STATE_CONNECTING);
 	CHECK_INT(pthread_create(&ft, NULL, free_client_thread, cli), ==, 0);
-	bool freed = joined_within(ft, 3000);
-	bool woke = joined_within(wt, 1000);
+	bool freed = np_joined_within(ft, 3000);
+	bool woke = np_joined_within(wt, 1000);
 	if (!freed || !woke)
 		TEST__FAIL("ssock_client_free() %s, the connect waiter %s",
 			   freed ? "returned" : "never returned",
@@ -745,7 +692,7 @@ TEST(out_of_memory_while_taking_posted_sends_does_not_deadlock)
 	uint8_t b, hdr[4];
 	CHECK_INT(np_read_exact(fd, &b, 1, T), ==, 0);
 	CHECK_INT(np_write(fd, "\xFF", 1), ==, 0);
-	uint64_t id = take_connect(srv);
+	uint64_t id = np_take_connect(srv);
 	CHECK(id);
 	/* A first message, accepted, whose 32 MiB payload the peer does not
 	 * read: far more than the kernel takes, so it stays the tail of the
@@ -763,7 +710,7 @@ TEST(out_of_memory_while_taking_posted_sends_does_not_deadlock)
 	CHECK_OK(ssock_server_send(srv, id, "x", 1));
 	pthread_t th;
 	CHECK_INT(pthread_create(&th, NULL, stats_thread, srv), ==, 0);
-	if (!joined_within(th, 3000))
+	if (!np_joined_within(th, 3000))
 		TEST__FAIL(
 			"ssock_server_stats_get() hangs: the loop thread holds loop->mu forever");
 	atomic_store(&fail_size, 0);
@@ -832,7 +779,7 @@ TEST(small_messages_to_a_slow_reader_stay_near_send_queue_max)
 	CHECK(srv);
 	int fd = np_connect_rcvbuf(port, false, 4096); /* never reads */
 	CHECK(fd >= 0);
-	uint64_t id = take_connect(srv);
+	uint64_t id = np_take_connect(srv);
 	CHECK(id);
 	int64_t heap0 = np_heap_bytes();
 	long sent = 0;
@@ -1034,7 +981,7 @@ TEST(random_api_use_from_threads_and_callbacks)
 	ssock_framing fr = getenv("TP")   ? SSOCK_FRAMING_TINYPROTO
 			   : getenv("LN") ? SSOCK_FRAMING_LINE
 					  : SSOCK_FRAMING_U32;
-	sx_loop = started_loop();
+	sx_loop = np_started_loop();
 	CHECK(sx_loop);
 	ssock_server_opts o0 = {.loop = sx_loop,
 				.on_message = sx_cb_msg,
@@ -1080,7 +1027,7 @@ TEST(random_api_use_from_threads_and_callbacks)
 	nanosleep(&ts, NULL);
 	atomic_store(&sx_stop, 1);
 	for (int i = 0; i < NT + 2; i++)
-		if (!joined_within(th[i], 10000))
+		if (!np_joined_within(th[i], 10000))
 			TEST__FAIL(
 				"API thread %d stuck: a loop waits for another that waits for it",
 				i); /* leaks */
