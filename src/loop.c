@@ -16,6 +16,11 @@
 #define TIDY_BYTES    (1u << 20) /* freed before a tidy-up is worth it */
 
 __thread ssock_loop *ssock__current_loop;
+/* The loops this thread has entered and not left (it holds their
+ * drive_mu), innermost first, linked by entered_from; and the loop a
+ * ssock__call() of this thread waits for, if any. */
+static __thread ssock_loop *innermost;
+static __thread ssock_loop *waiting_for;
 
 bool ssock__on_any_loop(void)
 {
@@ -278,6 +283,8 @@ static ssock_loop *enter(ssock_loop *l)
 {
 	ssock_loop *before = ssock__current_loop;
 	ssock__current_loop = l;
+	l->entered_from = innermost;
+	innermost = l;
 	l->now = ssock__now_ms();
 	l->pass_begun++;
 	return before;
@@ -287,9 +294,21 @@ static void leave(ssock_loop *l, ssock_loop *before)
 {
 	pthread_mutex_lock(&l->mu);
 	l->pass_done = l->pass_begun;
+	l->waiting_on = NULL;
 	pthread_cond_broadcast(&l->cv);
 	pthread_mutex_unlock(&l->mu);
+	innermost = l->entered_from;
+	l->entered_from = NULL;
 	ssock__current_loop = before;
+}
+
+/* Whether this thread has entered l (and holds its drive_mu). */
+static bool entered_here(const ssock_loop *l)
+{
+	for (const ssock_loop *x = innermost; x; x = x->entered_from)
+		if (x == l)
+			return true;
+	return false;
 }
 
 /* Whether commands or posted sends wait for loop m. */
@@ -301,11 +320,43 @@ static bool has_work(ssock_loop *m)
 	return work;
 }
 
-/* Runs what was posted to loop l, on a thread that holds its drive_mu. */
+/* Runs what was posted to loop l, on a thread that holds its drive_mu, as
+ * l's code. */
 static void run_posted(ssock_loop *l)
 {
+	ssock_loop *saved = ssock__current_loop;
+	ssock__current_loop = l;
 	ssock__take_posted(l);
 	run_commands(l);
+	ssock__current_loop = saved;
+}
+
+/* Tells every loop this thread has entered which loop it waits for (NULL:
+ * none), so a post to one of them wakes the wait (see ssock__post()). */
+static void set_waiting_on(ssock_loop *target)
+{
+	for (ssock_loop *x = innermost; x; x = x->entered_from) {
+		pthread_mutex_lock(&x->mu);
+		x->waiting_on = target;
+		pthread_mutex_unlock(&x->mu);
+	}
+}
+
+/* Nobody runs l (no thread, nobody in ssock_loop_run(), nobody inline):
+ * runs its queued commands here. l->mu held on entry and on return. */
+static void run_inline(ssock_loop *l)
+{
+	l->inline_run = true; /* others post and wait, as for a running loop */
+	pthread_mutex_unlock(&l->mu);
+	pthread_mutex_lock(&l->drive_mu);
+	ssock_loop *before = enter(l);
+	run_posted(l);
+	ssock__flush_all(l);
+	leave(l, before);
+	pthread_mutex_unlock(&l->drive_mu);
+	pthread_mutex_lock(&l->mu);
+	l->inline_run = false;
+	pthread_cond_broadcast(&l->cv); /* a waiter may run it now */
 }
 
 int ssock__call(ssock_loop *l, void (*fn)(ssock__cmd *cmd), void *arg, uint64_t id)
@@ -315,38 +366,41 @@ int ssock__call(ssock_loop *l, void (*fn)(ssock__cmd *cmd), void *arg, uint64_t 
 		fn(&cmd);
 		return cmd.result;
 	}
-	/* A callback of another loop (mine) that waits here must go on serving
-	 * its own loop's commands meanwhile: l's thread may be in a callback
-	 * that waits for mine just the same. */
-	ssock_loop *mine = ssock__current_loop;
-	if (mine) {
-		pthread_mutex_lock(&mine->mu);
-		mine->waiting_on = l;
-		pthread_mutex_unlock(&mine->mu);
+	if (entered_here(l)) {
+		/* A callback of l called another loop's handle, which this thread
+		 * runs inline, and its callback calls l: l's code, run as l's. */
+		ssock_loop *saved = ssock__current_loop;
+		ssock__current_loop = l;
+		fn(&cmd);
+		ssock__current_loop = saved;
+		return cmd.result;
 	}
+	/* A thread that runs loops (a callback's, or one running a loop
+	 * inline) goes on serving them while it waits here: l's thread may be
+	 * in a callback that waits for one of them just the same. */
+	ssock_loop *outer = waiting_for;
+	waiting_for = l;
+	if (innermost)
+		set_waiting_on(l);
 	ssock__post(l, &cmd);
 	pthread_mutex_lock(&l->mu);
 	while (!cmd.done) {
-		if (!l->has_thread && !l->driving) {
-			/* Nobody runs this loop now: run the queued commands here. */
-			pthread_mutex_unlock(&l->mu);
-			pthread_mutex_lock(&l->drive_mu);
-			ssock_loop *before = enter(l);
-			run_posted(l);
-			ssock__flush_all(l);
-			leave(l, before);
-			pthread_mutex_unlock(&l->drive_mu);
-			pthread_mutex_lock(&l->mu);
+		if (!l->has_thread && !l->driving && !l->inline_run) {
+			run_inline(l);
 			continue;
 		}
-		if (mine) {
-			/* mine's queue is looked at without l->mu held (lock
-			 * order); a post to mine in between bumps wake_seq. */
+		if (innermost) {
+			/* The queues are looked at without l->mu held (lock
+			 * order); a post to one in between bumps wake_seq. */
 			uint64_t seq = l->wake_seq;
 			pthread_mutex_unlock(&l->mu);
-			bool work = has_work(mine);
-			if (work)
-				run_posted(mine);
+			bool work = false;
+			for (ssock_loop *x = innermost; x; x = x->entered_from) {
+				if (has_work(x)) {
+					run_posted(x);
+					work = true;
+				}
+			}
 			pthread_mutex_lock(&l->mu);
 			if (work || seq != l->wake_seq)
 				continue;
@@ -354,18 +408,16 @@ int ssock__call(ssock_loop *l, void (*fn)(ssock__cmd *cmd), void *arg, uint64_t 
 		pthread_cond_wait(&l->cv, &l->mu);
 	}
 	pthread_mutex_unlock(&l->mu);
-	if (mine) {
-		pthread_mutex_lock(&mine->mu);
-		mine->waiting_on = NULL;
-		pthread_mutex_unlock(&mine->mu);
-	}
+	waiting_for = outer;
+	if (innermost)
+		set_waiting_on(outer); /* an outer call of this thread waits on */
 	return cmd.result;
 }
 
 void ssock__wait_pass_end(ssock_loop *l, uint64_t pass)
 {
 	pthread_mutex_lock(&l->mu);
-	while (l->pass_done < pass && (l->has_thread || l->driving))
+	while (l->pass_done < pass && (l->has_thread || l->driving || l->inline_run))
 		pthread_cond_wait(&l->cv, &l->mu);
 	pthread_mutex_unlock(&l->mu);
 }
@@ -391,6 +443,10 @@ static int run_once(ssock_loop *l, int timeout_ms)
 	pthread_mutex_lock(&l->drive_mu);
 	l->activity += (uint64_t)n;
 	ssock_loop *before = enter(l);
+	/* Sends posted before this pass go before what its callbacks send: a
+	 * thread that sent, then drove the loop, sees its messages in order. */
+	if (atomic_load_explicit(&l->has_posted, memory_order_relaxed))
+		ssock__take_posted(l);
 	for (int i = 0; i < n; i++)
 		ready[i].io->on_io(ready[i].io, ready[i].flags);
 	ssock__serve_pending(l);

@@ -57,6 +57,7 @@ struct ssock_loop {
 	ssock__poller *poller;
 	ssock__io wake_io;       /* eventfd */
 	atomic_int wake_pending; /* an eventfd write is on its way */
+	atomic_bool has_posted;  /* posted != NULL, for a look without mu */
 	atomic_int room_waiters; /* threads waiting for send-queue room */
 
 	pthread_mutex_t drive_mu; /* held by whoever runs loop code */
@@ -67,17 +68,20 @@ struct ssock_loop {
 	ssock__table conns; /* all connections of this loop, by id */
 	int users;          /* servers, clients and UDP handles on it */
 	bool has_thread, driving, stopping;
+	bool inline_run; /* a thread runs its commands itself (ssock__call()) */
 	pthread_t thread;
 	bool driven;            /* ssock_loop_run() has been called ... */
 	pthread_t driver;       /* ... last by this thread */
 	bool joining;           /* a ssock_loop_stop() joins the thread */
 	uint64_t pass_done;     /* the last pass that ended */
-	ssock_loop *waiting_on; /* this loop's thread, in a callback, waits
-	                             for a command on that loop */
+	ssock_loop *waiting_on; /* the thread running this loop, in a
+	                             callback, waits for a command on that loop */
 	uint64_t wake_seq;      /* bumped when a loop waiting on this one
 	                             was posted to */
 
 	/* Loop thread only: */
+	ssock_loop *entered_from; /* while entered: the loop the same thread
+	                             entered before it (see enter()) */
 	ssock__timer **heap;
 	size_t heap_len, heap_cap;
 	uint8_t *rbuf; /* the read buffer every connection shares */
@@ -114,7 +118,9 @@ struct ssock_loop {
 	atomic_uint_fast64_t passes;         /* waits so far (tests see a spin) */
 };
 
-/* The loop the calling thread is running loop code for, if any. */
+/* The loop the calling thread is running loop code for, if any. (It may
+ * have entered others before: a callback's call may run another loop
+ * inline; see ssock__call().) */
 extern __thread ssock_loop *ssock__current_loop;
 
 static inline bool ssock__on_loop(const ssock_loop *loop)
