@@ -374,8 +374,10 @@ static void unlink_conn(ssock_conn *c)
 	else
 		ep->conns_tail = c->prev;
 	ep->nconns--;
-	if (c->in_posted)
+	if (c->in_posted) {
 		list_remove(&l->posted, c, offsetof(ssock_conn, posted_next));
+		atomic_store_explicit(&l->has_posted, l->posted != NULL, memory_order_relaxed);
+	}
 	c->in_posted = false;
 	/* Whatever is still counted never reaches the peer: posted sends, the
 	 * queue, what a codec holds. Told in the same step as the id goes, so

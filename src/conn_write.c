@@ -578,6 +578,7 @@ void ssock__take_posted(ssock_loop *l)
 			c->in_posted = false;
 			c->posted_next = NULL;
 		}
+		atomic_store_explicit(&l->has_posted, l->posted != NULL, memory_order_relaxed);
 		ssock__chunk *newest = c ? c->posted : NULL;
 		if (c)
 			c->posted = NULL;
@@ -634,6 +635,7 @@ int ssock__posted_push_locked(ssock__stream_ep *ep, uint64_t id, ssock__chunk *c
 		c->in_posted = true;
 		c->posted_next = l->posted;
 		l->posted = c;
+		atomic_store_explicit(&l->has_posted, true, memory_order_relaxed);
 	}
 	return 0;
 }
