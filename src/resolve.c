@@ -36,8 +36,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_WORKERS 16 /* lookups running at once */
-#define MAX_THREADS 64 /* threads, counting those of abandoned lookups */
+#define MAX_WORKERS 16  /* lookups running at once */
+#define MAX_THREADS 256 /* threads, counting those of abandoned lookups */
 
 typedef struct lookup lookup;
 
@@ -319,8 +319,11 @@ void ssock__resolve_cancel(ssock__resolve *r)
 	pthread_mutex_lock(&pool_mu);
 	pthread_mutex_lock(&r->mu);
 	r->cancelled = true;
-	pthread_mutex_unlock(&r->mu);
+	/* Read while r->mu is held: once it is let go, a worker that already
+	 * took r off its lookup (lk NULL) frees it. lk itself cannot change
+	 * while pool_mu is held. */
 	lookup *lk = r->lk;
+	pthread_mutex_unlock(&r->mu);
 	if (lk && --lk->live == 0) {
 		if (!lk->running) {
 			/* Nobody wants it any more: it leaves the queue, with its
