@@ -15,6 +15,8 @@
 #include "frame.h"
 #include "tinyproto.h"
 
+#define ANSWERS_MAX (64u << 10) /* status bytes past the queue's bound */
+
 typedef struct tp_state {
 	ssock__tp proto;
 	ssock__chunk *turns_head, *turns_tail; /* waiting for their turn */
@@ -81,6 +83,16 @@ static void tp_input_done(ssock_conn *c)
 	kick(c);
 }
 
+/* Whether a status byte may still be queued. The peer reads each one
+ * before it goes on (the payload waits for it), so they pile up only for a
+ * peer that never reads: past send_queue_max (our messages' bound) and
+ * ANSWERS_MAX more, its connection fails. */
+static bool answer_room(const ssock_conn *c)
+{
+	size_t queued = atomic_load_explicit(&c->queued, memory_order_relaxed);
+	return queued < c->ep->cfg.send_queue_max + ANSWERS_MAX;
+}
+
 static bool tp_busy(const ssock_conn *c)
 {
 	const tp_state *t = c->extra ? c->extra->codec_state : NULL;
@@ -129,6 +141,8 @@ static ssize_t tp_decode(ssock_conn *c, const uint8_t *buf, size_t len, ssock__f
 	if (n < 0)
 		return n;
 	uint8_t answer;
+	if ((act == SSOCK__TP_ANSWER_NO || act == SSOCK__TP_ANSWER_OK) && !answer_room(c))
+		return SSOCK_ESENDQFULL;
 	switch (act) {
 	case SSOCK__TP_NEED:
 		f->need = st->hello_in && !st->tx_waiting ? SSOCK__U32_HEADER : 1;

@@ -75,9 +75,12 @@ static bool deliver(ssock_conn *c, const uint8_t *msg, size_t len, uint8_t *owne
 	return false;
 }
 
+/* Whether a full inbox holds reading back: never for a closing connection,
+ * which delivers nothing (it reads only a codec's answers). */
 static bool inbox_blocked(ssock_conn *c)
 {
-	return c->ep->base.inbox_mode && ssock__inbox_blocked(&c->ep->base.inbox);
+	return c->ep->base.inbox_mode && c->state <= SSOCK__OPEN &&
+	       ssock__inbox_blocked(&c->ep->base.inbox);
 }
 
 static void pause_reading(ssock_conn *c)
@@ -182,7 +185,9 @@ static bool deliver_big(ssock_conn *c)
 {
 	ssock__partial *p = c->partial;
 	uint8_t *big = p->big;
-	if (!deliver(c, big, p->big_len, big)) {
+	if (c->state > SSOCK__OPEN) {
+		free(big); /* closing: nothing is delivered any more */
+	} else if (!deliver(c, big, p->big_len, big)) {
 		p->big_ready = true;
 		return false;
 	}
