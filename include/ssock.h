@@ -590,8 +590,12 @@ int ssock_client_send(ssock_client *cli, const void *data, size_t len);
 int ssock_client_send_timeout(ssock_client *cli, const void *data, size_t len, int timeout_ms);
 
 /* Waits up to timeout_ms (-1: no limit) until everything queued has been
- * written to the socket. Returns 0, SSOCK_ETIMEDOUT, or SSOCK_ENOTCONN when
- * the connection ended with data unsent. Not from the loop thread. */
+ * written to the socket: on the latest connection (also while it closes
+ * after ssock_client_disconnect()), and what queue_while_offline holds,
+ * which waits for the next connection while the client is connecting.
+ * Returns 0, SSOCK_ETIMEDOUT, SSOCK_ENOTCONN when the connection ended with
+ * data unsent or offline data has no connection coming, or SSOCK_ESHUTDOWN
+ * when the client is freed meanwhile. Not from the loop thread. */
 int ssock_client_flush(ssock_client *cli, int timeout_ms);
 
 /* Blocking receive for simple programs (inbox mode only): waits up to

@@ -289,6 +289,7 @@ static void on_conn_open(ssock__stream_ep *ep, ssock_conn *c)
 	cli->fails = 0;
 	pthread_mutex_lock(&l->mu);
 	cli->cur_id = c->id;
+	cli->last_id = c->id;
 	cli->connects++;
 	cli->state = SSOCK_STATE_CONNECTED;
 	cli->last_error = 0;

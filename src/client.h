@@ -36,6 +36,7 @@ struct ssock_client {
 	uint64_t connects; /* connections made so far */
 	bool want;         /* the program wants to be connected */
 	int last_error;
+	uint64_t last_id;   /* the latest connection opened (0: none) */
 	uint64_t gone_id;   /* the last connection that ended ... */
 	size_t gone_unsent; /* ... and the bytes it never wrote */
 	ssock__chunk *off_head, *off_tail;

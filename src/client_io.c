@@ -116,9 +116,10 @@ int ssock_client_flush(ssock_client *cli, int timeout_ms)
 		ssock__abstime(&deadline, timeout_ms);
 	int rc = 0;
 	pthread_mutex_lock(&l->mu);
-	/* The connection queued to now is the one to watch, also once it no
-	 * longer is the client's current one (a peer's clean close). */
-	uint64_t id = cli->cur_id;
+	/* The latest connection is the one to watch, also once it no longer is
+	 * the client's current one (closing after ssock_client_disconnect(),
+	 * or closed by the peer); bytes queued offline go to the next one. */
+	uint64_t id = cli->last_id;
 	cli->ep.waiters++;
 	ssock__room_wait_begin(l);
 	for (;;) {
@@ -127,13 +128,22 @@ int ssock_client_flush(ssock_client *cli, int timeout_ms)
 			break;
 		}
 		ssock_conn *c = id ? ssock__table_get(&l->conns, id) : NULL;
-		if (!c) {
-			bool lost = id && cli->gone_id == id && cli->gone_unsent > 0;
-			rc = lost || cli->off_bytes > 0 ? SSOCK_ENOTCONN : 0;
-			break;
+		if (!c || atomic_load(&c->queued) == 0) { /* its part is done */
+			if (!c && id && cli->gone_id == id && cli->gone_unsent > 0) {
+				rc = SSOCK_ENOTCONN; /* it ended with bytes unsent */
+				break;
+			}
+			if (!c && cli->last_id != id) {
+				id = cli->last_id; /* a new connection took over */
+				continue;
+			}
+			if (cli->off_bytes == 0)
+				break;
+			if (cli->state == SSOCK_STATE_DISCONNECTED) {
+				rc = SSOCK_ENOTCONN; /* queued offline, no connection coming */
+				break;
+			}
 		}
-		if (atomic_load(&c->queued) == 0)
-			break;
 		if (timeout_ms == 0) {
 			rc = SSOCK_ETIMEDOUT;
 			break;
