@@ -23,6 +23,7 @@ set_tests_properties(resolve.silent_name_server_does_not_block_the_loop PROPERTI
 # The review of the redesigned inside: one named test per finding, each
 # failed on the code it was written against.
 ssock_test(test_review LABELS net threaded SOURCES net_helpers.c)
+ssock_test(test_review2 LABELS net threaded SOURCES net_helpers.c)
 foreach(case silent_name_does_not_starve_other_lookups
              distinct_silent_names_do_not_starve_other_lookups)
   set_tests_properties(test_review.${case} PROPERTIES DISABLED TRUE)
@@ -31,3 +32,10 @@ foreach(case silent_name_does_not_starve_other_lookups
   set_tests_properties(review.${case} PROPERTIES
     LABELS "net;threaded" TIMEOUT 120 SKIP_RETURN_CODE 77)
 endforeach()
+set_tests_properties(test_review2.many_silent_names_do_not_starve_other_lookups PROPERTIES
+  DISABLED TRUE)
+add_test(NAME review2.many_silent_names_do_not_starve_other_lookups
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/dns_silent.sh $<TARGET_FILE:test_review2>
+          many_silent_names_do_not_starve_other_lookups)
+set_tests_properties(review2.many_silent_names_do_not_starve_other_lookups PROPERTIES
+  LABELS "net;threaded" TIMEOUT 120 SKIP_RETURN_CODE 77)
