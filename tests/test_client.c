@@ -380,6 +380,43 @@ TEST(auto_reconnect_after_server_restart)
 	CHECK_OK(ssock_server_free(srv));
 }
 
+/* Bytes queued offline while the client is connecting are what a flush
+ * waits for: it times out while nobody listens (it said SSOCK_ENOTCONN at
+ * once), then returns 0 once a server came and they are written; with the
+ * client disconnected, nothing is coming: SSOCK_ENOTCONN. */
+TEST(flush_waits_for_offline_bytes_while_connecting)
+{
+	int lfd, port;
+	CHECK((lfd = np_listen(1, &port)) >= 0);
+	close(lfd); /* a port nobody listens on, for now */
+	ssock_client_opts o = {
+		.auto_reconnect = 1,
+		.queue_while_offline = 1,
+		.reconnect_min_ms = 20,
+		.reconnect_max_ms = 50,
+	};
+	ssock_client *cli = np_client(&o, port, false);
+	CHECK(cli);
+	CHECK_OK(ssock_client_send(cli, "queued", 6));
+	CHECK_OK(ssock_client_connect(cli, 0));
+	CHECK_INT(ssock_client_flush(cli, 300), ==, SSOCK_ETIMEDOUT);
+	char text[64];
+	np_addr_text(text, sizeof text, port, false);
+	ssock_server_opts so = {.listen = text};
+	ssock_server *srv = np_server(&so, NULL);
+	CHECK(srv);
+	CHECK_OK(ssock_client_flush(cli, T));
+	ssock_event ev;
+	CHECK_OK(np_server_wait(srv, SSOCK_EVENT_MESSAGE, &ev, T));
+	CHECK(ev.len == 6 && memcmp(ev.data, "queued", 6) == 0);
+	ssock_event_release(&ev);
+	CHECK_OK(ssock_client_disconnect(cli));
+	CHECK_OK(ssock_client_send(cli, "later", 5));
+	CHECK_INT(ssock_client_flush(cli, T), ==, SSOCK_ENOTCONN);
+	CHECK_OK(ssock_client_free(cli));
+	CHECK_OK(ssock_server_free(srv));
+}
+
 TEST(auto_reconnect_in_callback_mode_reports_states)
 {
 	int port;
