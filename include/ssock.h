@@ -45,7 +45,7 @@ extern "C" {
 #define SSOCK_VERSION_NUMBER \
 	((SSOCK_VERSION_MAJOR << 16) | (SSOCK_VERSION_MINOR << 8) | SSOCK_VERSION_PATCH)
 
-/* Returns the version string of the library actually linked (e.g. "0.1.0");
+/* Returns the version string of the library actually linked (e.g. "0.2.0");
  * a static string. Any thread. */
 const char *ssock_version(void);
 
@@ -256,8 +256,9 @@ void ssock_conn_set_user(ssock_conn *conn, void *ptr);
 void *ssock_conn_user(const ssock_conn *conn);
 
 /* The server (or client) the connection belongs to, so a callback can reach
- * its handle without a global; NULL when conn is a client's (a server's).
- * Valid as long as conn is. */
+ * its handle without a global. ssock_conn_server() returns NULL for a
+ * client's connection, ssock_conn_client() NULL for a server's. Valid as
+ * long as conn is. */
 struct ssock_server *ssock_conn_server(const ssock_conn *conn);
 struct ssock_client *ssock_conn_client(const ssock_conn *conn);
 
@@ -459,10 +460,9 @@ int ssock_server_resume(ssock_server *srv);
  * don't wait, -1: no limit). Returns 0 (the caller now owns *ev: see
  * ssock_event), SSOCK_ETIMEDOUT when none came, SSOCK_ENOINBOX in callback
  * mode, SSOCK_ESHUTDOWN once the server is closing, or SSOCK_ELOOPTHREAD for
- * a wait (timeout_ms != 0) on the thread that must run the loop for an
- * event to come: the loop's own thread, or the thread that drives a loop
- * without a background thread with ssock_loop_run() (the wait could never
- * end). Once a DISCONNECT event has been taken, its connection id is gone:
+ * a wait (timeout_ms != 0) from any callback (of any loop), or on the
+ * thread that drives a loop without a background thread with
+ * ssock_loop_run() (the wait could never end). Once a DISCONNECT event has been taken, its connection id is gone:
  * sends to it fail with SSOCK_ENOCONN and ssock_server_conns() omits it.
  * Any thread; never spins.
  *
@@ -558,7 +558,9 @@ int ssock_client_new(ssock_client **out, const ssock_client_opts *opts);
  * SSOCK_ETIMEDOUT error with op "resolve"). With wait_ms == 0 returns 0 at
  * once and the result comes as a connect event or error event. Otherwise
  * waits up to wait_ms (-1: no limit; each attempt is still bounded by
- * connect_timeout_ms) and returns 0 once connected, the attempt's error
+ * connect_timeout_ms) and returns 0 once connected (with tinyproto: once
+ * the TCP connection is up; messages sent before the server's handshake
+ * byte wait for it; connect_timeout_ms bounds that wait too), the attempt's error
  * (SSOCK_ECONNREFUSED, SSOCK_ETIMEDOUT, SSOCK_ERESOLVE, ...) when it failed
  * and auto_reconnect is off, or SSOCK_ETIMEDOUT when wait_ms passed first.
  * Returns 0 at once if already connected. Any thread; waiting is refused on

@@ -55,7 +55,8 @@ for _ in 1 2; do
   IFS= read -r -t 5 reply <&3
   echo "  line back: '$reply'"
 done
-echo "  (the partial line is not delivered before its newline)"
+echo "  (the partial line is not delivered before its newline: when this peer"
+echo "   closes, the server reports it below as 'peer closed ... in mid-message')"
 exec 3>&-
 stop_echo
 

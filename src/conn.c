@@ -499,7 +499,9 @@ void ssock__conn_eof(ssock_conn *c)
 		ssock__conn_fail(c, c->extra ? c->extra->close_reason : 0);
 		return;
 	}
-	if (c->state == SSOCK__HANDSHAKE) {
+	if (c->state == SSOCK__HANDSHAKE || c->codec_hello) {
+		/* Gone before its handshake (tinyproto's 0xFF) was done: most
+		 * likely a server of another protocol. */
 		ssock__conn_report(c, SSOCK_EHANDSHAKE, "handshake");
 		ssock__conn_fail(c, SSOCK_EHANDSHAKE);
 		return;

@@ -170,6 +170,8 @@ case_version_help() {
 		run "$SSOCK" "$cmd" --help
 		[ "$RC" = 0 ] && [ "$STDOUT" = "$via_help" ] || fail "$cmd --help differs from help $cmd"
 	done
+	run "$SSOCK" help help
+	[ "$RC" = 0 ] && [ "$STDOUT" = "$all" ] || fail "help help: $RC '$STDOUT'"
 }
 
 case_usage_errors() {

@@ -323,6 +323,29 @@ TEST(client_role_refused_message_reported)
 	ssock_client_free(cli);
 }
 
+/* A server of another protocol that closes before sending its 0xFF: the
+ * disconnect says the handshake did not complete (it said a clean close). */
+TEST(client_role_peer_gone_before_its_handshake)
+{
+	int port;
+	int lfd = np_listen(4, &port);
+	CHECK(lfd >= 0);
+	ssock_client *cli = tp_client(port);
+	CHECK(cli);
+	CHECK_OK(ssock_client_connect(cli, T));
+	int fd = accept(lfd, NULL, NULL);
+	CHECK(fd >= 0);
+	uint8_t b;
+	CHECK_INT(np_read_exact(fd, &b, 1, T), ==, 0); /* our 0xFF */
+	close(fd);
+	ssock_event ev;
+	CHECK_OK(np_client_wait(cli, SSOCK_EVENT_DISCONNECT, &ev, T));
+	CHECK_INT(ev.code, ==, SSOCK_EHANDSHAKE);
+	ssock_event_release(&ev);
+	close(lfd);
+	ssock_client_free(cli);
+}
+
 /* ------------------------------------------------------- ssock to ssock */
 
 static void echo(ssock_conn *c, const void *data, size_t len, void *user)

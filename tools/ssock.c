@@ -286,7 +286,7 @@ static const struct command *find_command(const char *name)
 /* `ssock help [COMMAND]` */
 static int help(int argc, char **argv)
 {
-	if (argc < 2) {
+	if (argc < 2 || strcmp(argv[1], "help") == 0) {
 		usage(stdout);
 		return 0;
 	}

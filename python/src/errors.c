@@ -3,7 +3,9 @@
  *
  * ssock.Error is an OSError; every instance has .code (the negative ssock
  * code), .name ("SSOCK_ESENDQFULL"), .errno (the errno for -errno codes,
- * else None), .strerror, and for errors from the background .op, .peer,
+ * else None), .strerror (for -errno codes; else None, so that str() is the
+ * message itself, not "[Errno None] ..."), and for errors from the
+ * background .op, .peer,
  * .conn_id and .time. Common codes have subclasses, some of which are also
  * the builtin exception a Python programmer would catch (TimeoutError,
  * ConnectionRefusedError, ConnectionResetError).
@@ -167,7 +169,8 @@ static int set_details(PyObject *err, int code, const char *op, uint64_t conn,
 	if (set_attr(err, "code", PyLong_FromLong(code)) < 0 ||
 	    set_attr(err, "name", PyUnicode_FromString(ssock_errname(code))) < 0 ||
 	    set_attr(err, "errno", is_errno ? PyLong_FromLong(-code) : Py_NewRef(Py_None)) < 0 ||
-	    set_attr(err, "strerror", PyUnicode_FromString(ssock_strerror(code))) < 0 ||
+	    (is_errno &&
+	     set_attr(err, "strerror", PyUnicode_FromString(ssock_strerror(code))) < 0) ||
 	    set_attr(err, "op", op ? PyUnicode_FromString(op) : Py_NewRef(Py_None)) < 0 ||
 	    set_attr(err, "conn_id",
 		     conn ? PyLong_FromUnsignedLongLong(conn) : Py_NewRef(Py_None)) < 0 ||

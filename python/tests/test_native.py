@@ -187,8 +187,11 @@ class ErrorsTest(unittest.TestCase):
             cli.send(b"x")
 
     def test_bad_addresses_and_options(self):
-        with self.assertRaises(ssock.AddressError):
+        with self.assertRaises(ssock.AddressError) as bad:
             ssock.Server("no-port")
+        # The message itself: no "[Errno None]" for codes without an errno.
+        self.assertTrue(str(bad.exception).startswith("invalid address"), str(bad.exception))
+        self.assertIsNone(bad.exception.errno)
         with self.assertRaises(ValueError):
             ssock.Server("127.0.0.1:0", framing="morse")
         with self.assertRaises(ValueError):
