@@ -45,7 +45,7 @@ SWEEP_SIZES=${BENCH_SWEEP_SIZES:-"16 64 256 1024 4096 16384 65536 262144 1048576
 # whole run stays under 10 minutes.
 PY_ROUNDS=${BENCH_PY_ROUNDS:-$d_py_rounds}
 PY_SECS=${BENCH_PY_SECONDS:-$d_py_secs}
-PY_ROWS=${BENCH_PY_ROWS-"pp100 pipe bulk"}
+PY_ROWS=${BENCH_PY_ROWS-"pp1 pp100 pipe bulk"}
 PY_SERVERS=${BENCH_PY_SERVERS:-"py-ssock-cb py-ssock-inbox py-asyncio-streams py-asyncio-proto"}
 # Bulk also runs the zero-copy form, the callback server with glibc's malloc keeping what
 # is freed (MALLOC_KEEP: shows what the page faults of fresh 1 MiB buffers cost; see
