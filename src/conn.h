@@ -286,4 +286,23 @@ static inline void ssock__queued_sub(ssock_conn *c, size_t n)
 	atomic_fetch_sub_explicit(&c->ep->queued, n, memory_order_relaxed);
 }
 
+/* Reserves room in c's send queue and in its endpoint's budget; false
+ * when either would go over its limit. Any thread (under loop->mu when not
+ * the loop's). The budget check is not atomic with the add: senders racing
+ * on other connections may pass it together, by a message each at most. */
+static inline bool ssock__reserve(ssock_conn *c, size_t n)
+{
+	ssock__stream_ep *ep = c->ep;
+	if (atomic_load_explicit(&ep->queued, memory_order_relaxed) + n > ep->send_budget)
+		return false;
+	size_t max = ep->cfg.send_queue_max;
+	size_t q = atomic_load_explicit(&c->queued, memory_order_relaxed);
+	do {
+		if (q + n > max)
+			return false;
+	} while (!atomic_compare_exchange_weak(&c->queued, &q, q + n));
+	atomic_fetch_add_explicit(&ep->queued, n, memory_order_relaxed);
+	return true;
+}
+
 #endif

@@ -1,7 +1,7 @@
 /*
  * The send path: queuing messages (framed by the codec), the send queue and
- * its chunks, the loop's shared output buffer, writing through the
- * transport, and sends posted by other threads.
+ * its chunks, the loop's shared output buffer and writing through the
+ * transport (sends from other threads: conn_post.c).
  *
  * Owners: a chunk belongs to the queue it is in (c->out_*, c->posted, a
  * codec's turn queue); a closed connection's chunks are freed with it after
@@ -13,11 +13,8 @@
 
 #define WRITES_PER_WAKEUP 8
 #define CHUNK_SIZE        (16u << 10) /* standard send chunk */
-/* A small message's chunk from another thread, header included: room for
- * the next small ones (see ssock__frame_chunk()). */
-#define SMALL_CHUNK_CAP   (512 - sizeof(ssock__chunk))
-#define MAX_FREE_CHUNKS   256 /* spare chunks a loop keeps (4 MiB) */
-#define IDLE_FREE_CHUNKS  32  /* and keeps once that many are not in use */
+#define MAX_FREE_CHUNKS   256         /* spare chunks a loop keeps (4 MiB) */
+#define IDLE_FREE_CHUNKS  32          /* and keeps once that many are not in use */
 #define MAX_IOV           64
 #define OBUF_MIN          (16u << 10)  /* the shared output buffer's first size */
 #define OBUF_MAX          (256u << 10) /* and its largest: bigger output uses chunks */
@@ -88,59 +85,6 @@ static void free_list(ssock_loop *l, ssock__chunk *ch)
 		next = ch->next;
 		ssock__chunk_free(l, ch);
 	}
-}
-
-int ssock__frame_chunk(const ssock__stream_ep *ep, const void *data, size_t len, ssock__chunk **out)
-{
-	*out = NULL;
-	ssize_t total = ssock__wire_size(ep->codec, data, len);
-	if (total <= 0)
-		return (int)total; /* an empty raw message puts nothing on the wire */
-	if ((size_t)total > ep->cfg.send_queue_max)
-		return SSOCK_EMSGSIZE;
-	/* A small message gets room for more after it: the next ones posted
-	 * to the same queue are copied in (ssock__chunk_merge()), so a queue
-	 * of small messages costs about its bytes, not a chunk each. Not for
-	 * a protocol codec, whose messages each wait as a unit. */
-	size_t cap = (size_t)total;
-	if (!ep->codec->send && cap < SMALL_CHUNK_CAP)
-		cap = SMALL_CHUNK_CAP;
-	ssock__chunk *ch = malloc(sizeof *ch + cap);
-	if (!ch)
-		return SSOCK_ENOMEM;
-	*ch = (ssock__chunk){.len = (size_t)total, .cap = cap};
-	ep->codec->encode(ch->data, data, len);
-	*out = ch;
-	return 0;
-}
-
-bool ssock__chunk_merge(const ssock__stream_ep *ep, ssock__chunk *into, ssock__chunk *ch)
-{
-	if (!into || into->payload || ep->codec->send || into->cap - into->len < ch->len)
-		return false;
-	memcpy(into->data + into->len, ch->data + ch->off, ch->len - ch->off);
-	into->len += ch->len - ch->off;
-	free(ch);
-	return true;
-}
-
-/* Reserves room in c's send queue and in its endpoint's budget; false
- * when either would go over its limit. Any thread (under loop->mu when not
- * the loop's). The budget check is not atomic with the add: senders racing
- * on other connections may pass it together, by a message each at most. */
-static bool reserve(ssock_conn *c, size_t n)
-{
-	ssock__stream_ep *ep = c->ep;
-	if (atomic_load_explicit(&ep->queued, memory_order_relaxed) + n > ep->send_budget)
-		return false;
-	size_t max = ep->cfg.send_queue_max;
-	size_t q = atomic_load_explicit(&c->queued, memory_order_relaxed);
-	do {
-		if (q + n > max)
-			return false;
-	} while (!atomic_compare_exchange_weak(&c->queued, &q, q + n));
-	atomic_fetch_add_explicit(&ep->queued, n, memory_order_relaxed);
-	return true;
 }
 
 /* ------------------------------------------------ the shared output buffer */
@@ -341,7 +285,7 @@ int ssock__conn_send(ssock_conn *c, const void *data, size_t len)
 		return (int)total; /* an empty raw message puts nothing on the wire */
 	if ((size_t)total > c->ep->cfg.send_queue_max)
 		return SSOCK_EMSGSIZE;
-	if (!reserve(c, (size_t)total))
+	if (!ssock__reserve(c, (size_t)total))
 		return SSOCK_ESENDQFULL;
 	if (codec->header && data == ssock__loop_of(c)->lending && len > 0 && send_lent(c, len))
 		return 0;
@@ -550,161 +494,4 @@ void ssock__sendq_free(ssock_conn *c)
 {
 	free_list(ssock__loop_of(c), c->out_head);
 	c->out_head = c->out_tail = NULL;
-}
-
-/* ------------------------------------------------- sends from other threads */
-
-void ssock__take_posted(ssock_loop *l)
-{
-	/* One connection at a time, its chunks queued with loop->mu released:
-	 * queueing may fail the connection (memory ran out), and failing one
-	 * takes loop->mu and runs on_error. A connection failed meanwhile
-	 * (unlinked: no thread posts to it now) frees what is left; its bytes
-	 * left the queued counts when it failed. Only those waiting now: one
-	 * posted to again meanwhile waits for the next pass (its post woke the
-	 * loop), so a busy sender cannot hold the loop here. */
-	size_t budget = SIZE_MAX;
-	for (;;) {
-		pthread_mutex_lock(&l->mu);
-		if (budget == SIZE_MAX) {
-			budget = 0;
-			for (ssock_conn *p = l->posted; p; p = p->posted_next)
-				budget++;
-		}
-		ssock_conn *c = budget > 0 ? l->posted : NULL;
-		budget -= c != NULL;
-		if (c) {
-			l->posted = c->posted_next;
-			c->in_posted = false;
-			c->posted_next = NULL;
-		}
-		atomic_store_explicit(&l->has_posted, l->posted != NULL, memory_order_relaxed);
-		ssock__chunk *newest = c ? c->posted : NULL;
-		if (c)
-			c->posted = NULL;
-		pthread_mutex_unlock(&l->mu);
-		if (!c)
-			return;
-		/* Newest first: reverse into call order. */
-		ssock__chunk *list = NULL;
-		for (ssock__chunk *ch = newest, *nx; ch; ch = nx) {
-			nx = ch->next;
-			ch->next = list;
-			list = ch;
-		}
-		for (ssock__chunk *ch = list, *nx; ch; ch = nx) {
-			nx = ch->next;
-			if (c->state == SSOCK__CLOSED)
-				ssock__chunk_free(l, ch);
-			else if (c->ep->codec->send)
-				c->ep->codec->send(c, ch);
-			else
-				ssock__out_chunk(c, ch);
-		}
-	}
-}
-
-void ssock__room_wait_begin(ssock_loop *l)
-{
-	atomic_fetch_add_explicit(&l->room_waiters, 1, memory_order_relaxed);
-	atomic_thread_fence(memory_order_seq_cst);
-}
-
-void ssock__room_wait_end(ssock_loop *l)
-{
-	atomic_fetch_sub_explicit(&l->room_waiters, 1, memory_order_relaxed);
-}
-
-int ssock__posted_push_locked(ssock__stream_ep *ep, uint64_t id, ssock__chunk *ch)
-{
-	ssock_loop *l = ep->base.loop;
-	ssock_conn *c = ssock__conn_by_id(ep, id);
-	if (!c)
-		return SSOCK_ENOCONN;
-	if (c->closing)
-		return SSOCK_ECLOSED;
-	if (!ch) /* an empty raw message: nothing to send */
-		return 0;
-	if (!reserve(c, ch->len))
-		return SSOCK_ESENDQFULL;
-	if (ssock__chunk_merge(ep, c->posted, ch))
-		return 0;
-	ch->next = c->posted;
-	c->posted = ch;
-	if (!c->in_posted) {
-		c->in_posted = true;
-		c->posted_next = l->posted;
-		l->posted = c;
-		atomic_store_explicit(&l->has_posted, true, memory_order_relaxed);
-	}
-	return 0;
-}
-
-int ssock__queue_wait(ssock__stream_ep *ep, ssock__chunk *ch, int timeout_ms,
-		      int (*push_locked)(void *arg, ssock__chunk *ch), void *arg)
-{
-	ssock_loop *l = ep->base.loop;
-	struct timespec deadline;
-	if (!ssock__may_wait(l))
-		timeout_ms = 0; /* only this thread could make the room */
-	if (timeout_ms > 0)
-		ssock__abstime(&deadline, timeout_ms);
-	pthread_mutex_lock(&l->mu);
-	int rc = push_locked(arg, ch);
-	if (rc == SSOCK_ESENDQFULL && timeout_ms != 0) {
-		/* Waiting: counted, so a free of the handle wakes this thread
-		 * and waits for it to leave (ssock__stream_ep_shutdown()); and
-		 * counted as a waiter for room before looking again (see
-		 * consume()). */
-		ep->waiters++;
-		ssock__room_wait_begin(l);
-		for (;;) {
-			rc = ep->freeing ? SSOCK_ESHUTDOWN : push_locked(arg, ch);
-			if (rc != SSOCK_ESENDQFULL)
-				break;
-			rc = ssock__cond_wait(&l->cv, &l->mu, timeout_ms, &deadline);
-			if (rc != 0)
-				break;
-		}
-		ssock__room_wait_end(l);
-		if (rc == 0 && ch)
-			ssock__wake(l); /* before leaving: the loop stays until then */
-		if (--ep->waiters == 0 && ep->freeing)
-			pthread_cond_broadcast(&l->cv);
-		pthread_mutex_unlock(&l->mu);
-		return rc;
-	}
-	pthread_mutex_unlock(&l->mu);
-	if (rc == 0 && ch)
-		ssock__wake(l);
-	return rc;
-}
-
-struct push_id {
-	ssock__stream_ep *ep;
-	uint64_t id;
-};
-
-static int push_id_locked(void *arg, ssock__chunk *ch)
-{
-	struct push_id *p = arg;
-	return ssock__posted_push_locked(p->ep, p->id, ch);
-}
-
-int ssock__send_id(ssock__stream_ep *ep, uint64_t id, const void *data, size_t len, int timeout_ms)
-{
-	if (!data && len > 0)
-		return SSOCK_EINVAL;
-	if (ssock__on_loop(ep->base.loop)) {
-		ssock_conn *c = ssock__conn_by_id(ep, id);
-		return c ? ssock__conn_send(c, data, len) : SSOCK_ENOCONN;
-	}
-	ssock__chunk *ch;
-	int rc = ssock__frame_chunk(ep, data, len, &ch);
-	if (rc != 0)
-		return rc;
-	rc = ssock__queue_wait(ep, ch, timeout_ms, push_id_locked, &(struct push_id){ep, id});
-	if (rc != 0)
-		free(ch);
-	return rc;
 }

@@ -1,0 +1,208 @@
+/*
+ * Sends from threads other than the loop's: a message is framed into a chunk
+ * of its own on the sender's thread (small ones share one), pushed on its
+ * connection's posted list under loop->mu, and queued by the loop at the
+ * start of its next pass (ssock__take_posted()). Also waiting for room in a
+ * full queue, and the room waiters' pairing with the writer.
+ *
+ * Owners: a posted chunk is the connection's posted list's, then its send
+ * queue's (or a codec's turn queue's); the sender's until pushed.
+ */
+#include "conn.h"
+
+#include <string.h>
+
+/* A small message's chunk from another thread, header included: room for
+ * the next small ones (see ssock__frame_chunk()). */
+#define SMALL_CHUNK_CAP (512 - sizeof(ssock__chunk))
+
+int ssock__frame_chunk(const ssock__stream_ep *ep, const void *data, size_t len, ssock__chunk **out)
+{
+	*out = NULL;
+	ssize_t total = ssock__wire_size(ep->codec, data, len);
+	if (total <= 0)
+		return (int)total; /* an empty raw message puts nothing on the wire */
+	if ((size_t)total > ep->cfg.send_queue_max)
+		return SSOCK_EMSGSIZE;
+	/* A small message gets room for more after it: the next ones posted
+	 * to the same queue are copied in (ssock__chunk_merge()), so a queue
+	 * of small messages costs about its bytes, not a chunk each. Not for
+	 * a protocol codec, whose messages each wait as a unit. */
+	size_t cap = (size_t)total;
+	if (!ep->codec->send && cap < SMALL_CHUNK_CAP)
+		cap = SMALL_CHUNK_CAP;
+	ssock__chunk *ch = malloc(sizeof *ch + cap);
+	if (!ch)
+		return SSOCK_ENOMEM;
+	*ch = (ssock__chunk){.len = (size_t)total, .cap = cap};
+	ep->codec->encode(ch->data, data, len);
+	*out = ch;
+	return 0;
+}
+
+bool ssock__chunk_merge(const ssock__stream_ep *ep, ssock__chunk *into, ssock__chunk *ch)
+{
+	if (!into || into->payload || ep->codec->send || into->cap - into->len < ch->len)
+		return false;
+	memcpy(into->data + into->len, ch->data + ch->off, ch->len - ch->off);
+	into->len += ch->len - ch->off;
+	free(ch);
+	return true;
+}
+
+/* ------------------------------------------------- sends from other threads */
+
+void ssock__take_posted(ssock_loop *l)
+{
+	/* One connection at a time, its chunks queued with loop->mu released:
+	 * queueing may fail the connection (memory ran out), and failing one
+	 * takes loop->mu and runs on_error. A connection failed meanwhile
+	 * (unlinked: no thread posts to it now) frees what is left; its bytes
+	 * left the queued counts when it failed. Only those waiting now: one
+	 * posted to again meanwhile waits for the next pass (its post woke the
+	 * loop), so a busy sender cannot hold the loop here. */
+	size_t budget = SIZE_MAX;
+	for (;;) {
+		pthread_mutex_lock(&l->mu);
+		if (budget == SIZE_MAX) {
+			budget = 0;
+			for (ssock_conn *p = l->posted; p; p = p->posted_next)
+				budget++;
+		}
+		ssock_conn *c = budget > 0 ? l->posted : NULL;
+		budget -= c != NULL;
+		if (c) {
+			l->posted = c->posted_next;
+			c->in_posted = false;
+			c->posted_next = NULL;
+		}
+		atomic_store_explicit(&l->has_posted, l->posted != NULL, memory_order_relaxed);
+		ssock__chunk *newest = c ? c->posted : NULL;
+		if (c)
+			c->posted = NULL;
+		pthread_mutex_unlock(&l->mu);
+		if (!c)
+			return;
+		/* Newest first: reverse into call order. */
+		ssock__chunk *list = NULL;
+		for (ssock__chunk *ch = newest, *nx; ch; ch = nx) {
+			nx = ch->next;
+			ch->next = list;
+			list = ch;
+		}
+		for (ssock__chunk *ch = list, *nx; ch; ch = nx) {
+			nx = ch->next;
+			if (c->state == SSOCK__CLOSED)
+				ssock__chunk_free(l, ch);
+			else if (c->ep->codec->send)
+				c->ep->codec->send(c, ch);
+			else
+				ssock__out_chunk(c, ch);
+		}
+	}
+}
+
+void ssock__room_wait_begin(ssock_loop *l)
+{
+	atomic_fetch_add_explicit(&l->room_waiters, 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_seq_cst);
+}
+
+void ssock__room_wait_end(ssock_loop *l)
+{
+	atomic_fetch_sub_explicit(&l->room_waiters, 1, memory_order_relaxed);
+}
+
+int ssock__posted_push_locked(ssock__stream_ep *ep, uint64_t id, ssock__chunk *ch)
+{
+	ssock_loop *l = ep->base.loop;
+	ssock_conn *c = ssock__conn_by_id(ep, id);
+	if (!c)
+		return SSOCK_ENOCONN;
+	if (c->closing)
+		return SSOCK_ECLOSED;
+	if (!ch) /* an empty raw message: nothing to send */
+		return 0;
+	if (!ssock__reserve(c, ch->len))
+		return SSOCK_ESENDQFULL;
+	if (ssock__chunk_merge(ep, c->posted, ch))
+		return 0;
+	ch->next = c->posted;
+	c->posted = ch;
+	if (!c->in_posted) {
+		c->in_posted = true;
+		c->posted_next = l->posted;
+		l->posted = c;
+		atomic_store_explicit(&l->has_posted, true, memory_order_relaxed);
+	}
+	return 0;
+}
+
+int ssock__queue_wait(ssock__stream_ep *ep, ssock__chunk *ch, int timeout_ms,
+		      int (*push_locked)(void *arg, ssock__chunk *ch), void *arg)
+{
+	ssock_loop *l = ep->base.loop;
+	struct timespec deadline;
+	if (!ssock__may_wait(l))
+		timeout_ms = 0; /* only this thread could make the room */
+	if (timeout_ms > 0)
+		ssock__abstime(&deadline, timeout_ms);
+	pthread_mutex_lock(&l->mu);
+	int rc = push_locked(arg, ch);
+	if (rc == SSOCK_ESENDQFULL && timeout_ms != 0) {
+		/* Waiting: counted, so a free of the handle wakes this thread
+		 * and waits for it to leave (ssock__stream_ep_shutdown()); and
+		 * counted as a waiter for room before looking again (see
+		 * consume()). */
+		ep->waiters++;
+		ssock__room_wait_begin(l);
+		for (;;) {
+			rc = ep->freeing ? SSOCK_ESHUTDOWN : push_locked(arg, ch);
+			if (rc != SSOCK_ESENDQFULL)
+				break;
+			rc = ssock__cond_wait(&l->cv, &l->mu, timeout_ms, &deadline);
+			if (rc != 0)
+				break;
+		}
+		ssock__room_wait_end(l);
+		if (rc == 0 && ch)
+			ssock__wake(l); /* before leaving: the loop stays until then */
+		if (--ep->waiters == 0 && ep->freeing)
+			pthread_cond_broadcast(&l->cv);
+		pthread_mutex_unlock(&l->mu);
+		return rc;
+	}
+	pthread_mutex_unlock(&l->mu);
+	if (rc == 0 && ch)
+		ssock__wake(l);
+	return rc;
+}
+
+struct push_id {
+	ssock__stream_ep *ep;
+	uint64_t id;
+};
+
+static int push_id_locked(void *arg, ssock__chunk *ch)
+{
+	struct push_id *p = arg;
+	return ssock__posted_push_locked(p->ep, p->id, ch);
+}
+
+int ssock__send_id(ssock__stream_ep *ep, uint64_t id, const void *data, size_t len, int timeout_ms)
+{
+	if (!data && len > 0)
+		return SSOCK_EINVAL;
+	if (ssock__on_loop(ep->base.loop)) {
+		ssock_conn *c = ssock__conn_by_id(ep, id);
+		return c ? ssock__conn_send(c, data, len) : SSOCK_ENOCONN;
+	}
+	ssock__chunk *ch;
+	int rc = ssock__frame_chunk(ep, data, len, &ch);
+	if (rc != 0)
+		return rc;
+	rc = ssock__queue_wait(ep, ch, timeout_ms, push_id_locked, &(struct push_id){ep, id});
+	if (rc != 0)
+		free(ch);
+	return rc;
+}
