@@ -407,6 +407,30 @@ int ssock_server_send(ssock_server *srv, uint64_t id, const void *data, size_t l
 int ssock_server_send_timeout(ssock_server *srv, uint64_t id, const void *data, size_t len,
 			      int timeout_ms);
 
+/* Gives back a buffer sent by reference: called once with the data and arg
+ * given to ssock_server_send_ref() or ssock_client_send_ref(). It runs on the
+ * loop's thread (the message was written, or dropped with its connection), on
+ * the thread freeing the handle, or on the sending thread before the send
+ * returns (the message was copied after all). It must not block and must not
+ * call ssock functions other than ssock_free(). */
+typedef void (*ssock_release_fn)(const void *data, void *arg);
+
+/* As ssock_server_send_timeout(), without copying a large payload: data[0..len)
+ * stays the caller's memory, which ssock reads while the message waits to be
+ * written, and is given back with release(data, arg) once ssock is done with
+ * it. The caller must not change or free those bytes until then. release must
+ * not be NULL.
+ *
+ * Returns 0 when the message was taken: release will be called exactly once,
+ * maybe before this returns. Small messages (under 4 KiB) and framings whose
+ * wire form is not a header followed by the payload (line, tinyproto) are
+ * copied as by ssock_server_send_timeout() and given back at once. Any other
+ * return is an error of ssock_server_send_timeout() (or SSOCK_EINVAL):
+ * release is not called and data is still the caller's. Any thread; order as
+ * ssock_server_send(). */
+int ssock_server_send_ref(ssock_server *srv, uint64_t id, const void *data, size_t len,
+			  int timeout_ms, ssock_release_fn release, void *arg);
+
 /* Queues a copy of the message to every open connection. Returns the number
  * of connections it was queued to (those with a full queue are skipped and
  * reported as SSOCK_ESENDQFULL errors), or a negative code. Any thread. */
@@ -590,6 +614,12 @@ int ssock_client_send(ssock_client *cli, const void *data, size_t len);
 /* As ssock_client_send(), waiting up to timeout_ms for room in a full send
  * queue (see ssock_server_send_timeout()). */
 int ssock_client_send_timeout(ssock_client *cli, const void *data, size_t len, int timeout_ms);
+
+/* As ssock_client_send_timeout(), by reference: see ssock_server_send_ref().
+ * A message queued while offline holds data until it is written on the next
+ * connection, or given back when the client is freed. */
+int ssock_client_send_ref(ssock_client *cli, const void *data, size_t len, int timeout_ms,
+			  ssock_release_fn release, void *arg);
 
 /* Waits up to timeout_ms (-1: no limit) until everything queued has been
  * written to the socket: on the latest connection (also while it closes

@@ -451,7 +451,7 @@ static void free_client(ssock_client *cli)
 	while (cli->off_head) {
 		ssock__chunk *ch = cli->off_head;
 		cli->off_head = ch->next;
-		free(ch);
+		ssock__chunk_destroy(ch);
 	}
 	ssock__ep_destroy(&cli->ep.base);
 	free(cli->target);

@@ -59,7 +59,24 @@ static int queue_once(void *arg, ssock__chunk *ch)
 	return rc;
 }
 
-static int send_from_loop(ssock_client *cli, const void *data, size_t len)
+/* A message to queue: a copy of data, or with release, data by reference
+ * (see ssock_client_send_ref()). */
+struct msg {
+	const void *data;
+	size_t len;
+	ssock_release_fn release;
+	void *arg;
+};
+
+/* After a successful queueing of m as ch: a message copied (no chunk
+ * referring to its payload) is given back now. Decided before ch went to
+ * the queue, where the loop may free it at once. */
+static bool copied(const ssock__chunk *ch)
+{
+	return !ch || !ch->payload;
+}
+
+static int send_from_loop(ssock_client *cli, const struct msg *m)
 {
 	ssock_loop *l = loop_of(cli);
 	pthread_mutex_lock(&l->mu);
@@ -67,36 +84,56 @@ static int send_from_loop(ssock_client *cli, const void *data, size_t len)
 	pthread_mutex_unlock(&l->mu);
 	ssock_conn *c = id ? ssock__conn_by_id(&cli->ep, id) : NULL;
 	if (c && c->state < SSOCK__CLOSING)
-		return ssock__conn_send(c, data, len);
+		return m->release ? ssock__conn_send_ref(c, m->data, m->len, m->release, m->arg)
+				  : ssock__conn_send(c, m->data, m->len);
 	if (!cli->queue_offline)
 		return SSOCK_ENOTCONN;
 	ssock__chunk *ch;
-	int rc = ssock__frame_chunk(&cli->ep, data, len, &ch);
+	int rc = ssock__frame_chunk(&cli->ep, m->data, m->len, m->release, m->arg, &ch);
 	if (rc != 0)
 		return rc;
+	bool given_back = copied(ch);
 	pthread_mutex_lock(&l->mu);
 	rc = queue_offline(cli, ch);
 	pthread_mutex_unlock(&l->mu);
 	if (rc != 0)
+		free(ch); /* its payload, if it refers to one, is still the caller's */
+	else if (m->release && given_back)
+		m->release(m->data, m->arg);
+	return rc;
+}
+
+static int client_send(ssock_client *cli, const struct msg *m, int timeout_ms)
+{
+	if (!cli || (!m->data && m->len > 0))
+		return SSOCK_EINVAL;
+	ssock_loop *l = loop_of(cli);
+	if (ssock__on_loop(l))
+		return send_from_loop(cli, m);
+	ssock__chunk *ch;
+	int rc = ssock__frame_chunk(&cli->ep, m->data, m->len, m->release, m->arg, &ch);
+	if (rc != 0)
+		return rc;
+	bool given_back = copied(ch);
+	rc = ssock__queue_wait(&cli->ep, ch, timeout_ms, queue_once, cli);
+	if (rc != 0)
 		free(ch);
+	else if (m->release && given_back)
+		m->release(m->data, m->arg);
 	return rc;
 }
 
 int ssock_client_send_timeout(ssock_client *cli, const void *data, size_t len, int timeout_ms)
 {
-	if (!cli || (!data && len > 0))
+	return client_send(cli, &(struct msg){data, len, NULL, NULL}, timeout_ms);
+}
+
+int ssock_client_send_ref(ssock_client *cli, const void *data, size_t len, int timeout_ms,
+			  ssock_release_fn release, void *arg)
+{
+	if (!release)
 		return SSOCK_EINVAL;
-	ssock_loop *l = loop_of(cli);
-	if (ssock__on_loop(l))
-		return send_from_loop(cli, data, len);
-	ssock__chunk *ch;
-	int rc = ssock__frame_chunk(&cli->ep, data, len, &ch);
-	if (rc != 0)
-		return rc;
-	rc = ssock__queue_wait(&cli->ep, ch, timeout_ms, queue_once, cli);
-	if (rc != 0)
-		free(ch);
-	return rc;
+	return client_send(cli, &(struct msg){data, len, release, arg}, timeout_ms);
 }
 
 int ssock_client_send(ssock_client *cli, const void *data, size_t len)

@@ -102,6 +102,27 @@ static inline ssize_t ssock__wire_size(const ssock__codec *codec, const void *da
 	return len > codec->max_payload ? SSOCK_EMSGSIZE : (ssize_t)(len + codec->overhead);
 }
 
+/* The most bytes header() writes. */
+#define SSOCK__HEADER_MAX 16
+/* Messages sent by reference (ssock_server_send_ref()) are queued as they
+ * are from this size on; below it a copy costs less than a chunk of their
+ * own. */
+#define SSOCK__REF_MIN    4096
+
+/* Whether the codec's messages can go out as a header plus the payload as
+ * it is: the echo fast path and sends by reference. */
+static inline bool ssock__refs_payload(const ssock__codec *codec)
+{
+	return codec->header && !codec->send;
+}
+
+/* Whether a message of len bytes sent by reference is queued as it is
+ * (else it is copied, and given back at once). */
+static inline bool ssock__ref_worth(const ssock__codec *codec, size_t len)
+{
+	return len >= SSOCK__REF_MIN && ssock__refs_payload(codec);
+}
+
 /* The codec of a framing, or NULL for an unknown one. */
 const ssock__codec *ssock__codec_of(ssock_framing f);
 

@@ -34,10 +34,16 @@
 
 struct ssock__chunk {
 	ssock__chunk *next;
-	uint8_t *payload;     /* a payload buffer taken over (the echo fast
-	                         path), written instead of data[] and freed
-	                         with the chunk; usually NULL */
+	/* Usually NULL. Else a payload the chunk refers to instead of holding
+	 * it, written after data[0..hlen) (the message's header): a buffer
+	 * taken over by the echo fast path (release NULL: freed with the
+	 * chunk), or the program's (ssock_server_send_ref(): release(payload,
+	 * release_arg) when the chunk goes). */
+	uint8_t *payload;
+	ssock_release_fn release;
+	void *release_arg;
 	size_t off, len, cap; /* bytes[off..len) is still to be written */
+	size_t hlen;
 	uint8_t data[];
 };
 
@@ -230,6 +236,10 @@ int64_t ssock__read_clock(const ssock_conn *c);
 
 /* Queues one message; loop only. */
 int ssock__conn_send(ssock_conn *c, const void *data, size_t len);
+/* Queues one message by reference (see ssock_server_send_ref()); loop
+ * only. */
+int ssock__conn_send_ref(ssock_conn *c, const void *data, size_t len, ssock_release_fn release,
+			 void *arg);
 /* Queues protocol bytes (a handshake, a status answer) after what is
  * queued, outside the send queue's limit. Returns 0 or SSOCK_ENOMEM (then
  * c is failed). */
@@ -239,15 +249,29 @@ void ssock__out_chunk(ssock_conn *c, ssock__chunk *ch);
 /* Writes what c has queued, as far as the transport takes it. */
 void ssock__conn_write(ssock_conn *c);
 /* Frames data into a freshly allocated chunk (for sends from other
- * threads); *out is NULL when the message has no bytes on the wire. */
+ * threads): a copy, or with release given and a message worth it
+ * (ssock__ref_worth()), a reference to data (ssock__ref_chunk()). *out is
+ * NULL when the message has no bytes on the wire. */
 int ssock__frame_chunk(const ssock__stream_ep *ep, const void *data, size_t len,
-		       ssock__chunk **out);
+		       ssock_release_fn release, void *arg, ssock__chunk **out);
 /* Copies ch's bytes to the end of into, and frees ch, when into (the newest
  * chunk of a queue not yet on the loop: posted or offline) is a plain chunk
  * with room for them and ep's codec lets messages share a chunk. Returns
  * whether it did (ch is then gone). */
 bool ssock__chunk_merge(const ssock__stream_ep *ep, ssock__chunk *into, ssock__chunk *ch);
+/* A chunk of its own for a message whose payload is queued as it is (the
+ * codec refs payloads): the header, and a reference to payload[0..len),
+ * given back with release(payload, arg) when the chunk goes (release NULL:
+ * free(payload)). NULL when memory ran out (nothing was taken). */
+ssock__chunk *ssock__ref_chunk(const ssock__codec *codec, const void *payload, size_t len,
+			       ssock_release_fn release, void *arg);
+/* Frees a chunk that is done with: kept for reuse by the loop, or freed;
+ * a payload it refers to is given back. */
 void ssock__chunk_free(ssock_loop *loop, ssock__chunk *ch);
+/* Frees a chunk (giving back its payload) without a loop: a handle's
+ * queue that never reached one. A chunk still the caller's (a send that
+ * failed) is free()d instead: its payload stays the caller's. */
+void ssock__chunk_destroy(ssock__chunk *ch);
 /* Takes c's send side apart at its close: posted sends join the queue,
  * nothing is freed yet (see ssock__sendq_free()). Returns the bytes that
  * will never be sent. */
@@ -270,8 +294,10 @@ void ssock__room_wait_end(ssock_loop *loop);
  * push_locked's error, or SSOCK_ETIMEDOUT (ch still the caller's). */
 int ssock__queue_wait(ssock__stream_ep *ep, ssock__chunk *ch, int timeout_ms,
 		      int (*push_locked)(void *arg, ssock__chunk *ch), void *arg);
-/* Send by id (any thread; inline on the loop thread). */
-int ssock__send_id(ssock__stream_ep *ep, uint64_t id, const void *data, size_t len, int timeout_ms);
+/* Send by id (any thread; inline on the loop thread): a copy of data, or
+ * with release given, data by reference (see ssock_server_send_ref()). */
+int ssock__send_id(ssock__stream_ep *ep, uint64_t id, const void *data, size_t len, int timeout_ms,
+		   ssock_release_fn release, void *arg);
 
 /* Counts bytes into or out of c's send queue and its endpoint's total. */
 static inline void ssock__queued_add(ssock_conn *c, size_t n)

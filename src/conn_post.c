@@ -16,7 +16,8 @@
  * the next small ones (see ssock__frame_chunk()). */
 #define SMALL_CHUNK_CAP (512 - sizeof(ssock__chunk))
 
-int ssock__frame_chunk(const ssock__stream_ep *ep, const void *data, size_t len, ssock__chunk **out)
+int ssock__frame_chunk(const ssock__stream_ep *ep, const void *data, size_t len,
+		       ssock_release_fn release, void *arg, ssock__chunk **out)
 {
 	*out = NULL;
 	ssize_t total = ssock__wire_size(ep->codec, data, len);
@@ -24,6 +25,10 @@ int ssock__frame_chunk(const ssock__stream_ep *ep, const void *data, size_t len,
 		return (int)total; /* an empty raw message puts nothing on the wire */
 	if ((size_t)total > ep->cfg.send_queue_max)
 		return SSOCK_EMSGSIZE;
+	if (release && ssock__ref_worth(ep->codec, len)) {
+		*out = ssock__ref_chunk(ep->codec, data, len, release, arg);
+		return *out ? 0 : SSOCK_ENOMEM;
+	}
 	/* A small message gets room for more after it: the next ones posted
 	 * to the same queue are copied in (ssock__chunk_merge()), so a queue
 	 * of small messages costs about its bytes, not a chunk each. Not for
@@ -40,9 +45,30 @@ int ssock__frame_chunk(const ssock__stream_ep *ep, const void *data, size_t len,
 	return 0;
 }
 
+ssock__chunk *ssock__ref_chunk(const ssock__codec *codec, const void *payload, size_t len,
+			       ssock_release_fn release, void *arg)
+{
+	uint8_t header[SSOCK__HEADER_MAX];
+	size_t hlen = codec->header(header, len);
+	ssock__chunk *ch = malloc(sizeof *ch + hlen);
+	if (!ch)
+		return NULL;
+	*ch = (ssock__chunk){
+		.payload = (uint8_t *)payload,
+		.release = release,
+		.release_arg = arg,
+		.len = hlen + len,
+		.cap = len,
+		.hlen = hlen,
+	};
+	memcpy(ch->data, header, hlen);
+	return ch;
+}
+
 bool ssock__chunk_merge(const ssock__stream_ep *ep, ssock__chunk *into, ssock__chunk *ch)
 {
-	if (!into || into->payload || ep->codec->send || into->cap - into->len < ch->len)
+	if (!into || into->payload || ch->payload || ep->codec->send ||
+	    into->cap - into->len < ch->len)
 		return false;
 	memcpy(into->data + into->len, ch->data + ch->off, ch->len - ch->off);
 	into->len += ch->len - ch->off;
@@ -189,20 +215,27 @@ static int push_id_locked(void *arg, ssock__chunk *ch)
 	return ssock__posted_push_locked(p->ep, p->id, ch);
 }
 
-int ssock__send_id(ssock__stream_ep *ep, uint64_t id, const void *data, size_t len, int timeout_ms)
+int ssock__send_id(ssock__stream_ep *ep, uint64_t id, const void *data, size_t len, int timeout_ms,
+		   ssock_release_fn release, void *arg)
 {
 	if (!data && len > 0)
 		return SSOCK_EINVAL;
 	if (ssock__on_loop(ep->base.loop)) {
 		ssock_conn *c = ssock__conn_by_id(ep, id);
-		return c ? ssock__conn_send(c, data, len) : SSOCK_ENOCONN;
+		if (!c)
+			return SSOCK_ENOCONN;
+		return release ? ssock__conn_send_ref(c, data, len, release, arg)
+			       : ssock__conn_send(c, data, len);
 	}
 	ssock__chunk *ch;
-	int rc = ssock__frame_chunk(ep, data, len, &ch);
+	int rc = ssock__frame_chunk(ep, data, len, release, arg, &ch);
 	if (rc != 0)
 		return rc;
+	bool copied = !ch || !ch->payload; /* ch is the loop's once queued */
 	rc = ssock__queue_wait(ep, ch, timeout_ms, push_id_locked, &(struct push_id){ep, id});
 	if (rc != 0)
-		free(ch);
+		free(ch); /* its payload, if it refers to one, is still the caller's */
+	else if (release && copied)
+		release(data, arg);
 	return rc;
 }

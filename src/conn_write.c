@@ -24,10 +24,33 @@
 
 /* --------------------------------------------------------------- chunks */
 
-/* A chunk's bytes: its own, or a payload buffer it took over. */
-static uint8_t *chunk_bytes(ssock__chunk *ch)
+/* The iovecs of the bytes still to write of a chunk referring to a
+ * payload (at most 2): the header it holds, and the payload. Returns how
+ * many. */
+__attribute__((noinline)) static int ref_iov(const ssock__chunk *ch, struct iovec *iov)
 {
-	return ch->payload ? ch->payload : ch->data;
+	int n = 0;
+	if (ch->off < ch->hlen)
+		iov[n++] = (struct iovec){(uint8_t *)ch->data + ch->off, ch->hlen - ch->off};
+	size_t done = ch->off > ch->hlen ? ch->off - ch->hlen : 0;
+	iov[n++] = (struct iovec){ch->payload + done, ch->len - ch->hlen - done};
+	return n;
+}
+
+/* Gives a chunk's payload back to its owner. */
+static void payload_release(ssock__chunk *ch)
+{
+	if (ch->release)
+		ch->release(ch->payload, ch->release_arg);
+	else
+		free(ch->payload);
+}
+
+void ssock__chunk_destroy(ssock__chunk *ch)
+{
+	if (ch->payload)
+		payload_release(ch);
+	free(ch);
 }
 
 static ssock__chunk *chunk_new(ssock_loop *l, size_t need)
@@ -54,8 +77,7 @@ void ssock__chunk_free(ssock_loop *l, ssock__chunk *ch)
 {
 	if (ch->payload) {
 		ssock__loop_released(l, ch->cap);
-		free(ch->payload);
-		free(ch);
+		ssock__chunk_destroy(ch);
 		return;
 	}
 	if (ch->cap == CHUNK_SIZE && l->nfree_chunks < MAX_FREE_CHUNKS) {
@@ -250,28 +272,26 @@ int ssock__out_bytes(ssock_conn *c, const uint8_t *bytes, size_t n)
 	return 0;
 }
 
+/* Queues a chunk referring to a payload (ssock__ref_chunk()), whose room
+ * is reserved, after what c has queued. */
+static void out_ref(ssock_conn *c, ssock__chunk *ch)
+{
+	ch->next = NULL;
+	out_append(c, ch);
+	mark_flush(c);
+}
+
 /* Echo fast path: the payload buffer being delivered to a callback is
  * queued as it is, after its header, instead of being copied. Room is
  * reserved. */
 static bool send_lent(ssock_conn *c, size_t len)
 {
 	ssock_loop *l = ssock__loop_of(c);
-	ssock__chunk *lent = malloc(sizeof *lent);
-	if (!lent)
+	ssock__chunk *ch = ssock__ref_chunk(c->ep->codec, l->lending, len, NULL, NULL);
+	if (!ch)
 		return false;
-	uint8_t header[16];
-	size_t hlen = c->ep->codec->header(header, len);
-	uint8_t *h = hlen ? tail_room(c, hlen) : NULL;
-	if (hlen && !h) {
-		free(lent);
-		return false;
-	}
-	if (hlen)
-		memcpy(h, header, hlen);
-	*lent = (ssock__chunk){.payload = l->lending, .len = len, .cap = len};
 	l->lending = NULL;
-	out_append(c, lent);
-	mark_flush(c);
+	out_ref(c, ch);
 	return true;
 }
 
@@ -287,12 +307,13 @@ int ssock__conn_send(ssock_conn *c, const void *data, size_t len)
 		return SSOCK_EMSGSIZE;
 	if (!ssock__reserve(c, (size_t)total))
 		return SSOCK_ESENDQFULL;
-	if (codec->header && data == ssock__loop_of(c)->lending && len > 0 && send_lent(c, len))
+	if (data == ssock__loop_of(c)->lending && len > 0 && ssock__refs_payload(codec) &&
+	    send_lent(c, len))
 		return 0;
 	if (codec->send) {
 		/* A protocol queues each message as a unit of its own. */
 		ssock__chunk *ch;
-		int rc = ssock__frame_chunk(c->ep, data, len, &ch);
+		int rc = ssock__frame_chunk(c->ep, data, len, NULL, NULL, &ch);
 		if (rc != 0) {
 			ssock__queued_sub(c, (size_t)total);
 			return rc;
@@ -306,6 +327,34 @@ int ssock__conn_send(ssock_conn *c, const void *data, size_t len)
 		return SSOCK_ENOMEM;
 	}
 	codec->encode(dst, data, len);
+	return 0;
+}
+
+int ssock__conn_send_ref(ssock_conn *c, const void *data, size_t len, ssock_release_fn release,
+			 void *arg)
+{
+	const ssock__codec *codec = c->ep->codec;
+	if (!ssock__ref_worth(codec, len)) {
+		int rc = ssock__conn_send(c, data, len);
+		if (rc == 0)
+			release(data, arg);
+		return rc;
+	}
+	if (c->state >= SSOCK__CLOSING || c->state == SSOCK__HANDSHAKE)
+		return SSOCK_ECLOSED;
+	ssize_t total = ssock__wire_size(codec, data, len);
+	if (total < 0)
+		return (int)total;
+	if ((size_t)total > c->ep->cfg.send_queue_max)
+		return SSOCK_EMSGSIZE;
+	if (!ssock__reserve(c, (size_t)total))
+		return SSOCK_ESENDQFULL;
+	ssock__chunk *ch = ssock__ref_chunk(codec, data, len, release, arg);
+	if (!ch) {
+		ssock__queued_sub(c, (size_t)total);
+		return SSOCK_ENOMEM;
+	}
+	out_ref(c, ch);
 	return 0;
 }
 
@@ -416,8 +465,14 @@ __attribute__((noinline)) static void write_queue(ssock_conn *c)
 			iov[n].iov_len = f->len;
 			want += iov[n++].iov_len;
 		}
-		for (ssock__chunk *ch = c->out_head; ch && n < MAX_IOV; ch = ch->next) {
-			iov[n].iov_base = chunk_bytes(ch) + ch->off;
+		for (ssock__chunk *ch = c->out_head; ch && n < MAX_IOV - 1; ch = ch->next) {
+			if (ch->payload) {
+				int k = ref_iov(ch, iov + n);
+				want += iov[n].iov_len + (k > 1 ? iov[n + 1].iov_len : 0);
+				n += k;
+				continue;
+			}
+			iov[n].iov_base = ch->data + ch->off;
 			iov[n].iov_len = ch->len - ch->off;
 			want += iov[n++].iov_len;
 		}

@@ -317,7 +317,7 @@ int ssock_server_send(ssock_server *srv, uint64_t id, const void *data, size_t l
 {
 	if (!srv)
 		return SSOCK_EINVAL;
-	return ssock__send_id(&srv->ep, id, data, len, 0);
+	return ssock__send_id(&srv->ep, id, data, len, 0, NULL, NULL);
 }
 
 int ssock_server_send_timeout(ssock_server *srv, uint64_t id, const void *data, size_t len,
@@ -325,7 +325,15 @@ int ssock_server_send_timeout(ssock_server *srv, uint64_t id, const void *data, 
 {
 	if (!srv)
 		return SSOCK_EINVAL;
-	return ssock__send_id(&srv->ep, id, data, len, timeout_ms);
+	return ssock__send_id(&srv->ep, id, data, len, timeout_ms, NULL, NULL);
+}
+
+int ssock_server_send_ref(ssock_server *srv, uint64_t id, const void *data, size_t len,
+			  int timeout_ms, ssock_release_fn release, void *arg)
+{
+	if (!srv || !release)
+		return SSOCK_EINVAL;
+	return ssock__send_id(&srv->ep, id, data, len, timeout_ms, release, arg);
 }
 
 struct bcast {

@@ -39,3 +39,5 @@ add_test(NAME review2.many_silent_names_do_not_starve_other_lookups
           many_silent_names_do_not_starve_other_lookups)
 set_tests_properties(review2.many_silent_names_do_not_starve_other_lookups PROPERTIES
   LABELS "net;threaded" TIMEOUT 120 SKIP_RETURN_CODE 77)
+# Sends by reference: the caller's buffer on the wire, given back once.
+ssock_test(test_send_ref TRANSPORT LABELS net threaded SOURCES net_helpers.c)
