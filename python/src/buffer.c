@@ -46,6 +46,14 @@ int ps_buffer_type_init(PyObject *m)
 	return ps_BufferType ? 0 : -1;
 }
 
+int ps_is_payload(PyObject *obj)
+{
+	if (!PyMemoryView_Check(obj))
+		return 0;
+	PyObject *base = PyMemoryView_GET_BUFFER(obj)->obj;
+	return base && Py_TYPE(base) == ps_BufferType;
+}
+
 /* The payload of a message event: bytes (a copy), or with zero_copy a
  * memoryview of the library's buffer. ev->data is taken either way. */
 PyObject *ps_event_data(ps_handle *self, ssock_event *ev)

@@ -231,10 +231,12 @@ static PyObject *client_disconnect(ps_handle *self, PyObject *unused)
 }
 
 static int send_fn(void *h, uint64_t id, const ssock_addr *to, const void *data, size_t len,
-		   int timeout_ms)
+		   int timeout_ms, ssock_release_fn release, void *arg)
 {
 	(void)id;
 	(void)to;
+	if (release)
+		return ssock_client_send_ref(h, data, len, timeout_ms, release, arg);
 	if (timeout_ms == 0)
 		return ssock_client_send(h, data, len);
 	return ssock_client_send_timeout(h, data, len, timeout_ms);

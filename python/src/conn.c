@@ -71,23 +71,16 @@ static void conn_dealloc(ps_conn *c)
 	Py_DECREF(tp);
 }
 
-static int server_send_fn(void *h, uint64_t id, const ssock_addr *to, const void *data, size_t len,
-			  int timeout_ms)
-{
-	(void)to;
-	if (timeout_ms == 0)
-		return ssock_server_send(h, id, data, len);
-	return ssock_server_send_timeout(h, id, data, len, timeout_ms);
-}
-
 /* A client's Conn names one connection: after a reconnect the old Conn no
  * longer sends on the new one. */
 static int client_send_fn(void *h, uint64_t id, const ssock_addr *to, const void *data, size_t len,
-			  int timeout_ms)
+			  int timeout_ms, ssock_release_fn release, void *arg)
 {
 	(void)to;
 	if (ssock_client_id(h) != id)
 		return SSOCK_ENOCONN;
+	if (release)
+		return ssock_client_send_ref(h, data, len, timeout_ms, release, arg);
 	if (timeout_ms == 0)
 		return ssock_client_send(h, data, len);
 	return ssock_client_send_timeout(h, data, len, timeout_ms);
@@ -103,7 +96,7 @@ static PyObject *conn_send(ps_conn *c, PyObject *const *args, Py_ssize_t nargs, 
 		return NULL;
 	if (!c->owner)
 		return ps_raise(SSOCK_ECLOSED);
-	ps_send_fn fn = c->owner->kind == PS_CLIENT ? client_send_fn : server_send_fn;
+	ps_send_fn fn = c->owner->kind == PS_CLIENT ? client_send_fn : ps_server_send_fn;
 	return ps_send(c->owner, fn, c->id, NULL, a[0], ms);
 }
 

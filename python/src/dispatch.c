@@ -139,6 +139,7 @@ static void *dispatcher_main(void *arg)
 			else
 				dispatch_one(self, &evs[i]);
 		}
+		ps_refs_drain(self);
 		if (n < 0 || atomic_load(&self->closing))
 			break;
 		PyEval_SaveThread();

@@ -97,6 +97,7 @@ void ps_after_free(ps_handle *self)
 {
 	registry_remove(self);
 	ps_release_pending(self);
+	ps_refs_drain(self); /* the free gave every one back */
 	if (self->wake_fd >= 0) {
 		close(self->wake_fd); /* nobody waits on it: the users are gone */
 		self->wake_fd = -1;
@@ -269,6 +270,7 @@ static void handle_dealloc(ps_handle *self)
 	close_handle(self, -1);
 	registry_remove(self);
 	ps_release_pending(self);
+	ps_refs_drain(self);
 	PyMem_Free(self->pend);
 	if (self->wake_fd >= 0)
 		close(self->wake_fd);

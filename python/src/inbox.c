@@ -265,6 +265,7 @@ PyObject *ps_next_event(ps_handle *self, int timeout_ms)
 {
 	if (self->callback_mode)
 		return ps_raise(SSOCK_ENOINBOX);
+	ps_refs_drain(self);
 	if (ps_handle_enter(self) < 0)
 		return NULL;
 	int64_t deadline = timeout_ms > 0 ? ps_now_ms() + timeout_ms : 0;

@@ -39,6 +39,12 @@
 /* Sends of at least this many bytes copy the data with the GIL released. */
 #define PS_NOGIL_BYTES 65536
 
+/* Sends of at least this many bytes of an immutable object (bytes, or a
+ * zero_copy payload) are not copied: ssock reads the object's own buffer
+ * (ssock_server_send_ref()), and the object is kept until ssock gives it
+ * back (see send.c). */
+#define PS_REF_BYTES 65536
+
 enum ps_kind { PS_SERVER, PS_CLIENT, PS_UDP };
 
 /* Callback slots. */
@@ -75,6 +81,9 @@ struct ps_handle {
 	int user_fd;   /* dup of event_fd handed to fileno(); ours */
 	double linger; /* client: seconds close() lets queued data drain */
 	int zero_copy; /* payloads as memoryviews of the library's buffers */
+	/* Objects sent by reference that ssock gave back (from any thread,
+	 * without the GIL): released by the next GIL holder, ps_refs_drain(). */
+	_Atomic(struct ps_ref *) refs_done;
 
 	/* Inbox mode: events taken but not yet handed out (GIL-protected). */
 	pthread_mutex_t take_mu;
@@ -207,11 +216,19 @@ ssock_loop *ps_loop_get(PyObject *obj); /* NULL with an error set */
 int ps_buffer_type_init(PyObject *m);
 PyObject *ps_event_data(ps_handle *self, ssock_event *ev); /* bytes or memoryview */
 
-/* send.c: sends with the buffer protocol, the GIL and timeouts handled. */
+int ps_is_payload(PyObject *obj); /* a zero_copy payload's memoryview */
+
+/* send.c: sends with the buffer protocol, the GIL and timeouts handled. A
+ * send function copies data, or with release given (never for UDP) sends it
+ * by reference (ssock_server_send_ref()). */
 typedef int (*ps_send_fn)(void *h, uint64_t id, const ssock_addr *to, const void *data, size_t len,
-			  int timeout_ms);
+			  int timeout_ms, ssock_release_fn release, void *arg);
 PyObject *ps_send(ps_handle *self, ps_send_fn fn, uint64_t id, const ssock_addr *to, PyObject *data,
 		  int timeout_ms);
+int ps_server_send_fn(void *h, uint64_t id, const ssock_addr *to, const void *data, size_t len,
+		      int timeout_ms, ssock_release_fn release, void *arg);
+/* GIL: releases the objects ssock gave back (any time the GIL is held). */
+void ps_refs_drain(ps_handle *self);
 
 /* module.c */
 PyMODINIT_FUNC PyInit__ssock(void);

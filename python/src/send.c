@@ -4,13 +4,62 @@
  * the Python side), the GIL released for large copies and for waits, and a
  * wait for room in a full send queue cut into slices so close() is never
  * held up by it.
+ *
+ * Large immutable payloads (bytes, zero_copy payloads) are not copied at
+ * all: ssock reads the object's buffer while the message waits, and gives
+ * it back (ref_given_back(), on the loop's thread, without the GIL) once
+ * written or dropped. The object's view is released by the next thread to
+ * hold the GIL here: a send, the dispatcher after a batch, next_event(),
+ * close(). So a given-back object lives at most until the handle's next
+ * send or event: what it holds stays within the send queue's bounds.
  */
 #include "pyssock.h"
+
+#include <stdlib.h>
+
+/* A message sent by reference: the view holds its object until released. */
+struct ps_ref {
+	Py_buffer view;
+	ps_handle *owner; /* outlives its C handle, which gives every ref back */
+	struct ps_ref *next;
+};
+
+/* Any thread, no GIL (ssock_release_fn): onto the owner's list. */
+static void ref_given_back(const void *data, void *arg)
+{
+	(void)data;
+	struct ps_ref *r = arg;
+	struct ps_ref *head = atomic_load_explicit(&r->owner->refs_done, memory_order_relaxed);
+	do {
+		r->next = head;
+	} while (!atomic_compare_exchange_weak_explicit(
+		&r->owner->refs_done, &head, r, memory_order_release, memory_order_relaxed));
+}
+
+void ps_refs_drain(ps_handle *self)
+{
+	if (!atomic_load_explicit(&self->refs_done, memory_order_relaxed))
+		return;
+	struct ps_ref *r = atomic_exchange_explicit(&self->refs_done, NULL, memory_order_acquire);
+	while (r) {
+		struct ps_ref *next = r->next;
+		PyBuffer_Release(&r->view); /* bytes or our payload: no Python code runs */
+		free(r);
+		r = next;
+	}
+}
+
+/* Whether data may be sent by reference: its bytes can't change while
+ * ssock reads them, and releasing it runs no Python code. */
+static int immutable(PyObject *data)
+{
+	return PyBytes_CheckExact(data) || ps_is_payload(data);
+}
 
 /* No GIL; the caller is a user. Retries a full queue until deadline_ms (-1:
  * no limit) in slices, as long as the handle stays open. */
 static int send_wait(ps_handle *self, ps_send_fn fn, uint64_t id, const ssock_addr *to,
-		     const void *buf, size_t len, int timeout_ms)
+		     const void *buf, size_t len, int timeout_ms, struct ps_ref *ref)
 {
 	int64_t deadline = timeout_ms > 0 ? ps_now_ms() + timeout_ms : 0;
 	for (;;) {
@@ -22,7 +71,7 @@ static int send_wait(ps_handle *self, ps_send_fn fn, uint64_t id, const ssock_ad
 			if (left < slice)
 				slice = (int)left;
 		}
-		int rc = fn(self->h, id, to, buf, len, slice);
+		int rc = fn(self->h, id, to, buf, len, slice, ref ? ref_given_back : NULL, ref);
 		if (rc != SSOCK_ETIMEDOUT)
 			return rc;
 		if (atomic_load(&self->closing))
@@ -36,6 +85,7 @@ static int send_wait(ps_handle *self, ps_send_fn fn, uint64_t id, const ssock_ad
 PyObject *ps_send(ps_handle *self, ps_send_fn fn, uint64_t id, const ssock_addr *to, PyObject *data,
 		  int timeout_ms)
 {
+	ps_refs_drain(self);
 	Py_buffer view;
 	if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
 		return NULL;
@@ -44,21 +94,31 @@ PyObject *ps_send(ps_handle *self, ps_send_fn fn, uint64_t id, const ssock_addr 
 		return NULL;
 	}
 	size_t len = (size_t)view.len;
+	struct ps_ref *ref = NULL;
+	if (len >= PS_REF_BYTES && self->kind != PS_UDP && immutable(data) &&
+	    (ref = malloc(sizeof *ref)))
+		*ref = (struct ps_ref){.view = view, .owner = self};
+	ssock_release_fn release = ref ? ref_given_back : NULL;
 	int rc;
 	if (len < PS_NOGIL_BYTES) {
-		rc = fn(self->h, id, to, view.buf, len, 0);
+		rc = fn(self->h, id, to, view.buf, len, 0, release, ref);
 	} else {
 		Py_BEGIN_ALLOW_THREADS
-			rc = fn(self->h, id, to, view.buf, len, 0);
+			rc = fn(self->h, id, to, view.buf, len, 0, release, ref);
 		Py_END_ALLOW_THREADS
 	}
 	if (rc == SSOCK_ESENDQFULL && timeout_ms != 0) {
 		Py_BEGIN_ALLOW_THREADS
-			rc = send_wait(self, fn, id, to, view.buf, len, timeout_ms);
+			rc = send_wait(self, fn, id, to, view.buf, len, timeout_ms, ref);
 		Py_END_ALLOW_THREADS
 	}
 	ps_handle_leave(self);
-	PyBuffer_Release(&view);
+	if (ref && rc == 0) {
+		/* The view is the ref's now (maybe given back already). */
+	} else {
+		free(ref);
+		PyBuffer_Release(&view);
+	}
 	if (rc < 0)
 		return ps_raise(rc);
 	Py_RETURN_NONE;

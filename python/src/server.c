@@ -256,10 +256,12 @@ static PyObject *server_get_address(ps_handle *self, void *closure)
 	return r;
 }
 
-static int server_send_fn(void *h, uint64_t id, const ssock_addr *to, const void *data, size_t len,
-			  int timeout_ms)
+int ps_server_send_fn(void *h, uint64_t id, const ssock_addr *to, const void *data, size_t len,
+		      int timeout_ms, ssock_release_fn release, void *arg)
 {
 	(void)to;
+	if (release)
+		return ssock_server_send_ref(h, id, data, len, timeout_ms, release, arg);
 	if (timeout_ms == 0)
 		return ssock_server_send(h, id, data, len);
 	return ssock_server_send_timeout(h, id, data, len, timeout_ms);
@@ -277,7 +279,7 @@ static PyObject *server_send(ps_handle *self, PyObject *const *args, Py_ssize_t 
 	uint64_t id = ps_conn_id_arg(a[0], &ok);
 	if (!ok)
 		return NULL;
-	return ps_send(self, server_send_fn, id, NULL, a[1], ms);
+	return ps_send(self, ps_server_send_fn, id, NULL, a[1], ms);
 }
 
 static PyObject *server_broadcast(ps_handle *self, PyObject *args, PyObject *kw)

@@ -95,9 +95,11 @@ out:
 }
 
 static int send_fn(void *h, uint64_t id, const ssock_addr *to, const void *data, size_t len,
-		   int timeout_ms)
+		   int timeout_ms, ssock_release_fn release, void *arg)
 {
 	(void)id;
+	(void)release; /* datagrams are always copied: ps_send() gives none */
+	(void)arg;
 	if (timeout_ms == 0)
 		return ssock_udp_send_to(h, to, data, len);
 	return ssock_udp_send_to_timeout(h, to, data, len, timeout_ms);

@@ -173,10 +173,13 @@ class Conn:
     queued: int  # bytes in its send queue as of the last Server.conns()
 
     def send(self, data: _Buffer, timeout: Timeout = 0) -> None:
-        """Queues a copy of data as one message (the caller's buffer is free on
-        return). timeout: 0 raises SendQueueFullError at once when the queue is
-        full, None waits for room, seconds wait up to that (then TimeoutError).
-        Raises NoConnectionError once the connection is gone."""
+        """Queues data as one message; the caller's buffer is free on return
+        (bytes of 64 KiB or more and zero_copy payloads, being immutable, are
+        not copied: ssock keeps a reference until they are written; mutable
+        buffers are copied). timeout: 0 raises SendQueueFullError at once
+        when the queue is full, None waits for room, seconds wait up to that
+        (then TimeoutError). Raises NoConnectionError once the connection is
+        gone."""
     def close(self) -> None:
         """Closes gracefully: what is queued is sent first, then the DISCONNECT
         event follows (error code ELOCAL). Closing twice is fine."""
