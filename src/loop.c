@@ -13,7 +13,8 @@
 
 #define MAX_EVENTS    256
 #define TIDY_AFTER_MS 1000
-#define TIDY_BYTES    (1u << 20) /* freed before a tidy-up is worth it */
+#define TIDY_BYTES    (1u << 20)  /* freed before a tidy-up is worth it */
+#define TRIM_NUDGE    (64u << 10) /* glibc's FASTBIN_CONSOLIDATION_THRESHOLD */
 
 __thread ssock_loop *ssock__current_loop;
 /* The loops this thread has entered and not left (it holds their
@@ -173,8 +174,13 @@ static void tidy(ssock__timer *t)
 	l->released = 0;
 #ifdef __GLIBC__
 	/* Freed memory stays with malloc, in this thread's arena, until told;
-	 * this gives its free pages back to the system. */
+	 * this gives its free pages back to the system. But not the top of a
+	 * thread's own arena (not the main one), where it merged what it
+	 * freed: glibc trims that only when a free of 64 KiB or more merges,
+	 * so one is made here. */
 	malloc_trim(0);
+	void *volatile nudge = malloc(TRIM_NUDGE); /* volatile: kept by the compiler */
+	free(nudge);
 #endif
 }
 
