@@ -412,14 +412,22 @@ int ssock_server_send_timeout(ssock_server *srv, uint64_t id, const void *data, 
  * loop's thread (the message was written, or dropped with its connection), on
  * the thread freeing the handle, or on the sending thread before the send
  * returns (the message was copied after all). It must not block and must not
- * call ssock functions other than ssock_free(). */
+ * call ssock functions other than ssock_free().
+ *
+ * Only this call gives the buffer back: not the connection's disconnect event
+ * (a message dropped with its connection may be given back just after it),
+ * nor ssock_client_flush() returning (the bytes were written; the release
+ * follows). */
 typedef void (*ssock_release_fn)(const void *data, void *arg);
 
 /* As ssock_server_send_timeout(), without copying a large payload: data[0..len)
  * stays the caller's memory, which ssock reads while the message waits to be
  * written, and is given back with release(data, arg) once ssock is done with
  * it. The caller must not change or free those bytes until then. release must
- * not be NULL.
+ * not be NULL. data must be the program's own memory: the data a message
+ * callback is given is ssock's, for the call only (ssock_conn_send() of it
+ * already echoes it without a copy); given here, it is sent as
+ * ssock_conn_send() would, and given back at once.
  *
  * Returns 0 when the message was taken: release will be called exactly once,
  * maybe before this returns. Small messages (under 4 KiB) and framings whose

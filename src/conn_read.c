@@ -49,11 +49,17 @@ static bool deliver(ssock_conn *c, const uint8_t *msg, size_t len, uint8_t *owne
 		 * instead of a copy: see ssock__conn_send(). */
 		ssock_loop *l = ssock__loop_of(c);
 		uint8_t *outer = l->lending;
+		const uint8_t *outer_msg = l->showing;
+		size_t outer_len = l->showing_len;
 		l->lending = owned;
+		l->showing = msg;
+		l->showing_len = len;
 		ep->cfg.on_message(c, msg, len, ep->base.user);
 		if (l->lending)
 			free(owned);
 		l->lending = outer;
+		l->showing = outer_msg;
+		l->showing_len = outer_len;
 		return true;
 	}
 	ssock_event ev = {.type = SSOCK_EVENT_MESSAGE, .conn = c->id, .peer = c->peer, .len = len};

@@ -76,7 +76,8 @@ static ssock__chunk *chunk_new(ssock_loop *l, size_t need)
 void ssock__chunk_free(ssock_loop *l, ssock__chunk *ch)
 {
 	if (ch->payload) {
-		ssock__loop_released(l, ch->cap);
+		if (!ch->release) /* ours: a lent payload; not the program's */
+			ssock__loop_released(l, ch->cap);
 		ssock__chunk_destroy(ch);
 		return;
 	}
@@ -331,11 +332,28 @@ int ssock__conn_send(ssock_conn *c, const void *data, size_t len)
 	return 0;
 }
 
+/* Whether data[0..len) is (in) the library's memory a message callback
+ * was shown: the message itself, or the loop's read buffer (an outer
+ * callback's message). Sending it by reference would keep a pointer to
+ * memory reused once the callback returns: it is sent as by
+ * ssock__conn_send() instead (taken over when it is a lent payload). */
+static bool overlaps(const void *a, size_t alen, const void *b, size_t blen)
+{
+	uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+	return b && x < y + blen && y < x + alen;
+}
+
+static bool lent_to_callback(const ssock_loop *l, const void *data, size_t len)
+{
+	return overlaps(data, len, l->showing, l->showing_len) ||
+	       overlaps(data, len, l->rbuf, l->rbuf_size);
+}
+
 int ssock__conn_send_ref(ssock_conn *c, const void *data, size_t len, ssock_release_fn release,
 			 void *arg)
 {
 	const ssock__codec *codec = c->ep->codec;
-	if (!ssock__ref_worth(codec, len)) {
+	if (!ssock__ref_worth(codec, len) || lent_to_callback(ssock__loop_of(c), data, len)) {
 		int rc = ssock__conn_send(c, data, len);
 		if (rc == 0)
 			release(data, arg);

@@ -98,12 +98,15 @@ struct ssock_loop {
 	size_t nflush, flush_cap;
 	uint8_t *obuf;
 	size_t obuf_len, obuf_cap;
-	ssock_conn *pending;       /* bytes held inside their transport, with
+	ssock_conn *pending;    /* bytes held inside their transport, with
 	                             no readiness to come for them ... */
-	ssock_conn *serving;       /* ... and those of them being served now */
-	ssock_conn *zombies;       /* closed, freed at the end of the pass */
-	uint8_t *lending;          /* the malloc'd payload a message callback is
+	ssock_conn *serving;    /* ... and those of them being served now */
+	ssock_conn *zombies;    /* closed, freed at the end of the pass */
+	uint8_t *lending;       /* the malloc'd payload a message callback is
 	                             looking at, which a send may take */
+	const uint8_t *showing; /* the message a message callback is looking
+	                             at (the program's only for the call) */
+	size_t showing_len;
 	ssock__chunk *free_chunks; /* spare standard-size send chunks */
 	int nfree_chunks;
 	/* Giving memory back once the load that took it is gone: a timer

@@ -41,3 +41,7 @@ set_tests_properties(review2.many_silent_names_do_not_starve_other_lookups PROPE
   LABELS "net;threaded" TIMEOUT 120 SKIP_RETURN_CODE 77)
 # Sends by reference: the caller's buffer on the wire, given back once.
 ssock_test(test_send_ref TRANSPORT LABELS net threaded SOURCES net_helpers.c)
+# Their review: unusual orders (free, reset, reconnect, storms, waits, the
+# callback's own payload), and writes cut to a few bytes (sendmsg replaced).
+ssock_test(test_send_ref_review TRANSPORT LABELS net threaded SOURCES net_helpers.c)
+ssock_test(test_send_ref_short TRANSPORT LABELS net threaded SOURCES net_helpers.c)
