@@ -49,17 +49,11 @@ static bool deliver(ssock_conn *c, const uint8_t *msg, size_t len, uint8_t *owne
 		 * instead of a copy: see ssock__conn_send(). */
 		ssock_loop *l = ssock__loop_of(c);
 		uint8_t *outer = l->lending;
-		const uint8_t *outer_msg = l->showing;
-		size_t outer_len = l->showing_len;
 		l->lending = owned;
-		l->showing = msg;
-		l->showing_len = len;
 		ep->cfg.on_message(c, msg, len, ep->base.user);
 		if (l->lending)
 			free(owned);
 		l->lending = outer;
-		l->showing = outer_msg;
-		l->showing_len = outer_len;
 		return true;
 	}
 	ssock_event ev = {.type = SSOCK_EVENT_MESSAGE, .conn = c->id, .peer = c->peer, .len = len};
@@ -303,6 +297,22 @@ static void process(ssock_conn *c, uint8_t *buf, size_t len)
 		c->ep->codec->input_done(c);
 }
 
+/* process() of the frames in c's stash, len bytes: callbacks are shown
+ * messages in it (see ssock_loop.showing). */
+static void process_stash(ssock_conn *c, size_t len)
+{
+	ssock_loop *l = ssock__loop_of(c);
+	ssock__partial *p = c->partial;
+	const uint8_t *outer = l->showing;
+	size_t outer_len = l->showing_len;
+	p->stash_len = 0;
+	l->showing = p->stash;
+	l->showing_len = len;
+	process(c, p->stash, len);
+	l->showing = outer;
+	l->showing_len = outer_len;
+}
+
 /* ---------------------------------------------------------------- reads */
 
 /* One read into the big payload buffer (and the shared buffer after it). */
@@ -396,9 +406,7 @@ static ssize_t read_stash(ssock_conn *c, size_t *want)
 	ssize_t n = c->ep->transport->read(c, &iov, 1);
 	if (n <= 0)
 		return n;
-	size_t len = p->stash_len + (size_t)n;
-	p->stash_len = 0;
-	process(c, p->stash, len);
+	process_stash(c, p->stash_len + (size_t)n);
 	return n;
 }
 
@@ -562,10 +570,7 @@ void ssock__ep_resume_paused(ssock__stream_ep *ep)
 			continue;
 		}
 		if (c->partial && c->partial->stash_len > 0) {
-			p = c->partial;
-			size_t len = p->stash_len;
-			p->stash_len = 0;
-			process(c, p->stash, len);
+			process_stash(c, c->partial->stash_len);
 		} else if (c->ep->codec->input_done) {
 			c->ep->codec->input_done(c);
 		}

@@ -333,10 +333,12 @@ int ssock__conn_send(ssock_conn *c, const void *data, size_t len)
 }
 
 /* Whether data[0..len) is (in) the library's memory a message callback
- * was shown: the message itself, or the loop's read buffer (an outer
- * callback's message). Sending it by reference would keep a pointer to
- * memory reused once the callback returns: it is sent as by
- * ssock__conn_send() instead (taken over when it is a lent payload). */
+ * may have been shown: the read buffer (also one retired during this
+ * pass), a stash being processed, or a lent payload. Sending it by
+ * reference would keep a pointer to memory reused once the callback
+ * returns: it is sent as by ssock__conn_send() instead (taken over when it
+ * is a lent payload). Found here, off the delivery path, so that costs
+ * nothing per message. */
 static bool overlaps(const void *a, size_t alen, const void *b, size_t blen)
 {
 	uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
@@ -345,8 +347,13 @@ static bool overlaps(const void *a, size_t alen, const void *b, size_t blen)
 
 static bool lent_to_callback(const ssock_loop *l, const void *data, size_t len)
 {
-	return overlaps(data, len, l->showing, l->showing_len) ||
-	       overlaps(data, len, l->rbuf, l->rbuf_size);
+	if (data == l->lending || overlaps(data, len, l->showing, l->showing_len) ||
+	    overlaps(data, len, l->rbuf, l->rbuf_size))
+		return true;
+	for (size_t i = 0; i < l->nretired; i++)
+		if (overlaps(data, len, l->retired[i].buf, l->retired[i].size))
+			return true;
+	return false;
 }
 
 int ssock__conn_send_ref(ssock_conn *c, const void *data, size_t len, ssock_release_fn release,

@@ -632,7 +632,7 @@ int ssock_loop_free(ssock_loop *l)
 void ssock__rbuf_retired_free(ssock_loop *l)
 {
 	while (l->nretired > 0)
-		free(l->retired[--l->nretired]);
+		free(l->retired[--l->nretired].buf);
 }
 
 int ssock__loop_rbuf(ssock_loop *l, size_t size)
@@ -646,7 +646,7 @@ int ssock__loop_rbuf(ssock_loop *l, size_t size)
 	bool keep = ssock__on_loop(l) && l->rbuf;
 	if (keep && l->nretired == l->retired_cap) {
 		size_t cap = l->retired_cap ? l->retired_cap * 2 : 4;
-		uint8_t **r = realloc(l->retired, cap * sizeof *r);
+		struct ssock__rbuf_old *r = realloc(l->retired, cap * sizeof *r);
 		if (!r)
 			return SSOCK_ENOMEM;
 		l->retired = r;
@@ -656,7 +656,7 @@ int ssock__loop_rbuf(ssock_loop *l, size_t size)
 	if (!b)
 		return SSOCK_ENOMEM;
 	if (keep)
-		l->retired[l->nretired++] = l->rbuf;
+		l->retired[l->nretired++] = (struct ssock__rbuf_old){l->rbuf, l->rbuf_size};
 	else
 		free(l->rbuf);
 	l->rbuf = b;

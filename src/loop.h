@@ -47,6 +47,12 @@ typedef struct ssock__table {
 
 typedef struct ssock__chunk ssock__chunk;
 
+/* A read buffer replaced during a pass (see ssock_loop.retired). */
+struct ssock__rbuf_old {
+	uint8_t *buf;
+	size_t size;
+};
+
 /* A connection with output in this pass (see ssock_loop.flush). */
 struct ssock__flush {
 	ssock_conn *conn;
@@ -86,8 +92,9 @@ struct ssock_loop {
 	size_t heap_len, heap_cap;
 	uint8_t *rbuf; /* the read buffer every connection shares */
 	size_t rbuf_size;
-	uint8_t **retired; /* read buffers replaced during this pass,
-	                             kept to its end (a read may decode one) */
+	struct ssock__rbuf_old *retired; /* read buffers replaced during this
+	                                  pass, kept to its end (a read may
+	                                  decode one) */
 	size_t nretired, retired_cap;
 	/* Output of this pass, written at its end (ssock__flush_all): the
 	 * connections with something to write, in order, and the bytes they
@@ -104,8 +111,10 @@ struct ssock_loop {
 	ssock_conn *zombies;    /* closed, freed at the end of the pass */
 	uint8_t *lending;       /* the malloc'd payload a message callback is
 	                             looking at, which a send may take */
-	const uint8_t *showing; /* the message a message callback is looking
-	                             at (the program's only for the call) */
+	const uint8_t *showing; /* a stash whose messages callbacks are
+	                           shown (else they are in rbuf, a retired
+	                           read buffer or lending): not the program's
+	                           to send by reference */
 	size_t showing_len;
 	ssock__chunk *free_chunks; /* spare standard-size send chunks */
 	int nfree_chunks;
