@@ -216,6 +216,11 @@ int ps_handle_start(ps_handle *self)
 	ps_registry_add(self);
 	if (!self->callback_mode)
 		return 0;
+	self->refs_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (self->refs_fd < 0) {
+		PyErr_SetFromErrno(PyExc_OSError);
+		return -1;
+	}
 	atomic_fetch_add(&self->users, 1); /* the dispatcher's, left when it ends */
 	Py_INCREF(self);
 	int rc = pthread_create(&self->disp, NULL, dispatcher_main, self);

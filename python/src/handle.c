@@ -102,6 +102,10 @@ void ps_after_free(ps_handle *self)
 		close(self->wake_fd); /* nobody waits on it: the users are gone */
 		self->wake_fd = -1;
 	}
+	if (self->refs_fd >= 0) {
+		close(self->refs_fd); /* the C handle, which wrote it, is gone */
+		self->refs_fd = -1;
+	}
 	if (self->conns) {
 		PyObject *key, *value;
 		Py_ssize_t pos = 0;
@@ -230,7 +234,7 @@ static PyObject *handle_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 	pthread_mutex_init(&self->mu, NULL);
 	pthread_mutex_init(&self->take_mu, NULL);
 	pthread_cond_init(&self->cv, NULL);
-	self->wake_fd = self->event_fd = self->user_fd = -1;
+	self->wake_fd = self->event_fd = self->user_fd = self->refs_fd = -1;
 	self->conns = PyDict_New();
 	if (!self->conns) {
 		Py_DECREF(self);
@@ -274,6 +278,8 @@ static void handle_dealloc(ps_handle *self)
 	PyMem_Free(self->pend);
 	if (self->wake_fd >= 0)
 		close(self->wake_fd);
+	if (self->refs_fd >= 0)
+		close(self->refs_fd);
 	if (self->user_fd >= 0)
 		close(self->user_fd);
 	ps_handle_clear(self);

@@ -6,14 +6,16 @@
 #include "pyssock.h"
 
 #include <errno.h>
+#include <sys/eventfd.h>
 #include <time.h>
 
 /* ------------------------------------------------------------ taking events */
 
 /* No GIL; the caller is a user of the handle. Takes up to max events,
  * waiting up to timeout_ms (-1: no limit) for the first. Returns the count
- * (0 on timeout), -1 once the handle is closing, -2 when a signal
- * interrupted the wait (nothing taken). */
+ * (0 on timeout, or in callback mode when objects sent by reference were
+ * given back: the dispatcher releases them), -1 once the handle is
+ * closing, -2 when a signal interrupted the wait (nothing taken). */
 int ps_take(ps_handle *self, ssock_event *evs, int max, int timeout_ms)
 {
 	int64_t deadline = timeout_ms > 0 ? ps_now_ms() + timeout_ms : 0;
@@ -32,11 +34,14 @@ int ps_take(ps_handle *self, ssock_event *evs, int max, int timeout_ms)
 				return 0;
 			wait = (int)left;
 		}
-		int rc = ps_wait_fds(self->event_fd, self->wake_fd, wait);
+		int rc = ps_wait_fds(self->event_fd, self->wake_fd, self->refs_fd, wait);
 		if (rc == -EINTR)
 			return -2;
 		if (rc < 0)
 			return -1;
+		eventfd_t v;
+		if (self->refs_fd >= 0 && eventfd_read(self->refs_fd, &v) == 0)
+			return 0;
 	}
 }
 

@@ -84,6 +84,8 @@ struct ps_handle {
 	/* Objects sent by reference that ssock gave back (from any thread,
 	 * without the GIL): released by the next GIL holder, ps_refs_drain(). */
 	_Atomic(struct ps_ref *) refs_done;
+	int refs_fd; /* callback mode: eventfd that wakes the dispatcher to
+	                release them (written when the list stops being empty) */
 
 	/* Inbox mode: events taken but not yet handed out (GIL-protected). */
 	pthread_mutex_t take_mu;
@@ -164,7 +166,9 @@ int ps_opt_ms(PyObject *obj, const char *name, int *out); /* None/0 -> 0 */
 int ps_opt_size(PyObject *obj, const char *name, size_t *out); /* None -> 0 */
 int ps_opt_int(PyObject *obj, const char *name, int *out);
 int ps_framing(PyObject *obj, ssock_framing *out);
-int ps_wait_fds(int fd1, int fd2, int timeout_ms); /* no GIL: 1 ready, 0 timeout, <0 */
+/* No GIL: waits for one of three fds (-1: none) to be readable; 1 ready, 0
+ * timeout, < 0 a -errno. */
+int ps_wait_fds(int fd1, int fd2, int fd3, int timeout_ms);
 int64_t ps_now_ms(void);
 int ps_fast_args(const char *fn, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
 		 const char *const *names, int n, int required, PyObject **out);

@@ -9,13 +9,15 @@
  * all: ssock reads the object's buffer while the message waits, and gives
  * it back (ref_given_back(), on the loop's thread, without the GIL) once
  * written or dropped. The object's view is released by the next thread to
- * hold the GIL here: a send, the dispatcher after a batch, next_event(),
- * close(). So a given-back object lives at most until the handle's next
- * send or event: what it holds stays within the send queue's bounds.
+ * hold the GIL here: in callback mode the dispatcher, woken for it; else
+ * the handle's next send, next_event() or close(). (In inbox mode a
+ * program that neither sends nor takes events keeps what it sent last
+ * alive until then: within the send queue's bounds.)
  */
 #include "pyssock.h"
 
 #include <stdlib.h>
+#include <sys/eventfd.h>
 
 /* A message sent by reference: the view holds its object until released. */
 struct ps_ref {
@@ -29,11 +31,14 @@ static void ref_given_back(const void *data, void *arg)
 {
 	(void)data;
 	struct ps_ref *r = arg;
-	struct ps_ref *head = atomic_load_explicit(&r->owner->refs_done, memory_order_relaxed);
+	ps_handle *owner = r->owner;
+	struct ps_ref *head = atomic_load_explicit(&owner->refs_done, memory_order_relaxed);
 	do {
 		r->next = head;
 	} while (!atomic_compare_exchange_weak_explicit(
-		&r->owner->refs_done, &head, r, memory_order_release, memory_order_relaxed));
+		&owner->refs_done, &head, r, memory_order_release, memory_order_relaxed));
+	if (!head && owner->refs_fd >= 0)
+		eventfd_write(owner->refs_fd, 1); /* the dispatcher releases it */
 }
 
 void ps_refs_drain(ps_handle *self)

@@ -205,10 +205,12 @@ int64_t ps_now_ms(void)
 /* Waits (call it without the GIL) until fd1 or fd2 is readable or timeout_ms
  * passes (-1: no limit). Returns 1, 0 on timeout, or -EINTR when a signal
  * arrived (the caller checks for a Python signal handler). */
-int ps_wait_fds(int fd1, int fd2, int timeout_ms)
+int ps_wait_fds(int fd1, int fd2, int fd3, int timeout_ms)
 {
-	struct pollfd p[2] = {{.fd = fd1, .events = POLLIN}, {.fd = fd2, .events = POLLIN}};
-	int n = poll(p, 2, timeout_ms);
+	struct pollfd p[3] = {{.fd = fd1, .events = POLLIN},
+			      {.fd = fd2, .events = POLLIN},
+			      {.fd = fd3, .events = POLLIN}};
+	int n = poll(p, 3, timeout_ms);
 	if (n < 0)
 		return -errno;
 	return n > 0;

@@ -39,10 +39,32 @@ class SendByReferenceTest(unittest.TestCase):
             # Not yet written (the peer reads nothing): ssock holds it.
             self.assertEqual(sys.getrefcount(data), base + 1)
             self.assertEqual(read_u32(s), data)
-            # Given back once written; let go at the next send or event.
+            # Given back once written; in inbox mode let go at the next
+            # send, event or close.
             srv.next_event(0.05)
             wait_until(lambda: srv.next_event(0.01) is None and sys.getrefcount(data) == base,
                        what="the sent bytes to be let go")
+
+    def test_callback_mode_lets_go_without_further_traffic(self):
+        data = b"c" * (8 << 20)
+        base = sys.getrefcount(data)
+        sent = Collector()
+
+        def on_connect(conn):
+            conn.send(data)
+            sent(True)
+
+        with ssock.Server("127.0.0.1:0", on_connect=on_connect,
+                          on_message=lambda c, d: None) as srv:
+            s = socket.socket()
+            self.addCleanup(s.close)
+            s.settimeout(TIMEOUT)
+            s.connect(srv.address[:2])
+            sent.wait(1)
+            self.assertEqual(read_u32(s), data)
+            # No send, no event after it: the dispatcher is woken to let go.
+            wait_until(lambda: sys.getrefcount(data) == base,
+                       what="the dispatcher to let the sent bytes go")
 
     def test_bytes_queued_to_a_peer_that_never_reads_are_let_go_on_close(self):
         data = b"x" * BIG
