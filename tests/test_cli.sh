@@ -255,6 +255,20 @@ case_usage_strict_numbers() {
 	done
 	run "$SSOCK" echo --listen 127.0.0.1:0 --max-conns 0
 	[ "$RC" = 2 ] || fail "echo --max-conns 0 exited $RC, wanted 2"
+	# A number out of range names the range.
+	run "$SSOCK" recv-files --listen 127.0.0.1:0 --dir "$tmp" --idle-timeout 2147483648
+	[ "$RC" = 2 ] || fail "--idle-timeout 2^31 exited $RC, wanted 2"
+	grep -q "0 (off) to 2147483647 milliseconds" <<<"$STDERR" || fail "no range: '$STDERR'"
+	run "$SSOCK" echo --listen 127.0.0.1:0 --max-conns 2147483648
+	grep -q "from 1 to 2147483647" <<<"$STDERR" || fail "no range: '$STDERR'"
+}
+
+# An option that means nothing with --udp is refused, not ignored.
+case_usage_udp_max_conns() {
+	run "$SSOCK" echo --udp --listen 127.0.0.1:0 --max-conns 5
+	[ "$RC" = 2 ] || fail "echo --udp --max-conns exited $RC, wanted 2"
+	grep -q "^ssock: --max-conns counts TCP connections" <<<"$STDERR" || fail "said '$STDERR'"
+	grep -q "^usage: ssock echo " <<<"$STDERR" || fail "no usage: '$STDERR'"
 }
 
 # An option another command takes is named, not its value.
@@ -453,6 +467,19 @@ case_chat_missing_replies() {
 	check_run 0 "one" bash -c "printf 'one\n' | '$SSOCK' chat --framing line 127.0.0.1:$PORT"
 	[ -z "$STDERR" ] || fail "chat said '$STDERR'"
 	stop e
+	# A server that answers the first message only speaks the framing: the
+	# hint says so instead of asking about the framing.
+	pyserve p "c, _ = srv.accept()
+n = struct.unpack('>I', c.recv(4))[0]
+m = c.recv(n)
+c.sendall(struct.pack('>I', len(m)) + m)
+while c.recv(4096):
+    pass"
+	check_run 0 "one" bash -c "printf 'one\ntwo\n' | '$SSOCK' chat --wait 300 127.0.0.1:$PORT"
+	[ "$STDERR" = "ssock: 1 of 2 replies missing after 300 ms (the server at 127.0.0.1:$PORT answered the others: slow? try a longer --wait)" ] ||
+		fail "chat said '$STDERR'"
+	wait "${PID[p]}" || fail "the python server failed"
+	unset "PID[p]"
 }
 
 # send-file prints the receiver's refusal escaped.

@@ -136,6 +136,9 @@ static int run_echo(struct opts *op)
 	if (o.udp && o.framing == SSOCK_FRAMING_TINYPROTO)
 		return cli_usage_error(&cmd_echo,
 				       "--framing tinyproto is a TCP framing (not with --udp)");
+	if (o.udp && o.max_conns > 0)
+		return cli_usage_error(&cmd_echo,
+				       "--max-conns counts TCP connections (not with --udp)");
 	if (o.udp)
 		return udp_echo(&o);
 	cli_raise_fd_limit();
@@ -384,13 +387,21 @@ static int chat_session(ssock_client *cli, struct chat *ch, int lost_fd, int wai
 	pthread_mutex_lock(&ch->mu);
 	bool lost = ch->lost;
 	int reason = ch->lost_reason;
+	bool answered = ch->replies > 0 || ch->reply_bytes > 0;
 	pthread_mutex_unlock(&ch->mu);
 	if (reason == SSOCK_EHANDSHAKE)
 		return cli_handshake_fail(addr);
 	if (rc == 0 && !bye) { /* after 'bye' a server may close without answering */
+		/* Nothing back at all is most often another framing; some back,
+		 * a server that answers only some messages, or slowly. */
 		char hint[SSOCK_ADDRSTRLEN + 128];
-		snprintf(hint, sizeof hint, "does the server at %s speak %s?", addr,
-			 ssock_framing_name(ch->framing));
+		if (answered)
+			snprintf(hint, sizeof hint,
+				 "the server at %s answered the others: slow? try a longer --wait",
+				 addr);
+		else
+			snprintf(hint, sizeof hint, "does the server at %s speak %s?", addr,
+				 ssock_framing_name(ch->framing));
 		report_missing(missing, want,
 			       ch->framing == SSOCK_FRAMING_RAW ? "reply bytes" : "replies",
 			       wait_ms, hint);

@@ -143,8 +143,9 @@ static int set_opt(const struct command *cmd, int c, const char *arg, struct opt
 		return 0;
 	case O_MAX_CONNS:
 		if (!parse_uint(arg, INT32_MAX, &v) || v == 0)
-			return cli_usage_error(cmd, "--max-conns takes a number from 1, not '%s'",
-					       arg);
+			return cli_usage_error(
+				cmd, "--max-conns takes a number from 1 to 2147483647, not '%s'",
+				arg);
 		o->max_conns = (int)v;
 		return 0;
 	case O_MAX_MSG:
@@ -155,13 +156,16 @@ static int set_opt(const struct command *cmd, int c, const char *arg, struct opt
 		return 0;
 	case O_WAIT:
 		if (!parse_uint(arg, INT32_MAX, &v))
-			return cli_usage_error(cmd, "--wait takes milliseconds, not '%s'", arg);
+			return cli_usage_error(
+				cmd, "--wait takes 0 to 2147483647 milliseconds, not '%s'", arg);
 		o->wait_ms = (int)v;
 		return 0;
 	case O_IDLE_TIMEOUT:
 		if (!parse_uint(arg, INT32_MAX, &v))
-			return cli_usage_error(cmd, "--idle-timeout takes milliseconds, not '%s'",
-					       arg);
+			return cli_usage_error(
+				cmd,
+				"--idle-timeout takes 0 (off) to 2147483647 milliseconds, not '%s'",
+				arg);
 		o->idle_timeout_ms = (int)v;
 		return 0;
 	case O_DIR:
