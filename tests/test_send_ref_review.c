@@ -235,18 +235,22 @@ TEST(ref_storm_with_disconnect_and_free)
 		for (int i = 0; i < 20; i++)
 			if (np_read_some(fd, sink, sizeof sink, 20) < 0)
 				break;
-		if (round & 1)
+		if (round & 1) {
 			ssock_server_disconnect(srv, id);
-		else {
+		} else { /* a reset */
 			struct linger lg = {1, 0};
 			setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+			close(fd);
+			fd = -1;
 		}
-		/* The senders go on until each saw the cut (or a deadline). */
-		test_wait_until(storm_cut_seen, &s, T);
+		/* The senders go on until they have seen the cut. */
+		bool seen = test_wait_until(storm_cut_seen, &s, T);
 		atomic_store(&s.stop, true);
 		for (int i = 0; i < 3; i++)
 			pthread_join(th[i], NULL);
-		close(fd);
+		CHECK(seen);
+		if (fd >= 0)
+			close(fd);
 		ssock_server_free(srv);
 		CHECK_INT(atomic_load(&r.released), ==, atomic_load(&s.ok));
 		CHECK_INT(atomic_load(&r.wrong), ==, 0);
