@@ -5,6 +5,7 @@
  */
 #include "internal.h"
 #include "net_helpers.h"
+#include "ref_count.h"
 #include "ssock.h"
 #include "test.h"
 
@@ -18,42 +19,6 @@
 #include <unistd.h>
 
 #define T TEST_TIMEOUT_MS
-
-typedef struct ref_count {
-	const void *data;
-	atomic_int released;
-	atomic_int wrong;
-	test_signal sig;
-} ref_count;
-
-static void ref_init(ref_count *r, const void *data)
-{
-	r->data = data;
-	atomic_init(&r->released, 0);
-	atomic_init(&r->wrong, 0);
-	test_signal_init(&r->sig);
-}
-
-static void on_release(const void *data, void *arg)
-{
-	ref_count *r = arg;
-	if (data != r->data)
-		atomic_fetch_add(&r->wrong, 1);
-	test_signal_raise(&r->sig, atomic_fetch_add(&r->released, 1) + 1);
-}
-
-static bool released_within(ref_count *r, int n, int ms)
-{
-	return test_signal_wait(&r->sig, n, ms) != TEST_SIGNAL_TIMEOUT;
-}
-
-static uint8_t *pattern(size_t len, uint64_t seed)
-{
-	uint8_t *b = malloc(len);
-	if (b)
-		np_pattern(b, len, seed);
-	return b;
-}
 
 /* A raw listener the client connects to; the accepted fd (never read). */
 static int accept_one(int lfd, int ms)
