@@ -173,6 +173,10 @@ static bool start_big(ssock_conn *c, const uint8_t *frame, size_t have, const ss
 		ssock__conn_fail(c, SSOCK_ENOMEM);
 		return false;
 	}
+	/* Wherever the program frees it, large blocks are in play: a tidy-up
+	 * follows once the loop is quiet, and gives back those kept for reuse
+	 * (bigbuf.c). */
+	ssock__loop_released(ssock__loop_of(c), 0);
 	memcpy(p->big, frame + f->header, got);
 	p->big_len = payload;
 	p->big_have = got;

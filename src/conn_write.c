@@ -332,6 +332,13 @@ int ssock__conn_send(ssock_conn *c, const void *data, size_t len)
 	return 0;
 }
 
+/* Whether a[0..alen) and b[0..blen) share a byte (b NULL: no). */
+static bool overlaps(const void *a, size_t alen, const void *b, size_t blen)
+{
+	uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+	return b && x < y + blen && y < x + alen;
+}
+
 /* Whether data[0..len) is (in) the library's memory a message callback
  * may have been shown: the read buffer (also one retired during this
  * pass), a stash being processed, or a lent payload. Sending it by
@@ -339,12 +346,6 @@ int ssock__conn_send(ssock_conn *c, const void *data, size_t len)
  * returns: it is sent as by ssock__conn_send() instead (taken over when it
  * is a lent payload). Found here, off the delivery path, so that costs
  * nothing per message. */
-static bool overlaps(const void *a, size_t alen, const void *b, size_t blen)
-{
-	uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
-	return b && x < y + blen && y < x + alen;
-}
-
 static bool lent_to_callback(const ssock_loop *l, const void *data, size_t len)
 {
 	if (data == l->lending || overlaps(data, len, l->showing, l->showing_len) ||

@@ -99,3 +99,39 @@ TEST(inbox_payload_given_back_holds_the_next_one)
 	free(msg);
 	CHECK_OK(ssock_server_free(srv));
 }
+
+static bool nothing_kept(void *arg)
+{
+	(void)arg;
+	size_t bytes;
+	return ssock__big_kept(&bytes) == 0;
+}
+
+/* What the program gave back is kept only while the loop is busy: a
+ * second after the last large read, the tidy-up gives it all back, with
+ * nothing else happening. */
+TEST(kept_buffers_go_back_once_the_loop_is_quiet)
+{
+	ssock__big_trim();
+	ssock_server_opts o = {0};
+	int port;
+	ssock_server *srv = np_server(&o, &port);
+	CHECK(srv);
+	int fd = np_connect(port, false);
+	CHECK(fd >= 0);
+	CHECK(np_take_connect(srv));
+	size_t len = 1u << 20;
+	uint8_t *msg = malloc(len);
+	CHECK(msg);
+	np_pattern(msg, len, 3);
+	CHECK_OK(np_send_u32(fd, msg, len));
+	ssock_event ev;
+	CHECK_OK(np_server_wait(srv, SSOCK_EVENT_MESSAGE, &ev, T));
+	ssock_event_release(&ev);
+	size_t bytes;
+	CHECK_INT(ssock__big_kept(&bytes), ==, 1);
+	CHECK(test_wait_until(nothing_kept, NULL, T));
+	close(fd);
+	free(msg);
+	CHECK_OK(ssock_server_free(srv));
+}
