@@ -199,10 +199,7 @@ typedef struct ssock_event {
 void ssock_event_release(ssock_event *ev);
 
 /* Frees memory the library handed over (event data, ssock_client_recv()
- * payloads). NULL is fine. Any thread. A payload of 64 KiB or more may be
- * kept (16 blocks, 16 MiB in all, per process) for the next large read: its
- * pages stay warm. (Such data is plain malloc'd memory: free() is safe too,
- * it just is not reused.) */
+ * payloads). NULL is fine. Any thread. */
 void ssock_free(void *p);
 
 /* One entry of a server's or client's background error log. */

@@ -52,7 +52,7 @@ static bool deliver(ssock_conn *c, const uint8_t *msg, size_t len, uint8_t *owne
 		l->lending = owned;
 		ep->cfg.on_message(c, msg, len, ep->base.user);
 		if (l->lending)
-			ssock__big_free(owned);
+			free(owned);
 		l->lending = outer;
 		return true;
 	}
@@ -120,7 +120,7 @@ void ssock__partial_free(ssock_conn *c)
 		return;
 	ssock__loop_released(ssock__loop_of(c), p->stash_cap + p->big_cap);
 	free(p->stash);
-	ssock__big_free(p->big);
+	free(p->big);
 	free(p);
 	c->partial = NULL;
 }
@@ -167,16 +167,12 @@ static bool start_big(ssock_conn *c, const uint8_t *frame, size_t have, const ss
 	size_t cap = got * 2 > BIG_MIN_GROWTH ? got * 2 : BIG_MIN_GROWTH;
 	if (payload <= BIG_EXACT_MAX || cap > payload)
 		cap = payload;
-	p->big = ssock__big_alloc(cap);
+	p->big = malloc(cap);
 	if (!p->big) {
 		ssock__conn_report(c, SSOCK_ENOMEM, "read");
 		ssock__conn_fail(c, SSOCK_ENOMEM);
 		return false;
 	}
-	/* Wherever the program frees it, large blocks are in play: a tidy-up
-	 * follows once the loop is quiet, and gives back those kept for reuse
-	 * (bigbuf.c). */
-	ssock__loop_released(ssock__loop_of(c), 0);
 	memcpy(p->big, frame + f->header, got);
 	p->big_len = payload;
 	p->big_have = got;
@@ -190,7 +186,7 @@ static bool deliver_big(ssock_conn *c)
 	ssock__partial *p = c->partial;
 	uint8_t *big = p->big;
 	if (c->state > SSOCK__OPEN) {
-		ssock__big_free(big); /* closing: nothing is delivered any more */
+		free(big); /* closing: nothing is delivered any more */
 	} else if (!deliver(c, big, p->big_len, big)) {
 		p->big_ready = true;
 		return false;

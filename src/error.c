@@ -101,14 +101,14 @@ const char *ssock_framing_name(ssock_framing f)
 
 void ssock_free(void *p)
 {
-	ssock__big_free(p); /* a large payload is kept for the next (bigbuf.c) */
+	free(p);
 }
 
 void ssock_event_release(ssock_event *ev)
 {
 	if (!ev)
 		return;
-	ssock__big_free(ev->data);
+	free(ev->data);
 	memset(ev, 0, sizeof *ev);
 }
 

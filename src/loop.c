@@ -171,7 +171,6 @@ static void tidy(ssock__timer *t)
 		return;
 	}
 	ssock__chunks_trim(l, false);
-	ssock__big_trim();
 	l->released = 0;
 #ifdef __GLIBC__
 	/* Freed memory stays with malloc, in this thread's arena, until told;
@@ -619,7 +618,6 @@ int ssock_loop_free(ssock_loop *l)
 	ssock__table_free(&l->conns);
 	free(l->heap);
 	free(l->rbuf);
-	ssock__big_trim(); /* no tidy-up of this loop will come */
 	ssock__rbuf_retired_free(l);
 	free(l->retired);
 	free(l->obuf);

@@ -182,16 +182,6 @@ int ssock__loop_rbuf(ssock_loop *loop, size_t size);
  * grew), so that a tidy-up follows once the loop is quiet. Loop only. */
 void ssock__loop_released(ssock_loop *l, size_t bytes);
 
-/* bigbuf.c: large payload buffers, recycled (any thread). big_alloc is
- * malloc(len), maybe a block freed by big_free (then larger than len by at
- * most half); big_free is free(p), keeping a large block for reuse within
- * the cache's bounds; big_trim gives the kept ones back to malloc. */
-void *ssock__big_alloc(size_t len);
-void ssock__big_free(void *p);
-void ssock__big_trim(void);
-/* How many blocks (and bytes, in *bytes) are kept: for the tests. */
-int ssock__big_kept(size_t *bytes);
-
 int ssock__table_put(ssock__table *t, uint64_t id, ssock_conn *conn);
 ssock_conn *ssock__table_get(const ssock__table *t, uint64_t id);
 void ssock__table_del(ssock__table *t, uint64_t id);

@@ -1,7 +1,6 @@
 /* See net_helpers.h. */
 #define _GNU_SOURCE /* pthread_timedjoin_np */
 #include "net_helpers.h"
-#include "internal.h"
 #include "test.h"
 
 #include <arpa/inet.h>
@@ -457,11 +456,7 @@ int64_t np_heap_bytes(void)
 	if (!np_heap_measurable())
 		return -1;
 	struct mallinfo2 mi = mallinfo2();
-	/* Not the large blocks kept for reuse: a bounded pool, given back
-	 * when a loop is quiet (src/bigbuf.c, its own tests). */
-	size_t kept;
-	ssock__big_kept(&kept);
-	return (int64_t)(mi.uordblks + mi.hblkhd) - (int64_t)kept;
+	return (int64_t)(mi.uordblks + mi.hblkhd);
 }
 
 long np_raise_nofile(void)
