@@ -211,6 +211,13 @@ long np_read_some(int fd, void *buf, size_t size, int timeout_ms)
 	}
 }
 
+void np_reset_close(int fd)
+{
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+	close(fd);
+}
+
 int np_wait_eof(int fd, int timeout_ms)
 {
 	int64_t deadline = test_now_ms() + timeout_ms;

@@ -66,6 +66,9 @@ int np_recv_u32(int fd, void **data, size_t *len, int timeout_ms);
  * Returns the count, 0 at EOF, -1 on error, -2 on timeout. */
 long np_read_some(int fd, void *buf, size_t size, int timeout_ms);
 
+/* Closes fd with a reset (SO_LINGER 0): the peer sees ECONNRESET, and what
+ * fd had queued or not yet read is dropped. */
+void np_reset_close(int fd);
 /* Waits for the peer's EOF (or a reset), discarding data. Returns 0, or -2
  * on timeout. */
 int np_wait_eof(int fd, int timeout_ms);

@@ -306,9 +306,7 @@ static void connect_and_reset(int port)
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	(void)!connect(s, (struct sockaddr *)&a, sizeof a);
-	struct linger lg = {1, 0};
-	setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-	close(s);
+	np_reset_close(s);
 }
 
 TEST(inbox_bounds_connect_reset_flood)

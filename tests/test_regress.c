@@ -139,9 +139,7 @@ TEST(regress_simplesockets_closed_peer_noticed)
 	close(fds[0]);
 	CHECK_INT(np_write(fds[1], "\0\0\0\10abc", 7), ==, 0);
 	close(fds[1]);
-	struct linger lg = {.l_onoff = 1, .l_linger = 0};
-	setsockopt(fds[2], SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-	close(fds[2]);
+	np_reset_close(fds[2]);
 	CHECK(np_collect_wait(&col, &col.disconnects, 3, T));
 	CHECK_INT(ssock_server_conns(srv, NULL, 0), ==, 0);
 

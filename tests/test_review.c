@@ -510,9 +510,7 @@ TEST(flush_reports_data_lost_with_the_connection)
 	CHECK_INT(pthread_create(&th, NULL, flush_forever, &f), ==, 0);
 	CHECK_INT(test_signal_wait(&f.waiting, 1, T), ==, 1);
 	CHECK_INT(ssock_client_flush(cli, 0), ==, SSOCK_ETIMEDOUT); /* still queued */
-	struct linger lg = {1, 0};
-	setsockopt(peer, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-	close(peer); /* a reset: everything queued is lost */
+	np_reset_close(peer);                                       /* everything queued is lost */
 	CHECK(np_joined_within(th, T));
 	if (f.rc != SSOCK_ENOTCONN)
 		TEST__FAIL("flush returned %d (%s) though the connection died with ~8 MiB unsent",

@@ -135,9 +135,7 @@ TEST(ref_message_is_given_back_when_its_connection_drops)
 	ref_count r;
 	ref_init(&r, buf);
 	CHECK_OK(ssock_server_send_ref(s.srv, s.id, buf, len, 0, on_release, &r));
-	struct linger lg = {1, 0}; /* a reset: nothing more is taken */
-	setsockopt(s.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-	close(s.fd);
+	np_reset_close(s.fd); /* nothing more is taken */
 	s.fd = -1;
 	ssock_event ev;
 	CHECK_OK(np_server_wait(s.srv, SSOCK_EVENT_DISCONNECT, &ev, T));

@@ -29,6 +29,17 @@ static int accept_one(int lfd, int ms)
 	return accept(lfd, NULL, NULL);
 }
 
+/* A client of co connected to the raw listener lfd (on port), and in *fd
+ * its accepted socket; NULL (nothing left open) if either failed. */
+static ssock_client *connected_client(int lfd, int port, ssock_client_opts *co, int *fd)
+{
+	ssock_client *cli = np_client(co, port, false);
+	if (cli && ssock_client_connect(cli, T) == 0 && (*fd = accept_one(lfd, T)) >= 0)
+		return cli;
+	ssock_client_free(cli);
+	return NULL;
+}
+
 /* ------------------------------------------------------------------ */
 /* A client freed while connected, with a big ref message unwritten (the
  * peer never reads): the free must give it back. */
@@ -38,11 +49,9 @@ TEST(client_freed_while_connected_gives_back_unwritten_ref)
 	int lfd = np_listen(16, &port);
 	CHECK(lfd >= 0);
 	ssock_client_opts co = {.send_queue_max = 64u << 20};
-	ssock_client *cli = np_client(&co, port, false);
+	int fd;
+	ssock_client *cli = connected_client(lfd, port, &co, &fd);
 	CHECK(cli);
-	CHECK_OK(ssock_client_connect(cli, T));
-	int fd = accept_one(lfd, T);
-	CHECK(fd >= 0);
 	size_t len = 16u << 20;
 	uint8_t *buf = pattern(len, 11);
 	ref_count r;
@@ -71,11 +80,9 @@ TEST(client_send_then_free_at_once_gives_back_every_ref)
 	for (int round = 0; round < 30; round++) {
 		ssock_client_opts co = {.send_queue_max = 64u << 20,
 					.queue_while_offline = round & 1};
-		ssock_client *cli = np_client(&co, port, false);
+		int fd;
+		ssock_client *cli = connected_client(lfd, port, &co, &fd);
 		CHECK(cli);
-		CHECK_OK(ssock_client_connect(cli, T));
-		int fd = accept_one(lfd, T);
-		CHECK(fd >= 0);
 		ref_count r;
 		ref_init(&r, buf);
 		int ok = 0;
@@ -103,20 +110,16 @@ TEST(client_reconnect_gives_back_each_ref_once)
 				.auto_reconnect = 1,
 				.reconnect_min_ms = 10,
 				.reconnect_max_ms = 20};
-	ssock_client *cli = np_client(&co, port, false);
+	int fd;
+	ssock_client *cli = connected_client(lfd, port, &co, &fd);
 	CHECK(cli);
-	CHECK_OK(ssock_client_connect(cli, T));
-	int fd = accept_one(lfd, T);
-	CHECK(fd >= 0);
 	size_t len = 8u << 20;
 	uint8_t *a = pattern(len, 13), *b = pattern(64u << 10, 14);
 	ref_count ra, rb;
 	ref_init(&ra, a);
 	ref_init(&rb, b);
 	CHECK_OK(ssock_client_send_ref(cli, a, len, 0, on_release, &ra));
-	struct linger lg = {1, 0};
-	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-	close(fd);
+	np_reset_close(fd);
 	CHECK(released_within(&ra, 1, T));
 	/* Offline (or reconnecting): queued, then written on the next one. */
 	CHECK_OK(ssock_client_send_ref(cli, b, 64u << 10, 0, on_release, &rb));
@@ -203,9 +206,7 @@ TEST(ref_storm_with_disconnect_and_free)
 		if (round & 1) {
 			ssock_server_disconnect(srv, id);
 		} else { /* a reset */
-			struct linger lg = {1, 0};
-			setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-			close(fd);
+			np_reset_close(fd);
 			fd = -1;
 		}
 		/* The senders go on until they have seen the cut. */
@@ -597,9 +598,7 @@ TEST(reset_with_a_disconnect_callback_gives_back_once)
 	ref_init(&disc_ref, buf);
 	CHECK_OK(ssock_server_send_ref(srv, atomic_load(&disc_id), buf, len, 0, on_release,
 				       &disc_ref));
-	struct linger lg = {1, 0};
-	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-	close(fd);
+	np_reset_close(fd);
 	CHECK(released_within(&disc_ref, 1, T));
 	/* Once, whichever comes first: the header says the release may come
 	 * after the disconnect (today at the end of that pass). */

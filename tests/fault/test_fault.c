@@ -28,13 +28,6 @@
 
 #define T TEST_TIMEOUT_MS
 
-static void reset_close(int fd)
-{
-	struct linger lg = {.l_onoff = 1, .l_linger = 0};
-	setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-	close(fd);
-}
-
 /* Writes as much of buf as the peer takes, non-blocking, until it is all
  * written, the peer pushes back for push_ms, or the connection breaks.
  * Returns the bytes written. */
@@ -171,7 +164,7 @@ TEST(fault_reset_mid_frame)
 		CHECK_INT(np_write(fd, bytes[i], lens[i]), ==, 0);
 		/* The server has the bytes before the reset comes. */
 		CHECK(fx_echo(&f, f.good, "in between"));
-		reset_close(fd);
+		np_reset_close(fd);
 		CHECK_INT(fx_reason(&f, id, T), ==, SSOCK_ECONNRESET);
 		CHECK_INT(fx_messages(&f), ==, m0 + 1);
 		CHECK(fx_healthy(&f, 0, FX_HEAP_SLACK));
@@ -460,7 +453,7 @@ TEST(fault_client_never_reads)
 	}
 	CHECK_INT(rc, ==, SSOCK_ETIMEDOUT);
 	CHECK(fx_echo(&f, f.good, "unaffected"));
-	reset_close(fd); /* leaves with its queue full */
+	np_reset_close(fd); /* leaves with its queue full */
 	int reason = fx_reason(&f, id, T);
 	CHECK(reason == SSOCK_ECONNRESET || reason == SSOCK_EPIPE);
 	CHECK(fx_healthy(&f, 0, FX_HEAP_SLACK_CHUNKS));
@@ -481,7 +474,7 @@ TEST(fault_client_never_reads)
 	if (heap >= 0)
 		CHECK_INT(heap - f.heap0, <=, QMAX + FX_HEAP_SLACK_CHUNKS);
 	CHECK(fx_echo(&f, f.good, "unaffected"));
-	reset_close(fd);
+	np_reset_close(fd);
 	reason = fx_reason(&f, id, T);
 	CHECK(reason == SSOCK_ECONNRESET || reason == SSOCK_EPIPE);
 	CHECK(fx_healthy(&f, 0, FX_HEAP_SLACK_CHUNKS));
@@ -543,7 +536,7 @@ TEST(fault_tinyproto_garbage)
 			memcpy(junk + i, &r, 8);
 		}
 		write_until_pushback(fd, junk, len, 500);
-		reset_close(fd);
+		np_reset_close(fd);
 		int reason = fx_reason(&f, id, T);
 		CHECK(reason == SSOCK_ECONNRESET || reason == SSOCK_ETRUNCATED ||
 		      reason == SSOCK_ECOLLISION || reason == 0);
