@@ -68,14 +68,6 @@ struct msg {
 	void *arg;
 };
 
-/* After a successful queueing of m as ch: a message copied (no chunk
- * referring to its payload) is given back now. Decided before ch went to
- * the queue, where the loop may free it at once. */
-static bool copied(const ssock__chunk *ch)
-{
-	return !ch || !ch->payload;
-}
-
 static int send_from_loop(ssock_client *cli, const struct msg *m)
 {
 	ssock_loop *l = loop_of(cli);
@@ -92,13 +84,13 @@ static int send_from_loop(ssock_client *cli, const struct msg *m)
 	int rc = ssock__frame_chunk(&cli->ep, m->data, m->len, m->release, m->arg, &ch);
 	if (rc != 0)
 		return rc;
-	bool given_back = copied(ch);
+	bool copied = !ch || !ch->payload; /* ch is the client's once queued */
 	pthread_mutex_lock(&l->mu);
 	rc = queue_offline(cli, ch);
 	pthread_mutex_unlock(&l->mu);
 	if (rc != 0)
 		free(ch); /* its payload, if it refers to one, is still the caller's */
-	else if (m->release && given_back)
+	else if (m->release && copied)
 		m->release(m->data, m->arg);
 	return rc;
 }
@@ -110,17 +102,8 @@ static int client_send(ssock_client *cli, const struct msg *m, int timeout_ms)
 	ssock_loop *l = loop_of(cli);
 	if (ssock__on_loop(l))
 		return send_from_loop(cli, m);
-	ssock__chunk *ch;
-	int rc = ssock__frame_chunk(&cli->ep, m->data, m->len, m->release, m->arg, &ch);
-	if (rc != 0)
-		return rc;
-	bool given_back = copied(ch);
-	rc = ssock__queue_wait(&cli->ep, ch, timeout_ms, queue_once, cli);
-	if (rc != 0)
-		free(ch);
-	else if (m->release && given_back)
-		m->release(m->data, m->arg);
-	return rc;
+	return ssock__post_message(&cli->ep, m->data, m->len, timeout_ms, m->release, m->arg,
+				   queue_once, cli);
 }
 
 int ssock_client_send_timeout(ssock_client *cli, const void *data, size_t len, int timeout_ms)

@@ -294,6 +294,13 @@ void ssock__room_wait_end(ssock_loop *loop);
  * push_locked's error, or SSOCK_ETIMEDOUT (ch still the caller's). */
 int ssock__queue_wait(ssock__stream_ep *ep, ssock__chunk *ch, int timeout_ms,
 		      int (*push_locked)(void *arg, ssock__chunk *ch), void *arg);
+/* From a thread other than the loop's: frames data (ssock__frame_chunk())
+ * and queues it with ssock__queue_wait(push_locked, push_arg). On success a
+ * message that was copied is given back with release at once (release
+ * NULL: a plain copy); on failure nothing was taken. */
+int ssock__post_message(ssock__stream_ep *ep, const void *data, size_t len, int timeout_ms,
+			ssock_release_fn release, void *arg,
+			int (*push_locked)(void *arg, ssock__chunk *ch), void *push_arg);
 /* Send by id (any thread; inline on the loop thread): a copy of data, or
  * with release given, data by reference (see ssock_server_send_ref()). */
 int ssock__send_id(ssock__stream_ep *ep, uint64_t id, const void *data, size_t len, int timeout_ms,

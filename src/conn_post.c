@@ -227,12 +227,20 @@ int ssock__send_id(ssock__stream_ep *ep, uint64_t id, const void *data, size_t l
 		return release ? ssock__conn_send_ref(c, data, len, release, arg)
 			       : ssock__conn_send(c, data, len);
 	}
+	return ssock__post_message(ep, data, len, timeout_ms, release, arg, push_id_locked,
+				   &(struct push_id){ep, id});
+}
+
+int ssock__post_message(ssock__stream_ep *ep, const void *data, size_t len, int timeout_ms,
+			ssock_release_fn release, void *arg,
+			int (*push_locked)(void *arg, ssock__chunk *ch), void *push_arg)
+{
 	ssock__chunk *ch;
 	int rc = ssock__frame_chunk(ep, data, len, release, arg, &ch);
 	if (rc != 0)
 		return rc;
 	bool copied = !ch || !ch->payload; /* ch is the loop's once queued */
-	rc = ssock__queue_wait(ep, ch, timeout_ms, push_id_locked, &(struct push_id){ep, id});
+	rc = ssock__queue_wait(ep, ch, timeout_ms, push_locked, push_arg);
 	if (rc != 0)
 		free(ch); /* its payload, if it refers to one, is still the caller's */
 	else if (release && copied)

@@ -297,18 +297,29 @@ __attribute__((noinline)) static bool send_lent(ssock_conn *c, size_t len)
 	return true;
 }
 
-int ssock__conn_send(ssock_conn *c, const void *data, size_t len)
+/* Whether c takes a message now, and if so reserves its room. Returns its
+ * size on the wire (> 0), 0 when it puts nothing on the wire (an empty raw
+ * message), or a negative code. */
+static inline ssize_t admit(ssock_conn *c, const void *data, size_t len)
 {
 	if (c->state >= SSOCK__CLOSING || c->state == SSOCK__HANDSHAKE)
 		return SSOCK_ECLOSED;
-	const ssock__codec *codec = c->ep->codec;
-	ssize_t total = ssock__wire_size(codec, data, len);
+	ssize_t total = ssock__wire_size(c->ep->codec, data, len);
 	if (total <= 0)
-		return (int)total; /* an empty raw message puts nothing on the wire */
+		return total;
 	if ((size_t)total > c->ep->cfg.send_queue_max)
 		return SSOCK_EMSGSIZE;
 	if (!ssock__reserve(c, (size_t)total))
 		return SSOCK_ESENDQFULL;
+	return total;
+}
+
+int ssock__conn_send(ssock_conn *c, const void *data, size_t len)
+{
+	const ssock__codec *codec = c->ep->codec;
+	ssize_t total = admit(c, data, len);
+	if (total <= 0)
+		return (int)total;
 	if (data == ssock__loop_of(c)->lending && len > 0 && ssock__refs_payload(codec) &&
 	    send_lent(c, len))
 		return 0;
@@ -367,15 +378,9 @@ int ssock__conn_send_ref(ssock_conn *c, const void *data, size_t len, ssock_rele
 			release(data, arg);
 		return rc;
 	}
-	if (c->state >= SSOCK__CLOSING || c->state == SSOCK__HANDSHAKE)
-		return SSOCK_ECLOSED;
-	ssize_t total = ssock__wire_size(codec, data, len);
-	if (total < 0)
+	ssize_t total = admit(c, data, len); /* never 0: len >= SSOCK__REF_MIN */
+	if (total <= 0)
 		return (int)total;
-	if ((size_t)total > c->ep->cfg.send_queue_max)
-		return SSOCK_EMSGSIZE;
-	if (!ssock__reserve(c, (size_t)total))
-		return SSOCK_ESENDQFULL;
 	ssock__chunk *ch = ssock__ref_chunk(codec, data, len, release, arg);
 	if (!ch) {
 		ssock__queued_sub(c, (size_t)total);
