@@ -265,7 +265,8 @@ case_usage_strict_numbers() {
 
 # An option that means nothing with --udp is refused, not ignored.
 case_usage_udp_max_conns() {
-	run "$SSOCK" echo --udp --listen 127.0.0.1:0 --max-conns 5
+	# (timeout: a tool that took it would serve until killed)
+	run timeout 10 "$SSOCK" echo --udp --listen 127.0.0.1:0 --max-conns 5
 	[ "$RC" = 2 ] || fail "echo --udp --max-conns exited $RC, wanted 2"
 	grep -q "^ssock: --max-conns counts TCP connections" <<<"$STDERR" || fail "said '$STDERR'"
 	grep -q "^usage: ssock echo " <<<"$STDERR" || fail "no usage: '$STDERR'"
