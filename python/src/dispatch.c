@@ -128,8 +128,9 @@ static void *dispatcher_main(void *arg)
 	pthread_setname_np(pthread_self(), "ssock-dispatch");
 	PyThreadState *ts = PyThreadState_New(self->interp);
 	ssock_event *evs = malloc(PS_BATCH * sizeof *evs);
+	int wait = -1; /* a second while payloads are kept for reuse */
 	for (;;) {
-		int n = evs ? ps_take(self, evs, PS_BATCH, -1) : -1;
+		int n = evs ? ps_take(self, evs, PS_BATCH, wait) : -1;
 		if (n == -2)
 			continue; /* signals are blocked here; a stray EINTR */
 		PyEval_RestoreThread(ts);
@@ -142,6 +143,7 @@ static void *dispatcher_main(void *arg)
 		ps_refs_drain(self);
 		if (n < 0 || atomic_load(&self->closing))
 			break;
+		wait = ps_spare_drop(self, 1) ? PS_SPARE_IDLE_MS : -1;
 		PyEval_SaveThread();
 	}
 	/* The GIL is held from here on. */

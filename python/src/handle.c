@@ -98,6 +98,7 @@ void ps_after_free(ps_handle *self)
 	registry_remove(self);
 	ps_release_pending(self);
 	ps_refs_drain(self); /* the free gave every one back */
+	ps_spare_drop(self, 0);
 	if (self->wake_fd >= 0) {
 		close(self->wake_fd); /* nobody waits on it: the users are gone */
 		self->wake_fd = -1;
@@ -275,6 +276,7 @@ static void handle_dealloc(ps_handle *self)
 	registry_remove(self);
 	ps_release_pending(self);
 	ps_refs_drain(self);
+	ps_spare_drop(self, 0);
 	PyMem_Free(self->pend);
 	if (self->wake_fd >= 0)
 		close(self->wake_fd);

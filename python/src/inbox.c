@@ -142,13 +142,23 @@ int ps_pop_raw(ps_handle *self, ssock_event *ev, int timeout_ms)
 		return 0;
 	int64_t deadline = timeout_ms > 0 ? ps_now_ms() + timeout_ms : 0;
 	for (;;) {
+		/* Payloads kept for reuse go once idle: wait a slice at a time. */
+		int64_t until = deadline;
+		if (ps_spare_drop(self, 1)) {
+			int64_t cut = ps_now_ms() + PS_SPARE_IDLE_MS;
+			if (!until || cut < until)
+				until = cut;
+		}
 		int locked;
 		Py_BEGIN_ALLOW_THREADS
-			locked = lock_take(self, deadline);
+			locked = lock_take(self, until);
 		Py_END_ALLOW_THREADS
-		if (!locked)
-			return 0;
-		int n = self->pend_n ? 0 : take_blocking(self, deadline);
+		if (!locked) {
+			if (until == deadline)
+				return 0;
+			continue;
+		}
+		int n = self->pend_n ? 0 : take_blocking(self, until);
 		pthread_mutex_unlock(&self->take_mu);
 		if (pend_pop(self, ev))
 			return 1;

@@ -45,6 +45,23 @@
  * back (see send.c). */
 #define PS_REF_BYTES 65536
 
+/* Large bytes payloads are recycled (buffer.c): payloads of at least
+ * PS_SPARE_MIN bytes are made in a bytes object the handle keeps, and once
+ * the program and ssock have let go of it (the handle's reference is the
+ * only one left), the next large payload is copied into it instead of into
+ * fresh memory, which costs a page fault per few KiB. Up to PS_SPARE_N
+ * objects and PS_SPARE_MAX bytes in all per handle; they go when the
+ * handle has made no large payload for PS_SPARE_IDLE_MS, and at close. */
+#define PS_SPARE_MIN 65536
+#define PS_SPARE_N 8
+#define PS_SPARE_MAX (16u << 20)
+#define PS_SPARE_IDLE_MS 1000
+
+typedef struct ps_spare {
+	PyObject *bytes; /* strong; NULL: free slot */
+	size_t cap;      /* the size it was made with */
+} ps_spare;
+
 enum ps_kind { PS_SERVER, PS_CLIENT, PS_UDP };
 
 /* Callback slots. */
@@ -86,6 +103,11 @@ struct ps_handle {
 	_Atomic(struct ps_ref *) refs_done;
 	int refs_fd; /* callback mode: eventfd that wakes the dispatcher to
 	                release them (written when the list stops being empty) */
+
+	/* Large payloads kept for reuse (buffer.c; GIL-protected). */
+	ps_spare spare[PS_SPARE_N];
+	size_t spare_bytes;    /* the sum of their cap */
+	int64_t spare_used_ms; /* when one was last made or reused */
 
 	/* Inbox mode: events taken but not yet handed out (GIL-protected). */
 	pthread_mutex_t take_mu;
@@ -221,6 +243,9 @@ int ps_buffer_type_init(PyObject *m);
 PyObject *ps_event_data(ps_handle *self, ssock_event *ev); /* bytes or memoryview */
 
 int ps_is_payload(PyObject *obj); /* a zero_copy payload's memoryview */
+/* GIL: drops the kept payloads (all, or with idle_only those unused for
+ * PS_SPARE_IDLE_MS). Returns whether any are still kept. */
+int ps_spare_drop(ps_handle *self, int idle_only);
 
 /* send.c: sends with the buffer protocol, the GIL and timeouts handled. A
  * send function copies data, or with release given (never for UDP) sends it
