@@ -195,7 +195,10 @@ typedef struct ssock_event {
 } ssock_event;
 
 /* Frees what an event owns and resets it to SSOCK_EVENT_NONE. Safe on a
- * zeroed or already released event. Any thread. */
+ * zeroed or already released event (not on a copy of a released one: that
+ * is a double free). Any thread. A message payload of 64 KiB or more may be
+ * kept for the next large read instead (16 blocks, 16 MiB in all, per
+ * process, only while a loop is busy; see the README's limits). */
 void ssock_event_release(ssock_event *ev);
 
 /* Frees memory the library handed over (event data, ssock_client_recv()

@@ -52,7 +52,7 @@ static bool deliver(ssock_conn *c, const uint8_t *msg, size_t len, uint8_t *owne
 		l->lending = owned;
 		ep->cfg.on_message(c, msg, len, ep->base.user);
 		if (l->lending)
-			free(owned);
+			ssock__big_free(owned, len);
 		l->lending = outer;
 		return true;
 	}
@@ -120,7 +120,7 @@ void ssock__partial_free(ssock_conn *c)
 		return;
 	ssock__loop_released(ssock__loop_of(c), p->stash_cap + p->big_cap);
 	free(p->stash);
-	free(p->big);
+	ssock__big_free(p->big, p->big_cap);
 	free(p);
 	c->partial = NULL;
 }
@@ -167,7 +167,9 @@ static bool start_big(ssock_conn *c, const uint8_t *frame, size_t have, const ss
 	size_t cap = got * 2 > BIG_MIN_GROWTH ? got * 2 : BIG_MIN_GROWTH;
 	if (payload <= BIG_EXACT_MAX || cap > payload)
 		cap = payload;
-	p->big = malloc(cap);
+	/* Whole, it may be a block kept from an earlier one (memory.c). */
+	p->big = cap == payload ? ssock__big_alloc(cap) : malloc(cap);
+	ssock__loop_released(ssock__loop_of(c), 0); /* keeps them, while busy */
 	if (!p->big) {
 		ssock__conn_report(c, SSOCK_ENOMEM, "read");
 		ssock__conn_fail(c, SSOCK_ENOMEM);
@@ -186,7 +188,7 @@ static bool deliver_big(ssock_conn *c)
 	ssock__partial *p = c->partial;
 	uint8_t *big = p->big;
 	if (c->state > SSOCK__OPEN) {
-		free(big); /* closing: nothing is delivered any more */
+		ssock__big_free(big, p->big_cap); /* closing: nothing is delivered any more */
 	} else if (!deliver(c, big, p->big_len, big)) {
 		p->big_ready = true;
 		return false;

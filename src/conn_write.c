@@ -43,7 +43,7 @@ static void payload_release(ssock__chunk *ch)
 	if (ch->release)
 		ch->release(ch->payload, ch->release_arg);
 	else
-		free(ch->payload);
+		ssock__big_free(ch->payload, ch->cap); /* lent: see send_lent() */
 }
 
 void ssock__chunk_destroy(ssock__chunk *ch)

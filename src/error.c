@@ -108,7 +108,9 @@ void ssock_event_release(ssock_event *ev)
 {
 	if (!ev)
 		return;
-	free(ev->data);
+	/* A message's data is a block of at least len bytes: kept for the next
+	 * large payload (memory.c). */
+	ssock__big_free(ev->data, ev->type == SSOCK_EVENT_MESSAGE ? ev->len : 0);
 	memset(ev, 0, sizeof *ev);
 }
 

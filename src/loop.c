@@ -5,16 +5,12 @@
  */
 #include "internal.h"
 
-#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#define MAX_EVENTS    256
-#define TIDY_AFTER_MS 1000
-#define TIDY_BYTES    (1u << 20)  /* freed before a tidy-up is worth it */
-#define TRIM_NUDGE    (64u << 10) /* glibc's FASTBIN_CONSOLIDATION_THRESHOLD */
+#define MAX_EVENTS 256
 
 __thread ssock_loop *ssock__current_loop;
 /* The loops this thread has entered and not left (it holds their
@@ -149,39 +145,6 @@ static void run_timers(ssock_loop *l)
 		ssock__timer_stop(l, t);
 		t->fn(t);
 	}
-}
-
-/* --------------------------------------------------------------- tidying */
-
-void ssock__loop_released(ssock_loop *l, size_t bytes)
-{
-	l->released += bytes;
-	if (l->tidy.heap_idx == SIZE_MAX && (bytes == 0 || l->released >= TIDY_BYTES)) {
-		l->activity_at_tidy = l->activity;
-		ssock__timer_start(l, &l->tidy, l->now + TIDY_AFTER_MS);
-	}
-}
-
-static void tidy(ssock__timer *t)
-{
-	ssock_loop *l = (ssock_loop *)((char *)t - offsetof(ssock_loop, tidy));
-	if (l->activity != l->activity_at_tidy) { /* still busy: look again later */
-		l->activity_at_tidy = l->activity;
-		ssock__timer_start(l, t, l->now + TIDY_AFTER_MS);
-		return;
-	}
-	ssock__chunks_trim(l, false);
-	l->released = 0;
-#ifdef __GLIBC__
-	/* Freed memory stays with malloc, in this thread's arena, until told;
-	 * this gives its free pages back to the system. But not the top of a
-	 * thread's own arena (not the main one), where it merged what it
-	 * freed: glibc trims that only when a free of 64 KiB or more merges,
-	 * so one is made here. */
-	malloc_trim(0);
-	void *volatile nudge = malloc(TRIM_NUDGE); /* volatile: kept by the compiler */
-	free(nudge);
-#endif
 }
 
 /* -------------------------------------------------------------- interest */
@@ -573,7 +536,7 @@ int ssock_loop_new(ssock_loop **out)
 	pthread_condattr_destroy(&ca);
 	pthread_mutex_init(&l->mu, NULL);
 	pthread_mutex_init(&l->drive_mu, NULL);
-	ssock__timer_init(&l->tidy, tidy);
+	ssock__timer_init(&l->tidy, ssock__loop_tidy);
 	int rc = ssock__poller_open(&l->poller);
 	if (rc == 0) {
 		l->wake_io.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -611,6 +574,7 @@ int ssock_loop_free(ssock_loop *l)
 		if (!c->sync)
 			free(c);
 	}
+	ssock__loop_tidy_cancel(l);
 	ssock__chunks_trim(l, true);
 	if (l->wake_io.fd >= 0)
 		close(l->wake_io.fd);

@@ -178,9 +178,23 @@ void ssock__wait_pass_end(ssock_loop *l, uint64_t pass);
 void ssock__rbuf_retired_free(ssock_loop *l);
 /* Grows the shared read buffer to at least size. */
 int ssock__loop_rbuf(ssock_loop *loop, size_t size);
-/* Notes that bytes of memory went back to malloc (0: the spare chunks
- * grew), so that a tidy-up follows once the loop is quiet. Loop only. */
+/* memory.c. Notes that bytes of memory went back to malloc (0: the spare
+ * chunks grew, or a large buffer was taken), so that a tidy-up follows
+ * once the loop is quiet. Loop only. */
 void ssock__loop_released(ssock_loop *l, size_t bytes);
+/* The tidy-up's timer function; and its end when the loop is freed. */
+void ssock__loop_tidy(ssock__timer *t);
+void ssock__loop_tidy_cancel(ssock_loop *l);
+/* Large payload buffers, kept for reuse while some loop is busy (any
+ * thread). big_alloc is malloc(len), or a kept block of len to 4/3 len;
+ * big_free frees p, a block of at least size bytes, or keeps it. */
+void *ssock__big_alloc(size_t len);
+void ssock__big_free(void *p, size_t size);
+void ssock__big_trim(void);
+/* For the tests: whether blocks are kept at all (not under ASan or
+ * valgrind), and how many are (their bytes in *bytes). */
+bool ssock__big_enabled(void);
+int ssock__big_kept(size_t *bytes);
 
 int ssock__table_put(ssock__table *t, uint64_t id, ssock_conn *conn);
 ssock_conn *ssock__table_get(const ssock__table *t, uint64_t id);

@@ -45,3 +45,4 @@ ssock_test(test_send_ref TRANSPORT LABELS net threaded SOURCES net_helpers.c)
 # callback's own payload), and writes cut to a few bytes (sendmsg replaced).
 ssock_test(test_send_ref_review TRANSPORT LABELS net threaded SOURCES net_helpers.c)
 ssock_test(test_send_ref_short TRANSPORT LABELS net threaded SOURCES net_helpers.c)
+ssock_test(test_bigbuf LABELS net threaded SOURCES net_helpers.c)

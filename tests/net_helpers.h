@@ -125,7 +125,8 @@ long np_rss_kb(void);      /* VmRSS from /proc/self/status */
 int np_thread_count(void); /* Threads from /proc/self/status */
 long np_peak_rss_kb(void); /* VmHWM: the peak RSS so far */
 
-/* Bytes of heap in use (glibc's mallinfo2: arenas + mmapped blocks), or -1
+/* Bytes of heap in use (glibc's mallinfo2: arenas + mmapped blocks, less the
+ * large blocks ssock keeps for reuse: src/memory.c), or -1
  * when malloc is not glibc's (sanitizer builds, valgrind): a test asserting
  * memory is back to its baseline uses this, not RSS, which malloc does not
  * always give back. np_heap_measurable() says which. */

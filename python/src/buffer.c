@@ -21,9 +21,17 @@ static int buffer_getbuffer(ps_buffer *self, Py_buffer *view, int flags)
 				 self->len, 1, flags);
 }
 
+/* Gives a payload back the way its event would: a large one is kept by
+ * ssock for its next large read (ssock_event_release()). */
+static void give_back(void *data, Py_ssize_t len)
+{
+	ssock_event ev = {.type = SSOCK_EVENT_MESSAGE, .data = data, .len = (size_t)len};
+	ssock_event_release(&ev);
+}
+
 static void buffer_dealloc(ps_buffer *self)
 {
-	ssock_free(self->data);
+	give_back(self->data, self->len);
 	PyTypeObject *tp = Py_TYPE(self);
 	tp->tp_free(self);
 	Py_DECREF(tp);
@@ -96,7 +104,8 @@ static PyObject *spare_reuse(ps_handle *self, const void *data, size_t len)
 {
 	for (int i = 0; i < PS_SPARE_N; i++) {
 		ps_spare *s = &self->spare[i];
-		if (!s->bytes || Py_REFCNT(s->bytes) != 1 || s->cap < len || len < s->cap - s->cap / 4)
+		if (!s->bytes || Py_REFCNT(s->bytes) != 1 || s->cap < len ||
+		    len < s->cap - s->cap / 4)
 			continue;
 		PyBytesObject *b = (PyBytesObject *)s->bytes;
 		Py_SET_SIZE(b, (Py_ssize_t)len);
@@ -159,20 +168,18 @@ static PyObject *payload_bytes(ps_handle *self, const void *data, size_t len)
 	return PyBytes_FromStringAndSize(data, (Py_ssize_t)len);
 }
 
-/* The payload of a message event: bytes (a copy), or with zero_copy a
- * memoryview of the library's buffer. ev->data is taken either way. */
+/* The payload of a message event: bytes (a copy; ev->data stays, for the
+ * caller's ssock_event_release()), or with zero_copy a memoryview of the
+ * library's buffer (ev->data is taken). */
 PyObject *ps_event_data(ps_handle *self, ssock_event *ev)
 {
+	if (!self->zero_copy)
+		return payload_bytes(self, ev->data, ev->len);
 	void *data = ev->data;
 	ev->data = NULL;
-	if (!self->zero_copy) {
-		PyObject *b = payload_bytes(self, data, ev->len);
-		ssock_free(data);
-		return b;
-	}
 	ps_buffer *buf = PyObject_New(ps_buffer, ps_BufferType);
 	if (!buf) {
-		ssock_free(data);
+		give_back(data, (Py_ssize_t)ev->len);
 		return NULL;
 	}
 	buf->data = data;

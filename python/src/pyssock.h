@@ -240,7 +240,7 @@ ssock_loop *ps_loop_get(PyObject *obj); /* NULL with an error set */
 
 /* buffer.c */
 int ps_buffer_type_init(PyObject *m);
-PyObject *ps_event_data(ps_handle *self, ssock_event *ev); /* bytes or memoryview */
+PyObject *ps_event_data(ps_handle *self, ssock_event *ev); /* bytes or memoryview (buffer.c) */
 
 int ps_is_payload(PyObject *obj); /* a zero_copy payload's memoryview */
 /* GIL: drops the kept payloads (all, or with idle_only those unused for
