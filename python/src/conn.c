@@ -298,12 +298,14 @@ static PyObject *event_repr(ps_event *e)
 	return r;
 }
 
+/* T_OBJECT_EX (never NULL: None stands in), which lets CPython 3.11+
+ * specialise `ev.data` into a direct load (LOAD_ATTR_SLOT). */
 static PyMemberDef event_members[] = {
-	{"type", T_OBJECT, offsetof(ps_event, type), READONLY, "An EventType."},
-	{"conn", T_OBJECT, offsetof(ps_event, conn), READONLY,
+	{"type", T_OBJECT_EX, offsetof(ps_event, type), READONLY, "An EventType."},
+	{"conn", T_OBJECT_EX, offsetof(ps_event, conn), READONLY,
 	 "The Conn (None for UDP and for errors of no connection)."},
-	{"data", T_OBJECT, offsetof(ps_event, data), READONLY, "MESSAGE: the payload (bytes)."},
-	{"error", T_OBJECT, offsetof(ps_event, error), READONLY,
+	{"data", T_OBJECT_EX, offsetof(ps_event, data), READONLY, "MESSAGE: the payload (bytes)."},
+	{"error", T_OBJECT_EX, offsetof(ps_event, error), READONLY,
 	 "ERROR: the ssock.Error; DISCONNECT: why (None when the peer closed cleanly)."},
 	{"unsent", T_PYSSIZET, offsetof(ps_event, unsent), READONLY,
 	 "DISCONNECT: queued bytes that were never sent."},

@@ -52,9 +52,9 @@
  * fresh memory, which costs a page fault per few KiB. Up to PS_SPARE_N
  * objects and PS_SPARE_MAX bytes in all per handle; they go when the
  * handle has made no large payload for PS_SPARE_IDLE_MS, and at close. */
-#define PS_SPARE_MIN 65536
-#define PS_SPARE_N 8
-#define PS_SPARE_MAX (16u << 20)
+#define PS_SPARE_MIN     65536
+#define PS_SPARE_N       8
+#define PS_SPARE_MAX     (16u << 20)
 #define PS_SPARE_IDLE_MS 1000
 
 typedef struct ps_spare {
