@@ -27,17 +27,20 @@ uint64_t ssock_client_id(ssock_client *cli)
 	return id;
 }
 
-/* mu held: queues ch while offline, bounded like a send queue. */
-static int queue_offline(ssock_client *cli, ssock__chunk *ch)
+/* mu held: queues ch while offline, bounded like a send queue (a borrowed
+ * ch as in ssock__posted_push_locked()). */
+static int queue_offline(ssock_client *cli, ssock__chunk *ch, bool borrowed)
 {
 	if (!cli->queue_offline)
 		return SSOCK_ENOTCONN;
 	if (!ch) /* an empty raw message: nothing to send */
 		return 0;
+	if (borrowed && !ssock__chunk_fits(&cli->ep, cli->off_tail, ch))
+		return SSOCK__UNMERGED;
 	if (cli->off_bytes + ch->len > cli->ep.cfg.send_queue_max)
 		return SSOCK_ESENDQFULL;
 	cli->off_bytes += ch->len;
-	if (ssock__chunk_merge(&cli->ep, cli->off_tail, ch))
+	if (ssock__chunk_merge(&cli->ep, cli->off_tail, ch, borrowed))
 		return 0;
 	if (cli->off_tail)
 		cli->off_tail->next = ch;
@@ -48,14 +51,14 @@ static int queue_offline(ssock_client *cli, ssock__chunk *ch)
 }
 
 /* mu held: one try at queuing ch on the current connection or offline. */
-static int queue_once(void *arg, ssock__chunk *ch)
+static int queue_once(void *arg, ssock__chunk *ch, bool borrowed)
 {
 	ssock_client *cli = arg;
 	int rc = SSOCK_ENOCONN;
 	if (cli->cur_id)
-		rc = ssock__posted_push_locked(&cli->ep, cli->cur_id, ch);
+		rc = ssock__posted_push_locked(&cli->ep, cli->cur_id, ch, borrowed);
 	if (rc == SSOCK_ENOCONN || rc == SSOCK_ECLOSED)
-		rc = queue_offline(cli, ch);
+		rc = queue_offline(cli, ch, borrowed);
 	return rc;
 }
 
@@ -86,7 +89,7 @@ static int send_from_loop(ssock_client *cli, const struct msg *m)
 		return rc;
 	bool copied = !ch || !ch->payload; /* ch is the client's once queued */
 	pthread_mutex_lock(&l->mu);
-	rc = queue_offline(cli, ch);
+	rc = queue_offline(cli, ch, false);
 	pthread_mutex_unlock(&l->mu);
 	if (rc != 0)
 		free(ch); /* its payload, if it refers to one, is still the caller's */

@@ -254,11 +254,19 @@ void ssock__conn_write(ssock_conn *c);
  * NULL when the message has no bytes on the wire. */
 int ssock__frame_chunk(const ssock__stream_ep *ep, const void *data, size_t len,
 		       ssock_release_fn release, void *arg, ssock__chunk **out);
-/* Copies ch's bytes to the end of into, and frees ch, when into (the newest
- * chunk of a queue not yet on the loop: posted or offline) is a plain chunk
- * with room for them and ep's codec lets messages share a chunk. Returns
- * whether it did (ch is then gone). */
-bool ssock__chunk_merge(const ssock__stream_ep *ep, ssock__chunk *into, ssock__chunk *ch);
+/* Whether ch's bytes can go at the end of into (the newest chunk of a queue
+ * not yet on the loop: posted or offline): into is a plain chunk with room
+ * for them and ep's codec lets messages share a chunk. */
+bool ssock__chunk_fits(const ssock__stream_ep *ep, const ssock__chunk *into,
+		       const ssock__chunk *ch);
+/* Copies ch's bytes to the end of into when they fit, and frees ch unless
+ * it is `borrowed` (the caller's, on its stack). Returns whether it did. */
+bool ssock__chunk_merge(const ssock__stream_ep *ep, ssock__chunk *into, ssock__chunk *ch,
+			bool borrowed);
+/* What a push of a borrowed chunk returns when it could not be copied into
+ * the newest chunk of its queue (nothing was done): the caller makes it a
+ * chunk of its own and pushes that. Not an error code (those are < 0). */
+#define SSOCK__UNMERGED 1
 /* A chunk of its own for a message whose payload is queued as it is (the
  * codec refs payloads): the header, and a reference to payload[0..len),
  * given back with release(payload, arg) when the chunk goes (release NULL:
@@ -279,28 +287,34 @@ size_t ssock__sendq_close(ssock_conn *c);
 /* Frees the send queue of a closed connection (after its pass). */
 void ssock__sendq_free(ssock_conn *c);
 /* With loop->mu held: queues ch on connection id of ep from another
- * thread. Returns 0 (ch taken), SSOCK_ENOCONN, SSOCK_ECLOSED or
- * SSOCK_ESENDQFULL. */
-int ssock__posted_push_locked(ssock__stream_ep *ep, uint64_t id, ssock__chunk *ch);
+ * thread. Returns 0 (ch taken, or copied when borrowed), SSOCK_ENOCONN,
+ * SSOCK_ECLOSED, SSOCK_ESENDQFULL, or for a borrowed chunk SSOCK__UNMERGED
+ * (see ssock__chunk_merge()). */
+int ssock__posted_push_locked(ssock__stream_ep *ep, uint64_t id, ssock__chunk *ch, bool borrowed);
 /* A thread of the program begins or ends waiting on loop->cv for room in a
  * send queue (or for a queue to empty), under loop->mu. Begin counts it
  * before it looks at the queue, so a loop thread making room either sees
  * it waiting (and broadcasts) or left the room for it to see. */
 void ssock__room_wait_begin(ssock_loop *loop);
 void ssock__room_wait_end(ssock_loop *loop);
+/* Pushes ch (borrowed or not) onto a queue, with loop->mu held: as
+ * ssock__posted_push_locked(). */
+typedef int (*ssock__push_fn)(void *arg, ssock__chunk *ch, bool borrowed);
 /* Queues ch from a thread other than the loop's: push_locked(arg, ch) under
  * loop->mu, and while it says SSOCK_ESENDQFULL, waits up to timeout_ms (-1:
  * no limit) for room where this thread may wait. Returns 0 (ch taken) or
  * push_locked's error, or SSOCK_ETIMEDOUT (ch still the caller's). */
 int ssock__queue_wait(ssock__stream_ep *ep, ssock__chunk *ch, int timeout_ms,
-		      int (*push_locked)(void *arg, ssock__chunk *ch), void *arg);
+		      ssock__push_fn push_locked, void *arg);
 /* From a thread other than the loop's: frames data (ssock__frame_chunk())
- * and queues it with ssock__queue_wait(push_locked, push_arg). On success a
- * message that was copied is given back with release at once (release
- * NULL: a plain copy); on failure nothing was taken. */
+ * and queues it with ssock__queue_wait(push_locked, push_arg). A small
+ * message is framed on the stack first and copied into the newest chunk of
+ * its queue when that has room: no memory of its own. On success a message
+ * that was copied is given back with release at once (release NULL: a plain
+ * copy); on failure nothing was taken. */
 int ssock__post_message(ssock__stream_ep *ep, const void *data, size_t len, int timeout_ms,
-			ssock_release_fn release, void *arg,
-			int (*push_locked)(void *arg, ssock__chunk *ch), void *push_arg);
+			ssock_release_fn release, void *arg, ssock__push_fn push_locked,
+			void *push_arg);
 /* Send by id (any thread; inline on the loop thread): a copy of data, or
  * with release given, data by reference (see ssock_server_send_ref()). */
 int ssock__send_id(ssock__stream_ep *ep, uint64_t id, const void *data, size_t len, int timeout_ms,

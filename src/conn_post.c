@@ -16,15 +16,23 @@
  * the next small ones (see ssock__frame_chunk()). */
 #define SMALL_CHUNK_CAP (512 - sizeof(ssock__chunk))
 
+/* The bytes data takes on the wire: > 0, 0 for an empty raw message (it
+ * puts nothing on the wire) or an error. */
+static ssize_t wire_total(const ssock__stream_ep *ep, const void *data, size_t len)
+{
+	ssize_t total = ssock__wire_size(ep->codec, data, len);
+	if (total > 0 && (size_t)total > ep->cfg.send_queue_max)
+		return SSOCK_EMSGSIZE;
+	return total;
+}
+
 int ssock__frame_chunk(const ssock__stream_ep *ep, const void *data, size_t len,
 		       ssock_release_fn release, void *arg, ssock__chunk **out)
 {
 	*out = NULL;
-	ssize_t total = ssock__wire_size(ep->codec, data, len);
+	ssize_t total = wire_total(ep, data, len);
 	if (total <= 0)
-		return (int)total; /* an empty raw message puts nothing on the wire */
-	if ((size_t)total > ep->cfg.send_queue_max)
-		return SSOCK_EMSGSIZE;
+		return (int)total;
 	if (release && ssock__ref_worth(ep->codec, len)) {
 		*out = ssock__ref_chunk(ep->codec, data, len, release, arg);
 		return *out ? 0 : SSOCK_ENOMEM;
@@ -65,14 +73,21 @@ ssock__chunk *ssock__ref_chunk(const ssock__codec *codec, const void *payload, s
 	return ch;
 }
 
-bool ssock__chunk_merge(const ssock__stream_ep *ep, ssock__chunk *into, ssock__chunk *ch)
+bool ssock__chunk_fits(const ssock__stream_ep *ep, const ssock__chunk *into, const ssock__chunk *ch)
 {
-	if (!into || into->payload || ch->payload || ep->codec->send ||
-	    into->cap - into->len < ch->len)
+	return into && !into->payload && !ch->payload && !ep->codec->send &&
+	       into->cap - into->len >= ch->len - ch->off;
+}
+
+bool ssock__chunk_merge(const ssock__stream_ep *ep, ssock__chunk *into, ssock__chunk *ch,
+			bool borrowed)
+{
+	if (!ssock__chunk_fits(ep, into, ch))
 		return false;
 	memcpy(into->data + into->len, ch->data + ch->off, ch->len - ch->off);
 	into->len += ch->len - ch->off;
-	free(ch);
+	if (!borrowed)
+		free(ch);
 	return true;
 }
 
@@ -139,7 +154,7 @@ void ssock__room_wait_end(ssock_loop *l)
 	atomic_fetch_sub_explicit(&l->room_waiters, 1, memory_order_relaxed);
 }
 
-int ssock__posted_push_locked(ssock__stream_ep *ep, uint64_t id, ssock__chunk *ch)
+int ssock__posted_push_locked(ssock__stream_ep *ep, uint64_t id, ssock__chunk *ch, bool borrowed)
 {
 	ssock_loop *l = ep->base.loop;
 	ssock_conn *c = ssock__conn_by_id(ep, id);
@@ -149,9 +164,12 @@ int ssock__posted_push_locked(ssock__stream_ep *ep, uint64_t id, ssock__chunk *c
 		return SSOCK_ECLOSED;
 	if (!ch) /* an empty raw message: nothing to send */
 		return 0;
+	if (borrowed && !ssock__chunk_fits(ep, c->posted, ch))
+		return SSOCK__UNMERGED;
 	if (!ssock__reserve(c, ch->len))
 		return SSOCK_ESENDQFULL;
-	if (ssock__chunk_merge(ep, c->posted, ch))
+	/* Into the newest chunk, which the loop was woken for: no wake. */
+	if (ssock__chunk_merge(ep, c->posted, ch, borrowed))
 		return 0;
 	ch->next = c->posted;
 	c->posted = ch;
@@ -165,7 +183,7 @@ int ssock__posted_push_locked(ssock__stream_ep *ep, uint64_t id, ssock__chunk *c
 }
 
 int ssock__queue_wait(ssock__stream_ep *ep, ssock__chunk *ch, int timeout_ms,
-		      int (*push_locked)(void *arg, ssock__chunk *ch), void *arg)
+		      ssock__push_fn push_locked, void *arg)
 {
 	ssock_loop *l = ep->base.loop;
 	struct timespec deadline;
@@ -174,7 +192,7 @@ int ssock__queue_wait(ssock__stream_ep *ep, ssock__chunk *ch, int timeout_ms,
 	if (timeout_ms > 0)
 		ssock__abstime(&deadline, timeout_ms);
 	pthread_mutex_lock(&l->mu);
-	int rc = push_locked(arg, ch);
+	int rc = push_locked(arg, ch, false);
 	if (rc == SSOCK_ESENDQFULL && timeout_ms != 0) {
 		/* Waiting: counted, so a free of the handle wakes this thread
 		 * and waits for it to leave (ssock__stream_ep_shutdown()); and
@@ -183,7 +201,7 @@ int ssock__queue_wait(ssock__stream_ep *ep, ssock__chunk *ch, int timeout_ms,
 		ep->waiters++;
 		ssock__room_wait_begin(l);
 		for (;;) {
-			rc = ep->freeing ? SSOCK_ESHUTDOWN : push_locked(arg, ch);
+			rc = ep->freeing ? SSOCK_ESHUTDOWN : push_locked(arg, ch, false);
 			if (rc != SSOCK_ESENDQFULL)
 				break;
 			rc = ssock__cond_wait(&l->cv, &l->mu, timeout_ms, &deadline);
@@ -209,10 +227,10 @@ struct push_id {
 	uint64_t id;
 };
 
-static int push_id_locked(void *arg, ssock__chunk *ch)
+static int push_id_locked(void *arg, ssock__chunk *ch, bool borrowed)
 {
 	struct push_id *p = arg;
-	return ssock__posted_push_locked(p->ep, p->id, ch);
+	return ssock__posted_push_locked(p->ep, p->id, ch, borrowed);
 }
 
 int ssock__send_id(ssock__stream_ep *ep, uint64_t id, const void *data, size_t len, int timeout_ms,
@@ -231,13 +249,53 @@ int ssock__send_id(ssock__stream_ep *ep, uint64_t id, const void *data, size_t l
 				   &(struct push_id){ep, id});
 }
 
-int ssock__post_message(ssock__stream_ep *ep, const void *data, size_t len, int timeout_ms,
-			ssock_release_fn release, void *arg,
-			int (*push_locked)(void *arg, ssock__chunk *ch), void *push_arg)
+/* A small message framed on the sender's stack, copied into the newest
+ * chunk of its queue under loop->mu if that has room. Returns 0 (queued),
+ * an error, or SSOCK__UNMERGED with *ch a chunk of its own to push (or
+ * still SSOCK__UNMERGED with *ch NULL: not a small message). */
+static int post_small(ssock__stream_ep *ep, const void *data, size_t len, int timeout_ms,
+		      ssock__push_fn push_locked, void *push_arg, ssock__chunk **ch)
 {
-	ssock__chunk *ch;
-	int rc = ssock__frame_chunk(ep, data, len, release, arg, &ch);
-	if (rc != 0)
+	*ch = NULL;
+	if (ep->codec->send || len >= SMALL_CHUNK_CAP)
+		return SSOCK__UNMERGED;
+	ssize_t total = wire_total(ep, data, len);
+	if (total <= 0 || (size_t)total > SMALL_CHUNK_CAP)
+		return total < 0 ? (int)total : SSOCK__UNMERGED;
+	union {
+		ssock__chunk ch;
+		uint8_t bytes[sizeof(ssock__chunk) + SMALL_CHUNK_CAP];
+	} tmp;
+	tmp.ch = (ssock__chunk){.len = (size_t)total, .cap = SMALL_CHUNK_CAP};
+	ep->codec->encode(tmp.ch.data, data, len);
+	ssock_loop *l = ep->base.loop;
+	pthread_mutex_lock(&l->mu);
+	int rc = push_locked(push_arg, &tmp.ch, true);
+	pthread_mutex_unlock(&l->mu);
+	if (rc != SSOCK__UNMERGED && !(rc == SSOCK_ESENDQFULL && timeout_ms != 0))
+		return rc;
+	/* A chunk of its own, with room for the next ones, to push (and wait
+	 * with, for room). */
+	*ch = malloc(sizeof tmp);
+	if (!*ch)
+		return SSOCK_ENOMEM;
+	memcpy(*ch, &tmp, sizeof tmp.ch + (size_t)total);
+	return SSOCK__UNMERGED;
+}
+
+int ssock__post_message(ssock__stream_ep *ep, const void *data, size_t len, int timeout_ms,
+			ssock_release_fn release, void *arg, ssock__push_fn push_locked,
+			void *push_arg)
+{
+	ssock__chunk *ch = NULL;
+	int rc = SSOCK__UNMERGED;
+	if (!release || !ssock__ref_worth(ep->codec, len))
+		rc = post_small(ep, data, len, timeout_ms, push_locked, push_arg, &ch);
+	if (rc == 0 && release)
+		release(data, arg); /* copied */
+	if (rc != SSOCK__UNMERGED)
+		return rc;
+	if (!ch && (rc = ssock__frame_chunk(ep, data, len, release, arg, &ch)) != 0)
 		return rc;
 	bool copied = !ch || !ch->payload; /* ch is the loop's once queued */
 	rc = ssock__queue_wait(ep, ch, timeout_ms, push_locked, push_arg);

@@ -235,7 +235,7 @@ static void out_append(ssock_conn *c, ssock__chunk *ch)
 void ssock__out_chunk(ssock_conn *c, ssock__chunk *ch)
 {
 	ch->next = NULL;
-	if (!ssock__chunk_merge(c->ep, c->out_tail, ch))
+	if (!ssock__chunk_merge(c->ep, c->out_tail, ch, false))
 		out_append(c, ch);
 	mark_flush(c);
 }
