@@ -189,9 +189,20 @@ static bool deliver_big(ssock_conn *c)
 	uint8_t *big = p->big;
 	if (c->state > SSOCK__OPEN) {
 		ssock__big_free(big, p->big_cap); /* closing: nothing is delivered any more */
-	} else if (!deliver(c, big, p->big_len, big)) {
-		p->big_ready = true;
-		return false;
+	} else {
+		/* Its callback may send any part of it: see lent_to_callback(). */
+		ssock_loop *l = ssock__loop_of(c);
+		const uint8_t *outer = l->lent;
+		size_t outer_len = l->lent_len;
+		l->lent = big;
+		l->lent_len = p->big_len;
+		bool taken = deliver(c, big, p->big_len, big);
+		l->lent = outer;
+		l->lent_len = outer_len;
+		if (!taken) {
+			p->big_ready = true;
+			return false;
+		}
 	}
 	p->big = NULL;
 	p->big_ready = false;

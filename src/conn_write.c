@@ -352,14 +352,16 @@ static bool overlaps(const void *a, size_t alen, const void *b, size_t blen)
 
 /* Whether data[0..len) is (in) the library's memory a message callback
  * may have been shown: the read buffer (also one retired during this
- * pass), a stash being processed, or a lent payload. Sending it by
+ * pass), a stash being processed, or a large payload (lent, or taken by a
+ * send of it). Sending it by
  * reference would keep a pointer to memory reused once the callback
  * returns: it is sent as by ssock__conn_send() instead (taken over when it
  * is a lent payload). Found here, off the delivery path, so that costs
  * nothing per message. */
 static bool lent_to_callback(const ssock_loop *l, const void *data, size_t len)
 {
-	if (data == l->lending || overlaps(data, len, l->showing, l->showing_len) ||
+	if (overlaps(data, len, l->lent, l->lent_len) ||
+	    overlaps(data, len, l->showing, l->showing_len) ||
 	    overlaps(data, len, l->rbuf, l->rbuf_size))
 		return true;
 	for (size_t i = 0; i < l->nretired; i++)

@@ -116,6 +116,10 @@ struct ssock_loop {
 	                           read buffer or lending): not the program's
 	                           to send by reference */
 	size_t showing_len;
+	/* The large payload being delivered (as lending, but also once a
+	 * send took it): not the program's to send by reference either. */
+	const uint8_t *lent;
+	size_t lent_len;
 	ssock__chunk *free_chunks; /* spare standard-size send chunks */
 	int nfree_chunks;
 	/* Giving memory back once the load that took it is gone: a timer

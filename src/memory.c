@@ -9,19 +9,22 @@
  * soon as they merge into the top of an arena, so at a high rate every
  * message costs page faults for a fresh megabyte. Instead, a large buffer
  * ssock frees, or the program gives back with ssock_event_release(), is kept
- * here for the next large read: up to KEEP_N blocks and KEEP_BYTES in all,
- * per process, and only while some loop is busy (its tidy-up pending, see
- * ssock__big_hold()); a tidy-up gives them all back.
+ * here for the next large read of the same size: up to KEEP_N blocks and
+ * KEEP_BYTES in all, per process, and only while some loop is busy (its
+ * tidy-up pending: `holders`); a tidy-up gives them all back.
  *
  * Only blocks whose size ssock knows come here (an event's len, a chunk's
  * cap): ssock_free(), which is not told a size, just frees. The slots are
  * lock-free (fork() can't catch a lock held), and a kept block carries its
- * size in its first bytes. Under AddressSanitizer or valgrind nothing is
- * kept, so a use after release is still reported.
+ * size in its first bytes. A child of fork() has no busy loop, so keeps
+ * nothing new. Under AddressSanitizer, MemorySanitizer or valgrind, in
+ * libssock or in the program, nothing is kept, so a use after release is
+ * still reported.
  */
 #include "internal.h"
 
 #include <malloc.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -54,13 +57,37 @@
 #define UNDER_VALGRIND() 0
 #endif
 
+/* A program built with a sanitizer links its runtime, libssock or not. */
+extern void __asan_init(void) __attribute__((weak));
+extern void __msan_init(void) __attribute__((weak));
+
 static _Atomic(void *) kept[KEEP_N];
 static atomic_size_t kept_bytes;
 static atomic_int holders; /* loops whose tidy-up is pending */
 
 static bool keeping(void)
 {
-	return !KEEP_NEVER && !UNDER_VALGRIND();
+	return !KEEP_NEVER && !__asan_init && !__msan_init && !UNDER_VALGRIND();
+}
+
+/* The child of a fork() has none of its parent's loops running. */
+static void forked_child(void)
+{
+	atomic_store(&holders, 0);
+}
+
+static void at_fork_once(void)
+{
+	pthread_atfork(NULL, NULL, forked_child);
+}
+
+/* A loop's tidy-up is no longer pending. Never below 0: a child of fork()
+ * started from 0 with its parent's loops' timers still set. */
+static void let_go(void)
+{
+	int h = atomic_load(&holders);
+	while (h > 0 && !atomic_compare_exchange_weak(&holders, &h, h - 1)) {
+	}
 }
 
 bool ssock__big_enabled(void)
@@ -102,8 +129,11 @@ void *ssock__big_alloc(size_t len)
 			void *p = take_slot(i, &size);
 			if (!p)
 				continue;
-			/* Fits, and wastes at most a quarter of it. */
-			if (size >= len && len >= size - size / 4) {
+			/* Only a block of the very size: what comes back is
+			 * counted with the length it was used for, so a larger
+			 * one would be counted short (and a peer could walk a
+			 * big block's count down, size by size). */
+			if (size == len) {
 				atomic_fetch_sub(&kept_bytes, size);
 				return p;
 			}
@@ -119,7 +149,7 @@ void ssock__big_free(void *p, size_t size)
 {
 	if (!p)
 		return;
-	if (size < KEEP_MIN || atomic_load(&holders) == 0 || !keeping()) {
+	if (size < KEEP_MIN || atomic_load(&holders) <= 0 || !keeping()) {
 		free(p);
 		return;
 	}
@@ -136,7 +166,7 @@ void ssock__big_free(void *p, size_t size)
 		if (atomic_compare_exchange_strong(&kept[i], &none, p)) {
 			/* The last busy loop may have tidied up since the check
 			 * above; then nobody else would give this one back. */
-			if (atomic_load(&holders) == 0)
+			if (atomic_load(&holders) <= 0)
 				ssock__big_trim();
 			return;
 		}
@@ -160,6 +190,8 @@ void ssock__loop_released(ssock_loop *l, size_t bytes)
 	l->released += bytes;
 	if (l->tidy.heap_idx == SIZE_MAX && (bytes == 0 || l->released >= TIDY_BYTES)) {
 		l->activity_at_tidy = l->activity;
+		static pthread_once_t once = PTHREAD_ONCE_INIT;
+		pthread_once(&once, at_fork_once);
 		if (ssock__timer_start(l, &l->tidy, l->now + TIDY_AFTER_MS) == 0)
 			atomic_fetch_add(&holders, 1);
 	}
@@ -173,7 +205,7 @@ void ssock__loop_tidy(ssock__timer *t)
 		if (ssock__timer_start(l, t, l->now + TIDY_AFTER_MS) == 0)
 			return;
 	}
-	atomic_fetch_sub(&holders, 1);
+	let_go();
 	ssock__big_trim();
 	ssock__chunks_trim(l, false);
 	l->released = 0;
@@ -193,7 +225,7 @@ void ssock__loop_tidy_cancel(ssock_loop *l)
 {
 	if (l->tidy.heap_idx != SIZE_MAX) {
 		ssock__timer_stop(l, &l->tidy);
-		atomic_fetch_sub(&holders, 1);
+		let_go();
 	}
 	ssock__big_trim();
 }

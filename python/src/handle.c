@@ -401,10 +401,18 @@ PyMethodDef ps_handle_methods[] = {
 	{NULL, NULL, 0, NULL},
 };
 
+static PyObject *handle_get_kept_payloads(ps_handle *self, void *closure)
+{
+	(void)closure;
+	return PyLong_FromSize_t(self->spare_bytes);
+}
+
 PyGetSetDef ps_handle_getset[] = {
 	{"closed", (getter)handle_get_closed, NULL, "True once close() was called.", NULL},
 	{"callback_mode", (getter)handle_get_callback_mode, NULL,
 	 "True when events go to callbacks, False when they go to next_event().", NULL},
+	{"_kept_payloads", (getter)handle_get_kept_payloads, NULL,
+	 "Bytes of large payloads kept for reuse (given back after a second idle).", NULL},
 	{"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
 	{NULL, NULL, NULL, NULL, NULL},
 };

@@ -126,6 +126,8 @@ static int take_blocking(ps_handle *self, int64_t deadline)
  * ps_signal_pause()). Events keep their order whichever threads take them. */
 int ps_pop_raw(ps_handle *self, ssock_event *ev, int timeout_ms)
 {
+	if (self->spare_bytes)
+		ps_spare_drop(self, 1); /* also for takers that never wait here */
 	if (pend_pop(self, ev))
 		return 1;
 	if (pthread_mutex_trylock(&self->take_mu) == 0) {

@@ -68,8 +68,10 @@ __all__ = [
 ]
 
 
-async def _readable(fd):
-    """Waits until fd is readable, through the running asyncio loop."""
+async def _readable(handle):
+    """Waits until the handle's fd is readable, through the running asyncio
+    loop; while it keeps large payloads for reuse, at most a second, so the
+    next take can give them back once idle."""
     loop = _asyncio.get_running_loop()
     ready = loop.create_future()
 
@@ -77,11 +79,15 @@ async def _readable(fd):
         if not ready.done():
             ready.set_result(None)
 
+    fd = handle.fileno()
     loop.add_reader(fd, wake)
+    timer = loop.call_later(1.0, wake) if handle._kept_payloads else None
     try:
         await ready
     finally:
         loop.remove_reader(fd)
+        if timer is not None:
+            timer.cancel()
 
 
 class _Async:
@@ -95,7 +101,7 @@ class _Async:
             ev = self.next_event(0)
             if ev is not None:
                 return ev
-            await _readable(self.fileno())
+            await _readable(self)
 
     def __aiter__(self):
         return self
@@ -122,7 +128,7 @@ class Client(_Async, _ssock.Client):
             try:
                 return self.recv(0)
             except TimeoutError:
-                await _readable(self.fileno())
+                await _readable(self)
 
 
 class UDP(_Async, _ssock.UDP):
@@ -135,7 +141,7 @@ class UDP(_Async, _ssock.UDP):
             try:
                 return self.recv(0)
             except TimeoutError:
-                await _readable(self.fileno())
+                await _readable(self)
 
 
 # At interpreter exit every handle still open is closed (a dispatcher stuck in

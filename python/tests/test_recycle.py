@@ -3,6 +3,7 @@ program and ssock have let go of one, the next large payload is copied into
 it instead of into fresh memory. None of that may be visible: a payload the
 program holds never changes, a reused one has its own length and hash, and
 the kept objects are bounded and go back once the handle is idle or closed."""
+import asyncio
 import threading
 import tracemalloc
 import unittest
@@ -121,6 +122,51 @@ class RecycledPayloadTest(unittest.TestCase):
         srv.close()
         s.close()
         self.assertLess(tracemalloc.get_traced_memory()[0] - base, MiB)
+
+    def take_and_drop(self, srv, sock, n=8):
+        """n large payloads arrive, are held together, then let go."""
+        for i in range(n):
+            sock.sendall(u32(payload(i, 2 * MiB)))
+        held = self.messages(srv, n)
+        self.assertEqual(len(held), n)
+
+    def test_polling_program_gets_kept_payloads_back_when_idle(self):
+        # Found by review: only a blocking wait looked at the idle time.
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        srv = self.serve()
+        s = raw_client(srv.address)
+        self.addCleanup(s.close)
+        base = tracemalloc.get_traced_memory()[0]
+        self.take_and_drop(srv, s)
+        self.assertGreater(tracemalloc.get_traced_memory()[0] - base, MiB)
+        wait_until(lambda: srv.next_event(0) is None
+                   and tracemalloc.get_traced_memory()[0] - base < MiB,
+                   what="a polling program's kept payloads to go once idle")
+
+    def test_asyncio_program_gets_kept_payloads_back_when_idle(self):
+        # Found by review: next_event_async() waits on the fd, not in C.
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        srv = self.serve()
+        s = raw_client(srv.address)
+        self.addCleanup(s.close)
+        base = tracemalloc.get_traced_memory()[0]
+        self.take_and_drop(srv, s)
+
+        async def idle():
+            loop = asyncio.get_running_loop()
+            waiter = asyncio.ensure_future(srv.next_event_async())  # nothing comes
+            deadline = loop.time() + TIMEOUT
+            try:
+                while tracemalloc.get_traced_memory()[0] - base >= MiB:
+                    self.assertLess(loop.time(), deadline, "kept payloads never went")
+                    await asyncio.sleep(0.02)
+            finally:
+                waiter.cancel()
+            self.assertFalse(waiter.done() and not waiter.cancelled())
+
+        asyncio.run(idle())
 
     def test_payloads_shared_with_other_threads_are_never_reused(self):
         # A thread holds each payload for a while; the handle must not copy
