@@ -38,24 +38,11 @@ int64_t ssock__read_clock(const ssock_conn *c)
 
 /* ------------------------------------------------------------ delivery */
 
-/* Hands one message to the program. `owned` is a malloc'd buffer holding
- * exactly the message (given away on success), or NULL to copy from msg.
- * Returns false when the inbox is full: nothing was taken. */
-static bool deliver(ssock_conn *c, const uint8_t *msg, size_t len, uint8_t *owned)
+/* deliver() to the inbox: an event that owns the payload (`owned`, or a
+ * copy). Out of line, so the callback path keeps few registers. */
+__attribute__((noinline)) static bool deliver_to_inbox(ssock_conn *c, const uint8_t *msg,
+						       size_t len, uint8_t *owned)
 {
-	ssock__stream_ep *ep = c->ep;
-	if (ep->cfg.on_message) {
-		/* A callback that sends this very buffer (an echo) hands it over
-		 * instead of a copy: see ssock__conn_send(). */
-		ssock_loop *l = ssock__loop_of(c);
-		uint8_t *outer = l->lending;
-		l->lending = owned;
-		ep->cfg.on_message(c, msg, len, ep->base.user);
-		if (l->lending)
-			ssock__big_free(owned, len);
-		l->lending = outer;
-		return true;
-	}
 	ssock_event ev = {.type = SSOCK_EVENT_MESSAGE, .conn = c->id, .peer = c->peer, .len = len};
 	if (owned) {
 		ev.data = owned;
@@ -68,11 +55,31 @@ static bool deliver(ssock_conn *c, const uint8_t *msg, size_t len, uint8_t *owne
 		}
 		memcpy(ev.data, msg, len);
 	}
-	if (ssock__inbox_push(&ep->base.inbox, &ev, false))
+	if (ssock__inbox_push(&c->ep->base.inbox, &ev, false))
 		return true;
 	if (!owned)
 		free(ev.data);
 	return false;
+}
+
+/* Hands one message to the program. `owned` is a malloc'd buffer holding
+ * exactly the message (given away on success), or NULL to copy from msg.
+ * Returns false when the inbox is full: nothing was taken. */
+static bool deliver(ssock_conn *c, const uint8_t *msg, size_t len, uint8_t *owned)
+{
+	ssock__stream_ep *ep = c->ep;
+	if (!ep->cfg.on_message)
+		return deliver_to_inbox(c, msg, len, owned);
+	/* A callback that sends this very buffer (an echo) hands it over
+	 * instead of a copy: see ssock__conn_send(). */
+	ssock_loop *l = ssock__loop_of(c);
+	uint8_t *outer = l->lending;
+	l->lending = owned;
+	ep->cfg.on_message(c, msg, len, ep->base.user);
+	if (l->lending) /* not taken: a large payload (see deliver_big()) */
+		ssock__big_free(l->lending, l->lent_len);
+	l->lending = outer;
+	return true;
 }
 
 /* Whether a full inbox holds reading back: never for a closing connection,
