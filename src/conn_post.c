@@ -33,7 +33,9 @@ int ssock__frame_chunk(const ssock__stream_ep *ep, const void *data, size_t len,
 	ssize_t total = wire_total(ep, data, len);
 	if (total <= 0)
 		return (int)total;
-	if (release && ssock__ref_worth(ep->codec, len)) {
+	/* By reference, unless it is a callback's data: of this thread's
+	 * loops, whichever loop the message is for. */
+	if (release && ssock__ref_worth(ep->codec, len) && !ssock__shown_to_callbacks(data, len)) {
 		*out = ssock__ref_chunk(ep->codec, data, len, release, arg);
 		return *out ? 0 : SSOCK_ENOMEM;
 	}

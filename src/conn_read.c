@@ -197,7 +197,7 @@ static bool deliver_big(ssock_conn *c)
 	if (c->state > SSOCK__OPEN) {
 		ssock__big_free(big, p->big_cap); /* closing: nothing is delivered any more */
 	} else {
-		/* Its callback may send any part of it: see lent_to_callback(). */
+		/* Its callback may send any part of it: see ssock__shown_to_callbacks(). */
 		ssock_loop *l = ssock__loop_of(c);
 		const uint8_t *outer = l->lent;
 		size_t outer_len = l->lent_len;

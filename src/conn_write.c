@@ -343,38 +343,11 @@ int ssock__conn_send(ssock_conn *c, const void *data, size_t len)
 	return 0;
 }
 
-/* Whether a[0..alen) and b[0..blen) share a byte (b NULL: no). */
-static bool overlaps(const void *a, size_t alen, const void *b, size_t blen)
-{
-	uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
-	return b && x < y + blen && y < x + alen;
-}
-
-/* Whether data[0..len) is (in) the library's memory a message callback
- * may have been shown: the read buffer (also one retired during this
- * pass), a stash being processed, or a large payload (lent, or taken by a
- * send of it). Sending it by
- * reference would keep a pointer to memory reused once the callback
- * returns: it is sent as by ssock__conn_send() instead (taken over when it
- * is a lent payload). Found here, off the delivery path, so that costs
- * nothing per message. */
-static bool lent_to_callback(const ssock_loop *l, const void *data, size_t len)
-{
-	if (overlaps(data, len, l->lent, l->lent_len) ||
-	    overlaps(data, len, l->showing, l->showing_len) ||
-	    overlaps(data, len, l->rbuf, l->rbuf_size))
-		return true;
-	for (size_t i = 0; i < l->nretired; i++)
-		if (overlaps(data, len, l->retired[i].buf, l->retired[i].size))
-			return true;
-	return false;
-}
-
 int ssock__conn_send_ref(ssock_conn *c, const void *data, size_t len, ssock_release_fn release,
 			 void *arg)
 {
 	const ssock__codec *codec = c->ep->codec;
-	if (!ssock__ref_worth(codec, len) || lent_to_callback(ssock__loop_of(c), data, len)) {
+	if (!ssock__ref_worth(codec, len) || ssock__shown_to_callbacks(data, len)) {
 		int rc = ssock__conn_send(c, data, len);
 		if (rc == 0)
 			release(data, arg);

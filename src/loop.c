@@ -271,6 +271,37 @@ static void leave(ssock_loop *l, ssock_loop *before)
 	ssock__current_loop = before;
 }
 
+/* Whether a[0..alen) and b[0..blen) share a byte (b NULL: no). */
+static bool overlaps(const void *a, size_t alen, const void *b, size_t blen)
+{
+	uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+	return b && x < y + blen && y < x + alen;
+}
+
+/* Whether data[0..len) is (in) memory loop l may have shown a message
+ * callback: the read buffer (also one retired during this pass), a stash
+ * being processed, or a large payload being delivered (lent, or taken by
+ * a send of it). */
+static bool shows(const ssock_loop *l, const void *data, size_t len)
+{
+	if (overlaps(data, len, l->lent, l->lent_len) ||
+	    overlaps(data, len, l->showing, l->showing_len) ||
+	    overlaps(data, len, l->rbuf, l->rbuf_size))
+		return true;
+	for (size_t i = 0; i < l->nretired; i++)
+		if (overlaps(data, len, l->retired[i].buf, l->retired[i].size))
+			return true;
+	return false;
+}
+
+bool ssock__shown_to_callbacks(const void *data, size_t len)
+{
+	for (const ssock_loop *x = innermost; x; x = x->entered_from)
+		if (shows(x, data, len))
+			return true;
+	return false;
+}
+
 /* Whether this thread has entered l (and holds its drive_mu). */
 static bool entered_here(const ssock_loop *l)
 {

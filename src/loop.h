@@ -145,6 +145,11 @@ static inline bool ssock__on_loop(const ssock_loop *loop)
 }
 /* Whether the calling thread runs loop code (callbacks) of any loop. */
 bool ssock__on_any_loop(void);
+/* Whether data[0..len) is (in) memory that a loop this thread runs may have
+ * shown a message callback (its read buffers, a stash, a large payload):
+ * ssock's, for the callback only, so never to be sent by reference. Off
+ * the delivery path: it costs nothing per message. */
+bool ssock__shown_to_callbacks(const void *data, size_t len);
 /* Whether the calling thread may block until the loop does something: not
  * the loop's thread, nor the thread that drives a loop that has no thread
  * of its own (it would wait for itself). */

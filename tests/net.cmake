@@ -47,3 +47,4 @@ ssock_test(test_send_ref_review TRANSPORT LABELS net threaded SOURCES net_helper
 ssock_test(test_send_ref_short TRANSPORT LABELS net threaded SOURCES net_helpers.c)
 ssock_test(test_bigbuf LABELS net threaded SOURCES net_helpers.c)
 ssock_test(test_post_small TRANSPORT LABELS net threaded SOURCES net_helpers.c)
+ssock_test(test_review_post LABELS net threaded SOURCES net_helpers.c)
