@@ -239,6 +239,27 @@ bool np_quiet(int fd, int wait_ms)
 	return poll(&p, 1, wait_ms) == 0;
 }
 
+static void *drive(void *arg)
+{
+	np_driver *d = arg;
+	while (!atomic_load(&d->stop))
+		if (ssock_loop_run(d->loop, 20) != 0)
+			atomic_fetch_add(&d->errors, 1);
+	return NULL;
+}
+
+bool np_drive_start(np_driver *d)
+{
+	atomic_store(&d->stop, 0);
+	return pthread_create(&d->th, NULL, drive, d) == 0;
+}
+
+void np_drive_stop(np_driver *d)
+{
+	atomic_store(&d->stop, 1);
+	pthread_join(d->th, NULL);
+}
+
 int np_listen(int backlog, int *port)
 {
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -14,6 +14,7 @@
 #include "ssock.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -80,6 +81,21 @@ bool np_quiet(int fd, int wait_ms);
 /* A listening IPv4 socket on 127.0.0.1:0 with the given backlog; *port is
  * its port. Returns the fd or -1. */
 int np_listen(int backlog, int *port);
+
+/* ------------------------------------------------------ a loop on demand */
+
+/* A thread of the test's own that drives a loop (ssock_loop_run() in 20 ms
+ * slices) until stopped: between a stop and the next start nobody runs the
+ * loop, so sends from other threads wait in their posted queues. */
+typedef struct np_driver {
+	ssock_loop *loop;
+	pthread_t th;
+	atomic_int stop;
+	atomic_int errors; /* ssock_loop_run() calls that failed */
+} np_driver;
+
+bool np_drive_start(np_driver *d);
+void np_drive_stop(np_driver *d);
 
 /* ------------------------------------------------------------ inbox waits */
 

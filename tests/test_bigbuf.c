@@ -237,6 +237,8 @@ static size_t heap_in_use(void)
 
 TEST(kept_memory_stays_within_the_bound_whatever_the_sizes)
 {
+	if (!ssock__big_enabled())
+		return; /* nothing is kept (ASan, valgrind): nothing to bound */
 	ssock__big_trim();
 	peer p;
 	CHECK(peer_open(&p));

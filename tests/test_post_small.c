@@ -19,36 +19,6 @@
 
 #define T TEST_TIMEOUT_MS
 
-/* ------------------------------------------------------- a loop on demand */
-
-typedef struct driver {
-	ssock_loop *loop;
-	pthread_t th;
-	atomic_int stop;
-	int errors;
-} driver;
-
-static void *drive(void *arg)
-{
-	driver *d = arg;
-	while (!atomic_load(&d->stop))
-		if (ssock_loop_run(d->loop, 20) != 0)
-			d->errors++;
-	return NULL;
-}
-
-static bool drive_start(driver *d)
-{
-	atomic_store(&d->stop, 0);
-	return pthread_create(&d->th, NULL, drive, d) == 0;
-}
-
-static void drive_stop(driver *d)
-{
-	atomic_store(&d->stop, 1);
-	pthread_join(d->th, NULL);
-}
-
 /* Message i: its own length (1..700, past a small chunk's room now and
  * then) and bytes. */
 static size_t msg_len(int i)
@@ -73,7 +43,7 @@ static bool msg_ok(const uint8_t *buf, size_t len, int i)
 }
 
 typedef struct rig {
-	driver d;
+	np_driver d;
 	ssock_server *srv;
 	int fd;
 	uint64_t id;
@@ -87,11 +57,11 @@ static bool rig_open(rig *r, size_t send_queue_max)
 	ssock_server_opts o = {.loop = r->d.loop, .send_queue_max = send_queue_max};
 	int port;
 	r->srv = np_server(&o, &port);
-	if (!r->srv || !drive_start(&r->d))
+	if (!r->srv || !np_drive_start(&r->d))
 		return false;
 	r->fd = np_connect(port, false);
 	r->id = r->fd >= 0 ? np_take_connect(r->srv) : 0;
-	drive_stop(&r->d); /* from here, sends wait in their posted queue */
+	np_drive_stop(&r->d); /* from here, sends wait in their posted queue */
 	return r->id != 0;
 }
 
@@ -137,10 +107,10 @@ TEST(small_posted_messages_arrive_whole_and_in_order)
 		msg_fill(buf, i);
 		CHECK_OK(ssock_server_send(r.srv, r.id, buf, msg_len(i)));
 	}
-	CHECK(drive_start(&r.d));
+	CHECK(np_drive_start(&r.d));
 	CHECK(read_messages(r.fd, 0, N));
-	drive_stop(&r.d);
-	CHECK_INT(r.d.errors, ==, 0);
+	np_drive_stop(&r.d);
+	CHECK_INT(atomic_load(&r.d.errors), ==, 0);
 	rig_close(&r);
 }
 
@@ -168,10 +138,10 @@ TEST(small_posted_messages_respect_send_queue_max)
 	}
 	CHECK_INT(queued, <=, max);
 	CHECK_INT(accepted, >, 5);
-	CHECK(drive_start(&r.d));
+	CHECK(np_drive_start(&r.d));
 	CHECK(read_messages(r.fd, 0, accepted));
 	CHECK(np_quiet(r.fd, 100)); /* the refused one was not queued */
-	drive_stop(&r.d);
+	np_drive_stop(&r.d);
 	rig_close(&r);
 }
 

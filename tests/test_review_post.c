@@ -132,37 +132,22 @@ static void fwd_to_other_loop(ssock_conn *c, const void *data, size_t len, void 
 	}
 }
 
-typedef struct driver {
-	ssock_loop *loop;
-	pthread_t th;
-	atomic_int stop;
-} driver;
-
-static void *drive(void *arg)
-{
-	driver *d = arg;
-	while (!atomic_load(&d->stop))
-		ssock_loop_run(d->loop, 20);
-	return NULL;
-}
-
 TEST(callback_data_sent_by_ref_to_another_loop_is_copied)
 {
 	atomic_store(&msgs, 0);
 	atomic_store(&released, 0);
-	driver d = {0};
+	np_driver d = {0};
 	CHECK_OK(ssock_loop_new(&d.loop));
 	ssock_server_opts bo = {.loop = d.loop};
 	int back_port;
 	g_back = np_server(&bo, &back_port);
 	CHECK(g_back);
-	CHECK_INT(pthread_create(&d.th, NULL, drive, &d), ==, 0);
+	CHECK(np_drive_start(&d));
 	int back_fd = np_connect(back_port, false);
 	CHECK(back_fd >= 0);
 	g_back_id = np_take_connect(g_back);
 	CHECK(g_back_id);
-	atomic_store(&d.stop, 1);
-	pthread_join(d.th, NULL); /* held still */
+	np_drive_stop(&d); /* held still */
 	ssock_server_opts fo = {.on_message = fwd_to_other_loop};
 	int port;
 	ssock_server *front = np_server(&fo, &port);
@@ -172,8 +157,7 @@ TEST(callback_data_sent_by_ref_to_another_loop_is_copied)
 	CHECK(feed_two(fd));
 	CHECK_INT(atomic_load(&fwd_rc), ==, 0);
 	fprintf(stderr, "released when send_ref returned: %d\n", atomic_load(&released_at_return));
-	atomic_store(&d.stop, 0);
-	CHECK_INT(pthread_create(&d.th, NULL, drive, &d), ==, 0);
+	CHECK(np_drive_start(&d));
 	void *data;
 	size_t len;
 	CHECK_OK(np_recv_u32(back_fd, &data, &len, T));
@@ -188,8 +172,7 @@ TEST(callback_data_sent_by_ref_to_another_loop_is_copied)
 	close(fd);
 	close(back_fd);
 	CHECK_OK(ssock_server_free(front));
-	atomic_store(&d.stop, 1);
-	pthread_join(d.th, NULL);
+	np_drive_stop(&d);
 	CHECK_OK(ssock_server_free(g_back));
 	CHECK_OK(ssock_loop_free(d.loop));
 	CHECK_INT(atomic_load(&released_at_return), ==, 1);
@@ -200,7 +183,13 @@ TEST(callback_data_sent_by_ref_to_another_loop_is_copied)
  * mid-size and by-reference messages to one connection with a small queue
  * (waits for room), the peer checks each thread's order and every byte. */
 #define SENDERS 3
-#define PER     3000
+
+/* Messages per sending thread: fewer in a slow run (SSOCK_LOAD_SCALE, a
+ * divisor: valgrind). */
+static int scaled(int n)
+{
+	return n / (int)np_scale("SSOCK_LOAD_SCALE", 1);
+}
 static ssock_server *g_srv;
 static uint64_t g_id;
 static atomic_int refs_out, send_errors;
@@ -233,7 +222,7 @@ static void *stress_sender(void *arg)
 {
 	int t = (int)(intptr_t)arg;
 	uint8_t buf[8192];
-	for (int i = 0; i < PER; i++) {
+	for (int i = 0, per = scaled(3000); i < per; i++) {
 		size_t len = stress_len(t, i);
 		int rc;
 		if (len == 8192) {
@@ -273,7 +262,7 @@ TEST(stress_small_mid_and_ref_sends_from_threads)
 	int next[SENDERS] = {0};
 	uint8_t want[8192];
 	int bad = 0;
-	for (int n = 0; n < SENDERS * PER && !bad; n++) {
+	for (int n = 0; n < SENDERS * scaled(3000) && !bad; n++) {
 		void *data;
 		size_t len;
 		if (np_recv_u32(fd, &data, &len, T) != 0) {
@@ -386,7 +375,7 @@ static void *rc_sender(void *arg)
 {
 	int t = (int)(intptr_t)arg;
 	uint8_t buf[400];
-	for (int i = 0; i < 4000; i++) {
+	for (int i = 0, n = scaled(4000); i < n; i++) {
 		size_t len = (size_t)((i * 13 + t * 7) % 300) + 8;
 		stress_fill(buf, t, i, len);
 		int rc = ssock_client_send_timeout(g_rc, buf, len, 50);
@@ -514,7 +503,7 @@ static void *ww_sender(void *arg)
 {
 	int t = (int)(intptr_t)arg;
 	uint8_t buf[64];
-	for (int i = 0; i < 2000; i++) {
+	for (int i = 0, n = scaled(2000); i < n; i++) {
 		stress_fill(buf, t, i, 20);
 		if (ssock_server_send(g_srv, g_id, buf, 20) != 0) {
 			atomic_fetch_add(&send_errors, 1);

@@ -372,21 +372,6 @@ TEST(close_with_clients_still_sending)
 
 /* ------------------------------------ a loop driven by the program */
 
-struct driver {
-	ssock_loop *loop;
-	atomic_int stop;
-	int errors;
-};
-
-static void *drive(void *arg)
-{
-	struct driver *d = arg;
-	while (!atomic_load(&d->stop))
-		if (ssock_loop_run(d->loop, 50) != 0)
-			d->errors++;
-	return NULL;
-}
-
 TEST(loop_driven_from_own_thread)
 {
 	ssock_loop *loop;
@@ -406,9 +391,8 @@ TEST(loop_driven_from_own_thread)
 		ssock_client_opts co = {.connect = text, .loop = loop};
 		CHECK_OK(ssock_client_new(&cli[i], &co));
 	}
-	struct driver d = {.loop = loop};
-	pthread_t th;
-	CHECK(pthread_create(&th, NULL, drive, &d) == 0);
+	np_driver d = {.loop = loop};
+	CHECK(np_drive_start(&d));
 	/* Blocking calls from this thread while another drives the loop. */
 	for (int i = 0; i < 4; i++) {
 		CHECK_OK(ssock_client_connect(cli[i], T));
@@ -422,9 +406,8 @@ TEST(loop_driven_from_own_thread)
 		ssock_free(data);
 	}
 	CHECK_INT(ssock_loop_free(loop), ==, SSOCK_EBUSY); /* still in use */
-	atomic_store(&d.stop, 1);
-	pthread_join(th, NULL);
-	CHECK_INT(d.errors, ==, 0);
+	np_drive_stop(&d);
+	CHECK_INT(atomic_load(&d.errors), ==, 0);
 	/* Nobody drives it now: closing still works (run inline). */
 	for (int i = 0; i < 4; i++)
 		CHECK_OK(ssock_client_free(cli[i]));
