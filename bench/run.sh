@@ -48,8 +48,8 @@ PY_SECS=${BENCH_PY_SECONDS:-$d_py_secs}
 PY_ROWS=${BENCH_PY_ROWS-"pp1 pp100 pipe bulk"}
 PY_SERVERS=${BENCH_PY_SERVERS:-"py-ssock-cb py-ssock-inbox py-asyncio-streams py-asyncio-proto"}
 # Bulk also runs the zero-copy form, the callback server with glibc's malloc keeping what
-# is freed (MALLOC_KEEP: shows what the page faults of fresh 1 MiB buffers cost; see
-# bench/README.md), and the C echo (the target's reference).
+# is freed and mapping nothing under 32 MiB (MALLOC_KEEP: shows what glibc's placement of
+# 1 MiB buffers costs; see bench/README.md), and the C echo (the target's reference).
 PY_BULK_EXTRA="py-ssock-cb-zc py-ssock-cb-mt ssock"
 MALLOC_KEEP="glibc.malloc.trim_threshold=1073741824:glibc.malloc.mmap_threshold=33554432"
 SERVER_CPU=${BENCH_SERVER_CPU:-1}
@@ -174,7 +174,7 @@ server_cmd() {
     libevent-bev) CMD=("$BIN/bench_libevent" --bufferevent --listen "$addr") ;;
     udp-plain) CMD=("$BIN/bench_udp" --listen "$addr") ;;
     udp-epoll) CMD=("$BIN/bench_udp" --epoll --listen "$addr") ;;
-    py-ssock-cb-mt) # glibc's malloc told to keep freed memory: no page faults per MiB
+    py-ssock-cb-mt) # glibc's malloc told to keep freed memory and map no 1 MiB block
         [ -n "$PYPKG" ] || return 1
         CMD=(env "PYTHONPATH=$PYPKG" "GLIBC_TUNABLES=$MALLOC_KEEP" python3 "$BENCH/py_echo.py"
             ssock-cb --listen "$addr")
