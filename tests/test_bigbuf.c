@@ -138,11 +138,9 @@ TEST(given_back_after_the_tidy_up_is_not_kept)
 	CHECK(round_trip(&p, MiB, 7, &b));
 	ssock_event_release(&a);
 	CHECK_INT(kept(), ==, ssock__big_enabled() ? 1 : 0);
+	/* Only the tidy-up empties the slots here (nothing reads), and it
+	 * stops counting the loop as busy before it does. */
 	CHECK(test_wait_until(nothing_kept, NULL, T));
-	/* Let the tidy-up surely have run (it is what emptied the slots when
-	 * keeping; otherwise wait for a tidy-up as long as one takes). */
-	ssock_event ev;
-	CHECK_INT(ssock_server_next_event(p.srv, &ev, 1500), ==, SSOCK_ETIMEDOUT);
 	ssock_event_release(&b);
 	CHECK_INT(kept(), ==, 0);
 	peer_close(&p);
