@@ -31,8 +31,10 @@ typedef struct peer {
 	uint8_t *msg;
 } peer;
 
+/* A server and a peer, from no kept blocks. */
 static bool peer_open(peer *p)
 {
+	ssock__big_trim();
 	ssock_server_opts o = {0};
 	int port;
 	*p = (peer){.fd = -1};
@@ -78,7 +80,6 @@ static bool nothing_kept(void *arg)
  * another size does not take it. */
 TEST(payload_given_back_holds_the_next_one)
 {
-	ssock__big_trim();
 	peer p;
 	CHECK(peer_open(&p));
 	ssock_event ev;
@@ -102,7 +103,6 @@ TEST(payload_given_back_holds_the_next_one)
 /* ssock_free() is not told the size: it frees. */
 TEST(payload_taken_and_freed_is_not_kept)
 {
-	ssock__big_trim();
 	peer p;
 	CHECK(peer_open(&p));
 	ssock_event ev;
@@ -116,7 +116,6 @@ TEST(payload_taken_and_freed_is_not_kept)
 /* Review item 1: a payload given back after the loop is gone is freed. */
 TEST(given_back_after_the_loop_is_freed_is_not_kept)
 {
-	ssock__big_trim();
 	peer p;
 	CHECK(peer_open(&p));
 	ssock_event ev;
@@ -130,7 +129,6 @@ TEST(given_back_after_the_loop_is_freed_is_not_kept)
  * by themselves; one given back after that tidy-up is freed. */
 TEST(given_back_after_the_tidy_up_is_not_kept)
 {
-	ssock__big_trim();
 	peer p;
 	CHECK(peer_open(&p));
 	ssock_event a, b;
@@ -150,7 +148,6 @@ TEST(given_back_after_the_tidy_up_is_not_kept)
  * kept once: two later reads never share a block. */
 TEST(given_back_twice_is_kept_once)
 {
-	ssock__big_trim();
 	peer p;
 	CHECK(peer_open(&p));
 	ssock_event ev, copy;
@@ -175,7 +172,6 @@ TEST(given_back_twice_is_kept_once)
 /* At most 16 blocks and 16 MiB are kept; the rest is freed. */
 TEST(kept_blocks_are_bounded)
 {
-	ssock__big_trim();
 	peer p;
 	CHECK(peer_open(&p));
 	enum { N = 24 };
@@ -206,7 +202,6 @@ static void *release_all(void *arg)
 
 TEST(payloads_given_back_from_other_threads_while_reading)
 {
-	ssock__big_trim();
 	peer p;
 	CHECK(peer_open(&p));
 	for (int i = 0; i < 40; i++) {
@@ -237,7 +232,6 @@ TEST(kept_memory_stays_within_the_bound_whatever_the_sizes)
 {
 	if (!ssock__big_enabled())
 		return; /* nothing is kept (ASan, valgrind): nothing to bound */
-	ssock__big_trim();
 	peer p;
 	CHECK(peer_open(&p));
 	free(p.msg);
@@ -264,7 +258,6 @@ TEST(kept_memory_stays_within_the_bound_whatever_the_sizes)
  * the count, and kept what it gave back for good. */
 TEST(child_after_fork_keeps_nothing)
 {
-	ssock__big_trim();
 	peer p;
 	CHECK(peer_open(&p));
 	ssock_event ev;

@@ -217,11 +217,9 @@ TEST(small_offline_messages_arrive_whole_and_in_order)
 	int port;
 	ssock_server *srv = np_server(&so, &port);
 	CHECK(srv);
-	char text[64];
-	np_addr_text(text, sizeof text, port, false);
-	ssock_client_opts co = {.connect = text, .queue_while_offline = 1};
-	ssock_client *cli;
-	CHECK_OK(ssock_client_new(&cli, &co)); /* not connected yet */
+	ssock_client_opts co = {.queue_while_offline = 1};
+	ssock_client *cli = np_client(&co, port, false);
+	CHECK(cli); /* not connected yet */
 	uint8_t buf[800];
 	enum { N = 300 };
 	for (int i = 0; i < N; i++) {

@@ -71,33 +71,63 @@ static void fwd_to_client(ssock_conn *c, const void *data, size_t len, void *use
 	}
 }
 
+/* A sink server (inbox mode); g_cli, a client to it on a loop of its own,
+ * not connected (queue_while_offline); and on the same loop a front server
+ * whose message callback forwards, with a peer connected to it (fd). */
+typedef struct fwd_rig {
+	ssock_loop *loop;
+	ssock_server *sink, *front;
+	int fd;
+} fwd_rig;
+
+static bool fwd_open(fwd_rig *r, ssock_message_cb on_message)
+{
+	*r = (fwd_rig){.fd = -1};
+	g_cli = NULL;
+	if (ssock_loop_new(&r->loop) != 0 || ssock_loop_start(r->loop) != 0)
+		return false;
+	ssock_server_opts so = {0};
+	int sink_port, port;
+	r->sink = np_server(&so, &sink_port);
+	if (!r->sink)
+		return false;
+	ssock_client_opts co = {.queue_while_offline = 1, .loop = r->loop};
+	g_cli = np_client(&co, sink_port, false);
+	ssock_server_opts fo = {.loop = r->loop, .on_message = on_message};
+	r->front = g_cli ? np_server(&fo, &port) : NULL;
+	r->fd = r->front ? np_connect(port, false) : -1;
+	return r->fd >= 0;
+}
+
+/* Connects g_cli, and takes the first message it forwarded to the sink. */
+static bool fwd_take(fwd_rig *r, ssock_event *ev)
+{
+	return ssock_client_connect(g_cli, T) == 0 &&
+	       np_server_wait(r->sink, SSOCK_EVENT_MESSAGE, ev, T) == 0;
+}
+
+/* Frees all of it; whether every free succeeded. */
+static bool fwd_close(fwd_rig *r)
+{
+	if (r->fd >= 0)
+		close(r->fd);
+	bool ok = !g_cli || ssock_client_free(g_cli) == 0;
+	ok = (!r->front || ssock_server_free(r->front) == 0) && ok;
+	ok = (!r->sink || ssock_server_free(r->sink) == 0) && ok;
+	return (!r->loop || ssock_loop_free(r->loop) == 0) && ok;
+}
+
 TEST(callback_data_sent_by_ref_to_offline_client_is_copied)
 {
 	atomic_store(&msgs, 0);
 	atomic_store(&released, 0);
-	ssock_loop *loop;
-	CHECK_OK(ssock_loop_new(&loop));
-	CHECK_OK(ssock_loop_start(loop));
-	ssock_server_opts so = {0}; /* the sink, inbox mode */
-	int sink_port;
-	ssock_server *sink = np_server(&so, &sink_port);
-	CHECK(sink);
-	char text[64];
-	np_addr_text(text, sizeof text, sink_port, false);
-	ssock_client_opts co = {.connect = text, .queue_while_offline = 1, .loop = loop};
-	CHECK_OK(ssock_client_new(&g_cli, &co)); /* offline */
-	ssock_server_opts fo = {.loop = loop, .on_message = fwd_to_client};
-	int port;
-	ssock_server *front = np_server(&fo, &port);
-	CHECK(front);
-	int fd = np_connect(port, false);
-	CHECK(fd >= 0);
-	CHECK(feed_two(fd));
+	fwd_rig r;
+	CHECK(fwd_open(&r, fwd_to_client));
+	CHECK(feed_two(r.fd));
 	CHECK_INT(atomic_load(&fwd_rc), ==, 0);
 	fprintf(stderr, "released when send_ref returned: %d\n", atomic_load(&released_at_return));
-	CHECK_OK(ssock_client_connect(g_cli, T));
 	ssock_event ev;
-	CHECK_OK(np_server_wait(sink, SSOCK_EVENT_MESSAGE, &ev, T));
+	CHECK(fwd_take(&r, &ev));
 	CHECK_INT(ev.len, ==, LEN);
 	bool ok = np_pattern_ok(ev.data, ev.len, 1);
 	bool was2 = np_pattern_ok(ev.data, ev.len, 2);
@@ -106,11 +136,7 @@ TEST(callback_data_sent_by_ref_to_offline_client_is_copied)
 		: was2 ? "MESSAGE 2's"
 		       : "garbage");
 	ssock_event_release(&ev);
-	close(fd);
-	CHECK_OK(ssock_client_free(g_cli));
-	CHECK_OK(ssock_server_free(front));
-	CHECK_OK(ssock_server_free(sink));
-	CHECK_OK(ssock_loop_free(loop));
+	CHECK(fwd_close(&r));
 	CHECK_INT(atomic_load(&released_at_return), ==, 1); /* "given back at once" */
 	CHECK(ok);
 }
@@ -310,7 +336,7 @@ static void fwd_big_to_client(ssock_conn *c, const void *data, size_t len, void 
 		atomic_store(&fwd_rc, ssock_client_send_ref(g_cli, data, len, 0, rel, NULL));
 }
 
-static bool one_big(void *arg)
+static bool two_big(void *arg)
 {
 	(void)arg;
 	return atomic_load(&big_msgs) == 2;
@@ -319,34 +345,18 @@ static bool one_big(void *arg)
 TEST(callback_large_payload_sent_by_ref_to_offline_client_is_copied)
 {
 	atomic_store(&big_msgs, 0);
-	ssock_loop *loop;
-	CHECK_OK(ssock_loop_new(&loop));
-	CHECK_OK(ssock_loop_start(loop));
-	ssock_server_opts so = {0};
-	int sink_port;
-	ssock_server *sink = np_server(&so, &sink_port);
-	CHECK(sink);
-	char text[64];
-	np_addr_text(text, sizeof text, sink_port, false);
-	ssock_client_opts co = {.connect = text, .queue_while_offline = 1, .loop = loop};
-	CHECK_OK(ssock_client_new(&g_cli, &co));
-	ssock_server_opts fo = {.loop = loop, .on_message = fwd_big_to_client};
-	int port;
-	ssock_server *front = np_server(&fo, &port);
-	CHECK(front);
-	int fd = np_connect(port, false);
-	CHECK(fd >= 0);
+	fwd_rig r;
+	CHECK(fwd_open(&r, fwd_big_to_client));
 	uint8_t *a = malloc(BIG), *b = malloc(BIG);
 	CHECK(a && b);
 	np_pattern(a, BIG, 1);
 	np_pattern(b, BIG, 2);
-	CHECK_OK(np_send_u32(fd, a, BIG));
-	CHECK_OK(np_send_u32(fd, b, BIG)); /* may reuse a's block */
-	CHECK(test_wait_until(one_big, NULL, T));
+	CHECK_OK(np_send_u32(r.fd, a, BIG));
+	CHECK_OK(np_send_u32(r.fd, b, BIG)); /* may reuse a's block */
+	CHECK(test_wait_until(two_big, NULL, T));
 	CHECK_INT(atomic_load(&fwd_rc), ==, 0);
-	CHECK_OK(ssock_client_connect(g_cli, T));
 	ssock_event ev;
-	CHECK_OK(np_server_wait(sink, SSOCK_EVENT_MESSAGE, &ev, T));
+	CHECK(fwd_take(&r, &ev));
 	CHECK_INT(ev.len, ==, BIG);
 	bool ok = np_pattern_ok(ev.data, ev.len, 1);
 	fprintf(stderr, "forwarded bytes: %s\n",
@@ -354,11 +364,7 @@ TEST(callback_large_payload_sent_by_ref_to_offline_client_is_copied)
 		: np_pattern_ok(ev.data, ev.len, 2) ? "MESSAGE 2's"
 						    : "garbage");
 	ssock_event_release(&ev);
-	close(fd);
-	CHECK_OK(ssock_client_free(g_cli));
-	CHECK_OK(ssock_server_free(front));
-	CHECK_OK(ssock_server_free(sink));
-	CHECK_OK(ssock_loop_free(loop));
+	CHECK(fwd_close(&r));
 	free(a);
 	free(b);
 	CHECK(ok);
@@ -427,11 +433,9 @@ TEST(stress_client_small_sends_across_reconnects)
 	int port;
 	ssock_server *srv = np_server(&so, &port);
 	CHECK(srv);
-	char text[64];
-	np_addr_text(text, sizeof text, port, false);
-	ssock_client_opts co = {
-		.connect = text, .queue_while_offline = 1, .send_queue_max = 16u << 10};
-	CHECK_OK(ssock_client_new(&g_rc, &co));
+	ssock_client_opts co = {.queue_while_offline = 1, .send_queue_max = 16u << 10};
+	g_rc = np_client(&co, port, false);
+	CHECK(g_rc);
 	CHECK_OK(ssock_client_connect(g_rc, T));
 	pthread_t th[SENDERS];
 	for (int t = 0; t < SENDERS; t++)

@@ -31,6 +31,20 @@ class RecycledPayloadTest(unittest.TestCase):
         self.addCleanup(srv.close)
         return srv
 
+    def served_to_a_peer(self, **kw):
+        """A server (inbox mode unless kw says) and a raw peer connected to it."""
+        srv = self.serve(**kw)
+        s = raw_client(srv.address)
+        self.addCleanup(s.close)
+        return srv, s
+
+    def traced(self):
+        """Starts tracemalloc; returns a function: bytes traced beyond now."""
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        base = tracemalloc.get_traced_memory()[0]
+        return lambda: tracemalloc.get_traced_memory()[0] - base
+
     def messages(self, srv, n):
         """Takes n message payloads from an inbox server."""
         got = []
@@ -42,9 +56,7 @@ class RecycledPayloadTest(unittest.TestCase):
         return got
 
     def test_held_payloads_never_change(self):
-        srv = self.serve()
-        s = raw_client(srv.address)
-        self.addCleanup(s.close)
+        srv, s = self.served_to_a_peer()
         held = []
         for rnd in range(3):
             for i, size in enumerate(SIZES):
@@ -60,9 +72,7 @@ class RecycledPayloadTest(unittest.TestCase):
             self.assertEqual(a, b, f"payload {i} changed after it was handed out")
 
     def test_a_reused_payload_has_its_own_length_and_hash(self):
-        srv = self.serve()
-        s = raw_client(srv.address)
-        self.addCleanup(s.close)
+        srv, s = self.served_to_a_peer()
         for i, size in enumerate(SIZES * 2):
             want = payload(i, size)
             s.sendall(u32(want))
@@ -77,51 +87,38 @@ class RecycledPayloadTest(unittest.TestCase):
             del data
 
     def test_kept_payloads_are_bounded_and_go_when_idle(self):
-        tracemalloc.start()
-        self.addCleanup(tracemalloc.stop)
-        srv = self.serve()
-        s = raw_client(srv.address)
-        self.addCleanup(s.close)
-        base = tracemalloc.get_traced_memory()[0]
+        srv, s = self.served_to_a_peer()
+        grown = self.traced()
         for i in range(40):  # 40 MiB in all, none of it held by the program
             s.sendall(u32(payload(i, MiB)))
             self.messages(srv, 1)
         # Let go at once, they would all be freed; kept, at most 16 MiB.
-        kept = tracemalloc.get_traced_memory()[0] - base
-        self.assertLess(kept, 16 * MiB + MiB)
+        self.assertLess(grown(), 16 * MiB + MiB)
         # A second with no large payload, and the next wait gives them back.
-        wait_until(lambda: srv.next_event(0.2) is None
-                   and tracemalloc.get_traced_memory()[0] - base < MiB,
+        wait_until(lambda: srv.next_event(0.2) is None and grown() < MiB,
                    what="the kept payloads to go once idle")
 
     def test_callback_mode_gives_kept_payloads_back_when_idle(self):
-        tracemalloc.start()
-        self.addCleanup(tracemalloc.stop)
         got = Collector()
-        base = tracemalloc.get_traced_memory()[0]
-        srv = self.serve(on_message=lambda conn, data: got(len(data)))
-        s = raw_client(srv.address)
-        self.addCleanup(s.close)
+        grown = self.traced()
+        srv, s = self.served_to_a_peer(on_message=lambda conn, data: got(len(data)))
         for i in range(8):
             s.sendall(u32(payload(i, MiB)))
         self.assertEqual(got.wait(8), [MiB] * 8)
         # Nothing else happens: the dispatcher gives them back by itself.
-        wait_until(lambda: tracemalloc.get_traced_memory()[0] - base < MiB,
-                   what="the dispatcher to give the kept payloads back")
+        wait_until(lambda: grown() < MiB, what="the dispatcher to give the kept payloads back")
 
     def test_close_gives_kept_payloads_back(self):
-        tracemalloc.start()
-        self.addCleanup(tracemalloc.stop)
-        base = tracemalloc.get_traced_memory()[0]
+        grown = self.traced()
         srv = ssock.Server("127.0.0.1:0")
         s = raw_client(srv.address)
         for i in range(4):
             s.sendall(u32(payload(i, MiB)))
         self.messages(srv, 4)
-        self.assertGreater(tracemalloc.get_traced_memory()[0] - base, MiB)
+        self.assertGreater(grown(), MiB)
         srv.close()
         s.close()
-        self.assertLess(tracemalloc.get_traced_memory()[0] - base, MiB)
+        self.assertLess(grown(), MiB)
 
     def take_and_drop(self, srv, sock, n=8):
         """n large payloads arrive, are held together, then let go."""
@@ -132,26 +129,17 @@ class RecycledPayloadTest(unittest.TestCase):
 
     def test_polling_program_gets_kept_payloads_back_when_idle(self):
         # Found by review: only a blocking wait looked at the idle time.
-        tracemalloc.start()
-        self.addCleanup(tracemalloc.stop)
-        srv = self.serve()
-        s = raw_client(srv.address)
-        self.addCleanup(s.close)
-        base = tracemalloc.get_traced_memory()[0]
+        srv, s = self.served_to_a_peer()
+        grown = self.traced()
         self.take_and_drop(srv, s)
-        self.assertGreater(tracemalloc.get_traced_memory()[0] - base, MiB)
-        wait_until(lambda: srv.next_event(0) is None
-                   and tracemalloc.get_traced_memory()[0] - base < MiB,
+        self.assertGreater(grown(), MiB)
+        wait_until(lambda: srv.next_event(0) is None and grown() < MiB,
                    what="a polling program's kept payloads to go once idle")
 
     def test_asyncio_program_gets_kept_payloads_back_when_idle(self):
         # Found by review: next_event_async() waits on the fd, not in C.
-        tracemalloc.start()
-        self.addCleanup(tracemalloc.stop)
-        srv = self.serve()
-        s = raw_client(srv.address)
-        self.addCleanup(s.close)
-        base = tracemalloc.get_traced_memory()[0]
+        srv, s = self.served_to_a_peer()
+        grown = self.traced()
         self.take_and_drop(srv, s)
 
         async def idle():
@@ -159,7 +147,7 @@ class RecycledPayloadTest(unittest.TestCase):
             waiter = asyncio.ensure_future(srv.next_event_async())  # nothing comes
             deadline = loop.time() + TIMEOUT
             try:
-                while tracemalloc.get_traced_memory()[0] - base >= MiB:
+                while grown() >= MiB:
                     self.assertLess(loop.time(), deadline, "kept payloads never went")
                     await asyncio.sleep(0.02)
             finally:
@@ -171,9 +159,7 @@ class RecycledPayloadTest(unittest.TestCase):
     def test_payloads_shared_with_other_threads_are_never_reused(self):
         # A thread holds each payload for a while; the handle must not copy
         # the next one into it meanwhile.
-        srv = self.serve()
-        s = raw_client(srv.address)
-        self.addCleanup(s.close)
+        srv, s = self.served_to_a_peer()
         bad = []
 
         def check(data, want):
