@@ -133,10 +133,10 @@ TEST(callbacks_of_two_loops_calling_each_other_do_not_deadlock)
 	/* Each peer gets the other's message. */
 	void *data;
 	size_t len;
-	int ra = np_recv_u32(fa, &data, &len, 3000);
+	int ra = np_recv_u32(fa, &data, &len, T);
 	if (ra == 0)
 		free(data);
-	int rb = np_recv_u32(fb, &data, &len, 3000);
+	int rb = np_recv_u32(fb, &data, &len, T);
 	if (rb == 0)
 		free(data);
 	if (ra != 0 || rb != 0) {
@@ -261,7 +261,7 @@ TEST(concurrent_loop_stops_both_wait_for_the_thread)
 		CHECK_INT(pthread_create(&th[i], NULL, stop_loop, &s[i]), ==, 0);
 	bool ended[2];
 	for (int i = 0; i < 2; i++)
-		ended[i] = np_joined_within(th[i], 5000);
+		ended[i] = np_joined_within(th[i], T);
 	if (!ended[0] || !ended[1])
 		TEST__FAIL("a ssock_loop_stop() racing another never returned"); /* leaks */
 	pthread_barrier_destroy(&go);
@@ -632,8 +632,8 @@ TEST(free_releases_a_thread_waiting_to_connect)
 	CHECK(test_wait_until(two_errors, cli, T));
 	CHECK_INT(ssock_client_state_get(cli), ==, SSOCK_STATE_CONNECTING);
 	CHECK_INT(pthread_create(&ft, NULL, free_client_thread, cli), ==, 0);
-	bool freed = np_joined_within(ft, 3000);
-	bool woke = np_joined_within(wt, 1000);
+	bool freed = np_joined_within(ft, T);
+	bool woke = np_joined_within(wt, T);
 	if (!freed || !woke)
 		TEST__FAIL("ssock_client_free() %s, the connect waiter %s",
 			   freed ? "returned" : "never returned",
@@ -708,7 +708,7 @@ TEST(out_of_memory_while_taking_posted_sends_does_not_deadlock)
 	CHECK_OK(ssock_server_send(srv, id, "x", 1));
 	pthread_t th;
 	CHECK_INT(pthread_create(&th, NULL, stats_thread, srv), ==, 0);
-	if (!np_joined_within(th, 3000))
+	if (!np_joined_within(th, T))
 		TEST__FAIL(
 			"ssock_server_stats_get() hangs: the loop thread holds loop->mu forever");
 	atomic_store(&fail_size, 0);

@@ -280,8 +280,8 @@ TEST(callback_inline_on_another_loop_may_call_its_own_loop)
 	int fd = np_connect(pa, false);
 	CHECK(fd >= 0);
 	CHECK_INT(np_send_u32(fd, "go", 2), ==, 0);
-	int disc = test_signal_wait(&s.disc_done, 1, 3000);
-	int msg = test_signal_wait(&s.msg_done, 1, 1000);
+	int disc = test_signal_wait(&s.disc_done, 1, T);
+	int msg = test_signal_wait(&s.msg_done, 1, T);
 	if (disc == TEST_SIGNAL_TIMEOUT || msg == TEST_SIGNAL_TIMEOUT) {
 		/* A's thread waits for itself: the server cannot be freed. */
 		pthread_t th;
@@ -429,7 +429,7 @@ TEST(nested_cross_loop_call_keeps_serving_its_own_loop)
 	struct pauser p = {.srv = nest.sa, .rc = 1};
 	pthread_t th;
 	CHECK_INT(pthread_create(&th, NULL, pause_thread, &p), ==, 0);
-	bool served = np_joined_within(th, 1500);
+	bool served = np_joined_within(th, T);
 	atomic_store(&nest.go_b, 1); /* B's callback ends: everything goes on */
 	if (!served)
 		CHECK(np_joined_within(th, T));
@@ -687,7 +687,7 @@ TEST(thread_running_an_undriven_loop_inline_does_not_block_other_loops)
 	long tid = atomic_load(&held.tid_a);
 	bool blocked = test_wait_until(thread_in_futex, (void *)(intptr_t)tid, 2000);
 	atomic_store(&held.a_blocked, 1);
-	bool returned = np_joined_within(th, 3000);
+	bool returned = np_joined_within(th, T);
 	if (!returned)
 		TEST__FAIL("the thread's reconnect (holding loop B) and loop A's callback (%s) "
 			   "wait for each other for good",

@@ -485,7 +485,7 @@ static void *ww_reader(void *arg)
 	for (int n = 0; n < SENDERS * 2000; n++) {
 		void *data;
 		size_t len;
-		if (np_recv_u32(ww_fd, &data, &len, 5000) != 0)
+		if (np_recv_u32(ww_fd, &data, &len, T) != 0)
 			return NULL;
 		atomic_fetch_add(&seen[((uint8_t *)data)[0]], 1);
 		free(data);

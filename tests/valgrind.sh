@@ -37,6 +37,7 @@ run_one() {
 		echo "ok   $name"
 	else
 		echo "FAIL $name (exit $?, log $log)"
+		tail -n 15 "$log" | sed 's/^/    | /' # CI keeps only what is printed
 	fi
 }
 export -f run_one
