@@ -175,6 +175,13 @@ void ssock__post(ssock_loop *loop, ssock__cmd *cmd);
 /* Posts a command that runs fn(arg) on the loop. Returns false when memory
  * ran out (nothing posted). */
 bool ssock__post_fn(ssock_loop *loop, void (*fn)(ssock__cmd *cmd), void *arg, uint64_t id);
+/* Runs the commands posted to the loop so far, as the loop's code. The
+ * caller holds drive_mu. */
+void ssock__run_commands(ssock_loop *loop);
+/* loop_call.c. A pass of loop code on loop begins on this thread (drive_mu
+ * held); returns the loop the thread ran before, to hand to leave. */
+ssock_loop *ssock__loop_enter(ssock_loop *loop);
+void ssock__loop_leave(ssock_loop *loop, ssock_loop *before);
 /* Runs fn(cmd) on the loop and waits for it; inline when already on it, or
  * when nobody runs the loop. A callback of another loop that calls it
  * serves its own loop's commands while it waits, so two loops whose
@@ -195,8 +202,8 @@ void ssock__loop_released(ssock_loop *l, size_t bytes);
 void ssock__loop_tidy(ssock__timer *t);
 void ssock__loop_tidy_cancel(ssock_loop *l);
 /* Large payload buffers, kept for reuse while some loop is busy (any
- * thread). big_alloc is malloc(len), or a kept block of len to 4/3 len;
- * big_free frees p, a block of at least size bytes, or keeps it. */
+ * thread). big_alloc is malloc(len), or a kept block of exactly len
+ * bytes; big_free frees p, a block of at least size bytes, or keeps it. */
 void *ssock__big_alloc(size_t len);
 void ssock__big_free(void *p, size_t size);
 void ssock__big_trim(void);
