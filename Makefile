@@ -4,7 +4,8 @@
 #   make test       build and run the tests, then again under
 #                   ASan+UBSan, and the threaded ones under TSan
 #   make test-valgrind  the integration tests (label net, without the
-#                   load ones) under valgrind memcheck: no errors, no leaks
+#                   load ones and the one built with ASan) under valgrind
+#                   memcheck: no errors, no leaks
 #   make bench      the benchmark (bench/run.sh)
 #   make fuzz       run every fuzzer for FUZZ_SECONDS (default 60)
 JOBS ?= $(shell nproc)
@@ -51,7 +52,7 @@ test-tsan:
 
 test-valgrind: build
 	@bash scripts/deps.sh valgrind
-	bash tests/valgrind.sh build -L net -LE load
+	bash tests/valgrind.sh build -L net -LE "load|sanitized"
 
 # bench/run.sh installs (or names) the reference libraries it needs itself.
 bench:

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # tests/valgrind.sh BUILD_DIR [CTEST_ARGS...]: runs each test binary that
-# ctest selects (default: -L net -LE load, the integration tests without the
+# ctest selects (default: -L net -LE "load|sanitized", the integration tests without the
 # heaviest load ones) under valgrind memcheck, two at a time. A test fails on
 # any memcheck error or a definite/indirect leak, or if it fails itself.
 # Scripts (the examples' runners) are skipped: valgrind would check bash.
 set -euo pipefail
 build=${1:?usage: valgrind.sh BUILD_DIR [CTEST_ARGS...]}
 shift
-[ $# -gt 0 ] || set -- -L net -LE load
+[ $# -gt 0 ] || set -- -L net -LE "load|sanitized"
 command -v valgrind >/dev/null || { echo "valgrind.sh: valgrind is not installed" >&2; exit 2; }
 logs=$build/valgrind
 rm -rf "$logs"
