@@ -122,6 +122,21 @@ static PyObject *conn_close(ps_conn *c, PyObject *unused)
 	Py_RETURN_NONE;
 }
 
+static PyObject *conn_flush(ps_conn *c, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = {"timeout", NULL};
+	PyObject *timeout = Py_None;
+	int ms;
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:flush", kwlist, &timeout) ||
+	    ps_timeout_ms(timeout, &ms) < 0)
+		return NULL;
+	if (!c->owner)
+		return ps_raise(SSOCK_ECLOSED);
+	if (c->owner->kind == PS_CLIENT)
+		return ps_client_flush(c->owner, ms);
+	return ps_server_flush(c->owner, c->id, ms);
+}
+
 static PyObject *conn_get_peer(ps_conn *c, void *closure)
 {
 	(void)closure;
@@ -163,6 +178,10 @@ static PyMethodDef conn_methods[] = {
 	 "send(data, timeout=0)\n--\n\nQueues data (bytes or any buffer) as one message. "
 	 "timeout: 0 raises SendQueueFullError at once when the queue is full, None waits "
 	 "for room, seconds wait up to that."},
+	{"flush", (PyCFunction)(void (*)(void))conn_flush, METH_VARARGS | METH_KEYWORDS,
+	 "flush(timeout=None)\n--\n\nWaits until what is queued to this connection has been "
+	 "written (or it ended); TimeoutError after timeout seconds (None: no limit). "
+	 "NoConnectionError when it is gone already."},
 	{"close", (PyCFunction)conn_close, METH_NOARGS,
 	 "close()\n--\n\nCloses the connection gracefully: what is queued is sent first. "
 	 "The disconnect event follows."},
