@@ -68,6 +68,18 @@ class MessagesTest(unittest.TestCase):
             del ev
             self.assertEqual(bytes(data), b"xyz")  # the view keeps the buffer alive
 
+    def test_repr_of_an_event_whose_payload_was_released(self):
+        with ssock.Server("127.0.0.1:0", zero_copy=True) as srv, \
+                ssock.Client(srv.address) as cli:
+            cli.connect(TIMEOUT)
+            cli.send(b"hello")
+            self.assertIs(srv.next_event(TIMEOUT).type, ssock.CONNECT)
+            ev = srv.next_event(TIMEOUT)
+            ev.data.release()
+            text = repr(ev)  # was SystemError: a result with an exception set
+            self.assertIn("MESSAGE", text)
+            self.assertIn("released", text)
+
     def test_line_framing_talks_to_a_plain_socket(self):
         with ssock.Server("127.0.0.1:0", framing="line", on_message=echo) as srv:
             s = raw_client(srv.address)
