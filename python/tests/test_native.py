@@ -215,6 +215,31 @@ class ErrorsTest(unittest.TestCase):
         self.assertEqual(ssock.strerror(ssock.ESENDQFULL), "send queue full")
         self.assertEqual(ssock.errname(ssock.ETIMEDOUT), "SSOCK_ETIMEDOUT")
 
+    def test_strings_with_a_nul_and_codes_out_of_range_are_refused(self):
+        # C would read up to the NUL, or the low 32 bits: another value than
+        # the one given. Refused as the socket module refuses them.
+        for bad in ("127.0.0.1:0\x00junk", ("127.0.0.1\x00junk", 0), ("local\x00host", 0)):
+            with self.assertRaises(ValueError, msg=repr(bad)):
+                ssock.Server(bad).close()
+            with self.assertRaises(ValueError, msg=repr(bad)):
+                ssock.Client(bad).close()
+            with self.assertRaises(ValueError, msg=repr(bad)):
+                ssock.UDP(bind=bad).close()
+        with self.assertRaises(ValueError):
+            ssock.Server("127.0.0.1:0", framing="line\x00garbage").close()
+        with ssock.Server("127.0.0.1:0") as srv:
+            with self.assertRaises(ValueError):
+                srv.listen("127.0.0.1:0\x00junk")
+        with ssock.UDP(bind="127.0.0.1:0") as udp:
+            with self.assertRaises(ValueError):
+                udp.send_to(b"x", "127.0.0.1:9\x00junk")
+        for fn in (ssock.errname, ssock.strerror):
+            for code in (2**32 + ssock.ETIMEDOUT, 2**40, -2**31 - 1, 2**63):
+                with self.assertRaises(OverflowError, msg=f"{fn.__name__}({code})"):
+                    fn(code)
+            self.assertIsInstance(fn(-2**31) + fn(2**31 - 1), str)  # the ends of int's range
+        self.assertEqual(ssock.errname(0), "OK")
+
     def test_oversized_message_closes_only_that_connection(self):
         with ssock.Server("127.0.0.1:0", max_message=16) as srv:
             bad, good = raw_client(srv.address), raw_client(srv.address)
