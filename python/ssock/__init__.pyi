@@ -91,7 +91,11 @@ class Error(OSError):
     (the error log, ERROR events, disconnect reasons) also say which operation
     failed (``op``: "accept", "read", "connect", "frame", ...), with whom
     (``peer``, ``conn_id``) and, from the error log, when (``time``, seconds
-    since the epoch)."""
+    since the epoch). One the program makes (``ssock.Error("x")``) has
+    ``code`` 0 and ``name`` "UNKNOWN" (a subclass: its first code, e.g.
+    ``ssock.TimeoutError("x").code == ETIMEDOUT``) and None for the rest.
+    Errors pickle and copy whole (class, code, errno, str()), so they cross
+    multiprocessing intact."""
 
     code: int
     name: str

@@ -1,7 +1,9 @@
 """The native API: ssock.Server, Client, UDP, Loop, Conn, Event, errors."""
 import array
+import copy
 import gc
 import os
+import pickle
 import select
 import socket
 import threading
@@ -214,6 +216,35 @@ class ErrorsTest(unittest.TestCase):
         self.assertEqual(cm.exception.code, ssock.EADDRINUSE)
         self.assertEqual(ssock.strerror(ssock.ESENDQFULL), "send queue full")
         self.assertEqual(ssock.errname(ssock.ETIMEDOUT), "SSOCK_ETIMEDOUT")
+
+    def test_errors_survive_pickle_and_copy(self):
+        # multiprocessing sends exceptions back pickled: the class, code,
+        # errno and str() must come through.
+        errs = [ssock._ssock._make_error(ssock.ECONNREFUSED, "connect"),
+                ssock._ssock._make_error(ssock.ESENDQFULL),
+                ssock._ssock._make_error(ssock.ETIMEDOUT)]
+        with ssock.Client("127.0.0.1:1") as cli:
+            with self.assertRaises(ssock.ConnectionRefusedError) as cm:
+                cli.connect(TIMEOUT)
+            errs.append(cm.exception)
+        for err in errs:
+            for copied in (pickle.loads(pickle.dumps(err)), copy.copy(err), copy.deepcopy(err)):
+                self.assertIs(type(copied), type(err))
+                for attr in ("args", "code", "name", "errno", "strerror", "op", "peer",
+                             "conn_id", "time"):
+                    self.assertEqual(getattr(copied, attr), getattr(err, attr), attr)
+                self.assertEqual(str(copied), str(err))
+        self.assertEqual(errs[0].errno, 111)
+        # One made by hand has every attribute the class declares.
+        made = ssock.Error("made by hand")
+        self.assertEqual((made.code, made.name, made.op, made.peer, made.conn_id, made.time),
+                         (0, "UNKNOWN", None, None, None, None))
+        self.assertEqual(str(made), "made by hand")
+        self.assertEqual(ssock.TimeoutError("late").code, ssock.ETIMEDOUT)
+        self.assertEqual(ssock.ClosedError("gone").name, "SSOCK_ECLOSED")
+        made.code = ssock.EINVAL  # instances still set their own
+        self.assertEqual(pickle.loads(pickle.dumps(made)).code, ssock.EINVAL)
+        self.assertEqual(ssock.Error.code, 0)
 
     def test_strings_with_a_nul_and_codes_out_of_range_are_refused(self):
         # C would read up to the NUL, or the low 32 bits: another value than
