@@ -149,6 +149,46 @@ class InboxTest(unittest.TestCase):
             self.assertIs(srv.next_event(0).type, ssock.CONNECT)
             s.close()
 
+    def test_fileno_is_readable_while_any_event_waits(self):
+        # A select() loop that takes one event per readiness must see them
+        # all: an event the binding took ahead of time would leave the fd
+        # unreadable while it waits.
+        def drain(fd, take, n):
+            got = []
+            while len(got) < n:
+                r = select.select([fd], [], [], TIMEOUT)[0]
+                self.assertEqual(r, [fd], f"not readable with {n - len(got)} events to come")
+                item = take()
+                if item is not None:
+                    got.append(item)
+            self.assertEqual(select.select([fd], [], [], 0)[0], [])  # and not after
+            return got
+
+        def recv0(handle):
+            try:
+                return handle.recv(0)
+            except ssock.TimeoutError:
+                return None  # that readiness was a CONNECT, which recv() skips
+
+        with ssock.Server("127.0.0.1:0") as srv, ssock.Client(srv.address) as cli:
+            cli.connect(TIMEOUT)
+            for i in range(10):
+                cli.send(b"m%d" % i)
+            wait_until(lambda: srv.stats().inbox_events == 11, what="11 events in the inbox")
+            evs = drain(srv.fileno(), lambda: srv.next_event(0), 11)
+            self.assertEqual([ev.type for ev in evs], [ssock.CONNECT] + [ssock.MESSAGE] * 10)
+            self.assertEqual([ev.data for ev in evs[1:]], [b"m%d" % i for i in range(10)])
+            for i in range(10):
+                srv.send(evs[0].conn, b"r%d" % i)
+            self.assertEqual(drain(cli.fileno(), lambda: recv0(cli), 10),
+                             [b"r%d" % i for i in range(10)])
+        with ssock.UDP(bind="127.0.0.1:0") as udp, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(10):
+                s.sendto(b"d%d" % i, udp.address)
+            got = drain(udp.fileno(), lambda: recv0(udp), 10)
+            self.assertEqual([data for data, _ in got], [b"d%d" % i for i in range(10)])
+
     def test_iteration_ends_when_closed(self):
         srv = ssock.Server("127.0.0.1:0")
         seen = []
