@@ -45,11 +45,16 @@ int ps_take(ps_handle *self, ssock_event *evs, int max, int timeout_ms)
 	}
 }
 
-/* No GIL: locks take_mu, until the deadline when there is one. */
+/* Waits for take_mu are cut into slices this long (ms): pthread_mutex_lock()
+ * can't be interrupted by a signal, so a thread waiting for the lock while
+ * another one holds it inside poll() (say, Ctrl-C in the main thread while a
+ * worker waits on the same handle) comes back this often to run the Python
+ * signal handlers (ps_signal_pause()). */
+enum { TAKE_LOCK_SLICE_MS = 50 };
+
+/* No GIL: locks take_mu, giving up at the deadline (a ps_now_ms() time). */
 static int lock_take(ps_handle *self, int64_t deadline)
 {
-	if (!deadline)
-		return pthread_mutex_lock(&self->take_mu) == 0;
 	int64_t left = deadline - ps_now_ms();
 	if (left < 0)
 		left = 0;
@@ -81,8 +86,9 @@ static int take_blocking(ps_handle *self, ssock_event *ev, int64_t deadline)
 
 /* GIL; the caller is a user. Takes the next raw event into *ev: 1, 0 when
  * timeout_ms passed (0: don't wait, -1: no limit), -1 with an exception
- * (ClosedError once closing), -2 when a signal cut the wait short (see
- * ps_signal_pause()).
+ * (ClosedError once closing), -2 when the wait was cut short so that signal
+ * handlers can run (a signal, or a slice of waiting for take_mu: see
+ * ps_signal_pause()), nothing taken.
  *
  * One event at a time, straight from the C inbox to the caller: an event
  * taken ahead into a ring of ours would leave the inbox's fd (fileno())
@@ -111,13 +117,17 @@ int ps_pop_raw(ps_handle *self, ssock_event *ev, int timeout_ms)
 			if (!until || cut < until)
 				until = cut;
 		}
+		int64_t slice = ps_now_ms() + TAKE_LOCK_SLICE_MS;
+		int64_t lock_until = until && until < slice ? until : slice;
 		int locked;
 		Py_BEGIN_ALLOW_THREADS
-			locked = lock_take(self, until);
+			locked = lock_take(self, lock_until);
 		Py_END_ALLOW_THREADS
 		if (!locked) {
-			if (until == deadline)
+			if (deadline && ps_now_ms() >= deadline)
 				return 0;
+			if (lock_until == slice)
+				return -2;
 			continue;
 		}
 		int n = take_blocking(self, ev, until);
