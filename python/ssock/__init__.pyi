@@ -239,7 +239,8 @@ class _Handle:
         ClosedError once closed, Error(ENOINBOX) in callback mode."""
     async def next_event_async(self) -> Event:
         """Inbox mode: the next Event, awaited (the running asyncio loop
-        watches fileno(); no thread per call)."""
+        watches fileno(); no thread per call). Any number of tasks may await
+        it on one handle at once: each event goes to one of them."""
     def __iter__(self) -> Iterator[Event]:
         """Inbox mode: every event, waiting without limit; ends at close()."""
     def __next__(self) -> Event: ...
