@@ -12,6 +12,12 @@ shared Loop); Python code never runs on that thread. Two ways to get events:
   by iterating over the handle, with ``recv()``, or from asyncio with
   ``await next_event_async()`` / ``async for``.
 
+``inbox_max`` / ``inbox_max_bytes`` bound what the inbox holds; in inbox mode
+that is all the binding holds (it takes one event at a time, and ``fileno()``
+is readable exactly while one waits). In callback mode the dispatcher takes up
+to 256 events at a time out of the inbox to run their callbacks, and the inbox
+fills again meanwhile: up to ``inbox_max`` + 256 messages at worst.
+
 Drop-ins for older libraries: ``ssock.simplesockets`` (simplesockets 0.0.8)
 and ``ssock.tinyproto`` (tinyproto 3.0).
 """

@@ -189,6 +189,27 @@ class InboxTest(unittest.TestCase):
             got = drain(udp.fileno(), lambda: recv0(udp), 10)
             self.assertEqual([data for data, _ in got], [b"d%d" % i for i in range(10)])
 
+    def test_inbox_mode_holds_no_more_than_inbox_max(self):
+        # Events the binding took ahead of the program would free room in the
+        # inbox, which would fill up again behind them.
+        with ssock.Server("127.0.0.1:0", inbox_max=8) as srv, \
+                ssock.Client(srv.address) as cli:
+            cli.connect(TIMEOUT)
+            for i in range(50):
+                cli.send(b"m%d" % i)
+            # CONNECT and 8 messages; reading stops until the inbox is half empty.
+            wait_until(lambda: srv.stats().inbox_events == 9, what="a full inbox")
+            self.assertIs(srv.next_event(TIMEOUT).type, ssock.CONNECT)
+            self.assertEqual(srv.next_event(TIMEOUT).data, b"m0")
+            self.assertEqual(srv.next_event(0).data, b"m1")
+            # What was handed out left the inbox; nothing else did.
+            self.assertEqual(srv.stats().inbox_events, 6)
+            got = []
+            while len(got) < 48:
+                ev = srv.next_event(TIMEOUT)
+                got.append(ev.data)
+            self.assertEqual(got, [b"m%d" % i for i in range(2, 50)])
+
     def test_iteration_ends_when_closed(self):
         srv = ssock.Server("127.0.0.1:0")
         seen = []
