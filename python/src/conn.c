@@ -306,9 +306,16 @@ static PyObject *event_repr(ps_event *e)
 	if (!name)
 		return NULL;
 	PyObject *r;
-	if (e->data != Py_None)
-		r = PyUnicode_FromFormat("<ssock.Event %U %R len=%zd>", name, e->conn,
-					 PyObject_Length(e->data));
+	Py_ssize_t len = e->data != Py_None ? PyObject_Length(e->data) : 0;
+	if (len < 0 && PyErr_ExceptionMatches(PyExc_ValueError)) {
+		/* A zero_copy payload the program released: repr() must still
+		 * work (debuggers and logs call it on anything). */
+		PyErr_Clear();
+		r = PyUnicode_FromFormat("<ssock.Event %U %R released>", name, e->conn);
+	} else if (len < 0)
+		r = NULL;
+	else if (e->data != Py_None)
+		r = PyUnicode_FromFormat("<ssock.Event %U %R len=%zd>", name, e->conn, len);
 	else if (e->error != Py_None)
 		r = PyUnicode_FromFormat("<ssock.Event %U %R %R>", name, e->conn, e->error);
 	else

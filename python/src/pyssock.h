@@ -10,8 +10,8 @@
  *     dispatcher thread per handle waits (GIL released) on the inbox's event
  *     fd, takes every event there is (up to PS_BATCH) without the GIL, then
  *     takes the GIL once and runs the Python callbacks for the whole batch.
- *   - In inbox mode, next_event() takes a batch the same way into a ring of
- *     pending events, and hands them out one by one.
+ *   - In inbox mode, next_event() takes one event at a time (so the inbox's
+ *     fd is readable exactly while an event waits), in order across threads.
  *   - Every call into C on a handle counts as a "user"; close() stops new
  *     users, wakes every wait (an eventfd of ours, polled next to the
  *     inbox's), waits for the users to leave, and only then frees the C
@@ -109,7 +109,9 @@ struct ps_handle {
 	size_t spare_bytes;    /* the sum of their cap */
 	int64_t spare_used_ms; /* when one was last made or reused */
 
-	/* Inbox mode: events taken but not yet handed out (GIL-protected). */
+	/* Inbox mode: take_mu orders the takes of threads (inbox.c). The ring
+	 * of events taken ahead is no longer filled (ps_pop_raw() takes one at
+	 * a time), so pend_n stays 0; ps_release_pending() still empties it. */
 	pthread_mutex_t take_mu;
 	ssock_event *pend;
 	size_t pend_head, pend_n, pend_cap;

@@ -94,7 +94,11 @@ class Error(OSError):
     (the error log, ERROR events, disconnect reasons) also say which operation
     failed (``op``: "accept", "read", "connect", "frame", ...), with whom
     (``peer``, ``conn_id``) and, from the error log, when (``time``, seconds
-    since the epoch)."""
+    since the epoch). One the program makes (``ssock.Error("x")``) has
+    ``code`` 0 and ``name`` "UNKNOWN" (a subclass: its first code, e.g.
+    ``ssock.TimeoutError("x").code == ETIMEDOUT``) and None for the rest.
+    Errors pickle and copy whole (class, code, errno, str()), so they cross
+    multiprocessing intact."""
 
     code: int
     name: str
@@ -244,7 +248,8 @@ class _Handle:
         ClosedError once closed, Error(ENOINBOX) in callback mode."""
     async def next_event_async(self) -> Event:
         """Inbox mode: the next Event, awaited (the running asyncio loop
-        watches fileno(); no thread per call)."""
+        watches fileno(); no thread per call). Any number of tasks may await
+        it on one handle at once: each event goes to one of them."""
     def __iter__(self) -> Iterator[Event]:
         """Inbox mode: every event, waiting without limit; ends at close()."""
     def __next__(self) -> Event: ...
@@ -288,8 +293,14 @@ class Server(_Handle):
         read_size: int = 0,  # bytes per read(); default 64 KiB
         send_queue_max: int = 0,  # bytes per connection; default 32 MiB
         send_budget: int = 0,  # bytes queued for all connections; default 64 MiB
-        inbox_max: int = 0,  # messages held before reading stops; default 1024
-        inbox_max_bytes: int = 0,  # default 64 MiB
+        # Messages (and their bytes) the inbox holds before reading stops;
+        # default 1024 and 64 MiB; one message always fits, whatever its size.
+        # Inbox mode holds no more. In callback mode the dispatcher takes up
+        # to 256 events at a time out of the inbox to run their callbacks,
+        # and the inbox fills up again meanwhile: up to inbox_max + 256
+        # messages (inbox_max_bytes + 256 * max_message bytes) at worst.
+        inbox_max: int = 0,
+        inbox_max_bytes: int = 0,
         idle_timeout: float = 0,  # seconds without traffic: EIDLE; 0 never
         read_timeout: float = 0,  # seconds in mid-message: ESTALLED; 0 never
         keepalive: int = 0,  # TCP keepalive idle seconds; 0 off
@@ -347,7 +358,7 @@ class Client(_Handle):
         max_message: int = 0,
         read_size: int = 0,
         send_queue_max: int = 0,
-        inbox_max: int = 0,
+        inbox_max: int = 0,  # as Server's: with callbacks, up to inbox_max + 256
         inbox_max_bytes: int = 0,
         connect_timeout: float = 0,  # per attempt; default 10 s
         idle_timeout: float = 0,
@@ -404,7 +415,7 @@ class UDP(_Handle):
         *,
         connect: Optional[Address] = None,
         max_message: int = 0,  # default and at most 65507
-        inbox_max: int = 0,
+        inbox_max: int = 0,  # as Server's: with on_datagram, up to inbox_max + 256
         error_log_max: int = 0,
         loop: Optional[Loop] = None,
         zero_copy: bool = False,
