@@ -84,19 +84,11 @@ void ps_free_c_handle(ps_handle *self)
 	pthread_mutex_unlock(&self->mu);
 }
 
-void ps_release_pending(ps_handle *self)
-{
-	for (size_t i = 0; i < self->pend_n; i++)
-		ssock_event_release(&self->pend[(self->pend_head + i) % self->pend_cap]);
-	self->pend_n = 0;
-}
-
 /* GIL: after the C handle is gone. Every connection is closed, and the
  * references that could form cycles (callbacks, connections) are dropped. */
 void ps_after_free(ps_handle *self)
 {
 	registry_remove(self);
-	ps_release_pending(self);
 	ps_refs_drain(self); /* the free gave every one back */
 	ps_spare_drop(self, 0);
 	if (self->wake_fd >= 0) {
@@ -295,10 +287,8 @@ static void handle_dealloc(ps_handle *self)
 		PyObject_ClearWeakRefs((PyObject *)self);
 	if (close_handle(self, -1, -1) < 0)
 		PyErr_WriteUnraisable((PyObject *)self);
-	ps_release_pending(self);
 	ps_refs_drain(self);
 	ps_spare_drop(self, 0);
-	PyMem_Free(self->pend);
 	if (self->wake_fd >= 0)
 		close(self->wake_fd);
 	if (self->refs_fd >= 0)

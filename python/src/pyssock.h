@@ -109,12 +109,10 @@ struct ps_handle {
 	size_t spare_bytes;    /* the sum of their cap */
 	int64_t spare_used_ms; /* when one was last made or reused */
 
-	/* Inbox mode: take_mu orders the takes of threads (inbox.c). The ring
-	 * of events taken ahead is no longer filled (ps_pop_raw() takes one at
-	 * a time), so pend_n stays 0; ps_release_pending() still empties it. */
+	/* Inbox mode: take_mu orders the takes of threads (inbox.c), which
+	 * take one event at a time: none waits on the Python side, where the
+	 * event fd could not tell of it. */
 	pthread_mutex_t take_mu;
-	ssock_event *pend;
-	size_t pend_head, pend_n, pend_cap;
 
 	/* Connections by id (dict int -> Conn), and the last one looked up. */
 	PyObject *conns;
@@ -206,7 +204,6 @@ extern __thread int ps_in_dispatcher;
 void ps_registry_add(ps_handle *self);
 void ps_free_c_handle(ps_handle *self); /* no GIL: waits for the users, frees */
 void ps_after_free(ps_handle *self);    /* GIL: drops what could form cycles */
-void ps_release_pending(ps_handle *self);
 PyObject *ps_disconnect_error(ssock_event *ev);
 extern PyMethodDef ps_handle_methods[];
 extern PyGetSetDef ps_handle_getset[];
