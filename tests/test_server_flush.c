@@ -9,6 +9,7 @@
 #include "test.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -153,7 +154,7 @@ TEST(flush_ends_when_the_connection_ends)
 	CHECK_OK(ssock_server_free(srv));
 }
 
-static int flush_in_callback = 1;
+static atomic_int flush_in_callback = 1;
 
 static void flush_from_callback(ssock_conn *c, const void *data, size_t len, void *user)
 {
@@ -161,7 +162,7 @@ static void flush_from_callback(ssock_conn *c, const void *data, size_t len, voi
 	(void)data;
 	(void)len;
 	ssock_server *srv = *(ssock_server **)user;
-	flush_in_callback = ssock_server_flush(srv, 0, 100);
+	atomic_store(&flush_in_callback, ssock_server_flush(srv, 0, 100));
 	ssock_conn_send(c, "done", 4);
 }
 
@@ -182,7 +183,7 @@ TEST(flush_refuses_unknown_ids_and_callbacks)
 	size_t len;
 	CHECK_INT(np_recv_u32(fd, &data, &len, T), ==, 0);
 	free(data);
-	CHECK_INT(flush_in_callback, ==, SSOCK_ELOOPTHREAD);
+	CHECK_INT(atomic_load(&flush_in_callback), ==, SSOCK_ELOOPTHREAD);
 	close(fd);
 	CHECK_OK(ssock_server_free(srv));
 }
