@@ -335,6 +335,41 @@ class RegressionTest(unittest.TestCase):
         server.close()
 
 
+    def test_a_client_that_never_reads_does_not_stall_the_others(self):
+        # send_data from on_receive runs on the dispatcher thread, which every
+        # callback of the server shares: it must not wait there for room in a
+        # full queue (send_timeout, 10 s a message), or one client that never
+        # reads holds up every other client's answers.
+        server = make_server(on_receive=lambda sock, addr, data: server.send_data(data * 16, sock))
+        bad = socket.socket()
+        bad.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        bad.settimeout(TIMEOUT)
+        bad.connect(("127.0.0.1", port_of(server)))
+
+        def flood():
+            try:
+                for _ in range(200):
+                    bad.sendall(b"x" * 65536)
+            except OSError:
+                pass  # the server stopped reading, or the test closed it
+
+        flooder = threading.Thread(target=flood, daemon=True)
+        flooder.start()
+        # Its queue (32 MiB by default) is all but full: a few 1 MiB replies more fill it.
+        wait_until(lambda: server._native.stats().queued >= 24 << 20,
+                   what="the reader's send queue to fill")
+        good = plain_client(server)
+        good.settimeout(TIMEOUT / 2)  # well under send_timeout, far above what it takes
+        good.sendall(b"ping")
+        self.assertEqual(recv_exact(good, 64), b"ping" * 16)
+        kinds = {type(e) for _, e in server.return_exceptions()}
+        self.assertIn(ssock.SendQueueFullError, kinds)  # the failed sends are recorded
+        good.close()
+        bad.close()
+        server.close()
+        flooder.join(TIMEOUT)
+
+
 class InteropTest(unittest.TestCase):
     """simplesockets' wire is raw bytes: a plain socket stands in for a real
     simplesockets peer."""

@@ -20,6 +20,12 @@ What differs, because it was a bug:
   backpressure); a program that uses ``on_receive`` and never takes
   ``recved_data`` keeps only the newest entries there instead;
   ``event.exception.list`` keeps the newest ``MAX_EXCEPTIONS``;
+* ``send_data`` waits up to ``send_timeout`` (10 s) for room in a full send
+  queue (32 MiB a connection), except inside a callback: the callbacks share
+  one thread (a server's, for all its clients; a client's autorecv thread),
+  so there a full queue fails at once (``send_data`` returns False, the
+  ``SendQueueFullError`` is in ``event.exception.list``) instead of holding
+  up every other client while one does not read;
 * ``await_event`` waits on a condition instead of spinning, and reading
   ``event.new_data`` (or ``new_data_recved``) in a tight loop sleeps a few ms
   per read while nothing arrives, so a ``while True: if new_data`` loop no
@@ -243,6 +249,7 @@ class TCPServer:
     def __init__(self, max_connections=None):
         self._cond = threading.Condition()
         self._native = None
+        self._dispatcher = None  # threading.get_ident() of the native callbacks' thread
         self._kill = False
         self._run = True
         self._closing = False
@@ -349,6 +356,7 @@ class TCPServer:
     # -- the native callbacks (ssock's dispatcher thread) ------------------
 
     def _on_connect(self, conn):
+        self._dispatcher = threading.get_ident()
         address = conn.peer
         conn.address = address
         conn.proxy = SocketProxy(conn, raw=self._framing == "raw")
@@ -361,12 +369,14 @@ class TCPServer:
             self.on_connect(address)
 
     def _on_message(self, conn, data):
+        self._dispatcher = threading.get_ident()
         with self._cond:
             _Holder.put(self, (conn.proxy, conn.address, data), len(data))
         if callable(self.on_receive):
             self.on_receive(conn.proxy, conn.address, data)
 
     def _on_disconnect(self, conn, err):
+        self._dispatcher = threading.get_ident()
         with self._cond:
             entry = self.clients.get(conn.address)
             if entry is not None and entry[1] is conn.proxy:
@@ -380,7 +390,12 @@ class TCPServer:
             self.on_disconnect(conn.address)
 
     def _on_error(self, err):
+        self._dispatcher = threading.get_ident()
         _record(self, err)
+
+    def _in_callback(self):
+        """True on the thread that runs every callback of this server."""
+        return threading.get_ident() == self._dispatcher
 
     # -- the program's calls -----------------------------------------------
 
@@ -397,13 +412,14 @@ class TCPServer:
     def send_data(self, data: bytes, client_socket) -> bool:
         """Sends data to a client (its socket, as recved_data hands it over, or
         its address). Returns False (the error in event.exception.list) when it
-        could not be queued."""
+        could not be queued: after send_timeout seconds of a full queue, or at
+        once when called from a callback (which must not hold up the others)."""
         conn = self._conn_of(client_socket)
         if conn is None:
             _record(self, KeyError(f"no such client: {client_socket!r}"))
             return False
         try:
-            conn.send(data, timeout=self.send_timeout)
+            conn.send(data, timeout=0 if self._in_callback() else self.send_timeout)
             return True
         except ssock.Error as e:
             _record(self, e)
@@ -423,8 +439,8 @@ class TCPServer:
                         self._held -= len(entry[2])
                         self._cond.notify_all()
                         return entry[2]
-                if not conn.open or self._closing:
-                    return b""
+                if not conn.open or self._closing or self._in_callback():
+                    return b""  # (in a callback: what it waits for comes after it)
                 self._cond.wait()
 
     def return_recved_data(self):
@@ -499,7 +515,7 @@ class TCPClient:
         self._cond = threading.Condition()
         self._native = None
         self._autorecv = False
-        self._thread = None
+        self._thread = None  # the autorecv thread, which runs the callbacks
         self._wake_fd = None
         self._closing = False
         self._held = 0
@@ -601,13 +617,18 @@ class TCPClient:
             native.reconnect()
         return self.connect()
 
+    def _in_callback(self):
+        """True on the autorecv thread, which runs on_receive and on_disconnect."""
+        return self._thread is not None and self._thread is threading.current_thread()
+
     def send_data(self, data: bytes) -> bool:
         """Sends data; False (the error in event.exception.list) when it could
-        not be queued."""
+        not be queued: after send_timeout seconds of a full queue, or at once
+        when called from a callback (autorecv must not stop for it)."""
         try:
             if self._native is None:
                 raise ssock._ssock._make_error(ssock.ENOTCONN)
-            self._native.send(data, timeout=self.send_timeout)
+            self._native.send(data, timeout=0 if self._in_callback() else self.send_timeout)
             return True
         except ssock.Error as e:
             _record(self, e)
