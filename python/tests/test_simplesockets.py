@@ -294,6 +294,43 @@ class RegressionTest(unittest.TestCase):
         client.close()
         server.close()
 
+    def test_a_program_that_takes_recved_data_itself_keeps_receiving(self):
+        # The docs name recved_data as the variable that holds what came; a
+        # program may take it itself (swap in a new list, or empty it in place)
+        # instead of calling return_recved_data(). Reading must go on past the
+        # bound (MAX_HELD entries, MAX_HELD_BYTES, patched small here).
+        def swap(server):
+            items, server.recved_data = server.recved_data, []
+            return items
+
+        def clear(server):
+            items = list(server.recved_data)
+            server.recved_data.clear()  # in place: nobody is told
+            return items
+
+        old = ss_module.MAX_HELD_BYTES
+        ss_module.MAX_HELD_BYTES = 1 << 20
+        self.addCleanup(setattr, ss_module, "MAX_HELD_BYTES", old)
+        for take in (swap, clear):
+            with self.subTest(take=take.__name__):
+                server = make_server(framing="u32")
+                client = make_client(server, framing="u32")
+                client.connect()
+                n, chunk = 64, b"x" * (64 << 10)  # 4 MiB: 4 times the bound
+                sender = threading.Thread(target=lambda: [client.send_data(chunk)
+                                                          for _ in range(n)])
+                sender.start()
+                got = 0
+                deadline = time.monotonic() + TIMEOUT
+                while got < n and time.monotonic() < deadline:
+                    with server._cond:
+                        server._cond.wait_for(lambda: server.recved_data, 0.05)
+                    got += len(take(server))
+                sender.join(TIMEOUT)
+                self.assertEqual(got, n)
+                client.close()
+                server.close()
+
     def test_the_exception_list_is_bounded(self):
         server = make_server()
         for i in range(ss_module.MAX_EXCEPTIONS + 50):

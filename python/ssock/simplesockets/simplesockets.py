@@ -17,7 +17,8 @@ What differs, because it was a bug:
   that receives and the one that calls ``return_recved_data()``;
 * memory is bounded: when ``recved_data`` holds ``MAX_HELD`` entries (or
   ``MAX_HELD_BYTES``), reading stops until the program takes them (TCP
-  backpressure); a program that uses ``on_receive`` and never takes
+  backpressure) with ``return_recved_data()`` or by itself (assigning
+  ``recved_data``, or emptying it in place: that is noticed within 0.1 s); a program that uses ``on_receive`` and never takes
   ``recved_data`` keeps only the newest entries there instead;
   ``event.exception.list`` keeps the newest ``MAX_EXCEPTIONS``;
 * ``send_data`` waits up to ``send_timeout`` (10 s) for room in a full send
@@ -209,35 +210,82 @@ class _ListenerProxy:
         return f"<ssock listening socket {native.address if native else 'unbound'}>"
 
 
+def _size(entry):
+    """The payload bytes of a recved_data entry (a server's (socket, address,
+    data), a client's data); 0 for what a program put there itself."""
+    try:
+        return len(entry[-1]) if isinstance(entry, tuple) else len(entry)
+    except TypeError:
+        return 0
+
+
 class _Holder:
-    """The bounded recved_data of a server or client (the owner's _cond held)."""
+    """The bounded recved_data of a server or client (the owner's _cond held).
+
+    The program may take entries itself: assign recved_data (the owner's
+    setter recounts and notifies) or change the list in place (clear(), pop(),
+    del: nobody is told, so the count is redone whenever the list's length is
+    not what it was, and a full list is looked at again every RECHECK s)."""
+
+    RECHECK = 0.1
+
+    @staticmethod
+    def recount(owner):
+        lst = owner._recved
+        owner._held = sum(_size(e) for e in lst)
+        owner._held_len = len(lst)
+
+    @staticmethod
+    def full(owner, size):
+        if len(owner._recved) != owner._held_len:
+            _Holder.recount(owner)
+        lst = owner._recved
+        return bool(lst) and (len(lst) >= MAX_HELD or owner._held + size > MAX_HELD_BYTES)
 
     @staticmethod
     def put(owner, entry, size):
-        while not owner._closing and (
-            len(owner.recved_data) >= MAX_HELD or owner._held + size > MAX_HELD_BYTES
-        ) and owner.recved_data:
+        while not owner._closing and _Holder.full(owner, size):
             if callable(owner.on_receive):
                 # The program takes data through on_receive: keep the newest.
-                dropped = owner.recved_data.pop(0)
-                owner._held -= len(dropped[-1]) if isinstance(dropped, tuple) else len(dropped)
+                owner._held -= _size(owner._recved.pop(0))
+                owner._held_len -= 1
                 continue
-            owner._cond.wait()  # backpressure: reading stops until it is taken
-        owner.recved_data.append(entry)
+            owner._cond.wait(_Holder.RECHECK)  # backpressure: reading stops until taken
+        owner._recved.append(entry)
         owner._held += size
+        owner._held_len = len(owner._recved)
         owner.event._new_data._value = True
         owner._cond.notify_all()
 
     @staticmethod
-    def take(owner):
-        data, owner.recved_data = owner.recved_data, []
-        owner._held = 0
-        owner.event._new_data._value = False
+    def set(owner, value):
+        owner._recved = value
+        _Holder.recount(owner)
         owner._cond.notify_all()
+
+    @staticmethod
+    def take(owner):
+        data = owner._recved
+        _Holder.set(owner, [])
+        owner.event._new_data._value = False
         return data
 
 
-class TCPServer:
+class _RecvedData:
+    """recved_data, for TCPServer and TCPClient: the list of what came (a
+    property, so that a program that assigns it lets reading go on)."""
+
+    @property
+    def recved_data(self):
+        return self._recved
+
+    @recved_data.setter
+    def recved_data(self, value):
+        with self._cond:
+            _Holder.set(self, value)
+
+
+class TCPServer(_RecvedData):
     """A TCP server with simplesockets 0.0.8's API (see the module docstring)."""
 
     EVENT_EXCEPTION = "--EXCEPTION--"
@@ -253,14 +301,15 @@ class TCPServer:
         self._kill = False
         self._run = True
         self._closing = False
-        self._held = 0
+        self._held = 0  # payload bytes in recved_data
+        self._held_len = 0  # its length when _held was counted
         self._framing = "raw"
         self.__IP = None
         self.__PORT = None
         self.__recv_buffer = 2048
         self.socket = _ListenerProxy(self)
         self.clients = {}  # address -> [connection stand-in, client socket]
-        self.recved_data = []
+        self._recved = []  # recved_data
         self.event = _ServerEvent(self)
         self.max_connections = max_connections
         self.on_connect = None
@@ -433,10 +482,10 @@ class TCPServer:
             return b""
         with self._cond:
             while True:
-                for i, entry in enumerate(self.recved_data):
-                    if entry[0] is conn.proxy:
-                        del self.recved_data[i]
-                        self._held -= len(entry[2])
+                for i, entry in enumerate(self._recved):
+                    if isinstance(entry, tuple) and entry[0] is conn.proxy:
+                        del self._recved[i]
+                        _Holder.recount(self)
                         self._cond.notify_all()
                         return entry[2]
                 if not conn.open or self._closing or self._in_callback():
@@ -499,7 +548,7 @@ class TCPServer:
                 self._cond.wait(left)
 
 
-class TCPClient:
+class TCPClient(_RecvedData):
     """A TCP client with simplesockets 0.0.8's API (see the module docstring)."""
 
     EVENT_EXCEPTION = "--EXCEPTION--"
@@ -518,7 +567,8 @@ class TCPClient:
         self._thread = None  # the autorecv thread, which runs the callbacks
         self._wake_fd = None
         self._closing = False
-        self._held = 0
+        self._held = 0  # payload bytes in recved_data
+        self._held_len = 0  # its length when _held was counted
         self._framing = "raw"
         self._max_message = None
         self._setup_flag = False
@@ -529,7 +579,7 @@ class TCPClient:
         self.__target_port = None
         self.__recv_buffer = None
         self.socket = SocketProxy(raw=True)
-        self.recved_data = []
+        self._recved = []  # recved_data
         self.event = _ClientEvent(self)
         self.on_connect = None
         self.on_disconnect = None
