@@ -304,8 +304,8 @@ class RegressionTest(unittest.TestCase):
             return items
 
         def clear(server):
-            items = list(server.recved_data)
-            server.recved_data.clear()  # in place: nobody is told
+            items = server.recved_data[:]
+            del server.recved_data[:len(items)]  # in place: nobody is told
             return items
 
         old = ss_module.MAX_HELD_BYTES
@@ -330,6 +330,58 @@ class RegressionTest(unittest.TestCase):
                 self.assertEqual(got, n)
                 client.close()
                 server.close()
+
+    def test_on_receive_and_polling_together_lose_nothing(self):
+        # A program that logs in on_receive and works through recved_data in a
+        # loop that lags: once it has taken data from recved_data, a full
+        # recved_data stops reading (nothing is dropped to make room).
+        for polls_first in (True, False):
+            with self.subTest(polls_first=polls_first):
+                receives = Collector()
+                server = make_server(framing="u32", on_receive=receives)
+                client = make_client(server, framing="u32")
+                client.connect()
+                if polls_first:
+                    self.assertEqual(server.return_recved_data(), [])
+                n = ss_module.MAX_HELD * 3
+                sender = threading.Thread(
+                    target=lambda: [client.send_data(b"%d" % i) for i in range(n)])
+                sender.start()
+                # Not polls_first: the loop starts once recved_data is full, as
+                # a program's does that sends requests first (within DROP_GRACE).
+                wait_until(lambda: len(server._recved) == ss_module.MAX_HELD,
+                           what="recved_data to fill", cond=server._cond)
+                got = []
+                while len(got) < n:
+                    kind, data = server.await_event(TIMEOUT * 1000)
+                    if kind == server.EVENT_TIMEOUT:
+                        break
+                    self.assertEqual(kind, server.EVENT_RECEIVED)
+                    got += [int(d) for _, _, d in data]
+                sender.join(TIMEOUT)
+                self.assertEqual(got, list(range(n)))
+                self.assertEqual(len(receives.wait(n)), n)
+                client.close()
+                server.close()
+
+    def test_a_program_that_only_uses_on_receive_is_told_of_drops_once(self):
+        # It never takes recved_data, so recved_data keeps only the newest
+        # entries; that is recorded once in event.exception.list, not silent.
+        receives = Collector()
+        server = make_server(framing="u32", on_receive=receives)
+        client = make_client(server, framing="u32")
+        client.connect()
+        n = ss_module.MAX_HELD * 3
+        for i in range(n):
+            client.send_data(b"%d" % i)
+        self.assertEqual([int(d) for _, _, d in receives.wait(n)], list(range(n)))
+        exceptions = server.return_exceptions()
+        self.assertEqual(len(exceptions), 1, exceptions)
+        self.assertIn("recved_data", str(exceptions[0][1]))
+        with server._cond:
+            self.assertEqual(len(server._recved), ss_module.MAX_HELD)
+        client.close()
+        server.close()
 
     def test_the_exception_list_is_bounded(self):
         server = make_server()

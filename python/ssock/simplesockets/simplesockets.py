@@ -18,8 +18,15 @@ What differs, because it was a bug:
 * memory is bounded: when ``recved_data`` holds ``MAX_HELD`` entries (or
   ``MAX_HELD_BYTES``), reading stops until the program takes them (TCP
   backpressure) with ``return_recved_data()`` or by itself (assigning
-  ``recved_data``, or emptying it in place: that is noticed within 0.1 s); a program that uses ``on_receive`` and never takes
-  ``recved_data`` keeps only the newest entries there instead;
+  ``recved_data``, or emptying it in place: that is noticed within 0.1 s).
+  Only a program that has an ``on_receive`` and has never taken data from
+  ``recved_data`` (``return_recved_data()``, ``recv_data()``, ``await_event()``
+  returning data, reading or assigning ``recved_data``) keeps the newest
+  entries there instead, so that memory stays bounded: the first time
+  ``recved_data`` is full, reading waits ``DROP_GRACE`` (1 s) for the program
+  to take data (a polling loop that starts late loses nothing); after that
+  the oldest entries are dropped, and one ``OverflowError`` in
+  ``event.exception.list`` says so;
   ``event.exception.list`` keeps the newest ``MAX_EXCEPTIONS``;
 * ``send_data`` waits up to ``send_timeout`` (10 s) for room in a full send
   queue (32 MiB a connection), except inside a callback: the callbacks share
@@ -53,6 +60,7 @@ __all__ = ["TCPServer", "TCPClient", "SetupError"]
 
 MAX_HELD = 1024  # entries recved_data holds before reading stops
 MAX_HELD_BYTES = 64 << 20  # ... or payload bytes
+DROP_GRACE = 1.0  # seconds a full recved_data waits before it drops (see put)
 MAX_EXCEPTIONS = 256  # newest entries event.exception.list keeps
 READ_SIZE = 65536  # raw framing: bytes per read (at least recv_buffer)
 SPIN_WINDOW = 0.002  # reads of a False new_data this close together are a spin...
@@ -245,8 +253,25 @@ class _Holder:
     @staticmethod
     def put(owner, entry, size):
         while not owner._closing and _Holder.full(owner, size):
-            if callable(owner.on_receive):
-                # The program takes data through on_receive: keep the newest.
+            if callable(owner.on_receive) and not owner._taken:
+                # The program has taken nothing from recved_data (yet): it may
+                # use on_receive only, or be about to start polling. It gets
+                # DROP_GRACE s to take; then the oldest entries are dropped
+                # (memory stays bounded), and that is recorded once.
+                if not owner._dropped:
+                    now = time.monotonic()
+                    if owner._full_since is None:
+                        owner._full_since = now
+                    left = owner._full_since + DROP_GRACE - now
+                    if left > 0:
+                        owner._cond.wait(min(left, _Holder.RECHECK))
+                        continue
+                    owner._dropped = True
+                    _record(owner, OverflowError(
+                        f"recved_data is full ({MAX_HELD} entries or {MAX_HELD_BYTES} bytes) "
+                        "and the program takes data through on_receive only: its oldest "
+                        "entries are dropped from now on (once it takes data from "
+                        "recved_data, none are)"))
                 owner._held -= _size(owner._recved.pop(0))
                 owner._held_len -= 1
                 continue
@@ -265,6 +290,7 @@ class _Holder:
 
     @staticmethod
     def take(owner):
+        owner._taken = True
         data = owner._recved
         _Holder.set(owner, [])
         owner.event._new_data._value = False
@@ -277,11 +303,13 @@ class _RecvedData:
 
     @property
     def recved_data(self):
+        self._taken = True  # the program looks at it: it may take from it
         return self._recved
 
     @recved_data.setter
     def recved_data(self, value):
         with self._cond:
+            self._taken = True
             _Holder.set(self, value)
 
 
@@ -303,6 +331,9 @@ class TCPServer(_RecvedData):
         self._closing = False
         self._held = 0  # payload bytes in recved_data
         self._held_len = 0  # its length when _held was counted
+        self._taken = False  # the program took data from recved_data (then none is dropped)
+        self._dropped = False  # entries were dropped (recorded once)
+        self._full_since = None  # when a full recved_data first waited for that
         self._framing = "raw"
         self.__IP = None
         self.__PORT = None
@@ -481,6 +512,7 @@ class TCPServer(_RecvedData):
         if conn is None:
             return b""
         with self._cond:
+            self._taken = True
             while True:
                 for i, entry in enumerate(self._recved):
                     if isinstance(entry, tuple) and entry[0] is conn.proxy:
@@ -569,6 +601,9 @@ class TCPClient(_RecvedData):
         self._closing = False
         self._held = 0  # payload bytes in recved_data
         self._held_len = 0  # its length when _held was counted
+        self._taken = False  # the program took data from recved_data (then none is dropped)
+        self._dropped = False  # entries were dropped (recorded once)
+        self._full_since = None  # when a full recved_data first waited for that
         self._framing = "raw"
         self._max_message = None
         self._setup_flag = False
@@ -692,6 +727,7 @@ class TCPClient(_RecvedData):
     def recv_data(self) -> bytes:
         """Waits for the next data and returns it; b'' once the connection is
         gone. (With autorecv() on, the data goes to recved_data instead.)"""
+        self._taken = True
         if self._native is None:
             return b""
         try:
