@@ -1,5 +1,6 @@
 """ssock.simplesockets: simplesockets 0.0.8's API, and regression tests for what
 the original got wrong (DESIGN.md, "What the originals got wrong")."""
+import errno
 import inspect
 import socket
 import threading
@@ -9,7 +10,8 @@ import unittest
 import ssock
 from ssock.simplesockets import SetupError, TCPClient, TCPServer
 from ssock.simplesockets import simplesockets as ss_module
-from support import TIMEOUT, Collector, Tool, cpu_seconds, recv_exact, wait_until
+from support import (TIMEOUT, Collector, Tool, cpu_seconds, open_fds, recv_exact, thread_count,
+                     wait_until)
 
 
 def make_server(*args, **setup):
@@ -380,6 +382,87 @@ class RegressionTest(unittest.TestCase):
         self.assertIn("recved_data", str(exceptions[0][1]))
         with server._cond:
             self.assertEqual(len(server._recved), ss_module.MAX_HELD)
+        client.close()
+        server.close()
+
+    def test_a_client_lets_go_of_its_threads_and_fds_when_it_disconnects(self):
+        # A client per request (0.0.8 had no close(): disconnect() or shutdown()
+        # ends it): nothing of it may stay behind.
+        server = make_server(on_receive=lambda sock, addr, data: server.send_data(data, sock))
+        for how in ("disconnect", "shutdown"):
+            with self.subTest(how=how):
+                threads, fds = thread_count(), open_fds()
+                for _ in range(20):
+                    client = make_client(server)
+                    self.assertTrue(client.connect())
+                    self.assertTrue(client.autorecv())
+                    self.assertTrue(client.send_data(b"hi"))
+                    self.assertEqual(receive_bytes(client, 2), b"hi")
+                    getattr(client, how)()
+                try:
+                    wait_until(lambda: thread_count() <= threads and open_fds() <= fds)
+                except AssertionError:
+                    self.fail(f"threads {thread_count()} (were {threads}), "
+                              f"fds {open_fds()} (were {fds})")
+        server.close()
+
+    def test_connect_after_disconnect_receives_again(self):
+        server = make_server(on_receive=lambda sock, addr, data: server.send_data(data, sock))
+        client = make_client(server)
+        self.assertTrue(client.connect())
+        self.assertTrue(client.autorecv())
+        self.assertTrue(client.disconnect())
+        self.assertEqual(client.await_event(TIMEOUT * 1000), (client.EVENT_CONNECTED, None))
+        self.assertEqual(client.await_event(TIMEOUT * 1000), (client.EVENT_DISCONNECT, None))
+        self.assertTrue(client.connect())  # autorecv is still on
+        self.assertTrue(client.event.is_connected)
+        self.assertFalse(client.event.disconnected is True and client.event.is_connected is False)
+        self.assertTrue(client.send_data(b"again"))
+        self.assertEqual(receive_bytes(client, 5), b"again")
+        client.close()
+        server.close()
+
+    def test_reconnect_while_connected_leaves_no_stale_disconnect(self):
+        connects, disconnects = Collector(), Collector()
+        server = make_server(on_connect=connects, on_disconnect=disconnects)
+        for autorecv in (True, False):
+            with self.subTest(autorecv=autorecv):
+                c0, d0 = len(connects.items), len(disconnects.items)
+                client = make_client(server)
+                self.assertTrue(client.connect())
+                if autorecv:
+                    self.assertTrue(client.autorecv())
+                first = connects.wait(c0 + 1)[c0]
+                self.assertTrue(client.reconnect())
+                self.assertEqual(disconnects.wait(d0 + 1)[d0], first)
+                second = connects.wait(c0 + 2)[c0 + 1]
+                if autorecv:
+                    self.assertEqual(client.await_event(TIMEOUT * 1000),
+                                     (client.EVENT_CONNECTED, None))
+                    # The old connection's end is not this one's.
+                    self.assertEqual(client.await_event(300), (client.EVENT_TIMEOUT, None))
+                self.assertTrue(client.event.connected)
+                self.assertTrue(client.event.is_connected)
+                self.assertFalse(client.event.disconnected)
+                self.assertTrue(server.send_data(b"hello", second))
+                if autorecv:
+                    self.assertEqual(receive_bytes(client, 5), b"hello")
+                else:
+                    self.assertEqual(client.recv_data(), b"hello")
+                client.close()
+        server.close()
+
+    def test_connect_while_connected_fails_as_it_did(self):
+        server = make_server()
+        client = make_client(server)
+        self.assertTrue(client.connect())
+        self.assertFalse(client.connect())  # 0.0.8: EISCONN, caught
+        (text, exc), = client.return_exceptions()
+        self.assertIsInstance(exc, OSError)
+        self.assertEqual(exc.errno, errno.EISCONN)
+        self.assertTrue(client.event.is_connected)
+        self.assertTrue(client.send_data(b"still"))
+        self.assertEqual(receive_bytes(server, 5), b"still")
         client.close()
         server.close()
 

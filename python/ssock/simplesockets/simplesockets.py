@@ -38,6 +38,12 @@ What differs, because it was a bug:
   ``event.new_data`` (or ``new_data_recved``) in a tight loop sleeps a few ms
   per read while nothing arrives, so a ``while True: if new_data`` loop no
   longer burns a CPU (it still sees new data at once);
+* a client lets go of its threads and descriptors at ``disconnect()`` and
+  ``shutdown()`` (what it queued goes out first); a later ``connect()`` or
+  ``reconnect()`` starts a new connection, and autorecv with it if it was on;
+  ``reconnect()`` while connected reports no end of the connection it
+  replaces; ``connect()`` while connected fails (returns False, EISCONN in
+  ``event.exception.list``) as 0.0.8's did;
 * IPv6 works (``ip="::1"``), and ``ip=""`` means every address, v4 and v6;
 * a 2048-byte message is not held back, and 2 sends are 2 messages with
   ``framing="u32"`` (the default ``"raw"`` keeps simplesockets' wire, where
@@ -251,8 +257,8 @@ class _Holder:
         return bool(lst) and (len(lst) >= MAX_HELD or owner._held + size > MAX_HELD_BYTES)
 
     @staticmethod
-    def put(owner, entry, size):
-        while not owner._closing and _Holder.full(owner, size):
+    def put(owner, entry, size, stop=None):
+        while not owner._closing and not (stop and stop()) and _Holder.full(owner, size):
             if callable(owner.on_receive) and not owner._taken:
                 # The program has taken nothing from recved_data (yet): it may
                 # use on_receive only, or be about to start polling. It gets
@@ -595,9 +601,11 @@ class TCPClient(_RecvedData):
     def __init__(self):
         self._cond = threading.Condition()
         self._native = None
-        self._autorecv = False
+        self._autorecv = False  # autorecv() is on (its thread runs while connected)
         self._thread = None  # the autorecv thread, which runs the callbacks
-        self._wake_fd = None
+        self._wake_fd = None  # wakes it (its own; closed under _wake_lock as it ends)
+        self._wake_lock = threading.Lock()
+        self._recv_stop = threading.Event()  # set: the autorecv thread is to end
         self._closing = False
         self._held = 0  # payload bytes in recved_data
         self._held_len = 0  # its length when _held was counted
@@ -609,7 +617,7 @@ class TCPClient(_RecvedData):
         self._setup_flag = False
         self._connected = False  # one-shot flags for await_event
         self._disconnected = False
-        self._live_id = None
+        self._live_id = None  # the id of the connection that is this client's now
         self.__target_ip = None
         self.__target_port = None
         self.__recv_buffer = None
@@ -660,47 +668,74 @@ class TCPClient(_RecvedData):
         """Does nothing: the simplesockets docs call it before connect(), and
         0.0.8 had no such method. Connect with connect()."""
 
-    def _ensure_native(self):
-        if self._native is None or self._native.closed:
-            self._native = ssock.Client(
-                _addr(self.__target_ip, self.__target_port), framing=self._framing,
-                max_message=self._max_message, connect_timeout=self.connect_timeout,
-                read_size=max(int(self.__recv_buffer or 0), READ_SIZE)
-                if self._framing == "raw" else None)
-            self.socket._handle = self._native
-        return self._native
+    def _new_native(self):
+        """A native handle for one connection: every connect() (and reconnect())
+        gets a new one, so nothing of an earlier connection (its DISCONNECT,
+        what it left in the inbox) is taken for this one's."""
+        native = ssock.Client(
+            _addr(self.__target_ip, self.__target_port), framing=self._framing,
+            max_message=self._max_message, connect_timeout=self.connect_timeout,
+            read_size=max(int(self.__recv_buffer or 0), READ_SIZE)
+            if self._framing == "raw" else None)
+        self.socket._handle = native
+        return native
 
     def connect(self) -> bool:
         """Connects; True on success, False with the error in
-        event.exception.list."""
+        event.exception.list (also when connected already: EISCONN, as the
+        original's socket said)."""
         if not self._setup_flag:
             raise SetupError("Server isn't setup")
+        native = self._native
+        if native is not None and not native.closed and native.connected:
+            _record(self, OSError(errno.EISCONN, os.strerror(errno.EISCONN)))
+            return False
+        self._release()  # a connection that was lost, or never made
         try:
-            native = self._ensure_native()
-            native.connect(timeout=self.connect_timeout)
-            with self._cond:
-                self._live_id = native.id
-                self.event.is_connected = True
-                self.event.connected = True
-                self._connected = True
-                self._cond.notify_all()
-            if callable(self.on_connect):
-                self.on_connect()
-            return True
+            native = self._new_native()
+            try:
+                native.connect(timeout=self.connect_timeout)
+            except BaseException:
+                native.close()
+                raise
         except Exception as e:
             _record(self, e)
             return False
+        with self._cond:
+            self._native = native
+            self._live_id = native.id
+            self.event.is_connected = True
+            self.event.connected = True
+            self._connected = True
+            self._cond.notify_all()
+        if self._autorecv:
+            self._start_receiving()
+        if callable(self.on_connect):
+            self.on_connect()
+        return True
 
     def reconnect(self) -> bool:
-        """Drops the connection (if any) and connects again."""
+        """Drops the connection (if any: what it queued goes out first) and
+        connects again."""
         with self._cond:
             self.event.connected = False
             self.event.disconnected = False
-            self._live_id = None
-        native = self._native
-        if native is not None and not native.closed and native.connected:
-            native.reconnect()
+        self._release()
         return self.connect()
+
+    def _release(self):
+        """Lets go of the native handle: the autorecv thread stops (what
+        arrived goes to recved_data first), then the handle closes, giving
+        what is queued `linger` seconds to go out."""
+        with self._cond:
+            native, self._native = self._native, None
+            self._live_id = None
+            self._cond.notify_all()  # a put() waiting for room gives up
+        self.socket._handle = None
+        if native is None:
+            return
+        self._stop_receiving()  # (from a callback, it ends once the callback returns)
+        native.close()
 
     def _in_callback(self):
         """True on the autorecv thread, which runs on_receive and on_disconnect."""
@@ -737,55 +772,97 @@ class TCPClient(_RecvedData):
 
     def autorecv(self) -> bool:
         """Toggles the background receiving (off at first): what arrives goes to
-        recved_data and on_receive."""
+        recved_data and on_receive. It stays on across disconnect() and
+        connect() (shutdown() turns it off)."""
         if not self._autorecv:
-            if self._native is None:
+            native = self._native
+            if native is None or native.closed:
                 _record(self, ssock._ssock._make_error(ssock.ENOTCONN))
                 return False
             self._autorecv = True
-            if self._thread is None or not self._thread.is_alive():
-                if self._wake_fd is None:
-                    self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-                self._thread = threading.Thread(target=self._receiving, daemon=True,
-                                                name="simplesockets-autorecv")
-                self._thread.start()
+            self._start_receiving()
             return True
         self._autorecv = False
-        self._wake()
+        self._stop_receiving()
         return True
 
-    def _wake(self):
-        if self._wake_fd is not None:
-            os.eventfd_write(self._wake_fd, 1)
-
-    def _receiving(self):
+    def _start_receiving(self):
+        """Starts the autorecv thread for the native handle there is now (after
+        the one before ended: it was told to, unless it is this thread, in a
+        callback, which ends once the callback returns)."""
+        self._stop_receiving()
         native = self._native
+        if native is None:
+            return
+        stop = self._recv_stop = threading.Event()
+        with self._wake_lock:
+            self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            wake_fd = self._wake_fd
+        self._thread = threading.Thread(target=self._receiving, args=(native, wake_fd, stop),
+                                        daemon=True, name="simplesockets-autorecv")
+        self._thread.start()
+
+    def _stop_receiving(self):
+        """Ends the autorecv thread and waits for it (not from itself)."""
+        self._recv_stop.set()
+        self._wake()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _wake(self):
+        with self._wake_lock:
+            if self._wake_fd is not None:
+                os.eventfd_write(self._wake_fd, 1)
+        with self._cond:
+            self._cond.notify_all()  # a put() waiting for room looks at stop
+
+    def _receiving(self, native, wake_fd, stop):
+        """The autorecv thread of one native handle: ends when told to (autorecv
+        off, the handle let go of: then what arrived before goes to
+        recved_data first)."""
         poller = select.poll()
-        poller.register(native.fileno(), select.POLLIN)
-        poller.register(self._wake_fd, select.POLLIN)
         try:
-            while self._autorecv and not self._closing:
+            poller.register(native.fileno(), select.POLLIN)
+            poller.register(wake_fd, select.POLLIN)
+            while not stop.is_set() and self._native is native and not self._closing:
                 poller.poll()
                 try:
-                    os.eventfd_read(self._wake_fd)
+                    os.eventfd_read(wake_fd)
                 except BlockingIOError:
                     pass
-                while self._autorecv:
+                while not stop.is_set():
                     ev = native.next_event(0)
                     if ev is None:
                         break
-                    self._handle(ev)
+                    self._handle(native, ev, stop)
+            if self._native is not native and not native.closed:
+                while True:  # released: what arrived before goes to recved_data
+                    ev = native.next_event(0)
+                    if ev is None:
+                        break
+                    self._handle(native, ev, stop)
         except ssock.ClosedError:
             pass
+        finally:
+            with self._wake_lock:
+                if self._wake_fd == wake_fd:
+                    self._wake_fd = None
+                os.close(wake_fd)
 
-    def _handle(self, ev):
+    def _handle(self, native, ev, stop):
+        """One event of a native handle; only the live connection's end counts
+        (a handle that was let go of, or a connection reconnect() replaced,
+        ended on purpose)."""
+        live = native is self._native and (ev.conn is None or ev.conn.id == self._live_id)
         if ev.type is ssock.MESSAGE:
             with self._cond:
-                _Holder.put(self, ev.data, len(ev.data))
+                _Holder.put(self, ev.data, len(ev.data),
+                            stop=lambda: stop.is_set() or self._native is not native)
             self._call(self.on_receive, ev.data)
         elif ev.type is ssock.DISCONNECT:
-            if self._live_id is not None and ev.conn.id != self._live_id:
-                return  # the connection reconnect() replaced
+            if not live:
+                return
             with self._cond:
                 self.event.disconnected = True
                 self.event.is_connected = False
@@ -806,16 +883,9 @@ class TCPClient(_RecvedData):
 
     def shutdown(self):
         """Stops autorecv and closes the connection (queued data goes out
-        first)."""
+        first); everything of it is let go of."""
         self._autorecv = False
-        self._wake()
-        native = self._native
-        if native is not None and not native.closed:
-            try:
-                native.flush(timeout=1.0)
-            except ssock.Error:
-                pass
-            native.disconnect()
+        self._release()
         self.event.is_connected = False
 
     def return_exceptions(self, delete: bool = True, reset_exceptions: bool = True) -> list:
@@ -828,18 +898,22 @@ class TCPClient(_RecvedData):
         return exceptions
 
     def disconnect(self) -> bool:
-        """Closes the connection gracefully; False (recorded) when there was
-        none."""
+        """Closes the connection gracefully (queued data goes out first) and
+        lets go of everything of it (a later connect() starts again, autorecv
+        too if it was on); False (recorded) when there was none."""
         native = self._native
         if native is None or native.closed or not native.connected:
             _record(self, ssock._ssock._make_error(ssock.ENOTCONN))
             return False
-        native.disconnect()
+        receiving = self._thread is not None and self._thread.is_alive()
+        self._release()
         with self._cond:
             self.event.is_connected = False
             self.event.disconnected = True
             self._disconnected = True
             self._cond.notify_all()
+        if receiving:  # as autorecv saw the end in 0.0.8
+            self._call(self.on_disconnect)
         return True
 
     def close(self):
@@ -848,14 +922,7 @@ class TCPClient(_RecvedData):
             self._closing = True
             self._autorecv = False
             self._cond.notify_all()
-        self._wake()
-        if self._native is not None:
-            self._native.close()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
-        if self._wake_fd is not None:
-            os.close(self._wake_fd)
-            self._wake_fd = None
+        self._release()
 
     def await_event(self, timeout: int = 0):
         """Waits (no spinning) for an event; timeout in ms, 0: none. Returns
