@@ -255,6 +255,42 @@ class RegressionTest(unittest.TestCase):
             s.close()
         server.close()
 
+    def test_max_connections_set_after_setup_holds(self):
+        # 0.0.8 read max_connections at every accept: programs set it late.
+        connects = Collector()
+        server = make_server(on_connect=connects)
+        server.max_connections = 1
+        first = plain_client(server)
+        connects.wait(1)
+        extra = plain_client(server)
+        self.assertEqual(extra.recv(1), b"")  # refused: closed at once
+        kind, exceptions = server.await_event(TIMEOUT * 1000)
+        self.assertEqual(kind, server.EVENT_EXCEPTION)
+        self.assertIsInstance(exceptions[0][1], ssock.LimitError)
+        self.assertEqual(exceptions[0][1].op, "accept")
+        self.assertEqual(len(server.clients), 1)
+        self.assertEqual(len(connects.items), 1)
+        server.max_connections = None  # and lifting it lets the next one in
+        later = plain_client(server)
+        connects.wait(2)
+        self.assertEqual(len(server.clients), 2)
+        for s in (first, extra, later):
+            s.close()
+        server.close()
+
+    def test_close_tells_of_every_client_and_empties_clients(self):
+        disconnects = Collector()
+        server = make_server(on_disconnect=disconnects)
+        socks = [plain_client(server) for _ in range(2)]
+        wait_until(lambda: len(server.clients) == 2, what="two connections")
+        addresses = list(server.clients)
+        server.close()
+        self.assertEqual(server.clients, {})
+        self.assertCountEqual(disconnects.wait(2), addresses)
+        for s in socks:
+            self.assertEqual(s.recv(1), b"")
+            s.close()
+
     def test_no_message_is_lost_between_threads(self):
         n = 20000
         server = make_server(framing="u32")

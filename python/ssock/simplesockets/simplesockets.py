@@ -12,7 +12,10 @@ What differs, because it was a bug:
 * a closed peer is noticed: ``on_disconnect`` runs, the entry leaves
   ``clients``, nothing spins at 100% CPU;
 * ``max_connections`` holds: one more is accepted and closed at once (the
-  refusal is in ``event.exception.list``);
+  refusal is in ``event.exception.list``), also when the program lowers it
+  after ``setup()``;
+* ``close()`` (which 0.0.8 lacked) runs ``on_disconnect`` for every client
+  and empties ``clients``;
 * the inbox is swapped under a lock, so no message is lost between the thread
   that receives and the one that calls ``return_recved_data()``;
 * memory is bounded: when ``recved_data`` holds ``MAX_HELD`` entries (or
@@ -348,7 +351,7 @@ class TCPServer(_RecvedData):
         self.clients = {}  # address -> [connection stand-in, client socket]
         self._recved = []  # recved_data
         self.event = _ServerEvent(self)
-        self.max_connections = max_connections
+        self._max_connections = max_connections
         self.on_connect = None
         self.on_disconnect = None
         self.on_receive = None
@@ -430,14 +433,38 @@ class TCPServer(_RecvedData):
     def killed(self) -> bool:
         return self._kill
 
+    @property
+    def max_connections(self):
+        """The most connections at once (None or 0: no limit). Read at every
+        accept, as 0.0.8 did: what setup() saw is enforced by ssock itself, a
+        lower value set later here (a higher one cannot lift that)."""
+        return self._max_connections
+
+    @max_connections.setter
+    def max_connections(self, value):
+        self._max_connections = value
+
     def close(self):
         """Closes the server and every connection (not in simplesockets 0.0.8,
-        which never let go of its sockets)."""
+        which never let go of its sockets); on_disconnect runs for each client,
+        and clients empties."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
         if self._native is not None:
             self._native.close()
+        with self._cond:
+            gone = []
+            for address, (thread, proxy) in self.clients.items():
+                conn = proxy._conn
+                if not conn.notified:
+                    conn.notified = True
+                    gone.append(address)
+            self.clients.clear()
+            self._cond.notify_all()
+        for address in gone:
+            if callable(self.on_disconnect):
+                self.on_disconnect(address)
 
     # -- the native callbacks (ssock's dispatcher thread) ------------------
 
@@ -448,14 +475,30 @@ class TCPServer(_RecvedData):
         conn.proxy = SocketProxy(conn, raw=self._framing == "raw")
         conn.server_cond = self._cond
         conn.notified = False
+        conn.refused = False
+        limit = self._max_connections
         with self._cond:
-            self.clients[address] = [_ClientThread(conn), conn.proxy]
+            if limit and len(self.clients) >= limit:
+                # Lowered after setup(): refused here as ssock refuses over the
+                # limit it was given (closed at once, a LimitError recorded).
+                conn.refused = conn.notified = True
+            else:
+                self.clients[address] = [_ClientThread(conn), conn.proxy]
             self._cond.notify_all()
+        if conn.refused:
+            conn.close()
+            err = ssock._ssock._make_error(ssock.ELIMIT, "accept")
+            err.peer, err.conn_id = address, conn.id
+            err.args = (f"accept {_addr(*address[:2])}: {ssock.strerror(ssock.ELIMIT)}",)
+            _record(self, err)
+            return
         if callable(self.on_connect):
             self.on_connect(address)
 
     def _on_message(self, conn, data):
         self._dispatcher = threading.get_ident()
+        if getattr(conn, "refused", False):
+            return
         with self._cond:
             _Holder.put(self, (conn.proxy, conn.address, data), len(data))
         if callable(self.on_receive):
@@ -463,6 +506,8 @@ class TCPServer(_RecvedData):
 
     def _on_disconnect(self, conn, err):
         self._dispatcher = threading.get_ident()
+        if getattr(conn, "refused", False):
+            return
         with self._cond:
             entry = self.clients.get(conn.address)
             if entry is not None and entry[1] is conn.proxy:
