@@ -396,6 +396,54 @@ int ssock_server_disconnect(ssock_server *srv, uint64_t id)
 	return ssock__call(loop_of(srv), disconnect_cmd, srv, id);
 }
 
+/* Whether connection id of srv (0: any of them) still has bytes to send:
+ * queued, posted by other threads, or held by its codec. A closing
+ * connection counts until it ends. l->mu held. */
+static bool has_unsent(ssock_server *srv, uint64_t id)
+{
+	if (id) {
+		ssock_conn *c = ssock__table_get(&loop_of(srv)->conns, id);
+		return c && c->ep == &srv->ep && atomic_load(&c->queued) > 0;
+	}
+	for (ssock_conn *c = srv->ep.conns_head; c; c = c->next)
+		if (atomic_load(&c->queued) > 0)
+			return true;
+	return false;
+}
+
+int ssock_server_flush(ssock_server *srv, uint64_t id, int timeout_ms)
+{
+	if (!srv)
+		return SSOCK_EINVAL;
+	ssock_loop *l = loop_of(srv);
+	if (!ssock__may_wait(l))
+		return SSOCK_ELOOPTHREAD;
+	struct timespec deadline;
+	if (timeout_ms > 0)
+		ssock__abstime(&deadline, timeout_ms);
+	int rc = 0;
+	pthread_mutex_lock(&l->mu);
+	if (id && !ssock__conn_by_id(&srv->ep, id)) {
+		pthread_mutex_unlock(&l->mu);
+		return SSOCK_ENOCONN;
+	}
+	srv->ep.waiters++;
+	ssock__room_wait_begin(l); /* writes and ends wake the wait */
+	while (rc == 0 && has_unsent(srv, id)) {
+		if (srv->ep.freeing)
+			rc = SSOCK_ESHUTDOWN;
+		else if (timeout_ms == 0)
+			rc = SSOCK_ETIMEDOUT;
+		else
+			rc = ssock__cond_wait(&l->cv, &l->mu, timeout_ms, &deadline);
+	}
+	ssock__room_wait_end(l);
+	if (--srv->ep.waiters == 0 && srv->ep.freeing)
+		pthread_cond_broadcast(&l->cv);
+	pthread_mutex_unlock(&l->mu);
+	return rc;
+}
+
 int ssock_server_conns(ssock_server *srv, ssock_conn_info *out, int max)
 {
 	if (!srv || max < 0 || (!out && max > 0))
