@@ -10,8 +10,8 @@ import unittest
 import ssock
 from ssock.simplesockets import SetupError, TCPClient, TCPServer
 from ssock.simplesockets import simplesockets as ss_module
-from support import (TIMEOUT, Collector, Tool, cpu_seconds, open_fds, recv_exact, thread_count,
-                     wait_until)
+from support import (TIMEOUT, Collector, Tool, cpu_seconds, open_fds, recv_exact, run_python,
+                     thread_count, wait_until)
 
 
 def make_server(*args, **setup):
@@ -576,6 +576,96 @@ class RegressionTest(unittest.TestCase):
         bad.close()
         server.close()
         flooder.join(TIMEOUT)
+
+
+class ExitTest(unittest.TestCase):
+    """A program that ends right after send_data(): 0.0.8's send_data returned
+    once the data was in the kernel, so all of it arrived. Here send_data
+    queues, and what is queued still goes out at exit (for up to send_timeout
+    seconds) while the peer is slow to read."""
+
+    SIZE = 8 << 20  # far more than loopback's socket buffers hold
+    SLOW = 2.0  # the peer starts reading this late: past ssock's default linger (1 s)
+
+    def start_child(self, code):
+        result = {}
+        child = threading.Thread(target=lambda: result.update(proc=run_python(code)))
+        child.start()
+        self.addCleanup(child.join, TIMEOUT * 3)
+        return child, result
+
+    def slow_reader(self):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.settimeout(TIMEOUT)
+        return s
+
+    def read_all_late(self, s):
+        threading.Event().wait(self.SLOW)  # the slow peer (not a synchronisation)
+        got = 0
+        while True:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                return got
+            got += len(chunk)
+
+    def test_a_server_that_exits_right_after_send_data(self):
+        for disconnect in (False, True):
+            with self.subTest(disconnect=disconnect):
+                ctl = socket.create_server(("127.0.0.1", 0))
+                ctl.settimeout(TIMEOUT)
+                child, result = self.start_child(f"""
+import socket
+from ssock.simplesockets import TCPServer
+S = TCPServer()
+S.setup(ip="127.0.0.1", port=0)
+ctl = socket.create_connection(("127.0.0.1", {ctl.getsockname()[1]}))
+ctl.sendall(b"%d" % S.socket.getsockname()[1])
+ctl.close()
+while True:
+    if S.event.new_data:
+        for sock, addr, data in S.return_recved_data():
+            print("send_data", S.send_data(b"x" * {self.SIZE}, sock))
+            if {disconnect}:
+                S.disconnect(sock)
+        break
+""")
+                c, _ = ctl.accept()
+                c.settimeout(TIMEOUT)
+                port = int(c.recv(16))
+                c.close()
+                ctl.close()
+                s = self.slow_reader()
+                s.connect(("127.0.0.1", port))
+                s.sendall(b"GET")
+                got = self.read_all_late(s)
+                s.close()
+                child.join(TIMEOUT * 3)
+                self.assertEqual(result["proc"].stdout.strip(), "send_data True",
+                                 result["proc"].stderr)
+                self.assertEqual(result["proc"].returncode, 0)
+                self.assertEqual(got, self.SIZE)
+
+    def test_a_client_that_exits_right_after_send_data(self):
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        listener.settimeout(TIMEOUT)
+        child, result = self.start_child(f"""
+from ssock.simplesockets import TCPClient
+C = TCPClient()
+C.setup(target_ip="127.0.0.1", target_port={listener.getsockname()[1]})
+print("connect", C.connect(), "send_data", C.send_data(b"y" * {self.SIZE}))
+""")
+        s, _ = listener.accept()
+        s.settimeout(TIMEOUT)
+        got = self.read_all_late(s)
+        s.close()
+        listener.close()
+        child.join(TIMEOUT * 3)
+        self.assertEqual(result["proc"].stdout.strip(), "connect True send_data True",
+                         result["proc"].stderr)
+        self.assertEqual(result["proc"].returncode, 0)
+        self.assertEqual(got, self.SIZE)
 
 
 class InteropTest(unittest.TestCase):

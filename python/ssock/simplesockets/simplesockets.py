@@ -31,6 +31,10 @@ What differs, because it was a bug:
   the oldest entries are dropped, and one ``OverflowError`` in
   ``event.exception.list`` says so;
   ``event.exception.list`` keeps the newest ``MAX_EXCEPTIONS``;
+* what ``send_data`` queued still goes out when the program ends (or calls
+  ``close()``, ``disconnect()``, ``shutdown()``) right after it, for up to
+  ``send_timeout`` seconds while the peer is slow to read: 0.0.8's
+  ``send_data`` returned once the data was in the kernel;
 * ``send_data`` waits up to ``send_timeout`` (10 s) for room in a full send
   queue (32 MiB a connection), except inside a callback: the callbacks share
   one thread (a server's, for all its clients; a client's autorecv thread),
@@ -393,6 +397,7 @@ class TCPServer(_RecvedData):
             _addr(ip, port), framing=framing, backlog=listen,
             max_conns=self.max_connections or 0, max_message=max_message,
             read_size=max(int(recv_buffer), READ_SIZE) if framing == "raw" else None,
+            linger=self.send_timeout,
             on_connect=self._on_connect, on_message=self._on_message,
             on_disconnect=self._on_disconnect, on_error=self._on_error)
         self._apply_accepting()
@@ -721,7 +726,7 @@ class TCPClient(_RecvedData):
             _addr(self.__target_ip, self.__target_port), framing=self._framing,
             max_message=self._max_message, connect_timeout=self.connect_timeout,
             read_size=max(int(self.__recv_buffer or 0), READ_SIZE)
-            if self._framing == "raw" else None)
+            if self._framing == "raw" else None, linger=self.send_timeout)
         self.socket._handle = native
         return native
 
