@@ -486,6 +486,7 @@ class RegressionTest(unittest.TestCase):
                 else:
                     self.assertEqual(client.recv_data(), b"hello")
                 client.close()
+                self.assertEqual(disconnects.wait(d0 + 2)[d0 + 1], second)  # before the next
         server.close()
 
     def test_connect_while_connected_fails_as_it_did(self):
