@@ -29,8 +29,8 @@ What differs, because it was a bug:
   ``recved_data`` is full, reading waits ``DROP_GRACE`` (1 s) for the program
   to take data (a polling loop that starts late loses nothing); after that
   the oldest entries are dropped, and one ``OverflowError`` in
-  ``event.exception.list`` says so;
-  ``event.exception.list`` keeps the newest ``MAX_EXCEPTIONS``;
+  ``event.exception.list`` says so. ``event.exception.list`` keeps the
+  newest ``MAX_EXCEPTIONS``;
 * what ``send_data`` queued still goes out when the program ends (or calls
   ``close()``, ``disconnect()``, ``shutdown()``) right after it, for up to
   ``send_timeout`` seconds while the peer is slow to read: 0.0.8's
@@ -40,7 +40,9 @@ What differs, because it was a bug:
   one thread (a server's, for all its clients; a client's autorecv thread),
   so there a full queue fails at once (``send_data`` returns False, the
   ``SendQueueFullError`` is in ``event.exception.list``) instead of holding
-  up every other client while one does not read;
+  up every other client while one does not read (and a server's
+  ``recv_data`` there returns b'' instead of waiting for what only that
+  thread could deliver);
 * ``await_event`` waits on a condition instead of spinning, and reading
   ``event.new_data`` (or ``new_data_recved``) in a tight loop sleeps a few ms
   per read while nothing arrives, so a ``while True: if new_data`` loop no
