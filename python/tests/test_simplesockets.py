@@ -1,5 +1,6 @@
 """ssock.simplesockets: simplesockets 0.0.8's API, and regression tests for what
 the original got wrong (DESIGN.md, "What the originals got wrong")."""
+import errno
 import inspect
 import socket
 import threading
@@ -9,7 +10,8 @@ import unittest
 import ssock
 from ssock.simplesockets import SetupError, TCPClient, TCPServer
 from ssock.simplesockets import simplesockets as ss_module
-from support import TIMEOUT, Collector, Tool, cpu_seconds, recv_exact, wait_until
+from support import (TIMEOUT, Collector, Tool, cpu_seconds, open_fds, recv_exact, run_python,
+                     thread_count, wait_until)
 
 
 def make_server(*args, **setup):
@@ -253,6 +255,42 @@ class RegressionTest(unittest.TestCase):
             s.close()
         server.close()
 
+    def test_max_connections_set_after_setup_holds(self):
+        # 0.0.8 read max_connections at every accept: programs set it late.
+        connects = Collector()
+        server = make_server(on_connect=connects)
+        server.max_connections = 1
+        first = plain_client(server)
+        connects.wait(1)
+        extra = plain_client(server)
+        self.assertEqual(extra.recv(1), b"")  # refused: closed at once
+        kind, exceptions = server.await_event(TIMEOUT * 1000)
+        self.assertEqual(kind, server.EVENT_EXCEPTION)
+        self.assertIsInstance(exceptions[0][1], ssock.LimitError)
+        self.assertEqual(exceptions[0][1].op, "accept")
+        self.assertEqual(len(server.clients), 1)
+        self.assertEqual(len(connects.items), 1)
+        server.max_connections = None  # and lifting it lets the next one in
+        later = plain_client(server)
+        connects.wait(2)
+        self.assertEqual(len(server.clients), 2)
+        for s in (first, extra, later):
+            s.close()
+        server.close()
+
+    def test_close_tells_of_every_client_and_empties_clients(self):
+        disconnects = Collector()
+        server = make_server(on_disconnect=disconnects)
+        socks = [plain_client(server) for _ in range(2)]
+        wait_until(lambda: len(server.clients) == 2, what="two connections")
+        addresses = list(server.clients)
+        server.close()
+        self.assertEqual(server.clients, {})
+        self.assertCountEqual(disconnects.wait(2), addresses)
+        for s in socks:
+            self.assertEqual(s.recv(1), b"")
+            s.close()
+
     def test_no_message_is_lost_between_threads(self):
         n = 20000
         server = make_server(framing="u32")
@@ -291,6 +329,177 @@ class RegressionTest(unittest.TestCase):
             got += [int(d) for _, _, d in data]
         sender.join()
         self.assertEqual(got, list(range(n)))
+        client.close()
+        server.close()
+
+    def test_a_program_that_takes_recved_data_itself_keeps_receiving(self):
+        # The docs name recved_data as the variable that holds what came; a
+        # program may take it itself (swap in a new list, or empty it in place)
+        # instead of calling return_recved_data(). Reading must go on past the
+        # bound (MAX_HELD entries, MAX_HELD_BYTES, patched small here).
+        def swap(server):
+            items, server.recved_data = server.recved_data, []
+            return items
+
+        def clear(server):
+            items = server.recved_data[:]
+            del server.recved_data[:len(items)]  # in place: nobody is told
+            return items
+
+        old = ss_module.MAX_HELD_BYTES
+        ss_module.MAX_HELD_BYTES = 1 << 20
+        self.addCleanup(setattr, ss_module, "MAX_HELD_BYTES", old)
+        for take in (swap, clear):
+            with self.subTest(take=take.__name__):
+                server = make_server(framing="u32")
+                client = make_client(server, framing="u32")
+                client.connect()
+                n, chunk = 64, b"x" * (64 << 10)  # 4 MiB: 4 times the bound
+                sender = threading.Thread(target=lambda: [client.send_data(chunk)
+                                                          for _ in range(n)])
+                sender.start()
+                got = 0
+                deadline = time.monotonic() + TIMEOUT
+                while got < n and time.monotonic() < deadline:
+                    with server._cond:
+                        server._cond.wait_for(lambda: server.recved_data, 0.05)
+                    got += len(take(server))
+                sender.join(TIMEOUT)
+                self.assertEqual(got, n)
+                client.close()
+                server.close()
+
+    def test_on_receive_and_polling_together_lose_nothing(self):
+        # A program that logs in on_receive and works through recved_data in a
+        # loop that lags: once it has taken data from recved_data, a full
+        # recved_data stops reading (nothing is dropped to make room).
+        for polls_first in (True, False):
+            with self.subTest(polls_first=polls_first):
+                receives = Collector()
+                server = make_server(framing="u32", on_receive=receives)
+                client = make_client(server, framing="u32")
+                client.connect()
+                if polls_first:
+                    self.assertEqual(server.return_recved_data(), [])
+                n = ss_module.MAX_HELD * 3
+                sender = threading.Thread(
+                    target=lambda: [client.send_data(b"%d" % i) for i in range(n)])
+                sender.start()
+                # Not polls_first: the loop starts once recved_data is full, as
+                # a program's does that sends requests first (within DROP_GRACE).
+                wait_until(lambda: len(server._recved) == ss_module.MAX_HELD,
+                           what="recved_data to fill", cond=server._cond)
+                got = []
+                while len(got) < n:
+                    kind, data = server.await_event(TIMEOUT * 1000)
+                    if kind == server.EVENT_TIMEOUT:
+                        break
+                    self.assertEqual(kind, server.EVENT_RECEIVED)
+                    got += [int(d) for _, _, d in data]
+                sender.join(TIMEOUT)
+                self.assertEqual(got, list(range(n)))
+                self.assertEqual(len(receives.wait(n)), n)
+                client.close()
+                server.close()
+
+    def test_a_program_that_only_uses_on_receive_is_told_of_drops_once(self):
+        # It never takes recved_data, so recved_data keeps only the newest
+        # entries; that is recorded once in event.exception.list, not silent.
+        receives = Collector()
+        server = make_server(framing="u32", on_receive=receives)
+        client = make_client(server, framing="u32")
+        client.connect()
+        n = ss_module.MAX_HELD * 3
+        for i in range(n):
+            client.send_data(b"%d" % i)
+        self.assertEqual([int(d) for _, _, d in receives.wait(n)], list(range(n)))
+        exceptions = server.return_exceptions()
+        self.assertEqual(len(exceptions), 1, exceptions)
+        self.assertIn("recved_data", str(exceptions[0][1]))
+        with server._cond:
+            self.assertEqual(len(server._recved), ss_module.MAX_HELD)
+        client.close()
+        server.close()
+
+    def test_a_client_lets_go_of_its_threads_and_fds_when_it_disconnects(self):
+        # A client per request (0.0.8 had no close(): disconnect() or shutdown()
+        # ends it): nothing of it may stay behind.
+        server = make_server(on_receive=lambda sock, addr, data: server.send_data(data, sock))
+        for how in ("disconnect", "shutdown"):
+            with self.subTest(how=how):
+                threads, fds = thread_count(), open_fds()
+                for _ in range(20):
+                    client = make_client(server)
+                    self.assertTrue(client.connect())
+                    self.assertTrue(client.autorecv())
+                    self.assertTrue(client.send_data(b"hi"))
+                    self.assertEqual(receive_bytes(client, 2), b"hi")
+                    getattr(client, how)()
+                try:
+                    wait_until(lambda: thread_count() <= threads and open_fds() <= fds)
+                except AssertionError:
+                    self.fail(f"threads {thread_count()} (were {threads}), "
+                              f"fds {open_fds()} (were {fds})")
+        server.close()
+
+    def test_connect_after_disconnect_receives_again(self):
+        server = make_server(on_receive=lambda sock, addr, data: server.send_data(data, sock))
+        client = make_client(server)
+        self.assertTrue(client.connect())
+        self.assertTrue(client.autorecv())
+        self.assertTrue(client.disconnect())
+        self.assertEqual(client.await_event(TIMEOUT * 1000), (client.EVENT_CONNECTED, None))
+        self.assertEqual(client.await_event(TIMEOUT * 1000), (client.EVENT_DISCONNECT, None))
+        self.assertTrue(client.connect())  # autorecv is still on
+        self.assertTrue(client.event.is_connected)
+        self.assertFalse(client.event.disconnected is True and client.event.is_connected is False)
+        self.assertTrue(client.send_data(b"again"))
+        self.assertEqual(receive_bytes(client, 5), b"again")
+        client.close()
+        server.close()
+
+    def test_reconnect_while_connected_leaves_no_stale_disconnect(self):
+        connects, disconnects = Collector(), Collector()
+        server = make_server(on_connect=connects, on_disconnect=disconnects)
+        for autorecv in (True, False):
+            with self.subTest(autorecv=autorecv):
+                c0, d0 = len(connects.items), len(disconnects.items)
+                client = make_client(server)
+                self.assertTrue(client.connect())
+                if autorecv:
+                    self.assertTrue(client.autorecv())
+                first = connects.wait(c0 + 1)[c0]
+                self.assertTrue(client.reconnect())
+                self.assertEqual(disconnects.wait(d0 + 1)[d0], first)
+                second = connects.wait(c0 + 2)[c0 + 1]
+                if autorecv:
+                    self.assertEqual(client.await_event(TIMEOUT * 1000),
+                                     (client.EVENT_CONNECTED, None))
+                    # The old connection's end is not this one's.
+                    self.assertEqual(client.await_event(300), (client.EVENT_TIMEOUT, None))
+                self.assertTrue(client.event.connected)
+                self.assertTrue(client.event.is_connected)
+                self.assertFalse(client.event.disconnected)
+                self.assertTrue(server.send_data(b"hello", second))
+                if autorecv:
+                    self.assertEqual(receive_bytes(client, 5), b"hello")
+                else:
+                    self.assertEqual(client.recv_data(), b"hello")
+                client.close()
+                self.assertEqual(disconnects.wait(d0 + 2)[d0 + 1], second)  # before the next
+        server.close()
+
+    def test_connect_while_connected_fails_as_it_did(self):
+        server = make_server()
+        client = make_client(server)
+        self.assertTrue(client.connect())
+        self.assertFalse(client.connect())  # 0.0.8: EISCONN, caught
+        (text, exc), = client.return_exceptions()
+        self.assertIsInstance(exc, OSError)
+        self.assertEqual(exc.errno, errno.EISCONN)
+        self.assertTrue(client.event.is_connected)
+        self.assertTrue(client.send_data(b"still"))
+        self.assertEqual(receive_bytes(server, 5), b"still")
         client.close()
         server.close()
 
@@ -333,6 +542,131 @@ class RegressionTest(unittest.TestCase):
             self.assertLess(time.monotonic() - start, TIMEOUT)
         s.close()
         server.close()
+
+
+    def test_a_client_that_never_reads_does_not_stall_the_others(self):
+        # send_data from on_receive runs on the dispatcher thread, which every
+        # callback of the server shares: it must not wait there for room in a
+        # full queue (send_timeout, 10 s a message), or one client that never
+        # reads holds up every other client's answers.
+        server = make_server(on_receive=lambda sock, addr, data: server.send_data(data * 16, sock))
+        bad = socket.socket()
+        bad.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        bad.settimeout(TIMEOUT)
+        bad.connect(("127.0.0.1", port_of(server)))
+
+        def flood():
+            try:
+                for _ in range(200):
+                    bad.sendall(b"x" * 65536)
+            except OSError:
+                pass  # the server stopped reading, or the test closed it
+
+        flooder = threading.Thread(target=flood, daemon=True)
+        flooder.start()
+        # Its queue (32 MiB by default) is all but full: a few 1 MiB replies more fill it.
+        wait_until(lambda: server._native.stats().queued >= 24 << 20,
+                   what="the reader's send queue to fill")
+        good = plain_client(server)
+        good.settimeout(TIMEOUT / 2)  # well under send_timeout, far above what it takes
+        good.sendall(b"ping")
+        self.assertEqual(recv_exact(good, 64), b"ping" * 16)
+        kinds = {type(e) for _, e in server.return_exceptions()}
+        self.assertIn(ssock.SendQueueFullError, kinds)  # the failed sends are recorded
+        good.close()
+        bad.close()
+        server.close()
+        flooder.join(TIMEOUT)
+
+
+class ExitTest(unittest.TestCase):
+    """A program that ends right after send_data(): 0.0.8's send_data returned
+    once the data was in the kernel, so all of it arrived. Here send_data
+    queues, and what is queued still goes out at exit (for up to send_timeout
+    seconds) while the peer is slow to read."""
+
+    SIZE = 8 << 20  # far more than loopback's socket buffers hold
+    SLOW = 2.0  # the peer starts reading this late: past ssock's default linger (1 s)
+
+    def start_child(self, code):
+        result = {}
+        child = threading.Thread(target=lambda: result.update(proc=run_python(code)))
+        child.start()
+        self.addCleanup(child.join, TIMEOUT * 3)
+        return child, result
+
+    def slow_reader(self):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.settimeout(TIMEOUT)
+        return s
+
+    def read_all_late(self, s):
+        threading.Event().wait(self.SLOW)  # the slow peer (not a synchronisation)
+        got = 0
+        while True:
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                return got
+            got += len(chunk)
+
+    def test_a_server_that_exits_right_after_send_data(self):
+        for disconnect in (False, True):
+            with self.subTest(disconnect=disconnect):
+                ctl = socket.create_server(("127.0.0.1", 0))
+                ctl.settimeout(TIMEOUT)
+                child, result = self.start_child(f"""
+import socket
+from ssock.simplesockets import TCPServer
+S = TCPServer()
+S.setup(ip="127.0.0.1", port=0)
+ctl = socket.create_connection(("127.0.0.1", {ctl.getsockname()[1]}))
+ctl.sendall(b"%d" % S.socket.getsockname()[1])
+ctl.close()
+while True:
+    if S.event.new_data:
+        for sock, addr, data in S.return_recved_data():
+            print("send_data", S.send_data(b"x" * {self.SIZE}, sock))
+            if {disconnect}:
+                S.disconnect(sock)
+        break
+""")
+                c, _ = ctl.accept()
+                c.settimeout(TIMEOUT)
+                port = int(c.recv(16))
+                c.close()
+                ctl.close()
+                s = self.slow_reader()
+                s.connect(("127.0.0.1", port))
+                s.sendall(b"GET")
+                got = self.read_all_late(s)
+                s.close()
+                child.join(TIMEOUT * 3)
+                self.assertEqual(result["proc"].stdout.strip(), "send_data True",
+                                 result["proc"].stderr)
+                self.assertEqual(result["proc"].returncode, 0)
+                self.assertEqual(got, self.SIZE)
+
+    def test_a_client_that_exits_right_after_send_data(self):
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        listener.settimeout(TIMEOUT)
+        child, result = self.start_child(f"""
+from ssock.simplesockets import TCPClient
+C = TCPClient()
+C.setup(target_ip="127.0.0.1", target_port={listener.getsockname()[1]})
+print("connect", C.connect(), "send_data", C.send_data(b"y" * {self.SIZE}))
+""")
+        s, _ = listener.accept()
+        s.settimeout(TIMEOUT)
+        got = self.read_all_late(s)
+        s.close()
+        listener.close()
+        child.join(TIMEOUT * 3)
+        self.assertEqual(result["proc"].stdout.strip(), "connect True send_data True",
+                         result["proc"].stderr)
+        self.assertEqual(result["proc"].returncode, 0)
+        self.assertEqual(got, self.SIZE)
 
 
 class InteropTest(unittest.TestCase):

@@ -12,18 +12,47 @@ What differs, because it was a bug:
 * a closed peer is noticed: ``on_disconnect`` runs, the entry leaves
   ``clients``, nothing spins at 100% CPU;
 * ``max_connections`` holds: one more is accepted and closed at once (the
-  refusal is in ``event.exception.list``);
+  refusal is in ``event.exception.list``), also when the program lowers it
+  after ``setup()``;
+* ``close()`` (which 0.0.8 lacked) runs ``on_disconnect`` for every client
+  and empties ``clients``;
 * the inbox is swapped under a lock, so no message is lost between the thread
   that receives and the one that calls ``return_recved_data()``;
 * memory is bounded: when ``recved_data`` holds ``MAX_HELD`` entries (or
   ``MAX_HELD_BYTES``), reading stops until the program takes them (TCP
-  backpressure); a program that uses ``on_receive`` and never takes
-  ``recved_data`` keeps only the newest entries there instead;
-  ``event.exception.list`` keeps the newest ``MAX_EXCEPTIONS``;
+  backpressure) with ``return_recved_data()`` or by itself (assigning
+  ``recved_data``, or emptying it in place: that is noticed within 0.1 s).
+  Only a program that has an ``on_receive`` and has never taken data from
+  ``recved_data`` (``return_recved_data()``, ``recv_data()``, ``await_event()``
+  returning data, reading or assigning ``recved_data``) keeps the newest
+  entries there instead, so that memory stays bounded: the first time
+  ``recved_data`` is full, reading waits ``DROP_GRACE`` (1 s) for the program
+  to take data (a polling loop that starts late loses nothing); after that
+  the oldest entries are dropped, and one ``OverflowError`` in
+  ``event.exception.list`` says so. ``event.exception.list`` keeps the
+  newest ``MAX_EXCEPTIONS``;
+* what ``send_data`` queued still goes out when the program ends (or calls
+  ``close()``, ``disconnect()``, ``shutdown()``) right after it, for up to
+  ``send_timeout`` seconds while the peer is slow to read: 0.0.8's
+  ``send_data`` returned once the data was in the kernel;
+* ``send_data`` waits up to ``send_timeout`` (10 s) for room in a full send
+  queue (32 MiB a connection), except inside a callback: the callbacks share
+  one thread (a server's, for all its clients; a client's autorecv thread),
+  so there a full queue fails at once (``send_data`` returns False, the
+  ``SendQueueFullError`` is in ``event.exception.list``) instead of holding
+  up every other client while one does not read (and a server's
+  ``recv_data`` there returns b'' instead of waiting for what only that
+  thread could deliver);
 * ``await_event`` waits on a condition instead of spinning, and reading
   ``event.new_data`` (or ``new_data_recved``) in a tight loop sleeps a few ms
   per read while nothing arrives, so a ``while True: if new_data`` loop no
   longer burns a CPU (it still sees new data at once);
+* a client lets go of its threads and descriptors at ``disconnect()`` and
+  ``shutdown()`` (what it queued goes out first); a later ``connect()`` or
+  ``reconnect()`` starts a new connection, and autorecv with it if it was on;
+  ``reconnect()`` while connected reports no end of the connection it
+  replaces; ``connect()`` while connected fails (returns False, EISCONN in
+  ``event.exception.list``) as 0.0.8's did;
 * IPv6 works (``ip="::1"``), and ``ip=""`` means every address, v4 and v6;
 * a 2048-byte message is not held back, and 2 sends are 2 messages with
   ``framing="u32"`` (the default ``"raw"`` keeps simplesockets' wire, where
@@ -46,6 +75,7 @@ __all__ = ["TCPServer", "TCPClient", "SetupError"]
 
 MAX_HELD = 1024  # entries recved_data holds before reading stops
 MAX_HELD_BYTES = 64 << 20  # ... or payload bytes
+DROP_GRACE = 1.0  # seconds a full recved_data waits before it drops (see put)
 MAX_EXCEPTIONS = 256  # newest entries event.exception.list keeps
 READ_SIZE = 65536  # raw framing: bytes per read (at least recv_buffer)
 SPIN_WINDOW = 0.002  # reads of a False new_data this close together are a spin...
@@ -203,35 +233,102 @@ class _ListenerProxy:
         return f"<ssock listening socket {native.address if native else 'unbound'}>"
 
 
+def _size(entry):
+    """The payload bytes of a recved_data entry (a server's (socket, address,
+    data), a client's data); 0 for what a program put there itself."""
+    try:
+        return len(entry[-1]) if isinstance(entry, tuple) else len(entry)
+    except TypeError:
+        return 0
+
+
 class _Holder:
-    """The bounded recved_data of a server or client (the owner's _cond held)."""
+    """The bounded recved_data of a server or client (the owner's _cond held).
+
+    The program may take entries itself: assign recved_data (the owner's
+    setter recounts and notifies) or change the list in place (clear(), pop(),
+    del: nobody is told, so the count is redone whenever the list's length is
+    not what it was, and a full list is looked at again every RECHECK s)."""
+
+    RECHECK = 0.1
 
     @staticmethod
-    def put(owner, entry, size):
-        while not owner._closing and (
-            len(owner.recved_data) >= MAX_HELD or owner._held + size > MAX_HELD_BYTES
-        ) and owner.recved_data:
-            if callable(owner.on_receive):
-                # The program takes data through on_receive: keep the newest.
-                dropped = owner.recved_data.pop(0)
-                owner._held -= len(dropped[-1]) if isinstance(dropped, tuple) else len(dropped)
+    def recount(owner):
+        lst = owner._recved
+        owner._held = sum(_size(e) for e in lst)
+        owner._held_len = len(lst)
+
+    @staticmethod
+    def full(owner, size):
+        if len(owner._recved) != owner._held_len:
+            _Holder.recount(owner)
+        lst = owner._recved
+        return bool(lst) and (len(lst) >= MAX_HELD or owner._held + size > MAX_HELD_BYTES)
+
+    @staticmethod
+    def put(owner, entry, size, stop=None):
+        while not owner._closing and not (stop and stop()) and _Holder.full(owner, size):
+            if callable(owner.on_receive) and not owner._taken:
+                # The program has taken nothing from recved_data (yet): it may
+                # use on_receive only, or be about to start polling. It gets
+                # DROP_GRACE s to take; then the oldest entries are dropped
+                # (memory stays bounded), and that is recorded once.
+                if not owner._dropped:
+                    now = time.monotonic()
+                    if owner._full_since is None:
+                        owner._full_since = now
+                    left = owner._full_since + DROP_GRACE - now
+                    if left > 0:
+                        owner._cond.wait(min(left, _Holder.RECHECK))
+                        continue
+                    owner._dropped = True
+                    _record(owner, OverflowError(
+                        f"recved_data is full ({MAX_HELD} entries or {MAX_HELD_BYTES} bytes) "
+                        "and the program takes data through on_receive only: its oldest "
+                        "entries are dropped from now on (once it takes data from "
+                        "recved_data, none are)"))
+                owner._held -= _size(owner._recved.pop(0))
+                owner._held_len -= 1
                 continue
-            owner._cond.wait()  # backpressure: reading stops until it is taken
-        owner.recved_data.append(entry)
+            owner._cond.wait(_Holder.RECHECK)  # backpressure: reading stops until taken
+        owner._recved.append(entry)
         owner._held += size
+        owner._held_len = len(owner._recved)
         owner.event._new_data._value = True
         owner._cond.notify_all()
 
     @staticmethod
-    def take(owner):
-        data, owner.recved_data = owner.recved_data, []
-        owner._held = 0
-        owner.event._new_data._value = False
+    def set(owner, value):
+        owner._recved = value
+        _Holder.recount(owner)
         owner._cond.notify_all()
+
+    @staticmethod
+    def take(owner):
+        owner._taken = True
+        data = owner._recved
+        _Holder.set(owner, [])
+        owner.event._new_data._value = False
         return data
 
 
-class TCPServer:
+class _RecvedData:
+    """recved_data, for TCPServer and TCPClient: the list of what came (a
+    property, so that a program that assigns it lets reading go on)."""
+
+    @property
+    def recved_data(self):
+        self._taken = True  # the program looks at it: it may take from it
+        return self._recved
+
+    @recved_data.setter
+    def recved_data(self, value):
+        with self._cond:
+            self._taken = True
+            _Holder.set(self, value)
+
+
+class TCPServer(_RecvedData):
     """A TCP server with simplesockets 0.0.8's API (see the module docstring)."""
 
     EVENT_EXCEPTION = "--EXCEPTION--"
@@ -243,19 +340,24 @@ class TCPServer:
     def __init__(self, max_connections=None):
         self._cond = threading.Condition()
         self._native = None
+        self._dispatcher = None  # threading.get_ident() of the native callbacks' thread
         self._kill = False
         self._run = True
         self._closing = False
-        self._held = 0
+        self._held = 0  # payload bytes in recved_data
+        self._held_len = 0  # its length when _held was counted
+        self._taken = False  # the program took data from recved_data (then none is dropped)
+        self._dropped = False  # entries were dropped (recorded once)
+        self._full_since = None  # when a full recved_data first waited for that
         self._framing = "raw"
         self.__IP = None
         self.__PORT = None
         self.__recv_buffer = 2048
         self.socket = _ListenerProxy(self)
         self.clients = {}  # address -> [connection stand-in, client socket]
-        self.recved_data = []
+        self._recved = []  # recved_data
         self.event = _ServerEvent(self)
-        self.max_connections = max_connections
+        self._max_connections = max_connections
         self.on_connect = None
         self.on_disconnect = None
         self.on_receive = None
@@ -297,6 +399,7 @@ class TCPServer:
             _addr(ip, port), framing=framing, backlog=listen,
             max_conns=self.max_connections or 0, max_message=max_message,
             read_size=max(int(recv_buffer), READ_SIZE) if framing == "raw" else None,
+            linger=self.send_timeout,
             on_connect=self._on_connect, on_message=self._on_message,
             on_disconnect=self._on_disconnect, on_error=self._on_error)
         self._apply_accepting()
@@ -337,36 +440,81 @@ class TCPServer:
     def killed(self) -> bool:
         return self._kill
 
+    @property
+    def max_connections(self):
+        """The most connections at once (None or 0: no limit). Read at every
+        accept, as 0.0.8 did: what setup() saw is enforced by ssock itself, a
+        lower value set later here (a higher one cannot lift that)."""
+        return self._max_connections
+
+    @max_connections.setter
+    def max_connections(self, value):
+        self._max_connections = value
+
     def close(self):
         """Closes the server and every connection (not in simplesockets 0.0.8,
-        which never let go of its sockets)."""
+        which never let go of its sockets); on_disconnect runs for each client,
+        and clients empties."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
         if self._native is not None:
             self._native.close()
+        with self._cond:
+            gone = []
+            for address, (thread, proxy) in self.clients.items():
+                conn = proxy._conn
+                if not conn.notified:
+                    conn.notified = True
+                    gone.append(address)
+            self.clients.clear()
+            self._cond.notify_all()
+        for address in gone:
+            if callable(self.on_disconnect):
+                self.on_disconnect(address)
 
     # -- the native callbacks (ssock's dispatcher thread) ------------------
 
     def _on_connect(self, conn):
+        self._dispatcher = threading.get_ident()
         address = conn.peer
         conn.address = address
         conn.proxy = SocketProxy(conn, raw=self._framing == "raw")
         conn.server_cond = self._cond
         conn.notified = False
+        conn.refused = False
+        limit = self._max_connections
         with self._cond:
-            self.clients[address] = [_ClientThread(conn), conn.proxy]
+            if limit and len(self.clients) >= limit:
+                # Lowered after setup(): refused here as ssock refuses over the
+                # limit it was given (closed at once, a LimitError recorded).
+                conn.refused = conn.notified = True
+            else:
+                self.clients[address] = [_ClientThread(conn), conn.proxy]
             self._cond.notify_all()
+        if conn.refused:
+            conn.close()
+            err = ssock._ssock._make_error(ssock.ELIMIT, "accept")
+            err.peer, err.conn_id = address, conn.id
+            err.args = (f"accept {_addr(*address[:2])}: {ssock.strerror(ssock.ELIMIT)}",)
+            _record(self, err)
+            return
         if callable(self.on_connect):
             self.on_connect(address)
 
     def _on_message(self, conn, data):
+        self._dispatcher = threading.get_ident()
+        if getattr(conn, "refused", False):
+            return
         with self._cond:
             _Holder.put(self, (conn.proxy, conn.address, data), len(data))
         if callable(self.on_receive):
             self.on_receive(conn.proxy, conn.address, data)
 
     def _on_disconnect(self, conn, err):
+        self._dispatcher = threading.get_ident()
+        if getattr(conn, "refused", False):
+            return
         with self._cond:
             entry = self.clients.get(conn.address)
             if entry is not None and entry[1] is conn.proxy:
@@ -380,7 +528,12 @@ class TCPServer:
             self.on_disconnect(conn.address)
 
     def _on_error(self, err):
+        self._dispatcher = threading.get_ident()
         _record(self, err)
+
+    def _in_callback(self):
+        """True on the thread that runs every callback of this server."""
+        return threading.get_ident() == self._dispatcher
 
     # -- the program's calls -----------------------------------------------
 
@@ -397,13 +550,14 @@ class TCPServer:
     def send_data(self, data: bytes, client_socket) -> bool:
         """Sends data to a client (its socket, as recved_data hands it over, or
         its address). Returns False (the error in event.exception.list) when it
-        could not be queued."""
+        could not be queued: after send_timeout seconds of a full queue, or at
+        once when called from a callback (which must not hold up the others)."""
         conn = self._conn_of(client_socket)
         if conn is None:
             _record(self, KeyError(f"no such client: {client_socket!r}"))
             return False
         try:
-            conn.send(data, timeout=self.send_timeout)
+            conn.send(data, timeout=0 if self._in_callback() else self.send_timeout)
             return True
         except ssock.Error as e:
             _record(self, e)
@@ -416,15 +570,16 @@ class TCPServer:
         if conn is None:
             return b""
         with self._cond:
+            self._taken = True
             while True:
-                for i, entry in enumerate(self.recved_data):
-                    if entry[0] is conn.proxy:
-                        del self.recved_data[i]
-                        self._held -= len(entry[2])
+                for i, entry in enumerate(self._recved):
+                    if isinstance(entry, tuple) and entry[0] is conn.proxy:
+                        del self._recved[i]
+                        _Holder.recount(self)
                         self._cond.notify_all()
                         return entry[2]
-                if not conn.open or self._closing:
-                    return b""
+                if not conn.open or self._closing or self._in_callback():
+                    return b""  # (in a callback: what it waits for comes after it)
                 self._cond.wait()
 
     def return_recved_data(self):
@@ -483,7 +638,7 @@ class TCPServer:
                 self._cond.wait(left)
 
 
-class TCPClient:
+class TCPClient(_RecvedData):
     """A TCP client with simplesockets 0.0.8's API (see the module docstring)."""
 
     EVENT_EXCEPTION = "--EXCEPTION--"
@@ -498,22 +653,28 @@ class TCPClient:
     def __init__(self):
         self._cond = threading.Condition()
         self._native = None
-        self._autorecv = False
-        self._thread = None
-        self._wake_fd = None
+        self._autorecv = False  # autorecv() is on (its thread runs while connected)
+        self._thread = None  # the autorecv thread, which runs the callbacks
+        self._wake_fd = None  # wakes it (its own; closed under _wake_lock as it ends)
+        self._wake_lock = threading.Lock()
+        self._recv_stop = threading.Event()  # set: the autorecv thread is to end
         self._closing = False
-        self._held = 0
+        self._held = 0  # payload bytes in recved_data
+        self._held_len = 0  # its length when _held was counted
+        self._taken = False  # the program took data from recved_data (then none is dropped)
+        self._dropped = False  # entries were dropped (recorded once)
+        self._full_since = None  # when a full recved_data first waited for that
         self._framing = "raw"
         self._max_message = None
         self._setup_flag = False
         self._connected = False  # one-shot flags for await_event
         self._disconnected = False
-        self._live_id = None
+        self._live_id = None  # the id of the connection that is this client's now
         self.__target_ip = None
         self.__target_port = None
         self.__recv_buffer = None
         self.socket = SocketProxy(raw=True)
-        self.recved_data = []
+        self._recved = []  # recved_data
         self.event = _ClientEvent(self)
         self.on_connect = None
         self.on_disconnect = None
@@ -559,55 +720,87 @@ class TCPClient:
         """Does nothing: the simplesockets docs call it before connect(), and
         0.0.8 had no such method. Connect with connect()."""
 
-    def _ensure_native(self):
-        if self._native is None or self._native.closed:
-            self._native = ssock.Client(
-                _addr(self.__target_ip, self.__target_port), framing=self._framing,
-                max_message=self._max_message, connect_timeout=self.connect_timeout,
-                read_size=max(int(self.__recv_buffer or 0), READ_SIZE)
-                if self._framing == "raw" else None)
-            self.socket._handle = self._native
-        return self._native
+    def _new_native(self):
+        """A native handle for one connection: every connect() (and reconnect())
+        gets a new one, so nothing of an earlier connection (its DISCONNECT,
+        what it left in the inbox) is taken for this one's."""
+        native = ssock.Client(
+            _addr(self.__target_ip, self.__target_port), framing=self._framing,
+            max_message=self._max_message, connect_timeout=self.connect_timeout,
+            read_size=max(int(self.__recv_buffer or 0), READ_SIZE)
+            if self._framing == "raw" else None, linger=self.send_timeout)
+        self.socket._handle = native
+        return native
 
     def connect(self) -> bool:
         """Connects; True on success, False with the error in
-        event.exception.list."""
+        event.exception.list (also when connected already: EISCONN, as the
+        original's socket said)."""
         if not self._setup_flag:
             raise SetupError("Server isn't setup")
+        native = self._native
+        if native is not None and not native.closed and native.connected:
+            _record(self, OSError(errno.EISCONN, os.strerror(errno.EISCONN)))
+            return False
+        self._release()  # a connection that was lost, or never made
         try:
-            native = self._ensure_native()
-            native.connect(timeout=self.connect_timeout)
-            with self._cond:
-                self._live_id = native.id
-                self.event.is_connected = True
-                self.event.connected = True
-                self._connected = True
-                self._cond.notify_all()
-            if callable(self.on_connect):
-                self.on_connect()
-            return True
+            native = self._new_native()
+            try:
+                native.connect(timeout=self.connect_timeout)
+            except BaseException:
+                native.close()
+                raise
         except Exception as e:
             _record(self, e)
             return False
+        with self._cond:
+            self._native = native
+            self._live_id = native.id
+            self.event.is_connected = True
+            self.event.connected = True
+            self._connected = True
+            self._cond.notify_all()
+        if self._autorecv:
+            self._start_receiving()
+        if callable(self.on_connect):
+            self.on_connect()
+        return True
 
     def reconnect(self) -> bool:
-        """Drops the connection (if any) and connects again."""
+        """Drops the connection (if any: what it queued goes out first) and
+        connects again."""
         with self._cond:
             self.event.connected = False
             self.event.disconnected = False
-            self._live_id = None
-        native = self._native
-        if native is not None and not native.closed and native.connected:
-            native.reconnect()
+        self._release()
         return self.connect()
+
+    def _release(self):
+        """Lets go of the native handle: the autorecv thread stops (what
+        arrived goes to recved_data first), then the handle closes, giving
+        what is queued `linger` seconds to go out."""
+        with self._cond:
+            native, self._native = self._native, None
+            self._live_id = None
+            self._cond.notify_all()  # a put() waiting for room gives up
+        self.socket._handle = None
+        if native is None:
+            return
+        self._stop_receiving()  # (from a callback, it ends once the callback returns)
+        native.close()
+
+    def _in_callback(self):
+        """True on the autorecv thread, which runs on_receive and on_disconnect."""
+        return self._thread is not None and self._thread is threading.current_thread()
 
     def send_data(self, data: bytes) -> bool:
         """Sends data; False (the error in event.exception.list) when it could
-        not be queued."""
+        not be queued: after send_timeout seconds of a full queue, or at once
+        when called from a callback (autorecv must not stop for it)."""
         try:
             if self._native is None:
                 raise ssock._ssock._make_error(ssock.ENOTCONN)
-            self._native.send(data, timeout=self.send_timeout)
+            self._native.send(data, timeout=0 if self._in_callback() else self.send_timeout)
             return True
         except ssock.Error as e:
             _record(self, e)
@@ -621,6 +814,7 @@ class TCPClient:
     def recv_data(self) -> bytes:
         """Waits for the next data and returns it; b'' once the connection is
         gone. (With autorecv() on, the data goes to recved_data instead.)"""
+        self._taken = True
         if self._native is None:
             return b""
         try:
@@ -630,55 +824,97 @@ class TCPClient:
 
     def autorecv(self) -> bool:
         """Toggles the background receiving (off at first): what arrives goes to
-        recved_data and on_receive."""
+        recved_data and on_receive. It stays on across disconnect() and
+        connect() (shutdown() turns it off)."""
         if not self._autorecv:
-            if self._native is None:
+            native = self._native
+            if native is None or native.closed:
                 _record(self, ssock._ssock._make_error(ssock.ENOTCONN))
                 return False
             self._autorecv = True
-            if self._thread is None or not self._thread.is_alive():
-                if self._wake_fd is None:
-                    self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-                self._thread = threading.Thread(target=self._receiving, daemon=True,
-                                                name="simplesockets-autorecv")
-                self._thread.start()
+            self._start_receiving()
             return True
         self._autorecv = False
-        self._wake()
+        self._stop_receiving()
         return True
 
-    def _wake(self):
-        if self._wake_fd is not None:
-            os.eventfd_write(self._wake_fd, 1)
-
-    def _receiving(self):
+    def _start_receiving(self):
+        """Starts the autorecv thread for the native handle there is now (after
+        the one before ended: it was told to, unless it is this thread, in a
+        callback, which ends once the callback returns)."""
+        self._stop_receiving()
         native = self._native
+        if native is None:
+            return
+        stop = self._recv_stop = threading.Event()
+        with self._wake_lock:
+            self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            wake_fd = self._wake_fd
+        self._thread = threading.Thread(target=self._receiving, args=(native, wake_fd, stop),
+                                        daemon=True, name="simplesockets-autorecv")
+        self._thread.start()
+
+    def _stop_receiving(self):
+        """Ends the autorecv thread and waits for it (not from itself)."""
+        self._recv_stop.set()
+        self._wake()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _wake(self):
+        with self._wake_lock:
+            if self._wake_fd is not None:
+                os.eventfd_write(self._wake_fd, 1)
+        with self._cond:
+            self._cond.notify_all()  # a put() waiting for room looks at stop
+
+    def _receiving(self, native, wake_fd, stop):
+        """The autorecv thread of one native handle: ends when told to (autorecv
+        off, the handle let go of: then what arrived before goes to
+        recved_data first)."""
         poller = select.poll()
-        poller.register(native.fileno(), select.POLLIN)
-        poller.register(self._wake_fd, select.POLLIN)
         try:
-            while self._autorecv and not self._closing:
+            poller.register(native.fileno(), select.POLLIN)
+            poller.register(wake_fd, select.POLLIN)
+            while not stop.is_set() and self._native is native and not self._closing:
                 poller.poll()
                 try:
-                    os.eventfd_read(self._wake_fd)
+                    os.eventfd_read(wake_fd)
                 except BlockingIOError:
                     pass
-                while self._autorecv:
+                while not stop.is_set():
                     ev = native.next_event(0)
                     if ev is None:
                         break
-                    self._handle(ev)
+                    self._handle(native, ev, stop)
+            if self._native is not native and not native.closed:
+                while True:  # released: what arrived before goes to recved_data
+                    ev = native.next_event(0)
+                    if ev is None:
+                        break
+                    self._handle(native, ev, stop)
         except ssock.ClosedError:
             pass
+        finally:
+            with self._wake_lock:
+                if self._wake_fd == wake_fd:
+                    self._wake_fd = None
+                os.close(wake_fd)
 
-    def _handle(self, ev):
+    def _handle(self, native, ev, stop):
+        """One event of a native handle; only the live connection's end counts
+        (a handle that was let go of, or a connection reconnect() replaced,
+        ended on purpose)."""
+        live = native is self._native and (ev.conn is None or ev.conn.id == self._live_id)
         if ev.type is ssock.MESSAGE:
             with self._cond:
-                _Holder.put(self, ev.data, len(ev.data))
+                _Holder.put(self, ev.data, len(ev.data),
+                            stop=lambda: stop.is_set() or self._native is not native)
             self._call(self.on_receive, ev.data)
         elif ev.type is ssock.DISCONNECT:
-            if self._live_id is not None and ev.conn.id != self._live_id:
-                return  # the connection reconnect() replaced
+            if not live:
+                return
             with self._cond:
                 self.event.disconnected = True
                 self.event.is_connected = False
@@ -699,16 +935,9 @@ class TCPClient:
 
     def shutdown(self):
         """Stops autorecv and closes the connection (queued data goes out
-        first)."""
+        first); everything of it is let go of."""
         self._autorecv = False
-        self._wake()
-        native = self._native
-        if native is not None and not native.closed:
-            try:
-                native.flush(timeout=1.0)
-            except ssock.Error:
-                pass
-            native.disconnect()
+        self._release()
         self.event.is_connected = False
 
     def return_exceptions(self, delete: bool = True, reset_exceptions: bool = True) -> list:
@@ -721,18 +950,22 @@ class TCPClient:
         return exceptions
 
     def disconnect(self) -> bool:
-        """Closes the connection gracefully; False (recorded) when there was
-        none."""
+        """Closes the connection gracefully (queued data goes out first) and
+        lets go of everything of it (a later connect() starts again, autorecv
+        too if it was on); False (recorded) when there was none."""
         native = self._native
         if native is None or native.closed or not native.connected:
             _record(self, ssock._ssock._make_error(ssock.ENOTCONN))
             return False
-        native.disconnect()
+        receiving = self._thread is not None and self._thread.is_alive()
+        self._release()
         with self._cond:
             self.event.is_connected = False
             self.event.disconnected = True
             self._disconnected = True
             self._cond.notify_all()
+        if receiving:  # as autorecv saw the end in 0.0.8
+            self._call(self.on_disconnect)
         return True
 
     def close(self):
@@ -741,14 +974,7 @@ class TCPClient:
             self._closing = True
             self._autorecv = False
             self._cond.notify_all()
-        self._wake()
-        if self._native is not None:
-            self._native.close()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
-        if self._wake_fd is not None:
-            os.close(self._wake_fd)
-            self._wake_fd = None
+        self._release()
 
     def await_event(self, timeout: int = 0):
         """Waits (no spinning) for an event; timeout in ms, 0: none. Returns
