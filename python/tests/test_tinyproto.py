@@ -15,7 +15,8 @@ import ssock
 import ssock.tinyproto as tp
 from ssock.tinyproto import (TinyProtoClient, TinyProtoConnection, TinyProtoConnectionDetails,
                              TinyProtoError, TinyProtoPlugin, TinyProtoServer)
-from support import TIMEOUT, TOOL, Collector, Tool, cpu_seconds, open_fds, wait_until
+from support import (TIMEOUT, TOOL, Collector, Tool, cpu_seconds, open_fds, recv_exact,
+                     thread_count, wait_until)
 from tinyproto_peer import Listener, Peer, Rejected
 
 
@@ -494,6 +495,40 @@ class ClientTest(unittest.TestCase):
         peer.close()
         listener.close()
 
+
+    def test_ended_clients_leave_no_thread_or_fd_and_connect_again(self):
+        # A client per request, as a helper function makes them: once its
+        # connections ended, its pump thread, loop thread and their fds go
+        # (they stayed forever: 2 threads and 4 fds per client until EMFILE).
+        replies = Collector()
+
+        class Once(TinyProtoConnection):
+            def pre_loop(self):
+                self.transmit(b"req")
+                replies(bytes(self.receive()))
+                self.shutdown = True
+
+        with Running(TinyProtoServer([local()], connection_handler=Echo)) as run:
+            threads, fds = thread_count(), open_fds()
+
+            def request(client):
+                conn = client.active_connections[client.connect_to(local(run.addr()[1]))]
+                conn._connection_loop_thread.join(TIMEOUT)
+                self.assertFalse(conn.is_alive())
+
+            for _ in range(20):
+                request(TinyProtoClient(connection_handler=Once, timeout=TIMEOUT))
+            self.assertEqual(replies.wait(20), [b"req"] * 20)
+            wait_until(lambda: thread_count() <= threads, what=f"{threads} threads again")
+            wait_until(lambda: open_fds() <= fds, what=f"{fds} fds again")
+            # One client whose connections all ended connects again.
+            client = TinyProtoClient(connection_handler=Once, timeout=TIMEOUT)
+            for n in (21, 22):
+                request(client)
+                self.assertEqual(replies.wait(n)[-1], b"req")
+                wait_until(lambda: client._pump is None, what="the pump to stop")
+            wait_until(lambda: thread_count() <= threads, what=f"{threads} threads again")
+            wait_until(lambda: open_fds() <= fds, what=f"{fds} fds again")
 
 class WireTest(unittest.TestCase):
     """Byte-exact checks of the wire, in both roles."""

@@ -322,6 +322,18 @@ class TinyProtoConnection:
             self._finished = True
             if self._on_done is not None:
                 self._on_done()
+            if self._connect is not None:
+                self._let_go_of_client_handle()
+
+    def _let_go_of_client_handle(self):
+        """A client's connection ended and its handle is closed: nothing here
+        keeps the handle object (and the descriptor it holds until freed)
+        alive, though the connection object stays in active_connections."""
+        self._link = None
+        self._connect = None
+        self._on_done = None
+        if isinstance(self.socket_o, SocketProxy):
+            self.socket_o._handle = None
 
     def _done(self):
         """Whether the connection's thread has run its last hook (it may still
