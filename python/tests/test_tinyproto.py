@@ -6,6 +6,7 @@ import hashlib
 import os
 import select
 import subprocess
+import sys
 import threading
 import time
 import unittest
@@ -15,8 +16,8 @@ import ssock
 import ssock.tinyproto as tp
 from ssock.tinyproto import (TinyProtoClient, TinyProtoConnection, TinyProtoConnectionDetails,
                              TinyProtoError, TinyProtoPlugin, TinyProtoServer)
-from support import (TIMEOUT, TOOL, Collector, Tool, cpu_seconds, open_fds, recv_exact,
-                     thread_count, wait_until)
+from support import (TIMEOUT, TOOL, Collector, Tool, cpu_seconds, open_fds, python_env,
+                     recv_exact, thread_count, wait_until)
 from tinyproto_peer import Listener, Peer, Rejected
 
 
@@ -529,6 +530,56 @@ class ClientTest(unittest.TestCase):
                 wait_until(lambda: client._pump is None, what="the pump to stop")
             wait_until(lambda: thread_count() <= threads, what=f"{threads} threads again")
             wait_until(lambda: open_fds() <= fds, what=f"{fds} fds again")
+
+    # tinyproto's transmit() returned once the payload was written (within the
+    # socket timeout, 5 s by default), so a program may end the connection or
+    # exit right after it. Here transmit() only queues (and the codec holds the
+    # payload until the peer's OK): closing must give the peer that long, not
+    # ssock's default linger of 1 s.
+    SLOW_OK = 1.5  # seconds the peer takes to OK: past the 1 s default linger
+
+    def test_shutdown_right_after_transmit_waits_for_a_slow_peer(self):
+        listener = Listener()
+        self.addCleanup(listener.close)
+        client = TinyProtoClient()  # tinyproto's default timeout: 5 s
+        conn = client.active_connections[client.connect_to(local(listener.addr[1]))]
+        peer = listener.accept().handshake()
+        self.addCleanup(peer.close)
+        conn.transmit(b"last words")
+        conn.shutdown = True
+        self.assertEqual(recv_exact(peer.sock, 4), (10).to_bytes(4, "big"))
+        conn._connection_loop_thread.join(self.SLOW_OK)  # the peer is busy
+        peer.sock.sendall(b"\xff")
+        self.assertEqual(recv_exact(peer.sock, 10), b"last words")
+        self.assertTrue(peer.at_eof())
+        conn._connection_loop_thread.join(TIMEOUT)
+        self.assertFalse(conn.is_alive())
+
+    def test_exit_right_after_transmit_waits_for_a_slow_peer(self):
+        listener = Listener()
+        self.addCleanup(listener.close)
+        size = 4 << 20
+        code = (
+            "from ssock.tinyproto import TinyProtoClient, TinyProtoConnectionDetails\n"
+            "c = TinyProtoClient()\n"
+            f"cid = c.connect_to(TinyProtoConnectionDetails('127.0.0.1', {listener.addr[1]}))\n"
+            f"c.active_connections[cid].transmit(b'x' * {size})\n")
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, env=python_env())
+        try:
+            peer = listener.accept().handshake()
+            self.addCleanup(peer.close)
+            self.assertEqual(int.from_bytes(recv_exact(peer.sock, 4), "big"), size)
+            with self.assertRaises(subprocess.TimeoutExpired):
+                proc.wait(self.SLOW_OK)  # exiting: waits for the busy peer's OK
+            peer.sock.sendall(b"\xff")
+            self.assertEqual(recv_exact(peer.sock, size), b"x" * size)
+            _, err = proc.communicate(timeout=TIMEOUT)
+            self.assertEqual(proc.returncode, 0, err)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate(timeout=TIMEOUT)
 
 class WireTest(unittest.TestCase):
     """Byte-exact checks of the wire, in both roles."""

@@ -15,7 +15,8 @@ import uuid
 import ssock
 
 from .._sockproxy import SocketProxy
-from .connection import MSG_MAX_SIZE, ConnectionDict, TinyProtoConnection, attach, make_connection
+from .connection import (MSG_MAX_SIZE, ConnectionDict, TinyProtoConnection, attach, linger_for,
+                         make_connection)
 from .connection_details import TinyProtoConnectionDetails
 from .server import check_handler, register_plugin
 
@@ -202,7 +203,7 @@ class TinyProtoClient:
             native = ssock.Client(
                 connection_details.ssock_address, framing="tinyproto",
                 max_message=MSG_MAX_SIZE, connect_timeout=timeout, read_timeout=timeout,
-                zero_copy=True, loop=pump.loop)
+                zero_copy=True, loop=pump.loop, linger=linger_for(timeout))
             try:
                 proxy = SocketProxy(None, native, timeout=timeout)
                 conn_o = make_connection(self.connection_handler, self.connection_plugin_list,

@@ -40,6 +40,17 @@ MSG_MAX_SIZE = 0xF0FFFFFF  # tinyproto's limit on one message (a little over 3.7
 
 _END = object()  # in a connection's inbox: the connection ended
 
+# tinyproto's transmit() blocked until the payload was written, for up to the
+# socket timeout; here it queues. What a client queued gets that long to go out
+# when its connection closes (at interpreter exit too); with no timeout (None,
+# no limit in tinyproto) this long.
+UNBOUNDED_LINGER = 60.0
+
+
+def linger_for(timeout):
+    """Seconds a closing client connection gives its queued messages."""
+    return UNBOUNDED_LINGER if timeout is None else float(timeout)
+
 
 class TinyProtoConnection:
     """One connection. Subclass it and override the hooks (pre_loop, loop_pass,
@@ -296,10 +307,18 @@ class TinyProtoConnection:
         link = self._link
         try:
             if link is not None and self._connect is not None:
-                link.close()  # the client's handle: queued data gets its linger
+                # The client's handle: what was transmitted gets the socket
+                # timeout (as now set) to go out, as tinyproto's blocking
+                # transmit did; close() would give it the linger set at start.
+                try:
+                    if link.connected:
+                        link.flush(timeout=linger_for(self._timeout()))
+                except (ssock.Error, OSError):
+                    pass  # timed out, or the connection ended: close anyway
+                link.close()
             elif link is not None:
                 link.close()  # graceful: what was transmitted still goes out
-        except ssock.Error:
+        except (ssock.Error, OSError):
             pass
         with self._cond:
             if self._efd >= 0:
