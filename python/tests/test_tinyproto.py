@@ -113,6 +113,17 @@ class ApiTest(unittest.TestCase):
         with self.assertRaises(ValueError):
             TinyProtoServer().add_addr("not an ip", 80)
 
+    def test_active_connections_is_keyed_by_id(self):
+        # tinyproto 3.0: a dict of UUID -> connection, so a missing key is a
+        # KeyError, an int too (tinyproto 2's list indexes work while in range).
+        client = TinyProtoClient()
+        for key in (0, 3, -1, uuid.uuid4()):
+            with self.assertRaises(KeyError):
+                client.active_connections[key]
+        with self.assertRaises(IndexError):  # and what tinyproto 2 raised
+            client.active_connections[0]
+        self.assertIsNone(client.active_connections.get(0))
+
 
 class HooksTest(unittest.TestCase):
     def test_hooks_run_in_order_and_start_blocks_until_shutdown(self):

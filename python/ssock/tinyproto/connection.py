@@ -419,11 +419,20 @@ def attach(conn_o, link, on_done, connect=None):
         conn_o.socket_o._fileno = conn_o._fileno
 
 
+class NoSuchConnection(KeyError, IndexError):
+    """A key of active_connections that is not there: a KeyError, as from
+    tinyproto 3.0's dict, and for an int an IndexError too, as from tinyproto
+    2's list."""
+
+
 class ConnectionDict(dict):
     """active_connections: by id, as tinyproto 3.0; an int index that is no key
     gives the connection at that position (tinyproto 2's list indexes)."""
 
     def __missing__(self, key):
         if isinstance(key, int) and not isinstance(key, bool):
-            return list(self.values())[key]
-        raise KeyError(key)
+            try:
+                return list(self.values())[key]
+            except IndexError:
+                pass
+        raise NoSuchConnection(key)
