@@ -3,7 +3,9 @@
 connect_to() returns the new connection's id at once (its thread connects,
 then runs the hooks), as in tinyproto. start() runs the optional main loop.
 One pump thread per TinyProtoClient hands what arrives to the connections
-(tinyproto had each connection thread poll its socket 33 times a second).
+(tinyproto had each connection thread poll its socket 33 times a second);
+it and the loop run while the client has connections, and stop when the
+last one ended (the next connect_to() starts them again).
 """
 import logging
 import os
@@ -139,7 +141,7 @@ class TinyProtoClient:
         self._shutdown = False
         self._cond = threading.Condition()
         self._pump = None
-        self._pump_lock = threading.Lock()
+        self._pump_lock = threading.RLock()  # a handler's __init__ may connect_to too
         self.active_connections = ConnectionDict()
         self.connection_handler = check_handler(connection_handler)
         self.connection_plugin_list = []
