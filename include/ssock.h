@@ -457,6 +457,18 @@ int ssock_server_broadcast_except(ssock_server *srv, uint64_t except_id, const v
  * SSOCK_ENOCONN or SSOCK_ECLOSED. Any thread. */
 int ssock_server_disconnect(ssock_server *srv, uint64_t id);
 
+/* Waits up to timeout_ms (-1: no limit; 0: only looks) until what is queued
+ * to connection `id` (0: to every connection) has been written to its
+ * socket, including what other threads queued before the call and what a
+ * closing connection still sends. A connection that ends meanwhile ends
+ * the wait for it: its disconnect event counts what it never sent in
+ * `unsent`. Call before ssock_server_free(), which discards queues, when
+ * they matter. Returns 0, SSOCK_ETIMEDOUT, SSOCK_ENOCONN when `id` names no
+ * open connection of srv, SSOCK_ESHUTDOWN when the server is freed
+ * meanwhile, or SSOCK_ELOOPTHREAD from a callback (of any loop) or the
+ * thread that drives a loop without a thread of its own. Any other thread. */
+int ssock_server_flush(ssock_server *srv, uint64_t id, int timeout_ms);
+
 /* A connection as listed by ssock_server_conns(). */
 typedef struct ssock_conn_info {
 	uint64_t id;
@@ -523,7 +535,8 @@ int ssock_server_event_fd(ssock_server *srv);
  * log held. Any thread. */
 int ssock_server_errors(ssock_server *srv, ssock_error_info *out, int max, int clear);
 
-/* Stops accepting, closes every connection (queued data is discarded),
+/* Stops accepting, closes every connection (queued data is discarded:
+ * ssock_server_flush() first if it matters),
  * joins the server's thread if it owns one, closes every socket and frees
  * the server. Inbox events not yet taken are freed. Threads waiting in
  * ssock_server_next_event() wake with SSOCK_ESHUTDOWN before the memory

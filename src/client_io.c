@@ -127,6 +127,34 @@ int ssock_client_send(ssock_client *cli, const void *data, size_t len)
 	return ssock_client_send_timeout(cli, data, len, 0);
 }
 
+struct flush_of {
+	ssock_client *cli;
+	uint64_t id; /* the connection watched */
+};
+
+/* SSOCK__WAIT while the client has bytes to send. l->mu held. */
+static int flushed(void *arg)
+{
+	struct flush_of *f = arg;
+	ssock_client *cli = f->cli;
+	for (;;) {
+		ssock_conn *c = f->id ? ssock__table_get(&loop_of(cli)->conns, f->id) : NULL;
+		if (c && atomic_load(&c->queued) > 0)
+			return SSOCK__WAIT;
+		/* Its part is done. */
+		if (!c && f->id && cli->gone_id == f->id && cli->gone_unsent > 0)
+			return SSOCK_ENOTCONN; /* it ended with bytes unsent */
+		if (!c && cli->last_id != f->id) {
+			f->id = cli->last_id; /* a new connection took over */
+			continue;
+		}
+		if (cli->off_bytes == 0)
+			return 0;
+		/* Queued offline: waits for the next connection, if one comes. */
+		return cli->state == SSOCK_STATE_DISCONNECTED ? SSOCK_ENOTCONN : SSOCK__WAIT;
+	}
+}
+
 int ssock_client_flush(ssock_client *cli, int timeout_ms)
 {
 	if (!cli)
@@ -137,47 +165,12 @@ int ssock_client_flush(ssock_client *cli, int timeout_ms)
 	struct timespec deadline;
 	if (timeout_ms > 0)
 		ssock__abstime(&deadline, timeout_ms);
-	int rc = 0;
 	pthread_mutex_lock(&l->mu);
 	/* The latest connection is the one to watch, also once it no longer is
 	 * the client's current one (closing after ssock_client_disconnect(),
 	 * or closed by the peer); bytes queued offline go to the next one. */
-	uint64_t id = cli->last_id;
-	cli->ep.waiters++;
-	ssock__room_wait_begin(l);
-	for (;;) {
-		if (cli->ep.freeing) {
-			rc = SSOCK_ESHUTDOWN;
-			break;
-		}
-		ssock_conn *c = id ? ssock__table_get(&l->conns, id) : NULL;
-		if (!c || atomic_load(&c->queued) == 0) { /* its part is done */
-			if (!c && id && cli->gone_id == id && cli->gone_unsent > 0) {
-				rc = SSOCK_ENOTCONN; /* it ended with bytes unsent */
-				break;
-			}
-			if (!c && cli->last_id != id) {
-				id = cli->last_id; /* a new connection took over */
-				continue;
-			}
-			if (cli->off_bytes == 0)
-				break;
-			if (cli->state == SSOCK_STATE_DISCONNECTED) {
-				rc = SSOCK_ENOTCONN; /* queued offline, no connection coming */
-				break;
-			}
-		}
-		if (timeout_ms == 0) {
-			rc = SSOCK_ETIMEDOUT;
-			break;
-		}
-		rc = ssock__cond_wait(&l->cv, &l->mu, timeout_ms, &deadline);
-		if (rc != 0)
-			break;
-	}
-	ssock__room_wait_end(l);
-	if (--cli->ep.waiters == 0 && cli->ep.freeing)
-		pthread_cond_broadcast(&l->cv);
+	struct flush_of f = {cli, cli->last_id};
+	int rc = ssock__wait_until(&cli->ep, timeout_ms, &deadline, flushed, &f);
 	pthread_mutex_unlock(&l->mu);
 	return rc;
 }

@@ -297,6 +297,16 @@ int ssock__posted_push_locked(ssock__stream_ep *ep, uint64_t id, ssock__chunk *c
  * it waiting (and broadcasts) or left the room for it to see. */
 void ssock__room_wait_begin(ssock_loop *loop);
 void ssock__room_wait_end(ssock_loop *loop);
+/* With loop->mu held, from a thread of the program that may wait: calls
+ * check(arg) now, and again whenever a write or the end of a connection of
+ * the loop may have changed its answer, while it answers SSOCK__WAIT; for
+ * up to timeout_ms (-1: no limit; 0: only now) counted to *deadline.
+ * Returns check's answer, SSOCK_ETIMEDOUT, or SSOCK_ESHUTDOWN once ep is
+ * being freed (its free wakes the waiting threads and waits for them to
+ * leave). */
+#define SSOCK__WAIT 2
+int ssock__wait_until(ssock__stream_ep *ep, int timeout_ms, const struct timespec *deadline,
+		      int (*check)(void *arg), void *arg);
 /* Pushes ch (borrowed or not) onto a queue, with loop->mu held: as
  * ssock__posted_push_locked(). */
 typedef int (*ssock__push_fn)(void *arg, ssock__chunk *ch, bool borrowed);

@@ -184,6 +184,47 @@ int ssock__posted_push_locked(ssock__stream_ep *ep, uint64_t id, ssock__chunk *c
 	return 0;
 }
 
+int ssock__wait_until(ssock__stream_ep *ep, int timeout_ms, const struct timespec *deadline,
+		      int (*check)(void *arg), void *arg)
+{
+	ssock_loop *l = ep->base.loop;
+	/* Counted as a waiter of ep, so a free of the handle wakes this thread
+	 * and waits for it to leave (ssock__stream_ep_shutdown()); and as a
+	 * waiter for room before looking (see consume()). */
+	ep->waiters++;
+	ssock__room_wait_begin(l);
+	int rc;
+	for (;;) {
+		rc = ep->freeing ? SSOCK_ESHUTDOWN : check(arg);
+		if (rc != SSOCK__WAIT)
+			break;
+		rc = timeout_ms == 0 ? SSOCK_ETIMEDOUT
+				     : ssock__cond_wait(&l->cv, &l->mu, timeout_ms, deadline);
+		if (rc != 0)
+			break;
+	}
+	ssock__room_wait_end(l);
+	if (--ep->waiters == 0 && ep->freeing)
+		pthread_cond_broadcast(&l->cv);
+	return rc;
+}
+
+struct push_try {
+	ssock_loop *loop;
+	ssock__chunk *ch;
+	ssock__push_fn push_locked;
+	void *arg;
+};
+
+static int pushed(void *arg)
+{
+	struct push_try *p = arg;
+	int rc = p->push_locked(p->arg, p->ch, false);
+	if (rc == 0 && p->ch)
+		ssock__wake(p->loop); /* while still counted: the loop stays until then */
+	return rc == SSOCK_ESENDQFULL ? SSOCK__WAIT : rc;
+}
+
 int ssock__queue_wait(ssock__stream_ep *ep, ssock__chunk *ch, int timeout_ms,
 		      ssock__push_fn push_locked, void *arg)
 {
@@ -196,25 +237,8 @@ int ssock__queue_wait(ssock__stream_ep *ep, ssock__chunk *ch, int timeout_ms,
 	pthread_mutex_lock(&l->mu);
 	int rc = push_locked(arg, ch, false);
 	if (rc == SSOCK_ESENDQFULL && timeout_ms != 0) {
-		/* Waiting: counted, so a free of the handle wakes this thread
-		 * and waits for it to leave (ssock__stream_ep_shutdown()); and
-		 * counted as a waiter for room before looking again (see
-		 * consume()). */
-		ep->waiters++;
-		ssock__room_wait_begin(l);
-		for (;;) {
-			rc = ep->freeing ? SSOCK_ESHUTDOWN : push_locked(arg, ch, false);
-			if (rc != SSOCK_ESENDQFULL)
-				break;
-			rc = ssock__cond_wait(&l->cv, &l->mu, timeout_ms, &deadline);
-			if (rc != 0)
-				break;
-		}
-		ssock__room_wait_end(l);
-		if (rc == 0 && ch)
-			ssock__wake(l); /* before leaving: the loop stays until then */
-		if (--ep->waiters == 0 && ep->freeing)
-			pthread_cond_broadcast(&l->cv);
+		struct push_try p = {l, ch, push_locked, arg};
+		rc = ssock__wait_until(ep, timeout_ms, &deadline, pushed, &p);
 		pthread_mutex_unlock(&l->mu);
 		return rc;
 	}

@@ -396,6 +396,47 @@ int ssock_server_disconnect(ssock_server *srv, uint64_t id)
 	return ssock__call(loop_of(srv), disconnect_cmd, srv, id);
 }
 
+struct flush_of {
+	ssock_server *srv;
+	uint64_t id;
+};
+
+/* SSOCK__WAIT while connection id of srv (0: any of them) still has bytes
+ * to send: queued, posted by other threads, or held by its codec. A
+ * closing connection counts until it ends. l->mu held. */
+static int flushed(void *arg)
+{
+	struct flush_of *f = arg;
+	if (f->id) {
+		ssock_conn *c = ssock__table_get(&loop_of(f->srv)->conns, f->id);
+		return c && c->ep == &f->srv->ep && atomic_load(&c->queued) > 0 ? SSOCK__WAIT : 0;
+	}
+	for (ssock_conn *c = f->srv->ep.conns_head; c; c = c->next)
+		if (atomic_load(&c->queued) > 0)
+			return SSOCK__WAIT;
+	return 0;
+}
+
+int ssock_server_flush(ssock_server *srv, uint64_t id, int timeout_ms)
+{
+	if (!srv)
+		return SSOCK_EINVAL;
+	ssock_loop *l = loop_of(srv);
+	if (!ssock__may_wait(l))
+		return SSOCK_ELOOPTHREAD;
+	struct timespec deadline;
+	if (timeout_ms > 0)
+		ssock__abstime(&deadline, timeout_ms);
+	pthread_mutex_lock(&l->mu);
+	int rc = SSOCK_ENOCONN;
+	if (!id || ssock__conn_by_id(&srv->ep, id)) {
+		struct flush_of f = {srv, id};
+		rc = ssock__wait_until(&srv->ep, timeout_ms, &deadline, flushed, &f);
+	}
+	pthread_mutex_unlock(&l->mu);
+	return rc;
+}
+
 int ssock_server_conns(ssock_server *srv, ssock_conn_info *out, int max)
 {
 	if (!srv || max < 0 || (!out && max > 0))

@@ -91,13 +91,7 @@ static int client_opts(ps_handle *self, PyObject *o[O_COUNT], ssock_client_opts 
 		return -1;
 	if (o[O_LOOP] && o[O_LOOP] != Py_None && !(opts->loop = ps_loop_get(o[O_LOOP])))
 		return -1;
-	self->linger = 1.0;
-	if (o[O_LINGER] && o[O_LINGER] != Py_None) {
-		self->linger = PyFloat_AsDouble(o[O_LINGER]);
-		if (self->linger == -1.0 && PyErr_Occurred())
-			return -1;
-	}
-	return 0;
+	return ps_linger_ms(o[O_LINGER], &self->linger_ms);
 }
 
 static int client_init(ps_handle *self, PyObject *args, PyObject *kw)
@@ -165,45 +159,21 @@ static int client_init(ps_handle *self, PyObject *args, PyObject *kw)
 
 /* ------------------------------------------------------------ methods */
 
-/* No GIL; the caller is a user. Waits for the connection in slices, so a
- * close() meanwhile ends the wait. */
-static int connect_wait(ps_handle *self, int timeout_ms)
+static int connect_attempt(ps_handle *self, int slice_ms, void *arg)
 {
-	int64_t deadline = timeout_ms > 0 ? ps_now_ms() + timeout_ms : 0;
-	for (;;) {
-		int slice = PS_SLICE_MS;
-		if (deadline) {
-			int64_t left = deadline - ps_now_ms();
-			if (left <= 0)
-				return SSOCK_ETIMEDOUT;
-			if (left < slice)
-				slice = (int)left;
-		}
-		int rc = ssock_client_connect(self->h, slice);
-		if (rc != SSOCK_ETIMEDOUT)
-			return rc;
-		if (atomic_load(&self->closing))
-			return SSOCK_ECLOSED;
-	}
+	(void)arg;
+	return ssock_client_connect(self->h, slice_ms);
 }
 
 static PyObject *client_connect(ps_handle *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = {"timeout", NULL};
 	PyObject *timeout = Py_None;
-	int ms, rc;
+	int ms;
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:connect", kwlist, &timeout) ||
-	    ps_timeout_ms(timeout, &ms) < 0 || ps_handle_enter(self) < 0)
+	    ps_timeout_ms(timeout, &ms) < 0)
 		return NULL;
-	if (ms == 0) {
-		rc = ssock_client_connect(self->h, 0);
-	} else {
-		Py_BEGIN_ALLOW_THREADS
-			rc = connect_wait(self, ms);
-		Py_END_ALLOW_THREADS
-	}
-	ps_handle_leave(self);
-	return rc < 0 ? ps_raise(rc) : Py_NewRef(Py_None);
+	return ps_wait_method(self, ms, connect_attempt, NULL);
 }
 
 static PyObject *client_simple(ps_handle *self, int (*fn)(ssock_client *), int ok_code)
@@ -254,31 +224,26 @@ static PyObject *client_send(ps_handle *self, PyObject *const *args, Py_ssize_t 
 	return ps_send(self, send_fn, 0, NULL, a[0], ms);
 }
 
+static int flush_attempt(ps_handle *self, int slice_ms, void *arg)
+{
+	(void)arg;
+	return ssock_client_flush(self->h, slice_ms);
+}
+
+PyObject *ps_client_flush(ps_handle *self, int timeout_ms)
+{
+	return ps_wait_method(self, timeout_ms, flush_attempt, NULL);
+}
+
 static PyObject *client_flush(ps_handle *self, PyObject *args, PyObject *kw)
 {
 	static char *kwlist[] = {"timeout", NULL};
 	PyObject *timeout = Py_None;
-	int ms, rc = SSOCK_ETIMEDOUT;
+	int ms;
 	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:flush", kwlist, &timeout) ||
-	    ps_timeout_ms(timeout, &ms) < 0 || ps_handle_enter(self) < 0)
+	    ps_timeout_ms(timeout, &ms) < 0)
 		return NULL;
-	int64_t deadline = ms > 0 ? ps_now_ms() + ms : 0;
-	Py_BEGIN_ALLOW_THREADS
-		while (rc == SSOCK_ETIMEDOUT && !atomic_load(&self->closing)) {
-			int slice = PS_SLICE_MS;
-			if (ms == 0)
-				slice = 0;
-			else if (deadline && deadline - ps_now_ms() < slice)
-				slice = (int)(deadline - ps_now_ms());
-			if (slice < 0)
-				break;
-			rc = ssock_client_flush(self->h, slice);
-			if (slice == 0 || (deadline && ps_now_ms() >= deadline))
-				break;
-		}
-	Py_END_ALLOW_THREADS
-	ps_handle_leave(self);
-	return rc < 0 ? ps_raise(rc) : Py_NewRef(Py_None);
+	return ps_client_flush(self, ms);
 }
 
 /* Raises NotConnectedError for a connection that ended; .reason is why

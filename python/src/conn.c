@@ -122,6 +122,21 @@ static PyObject *conn_close(ps_conn *c, PyObject *unused)
 	Py_RETURN_NONE;
 }
 
+static PyObject *conn_flush(ps_conn *c, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = {"timeout", NULL};
+	PyObject *timeout = Py_None;
+	int ms;
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:flush", kwlist, &timeout) ||
+	    ps_timeout_ms(timeout, &ms) < 0)
+		return NULL;
+	if (!c->owner)
+		return ps_raise(SSOCK_ECLOSED);
+	if (c->owner->kind == PS_CLIENT)
+		return ps_client_flush(c->owner, ms);
+	return ps_server_flush(c->owner, c->id, ms);
+}
+
 static PyObject *conn_get_peer(ps_conn *c, void *closure)
 {
 	(void)closure;
@@ -163,6 +178,10 @@ static PyMethodDef conn_methods[] = {
 	 "send(data, timeout=0)\n--\n\nQueues data (bytes or any buffer) as one message. "
 	 "timeout: 0 raises SendQueueFullError at once when the queue is full, None waits "
 	 "for room, seconds wait up to that."},
+	{"flush", (PyCFunction)(void (*)(void))conn_flush, METH_VARARGS | METH_KEYWORDS,
+	 "flush(timeout=None)\n--\n\nWaits until what is queued to this connection has been "
+	 "written (or it ended); TimeoutError after timeout seconds (None: no limit). "
+	 "NoConnectionError when it is gone already."},
 	{"close", (PyCFunction)conn_close, METH_NOARGS,
 	 "close()\n--\n\nCloses the connection gracefully: what is queued is sent first. "
 	 "The disconnect event follows."},
@@ -287,9 +306,16 @@ static PyObject *event_repr(ps_event *e)
 	if (!name)
 		return NULL;
 	PyObject *r;
-	if (e->data != Py_None)
-		r = PyUnicode_FromFormat("<ssock.Event %U %R len=%zd>", name, e->conn,
-					 PyObject_Length(e->data));
+	Py_ssize_t len = e->data != Py_None ? PyObject_Length(e->data) : 0;
+	if (len < 0 && PyErr_ExceptionMatches(PyExc_ValueError)) {
+		/* A zero_copy payload the program released: repr() must still
+		 * work (debuggers and logs call it on anything). */
+		PyErr_Clear();
+		r = PyUnicode_FromFormat("<ssock.Event %U %R released>", name, e->conn);
+	} else if (len < 0)
+		r = NULL;
+	else if (e->data != Py_None)
+		r = PyUnicode_FromFormat("<ssock.Event %U %R len=%zd>", name, e->conn, len);
 	else if (e->error != Py_None)
 		r = PyUnicode_FromFormat("<ssock.Event %U %R %R>", name, e->conn, e->error);
 	else

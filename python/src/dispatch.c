@@ -121,9 +121,12 @@ static void block_signals(void)
 /* The dispatcher thread of a handle in callback mode. It counts as a user of
  * the handle from ps_handle_start() until it leaves its loop, and holds a
  * reference to the handle object for its whole life. */
+__thread int ps_in_dispatcher;
+
 static void *dispatcher_main(void *arg)
 {
 	ps_handle *self = arg;
+	ps_in_dispatcher = 1;
 	block_signals();
 	pthread_setname_np(pthread_self(), "ssock-dispatch");
 	PyThreadState *ts = PyThreadState_New(self->interp);

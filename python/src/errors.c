@@ -8,7 +8,8 @@
  * background .op, .peer,
  * .conn_id and .time. Common codes have subclasses, some of which are also
  * the builtin exception a Python programmer would catch (TimeoutError,
- * ConnectionRefusedError, ConnectionResetError).
+ * ConnectionRefusedError, ConnectionResetError). One made by the program has
+ * the same attributes (class defaults), and all of them survive pickling.
  */
 #include "pyssock.h"
 
@@ -69,6 +70,24 @@ static const subclass_def subclasses[] = {
 	 {SSOCK_ECONNRESET, SSOCK_EPIPE, 0}},
 };
 
+/* The attributes every instance has, as class attributes: what an Error made
+ * by the program (ssock.Error("x"), ssock.TimeoutError("x")) answers, where
+ * ps_error_new() would have set them. A subclass stands for its first code;
+ * the base class, made by hand, for none (code 0, name "UNKNOWN"). */
+static int set_defaults(PyObject *cls, int code)
+{
+	static const char *const none_attrs[] = {"op", "peer", "conn_id", "time"};
+	PyObject *v = PyLong_FromLong(code);
+	int rc = v ? PyObject_SetAttrString(cls, "code", v) : -1;
+	Py_XDECREF(v);
+	v = rc == 0 ? PyUnicode_FromString(code ? ssock_errname(code) : "UNKNOWN") : NULL;
+	rc = v ? PyObject_SetAttrString(cls, "name", v) : -1;
+	Py_XDECREF(v);
+	for (size_t i = 0; rc == 0 && i < sizeof none_attrs / sizeof none_attrs[0]; i++)
+		rc = PyObject_SetAttrString(cls, none_attrs[i], Py_None);
+	return rc;
+}
+
 static int add_subclass(PyObject *m, const subclass_def *d)
 {
 	char qual[80];
@@ -81,6 +100,10 @@ static int add_subclass(PyObject *m, const subclass_def *d)
 	Py_DECREF(bases);
 	if (!cls)
 		return -1;
+	if (set_defaults(cls, d->codes[0]) < 0) {
+		Py_DECREF(cls);
+		return -1;
+	}
 	for (const int *c = d->codes; *c; c++) {
 		PyObject *key = PyLong_FromLong(*c);
 		int rc = key ? PyDict_SetItem(class_by_code, key, cls) : -1;
@@ -106,6 +129,35 @@ static int add_codes(PyObject *m)
 	return 0;
 }
 
+/* OSError's own __reduce__ rebuilds from args and __dict__ only: errno and
+ * strerror (members, not in __dict__) were lost, and with them str()'s
+ * "[Errno N] ..." (an error sent back by multiprocessing, or copied). The
+ * same class is called with the same args, and __setstate__ sets every
+ * attribute back, errno and strerror too. */
+static PyObject *error_reduce(PyObject *self, PyObject *unused)
+{
+	(void)unused;
+	static const char *const members[] = {"errno", "strerror", "filename", "filename2"};
+	PyObject *args = PyObject_GetAttrString(self, "args");
+	PyObject *dict = args ? PyObject_GetAttrString(self, "__dict__") : NULL;
+	PyObject *state = dict ? PyDict_Copy(dict) : NULL;
+	Py_XDECREF(dict);
+	for (size_t i = 0; state && i < sizeof members / sizeof members[0]; i++) {
+		PyObject *v = PyObject_GetAttrString(self, members[i]);
+		if (!v || (v != Py_None && PyDict_SetItemString(state, members[i], v) < 0))
+			Py_CLEAR(state);
+		Py_XDECREF(v);
+	}
+	if (!state) {
+		Py_XDECREF(args);
+		return NULL;
+	}
+	return Py_BuildValue("(ONN)", Py_TYPE(self), args, state);
+}
+
+static PyMethodDef error_reduce_def = {"__reduce__", error_reduce, METH_NOARGS,
+				       "Pickles the error with its code, errno and details."};
+
 int ps_errors_init(PyObject *m)
 {
 	ps_Error = PyErr_NewExceptionWithDoc(
@@ -114,7 +166,13 @@ int ps_errors_init(PyObject *m)
 		"(SSOCK_E...), .errno the errno for codes that are -errno (else None); "
 		"background errors also carry .op, .peer, .conn_id and .time.",
 		PyExc_OSError, NULL);
-	if (!ps_Error || PyModule_AddObject(m, "Error", Py_NewRef(ps_Error)) < 0)
+	if (!ps_Error || PyModule_AddObject(m, "Error", Py_NewRef(ps_Error)) < 0 ||
+	    set_defaults(ps_Error, 0) < 0)
+		return -1;
+	PyObject *reduce = PyDescr_NewMethod((PyTypeObject *)ps_Error, &error_reduce_def);
+	int rc = reduce ? PyObject_SetAttrString(ps_Error, "__reduce__", reduce) : -1;
+	Py_XDECREF(reduce);
+	if (rc < 0)
 		return -1;
 	class_by_code = PyDict_New();
 	if (!class_by_code)

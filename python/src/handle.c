@@ -84,19 +84,11 @@ void ps_free_c_handle(ps_handle *self)
 	pthread_mutex_unlock(&self->mu);
 }
 
-void ps_release_pending(ps_handle *self)
-{
-	for (size_t i = 0; i < self->pend_n; i++)
-		ssock_event_release(&self->pend[(self->pend_head + i) % self->pend_cap]);
-	self->pend_n = 0;
-}
-
 /* GIL: after the C handle is gone. Every connection is closed, and the
  * references that could form cycles (callbacks, connections) are dropped. */
 void ps_after_free(ps_handle *self)
 {
 	registry_remove(self);
-	ps_release_pending(self);
 	ps_refs_drain(self); /* the free gave every one back */
 	ps_spare_drop(self, 0);
 	if (self->wake_fd >= 0) {
@@ -119,12 +111,6 @@ void ps_after_free(ps_handle *self)
 		Py_CLEAR(self->cb[i]);
 }
 
-/* Whether the calling thread is this handle's dispatcher. */
-static int on_dispatcher(ps_handle *self)
-{
-	return self->disp_started && pthread_equal(pthread_self(), self->disp);
-}
-
 /* No GIL: joins the dispatcher, up to wait_ms at interpreter exit (-1 else).
  * Returns 0 once it is gone, -1 if it is still running a callback. */
 static int join_dispatcher(ps_handle *self, int wait_ms)
@@ -143,8 +129,9 @@ static int join_dispatcher(ps_handle *self, int wait_ms)
 }
 
 /* Claims the close: 1 if this caller must do it, 0 if it is done or being
- * done by another (after waiting for that one to finish, unless the caller is
- * the dispatcher, which must never wait for itself). */
+ * done by another (after waiting for that one to finish, unless the caller
+ * is a dispatcher, of this handle or another: a callback never waits for a
+ * close, which may be waiting for that very callback). */
 static int claim_close(ps_handle *self)
 {
 	int done = 0;
@@ -154,7 +141,7 @@ static int claim_close(ps_handle *self)
 		pthread_mutex_unlock(&self->mu);
 		return 1;
 	}
-	done = self->state == PS_FREED || on_dispatcher(self);
+	done = self->state == PS_FREED || ps_in_dispatcher;
 	pthread_mutex_unlock(&self->mu);
 	if (!done) {
 		Py_BEGIN_ALLOW_THREADS
@@ -167,39 +154,60 @@ static int claim_close(ps_handle *self)
 	return 0;
 }
 
-/* A client's queued data gets up to `linger` seconds to go out first. */
-static void linger_flush(ps_handle *self)
+/* The wait of linger_flush(): only a connected client has a connection
+ * whose queue can drain. */
+static int linger_attempt(ps_handle *self, int slice_ms, void *arg)
 {
-	if (self->kind != PS_CLIENT || self->linger <= 0 || on_dispatcher(self) ||
-	    ps_handle_enter(self) < 0) {
-		PyErr_Clear();
-		return;
-	}
-	int ms = (int)(self->linger * 1000.0);
-	Py_BEGIN_ALLOW_THREADS
-		if (ssock_client_state_get(self->h) == SSOCK_STATE_CONNECTED)
-			ssock_client_flush(self->h, ms);
-	Py_END_ALLOW_THREADS
-	ps_handle_leave(self);
+	(void)arg;
+	if (self->kind == PS_SERVER)
+		return ssock_server_flush(self->h, 0, slice_ms);
+	if (ssock_client_state_get(self->h) != SSOCK_STATE_CONNECTED)
+		return 0;
+	return ssock_client_flush(self->h, slice_ms);
 }
 
-/* Closes the handle; with exit_wait_ms >= 0 (interpreter exit) a dispatcher
- * stuck in a callback is waited for only that long, and then left alone
- * (with its C handle, which the process exit takes). */
-static void close_handle(ps_handle *self, int exit_wait_ms)
+/* Gives queued data up to `linger` (at most cap_ms, -1: no cap) to be
+ * written. Not in a callback (of any handle): it would hold up every event
+ * of its handle. Returns -1 when a signal handler raised meanwhile (the
+ * exception is set): the wait ends there, the close goes on. */
+static int linger_flush(ps_handle *self, int cap_ms)
+{
+	int ms = cap_ms >= 0 && cap_ms < self->linger_ms ? cap_ms : self->linger_ms;
+	if (self->kind == PS_UDP || ms <= 0 || ps_in_dispatcher)
+		return 0;
+	if (ps_handle_enter(self) < 0) {
+		PyErr_Clear();
+		return 0;
+	}
+	int rc = ps_wait(self, ms, linger_attempt, NULL);
+	if (rc == PS_RAISED)
+		return -1;
+	ps_handle_leave(self);
+	return 0;
+}
+
+/* Closes the handle after its linger (capped at linger_cap_ms; -1: none);
+ * with exit_wait_ms >= 0 (interpreter exit) a dispatcher stuck in a callback
+ * is waited for only that long, and then left alone (with its C handle,
+ * which the process exit takes). From a callback the close is left to the
+ * handle's dispatcher, once its own callback returns: a dispatcher never
+ * waits for another (two callbacks closing each other's handles would wait
+ * for ever). Returns -1 when a signal handler raised during the linger (the
+ * exception set; the handle is closed all the same). */
+static int close_handle(ps_handle *self, int exit_wait_ms, int linger_cap_ms)
 {
 	if (self->forked || !self->h)
-		return;
-	linger_flush(self);
+		return 0;
+	int raised = linger_flush(self, linger_cap_ms);
 	if (!claim_close(self))
-		return;
+		return raised;
 	atomic_store(&self->closing, 1);
 	if (self->wake_fd >= 0)
 		eventfd_write(self->wake_fd, 1);
 	if (self->disp_started) {
-		if (on_dispatcher(self)) {
-			self->close_in_disp = 1; /* the dispatcher frees after the callback */
-			return;
+		if (ps_in_dispatcher) {
+			self->close_in_disp = 1; /* its dispatcher frees it after the callback */
+			return raised;
 		}
 		int rc;
 		Py_BEGIN_ALLOW_THREADS
@@ -207,7 +215,7 @@ static void close_handle(ps_handle *self, int exit_wait_ms)
 		Py_END_ALLOW_THREADS
 		if (rc < 0) {
 			registry_remove(self);
-			return;
+			return raised;
 		}
 		self->disp_started = 0;
 	}
@@ -215,11 +223,13 @@ static void close_handle(ps_handle *self, int exit_wait_ms)
 		ps_free_c_handle(self);
 	Py_END_ALLOW_THREADS
 	ps_after_free(self);
+	return raised;
 }
 
 PyObject *ps_handle_close_impl(ps_handle *self)
 {
-	close_handle(self, -1);
+	if (close_handle(self, -1, -1) < 0)
+		return NULL;
 	Py_RETURN_NONE;
 }
 
@@ -270,14 +280,15 @@ int ps_handle_clear(ps_handle *self)
 static void handle_dealloc(ps_handle *self)
 {
 	PyObject_GC_UnTrack(self);
+	/* Out of the registry before anything lets the GIL go: close_all() at
+	 * exit must never take up an object already being freed. */
+	registry_remove(self);
 	if (self->weakrefs)
 		PyObject_ClearWeakRefs((PyObject *)self);
-	close_handle(self, -1);
-	registry_remove(self);
-	ps_release_pending(self);
+	if (close_handle(self, -1, -1) < 0)
+		PyErr_WriteUnraisable((PyObject *)self);
 	ps_refs_drain(self);
 	ps_spare_drop(self, 0);
-	PyMem_Free(self->pend);
 	if (self->wake_fd >= 0)
 		close(self->wake_fd);
 	if (self->refs_fd >= 0)
@@ -419,16 +430,28 @@ PyGetSetDef ps_handle_getset[] = {
 
 /* ------------------------------------------------------------ exit and fork */
 
-/* atexit: closes every open handle; a dispatcher stuck in a callback gets 2 s. */
+/* atexit: closes every open handle. Their queued data gets the longest
+ * linger among them, counted once for all (the loops drain every queue at
+ * the same time), or less once Ctrl-C is pressed; a dispatcher stuck in a
+ * callback gets 2 s. */
 static PyObject *close_all(PyObject *mod, PyObject *unused)
 {
 	(void)mod;
 	(void)unused;
+	int longest = 0;
+	for (ps_handle *h = registry; h; h = h->reg_next)
+		if (h->linger_ms > longest)
+			longest = h->linger_ms;
+	int64_t end = ps_now_ms() + longest;
 	while (registry) {
 		ps_handle *h = registry;
 		Py_INCREF(h);
 		registry_remove(h);
-		close_handle(h, 2000);
+		int64_t left = end - ps_now_ms();
+		if (close_handle(h, 2000, left > 0 ? (int)left : 0) < 0) {
+			PyErr_Clear(); /* interrupted: the rest close at once */
+			end = 0;
+		}
 		Py_DECREF(h);
 	}
 	Py_RETURN_NONE;

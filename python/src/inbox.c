@@ -1,7 +1,7 @@
 /*
  * inbox.c - taking events from a handle's inbox without the GIL (ps_take(),
- * shared with the dispatcher), the inbox-mode ring of events taken but not yet
- * handed out, next_event(), and the map of connection ids to Conn objects.
+ * shared with the dispatcher), next_event() and the other takes of inbox
+ * mode (ps_pop_raw()), and the map of connection ids to Conn objects.
  */
 #include "pyssock.h"
 
@@ -45,49 +45,16 @@ int ps_take(ps_handle *self, ssock_event *evs, int max, int timeout_ms)
 	}
 }
 
-/* GIL: appends taken events to the pending ring. */
-static int pend_push(ps_handle *self, ssock_event *evs, int n)
-{
-	if (self->pend_n + (size_t)n > self->pend_cap) {
-		size_t cap = self->pend_cap ? self->pend_cap : 64;
-		while (cap < self->pend_n + (size_t)n)
-			cap *= 2;
-		ssock_event *ring = PyMem_Malloc(cap * sizeof *ring);
-		if (!ring) {
-			for (int i = 0; i < n; i++)
-				ssock_event_release(&evs[i]);
-			PyErr_NoMemory();
-			return -1;
-		}
-		for (size_t i = 0; i < self->pend_n; i++)
-			ring[i] = self->pend[(self->pend_head + i) % self->pend_cap];
-		PyMem_Free(self->pend);
-		self->pend = ring;
-		self->pend_cap = cap;
-		self->pend_head = 0;
-	}
-	for (int i = 0; i < n; i++)
-		self->pend[(self->pend_head + self->pend_n++) % self->pend_cap] = evs[i];
-	return 0;
-}
+/* Waits for take_mu are cut into slices this long (ms): pthread_mutex_lock()
+ * can't be interrupted by a signal, so a thread waiting for the lock while
+ * another one holds it inside poll() (say, Ctrl-C in the main thread while a
+ * worker waits on the same handle) comes back this often to run the Python
+ * signal handlers (ps_signal_pause()). */
+enum { TAKE_LOCK_SLICE_MS = 50 };
 
-static int pend_pop(ps_handle *self, ssock_event *ev)
-{
-	if (self->pend_n == 0)
-		return 0;
-	*ev = self->pend[self->pend_head];
-	self->pend_head = (self->pend_head + 1) % self->pend_cap;
-	self->pend_n--;
-	return 1;
-}
-
-enum { TAKE_CHUNK = 64 };
-
-/* No GIL: locks take_mu, until the deadline when there is one. */
+/* No GIL: locks take_mu, giving up at the deadline (a ps_now_ms() time). */
 static int lock_take(ps_handle *self, int64_t deadline)
 {
-	if (!deadline)
-		return pthread_mutex_lock(&self->take_mu) == 0;
 	int64_t left = deadline - ps_now_ms();
 	if (left < 0)
 		left = 0;
@@ -102,10 +69,9 @@ static int lock_take(ps_handle *self, int64_t deadline)
 	return pthread_mutex_timedlock(&self->take_mu, &ts) == 0;
 }
 
-/* GIL, take_mu held: one blocking take into the ring. Returns as ps_take. */
-static int take_blocking(ps_handle *self, int64_t deadline)
+/* GIL, take_mu held: one blocking take into *ev. Returns as ps_take. */
+static int take_blocking(ps_handle *self, ssock_event *ev, int64_t deadline)
 {
-	ssock_event tmp[TAKE_CHUNK];
 	int wait = -1;
 	if (deadline) {
 		int64_t left = deadline - ps_now_ms();
@@ -113,31 +79,31 @@ static int take_blocking(ps_handle *self, int64_t deadline)
 	}
 	int n;
 	Py_BEGIN_ALLOW_THREADS
-		n = ps_take(self, tmp, TAKE_CHUNK, wait);
+		n = ps_take(self, ev, 1, wait);
 	Py_END_ALLOW_THREADS
-	if (n > 0 && pend_push(self, tmp, n) < 0)
-		return -3;
 	return n;
 }
 
 /* GIL; the caller is a user. Takes the next raw event into *ev: 1, 0 when
  * timeout_ms passed (0: don't wait, -1: no limit), -1 with an exception
- * (ClosedError once closing), -2 when a signal cut the wait short (see
- * ps_signal_pause()). Events keep their order whichever threads take them. */
+ * (ClosedError once closing), -2 when the wait was cut short so that signal
+ * handlers can run (a signal, or a slice of waiting for take_mu: see
+ * ps_signal_pause()), nothing taken.
+ *
+ * One event at a time, straight from the C inbox to the caller: an event
+ * taken ahead into a ring of ours would leave the inbox's fd (fileno())
+ * unreadable while it waits, and would be one more than inbox_max allows.
+ * Taking happens under take_mu and with the GIL held up to the hand-out (a
+ * blocking take keeps take_mu until it has the GIL back), so events are
+ * handed out in their order whichever threads take them. */
 int ps_pop_raw(ps_handle *self, ssock_event *ev, int timeout_ms)
 {
 	if (self->spare_bytes)
 		ps_spare_drop(self, 1); /* also for takers that never wait here */
-	if (pend_pop(self, ev))
-		return 1;
 	if (pthread_mutex_trylock(&self->take_mu) == 0) {
-		ssock_event tmp[TAKE_CHUNK];
-		int n = ps_take(self, tmp, TAKE_CHUNK, 0);
-		int rc = n > 0 ? pend_push(self, tmp, n) : 0;
+		int n = ps_take(self, ev, 1, 0);
 		pthread_mutex_unlock(&self->take_mu);
-		if (rc < 0)
-			return -1;
-		if (pend_pop(self, ev))
+		if (n > 0)
 			return 1;
 	}
 	if (timeout_ms == 0)
@@ -151,25 +117,27 @@ int ps_pop_raw(ps_handle *self, ssock_event *ev, int timeout_ms)
 			if (!until || cut < until)
 				until = cut;
 		}
+		int64_t slice = ps_now_ms() + TAKE_LOCK_SLICE_MS;
+		int64_t lock_until = until && until < slice ? until : slice;
 		int locked;
 		Py_BEGIN_ALLOW_THREADS
-			locked = lock_take(self, until);
+			locked = lock_take(self, lock_until);
 		Py_END_ALLOW_THREADS
 		if (!locked) {
-			if (until == deadline)
+			if (deadline && ps_now_ms() >= deadline)
 				return 0;
+			if (lock_until == slice)
+				return -2;
 			continue;
 		}
-		int n = self->pend_n ? 0 : take_blocking(self, until);
+		int n = take_blocking(self, ev, until);
 		pthread_mutex_unlock(&self->take_mu);
-		if (pend_pop(self, ev))
+		if (n > 0)
 			return 1;
 		if (n == -1 || atomic_load(&self->closing)) {
 			ps_raise(SSOCK_ESHUTDOWN);
 			return -1;
 		}
-		if (n == -3)
-			return -1;
 		if (n == -2)
 			return -2;
 		if (deadline && ps_now_ms() >= deadline)

@@ -11,8 +11,10 @@ PyObject *ps_client_state[3];
 static PyObject *mod_strerror(PyObject *mod, PyObject *arg)
 {
 	(void)mod;
-	int code = PyLong_AsLong(arg);
-	if (code == -1 && PyErr_Occurred())
+	int code;
+	/* "i": a code out of int range raises OverflowError rather than being
+	 * cut to its low bits (2**32 - 110 is not SSOCK_ETIMEDOUT). */
+	if (!PyArg_Parse(arg, "i:strerror", &code))
 		return NULL;
 	return PyUnicode_FromString(ssock_strerror(code));
 }
@@ -20,8 +22,10 @@ static PyObject *mod_strerror(PyObject *mod, PyObject *arg)
 static PyObject *mod_errname(PyObject *mod, PyObject *arg)
 {
 	(void)mod;
-	int code = PyLong_AsLong(arg);
-	if (code == -1 && PyErr_Occurred())
+	int code;
+	/* "i": a code out of int range raises OverflowError rather than being
+	 * cut to its low bits (2**32 - 110 is not SSOCK_ETIMEDOUT). */
+	if (!PyArg_Parse(arg, "i:errname", &code))
 		return NULL;
 	return PyUnicode_FromString(ssock_errname(code));
 }

@@ -10,8 +10,8 @@
  *     dispatcher thread per handle waits (GIL released) on the inbox's event
  *     fd, takes every event there is (up to PS_BATCH) without the GIL, then
  *     takes the GIL once and runs the Python callbacks for the whole batch.
- *   - In inbox mode, next_event() takes a batch the same way into a ring of
- *     pending events, and hands them out one by one.
+ *   - In inbox mode, next_event() takes one event at a time (so the inbox's
+ *     fd is readable exactly while an event waits), in order across threads.
  *   - Every call into C on a handle counts as a "user"; close() stops new
  *     users, wakes every wait (an eventfd of ours, polled next to the
  *     inbox's), waits for the users to leave, and only then frees the C
@@ -96,7 +96,7 @@ struct ps_handle {
 	int wake_fd;   /* eventfd: readable once closing */
 	int event_fd;  /* the inbox's fd, owned by the C handle */
 	int user_fd;   /* dup of event_fd handed to fileno(); ours */
-	double linger; /* client: seconds close() lets queued data drain */
+	int linger_ms; /* how long close() lets queued data drain */
 	int zero_copy; /* payloads as memoryviews of the library's buffers */
 	/* Objects sent by reference that ssock gave back (from any thread,
 	 * without the GIL): released by the next GIL holder, ps_refs_drain(). */
@@ -109,10 +109,10 @@ struct ps_handle {
 	size_t spare_bytes;    /* the sum of their cap */
 	int64_t spare_used_ms; /* when one was last made or reused */
 
-	/* Inbox mode: events taken but not yet handed out (GIL-protected). */
+	/* Inbox mode: take_mu orders the takes of threads (inbox.c), which
+	 * take one event at a time: none waits on the Python side, where the
+	 * event fd could not tell of it. */
 	pthread_mutex_t take_mu;
-	ssock_event *pend;
-	size_t pend_head, pend_n, pend_cap;
 
 	/* Connections by id (dict int -> Conn), and the last one looked up. */
 	PyObject *conns;
@@ -197,11 +197,13 @@ int ps_fast_args(const char *fn, PyObject *const *args, Py_ssize_t nargs, PyObje
 int ps_send_timeout(PyObject *obj, int *out);                          /* absent: 0 */
 int ps_optional_attr(PyObject *obj, const char *name, PyObject **out); /* 0 absent, 1, -1 */
 
+/* dispatch.c: whether the calling thread is a dispatcher (of any handle). */
+extern __thread int ps_in_dispatcher;
+
 /* handle.c */
 void ps_registry_add(ps_handle *self);
 void ps_free_c_handle(ps_handle *self); /* no GIL: waits for the users, frees */
 void ps_after_free(ps_handle *self);    /* GIL: drops what could form cycles */
-void ps_release_pending(ps_handle *self);
 PyObject *ps_disconnect_error(ssock_event *ev);
 extern PyMethodDef ps_handle_methods[];
 extern PyGetSetDef ps_handle_getset[];
@@ -217,6 +219,23 @@ PyObject *ps_handle_close_impl(ps_handle *self);
 PyObject *ps_next_event(ps_handle *self, int timeout_ms); /* Event, None (timeout) or NULL */
 int ps_pop_raw(ps_handle *self, ssock_event *ev, int timeout_ms); /* 1, 0, -1, -2 */
 int ps_signal_pause(ps_handle *self);
+
+/* wait.c. GIL held, the caller a user of self. Runs attempt(self, slice,
+ * arg) without the GIL again and again, slices of at most PS_SLICE_MS ms,
+ * while it returns SSOCK_ETIMEDOUT: until timeout_ms (-1: no limit; 0: one
+ * try that does not wait) has passed (SSOCK_ETIMEDOUT) or the handle closes
+ * (SSOCK_ECLOSED). Python's signal handlers run between slices: when one
+ * raises (or closed the handle), returns PS_RAISED with the exception set
+ * and the caller NO LONGER a user. Else attempt's result, the caller still
+ * a user. */
+#define PS_RAISED 1
+typedef int (*ps_attempt_fn)(ps_handle *self, int slice_ms, void *arg);
+int ps_wait(ps_handle *self, int timeout_ms, ps_attempt_fn attempt, void *arg);
+/* A method that only waits: enters, ps_wait(), leaves; None or raises. */
+PyObject *ps_wait_method(ps_handle *self, int timeout_ms, ps_attempt_fn attempt, void *arg);
+/* The linger option: seconds >= 0 (absent or None: 1 s) as ms, huge ones
+ * capped. */
+int ps_linger_ms(PyObject *obj, int *out);
 int ps_left_ms(int64_t deadline);
 PyObject *ps_conn_for(ps_handle *self, uint64_t id, const ssock_addr *peer, int create);
 PyObject *ps_take_conn(ps_handle *self, uint64_t id, const ssock_addr *peer);
@@ -256,6 +275,9 @@ PyObject *ps_send(ps_handle *self, ps_send_fn fn, uint64_t id, const ssock_addr 
 		  int timeout_ms);
 int ps_server_send_fn(void *h, uint64_t id, const ssock_addr *to, const void *data, size_t len,
 		      int timeout_ms, ssock_release_fn release, void *arg);
+/* Flush methods (server.c, client.c): None, or raise. */
+PyObject *ps_server_flush(ps_handle *self, uint64_t id, int timeout_ms);
+PyObject *ps_client_flush(ps_handle *self, int timeout_ms);
 /* GIL: releases the objects ssock gave back (any time the GIL is held). */
 void ps_refs_drain(ps_handle *self);
 

@@ -61,27 +61,20 @@ static int immutable(PyObject *data)
 	return PyBytes_CheckExact(data) || ps_is_payload(data);
 }
 
-/* No GIL; the caller is a user. Retries a full queue until deadline_ms (-1:
- * no limit) in slices, as long as the handle stays open. */
-static int send_wait(ps_handle *self, ps_send_fn fn, uint64_t id, const ssock_addr *to,
-		     const void *buf, size_t len, int timeout_ms, struct ps_ref *ref)
+struct send_try {
+	ps_send_fn fn;
+	uint64_t id;
+	const ssock_addr *to;
+	const void *buf;
+	size_t len;
+	struct ps_ref *ref;
+};
+
+static int send_attempt(ps_handle *self, int slice_ms, void *arg)
 {
-	int64_t deadline = timeout_ms > 0 ? ps_now_ms() + timeout_ms : 0;
-	for (;;) {
-		int slice = PS_SLICE_MS;
-		if (deadline) {
-			int64_t left = deadline - ps_now_ms();
-			if (left <= 0)
-				return SSOCK_ETIMEDOUT;
-			if (left < slice)
-				slice = (int)left;
-		}
-		int rc = fn(self->h, id, to, buf, len, slice, ref ? ref_given_back : NULL, ref);
-		if (rc != SSOCK_ETIMEDOUT)
-			return rc;
-		if (atomic_load(&self->closing))
-			return SSOCK_ECLOSED;
-	}
+	struct send_try *t = arg;
+	return t->fn(self->h, t->id, t->to, t->buf, t->len, slice_ms,
+		     t->ref ? ref_given_back : NULL, t->ref);
 }
 
 /* Sends `data` (any object with the buffer protocol) as one message.
@@ -113,17 +106,19 @@ PyObject *ps_send(ps_handle *self, ps_send_fn fn, uint64_t id, const ssock_addr 
 		Py_END_ALLOW_THREADS
 	}
 	if (rc == SSOCK_ESENDQFULL && timeout_ms != 0) {
-		Py_BEGIN_ALLOW_THREADS
-			rc = send_wait(self, fn, id, to, view.buf, len, timeout_ms, ref);
-		Py_END_ALLOW_THREADS
+		struct send_try t = {fn, id, to, view.buf, len, ref};
+		rc = ps_wait(self, timeout_ms, send_attempt, &t);
 	}
-	ps_handle_leave(self);
+	if (rc != PS_RAISED)
+		ps_handle_leave(self);
 	if (ref && rc == 0) {
 		/* The view is the ref's now (maybe given back already). */
 	} else {
 		free(ref);
 		PyBuffer_Release(&view);
 	}
+	if (rc == PS_RAISED)
+		return NULL;
 	if (rc < 0)
 		return ps_raise(rc);
 	Py_RETURN_NONE;

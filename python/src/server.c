@@ -67,6 +67,7 @@ enum {
 	O_LOOP,
 	O_ZERO_COPY,
 	O_HANDSHAKE_TIMEOUT,
+	O_LINGER,
 	O_COUNT
 };
 
@@ -98,7 +99,7 @@ static int server_opts(ps_handle *self, PyObject *o[O_COUNT], ssock_server_opts 
 	opts->max_message = (uint32_t)max_message;
 	if (o[O_LOOP] && o[O_LOOP] != Py_None && !(opts->loop = ps_loop_get(o[O_LOOP])))
 		return -1;
-	return 0;
+	return ps_linger_ms(o[O_LINGER], &self->linger_ms);
 }
 
 /* Creates the C server on the first address and adds the others. */
@@ -159,6 +160,7 @@ static int server_init(ps_handle *self, PyObject *args, PyObject *kw)
 				 "loop",
 				 "zero_copy",
 				 "handshake_timeout",
+				 "linger",
 				 "on_connect",
 				 "on_message",
 				 "on_disconnect",
@@ -169,11 +171,11 @@ static int server_init(ps_handle *self, PyObject *args, PyObject *kw)
 		PyErr_SetString(PyExc_RuntimeError, "Server.__init__ called twice");
 		return -1;
 	}
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "O|$OOOOOOOOOOOOOOOOOOOO:Server", kwlist,
-					 &listen, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
-					 &o[7], &o[8], &o[9], &o[10], &o[11], &o[12], &o[13],
-					 &o[14], &o[15], &cb[PS_CB_CONNECT], &cb[PS_CB_MESSAGE],
-					 &cb[PS_CB_DISCONNECT], &cb[PS_CB_ERROR]))
+	if (!PyArg_ParseTupleAndKeywords(
+		    args, kw, "O|$OOOOOOOOOOOOOOOOOOOOO:Server", kwlist, &listen, &o[0], &o[1],
+		    &o[2], &o[3], &o[4], &o[5], &o[6], &o[7], &o[8], &o[9], &o[10], &o[11], &o[12],
+		    &o[13], &o[14], &o[15], &o[16], &cb[PS_CB_CONNECT], &cb[PS_CB_MESSAGE],
+		    &cb[PS_CB_DISCONNECT], &cb[PS_CB_ERROR]))
 		return -1;
 	self->ops = &server_ops;
 	self->kind = PS_SERVER;
@@ -323,6 +325,28 @@ static PyObject *server_disconnect(ps_handle *self, PyObject *conn)
 	return rc < 0 ? ps_raise(rc) : Py_NewRef(Py_None);
 }
 
+static int flush_attempt(ps_handle *self, int slice_ms, void *arg)
+{
+	return ssock_server_flush(self->h, *(uint64_t *)arg, slice_ms);
+}
+
+PyObject *ps_server_flush(ps_handle *self, uint64_t id, int timeout_ms)
+{
+	return ps_wait_method(self, timeout_ms, flush_attempt, &id);
+}
+
+static PyObject *server_flush(ps_handle *self, PyObject *args, PyObject *kw)
+{
+	static char *kwlist[] = {"conn", "timeout", NULL};
+	PyObject *conn = Py_None, *timeout = Py_None;
+	int ok = 1, ms;
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "|OO:flush", kwlist, &conn, &timeout) ||
+	    ps_timeout_ms(timeout, &ms) < 0)
+		return NULL;
+	uint64_t id = conn == Py_None ? 0 : ps_conn_id_arg(conn, &ok);
+	return ok ? ps_server_flush(self, id, ms) : NULL;
+}
+
 /* GIL: the connections ssock lists, as Conn objects (a Conn whose connect
  * event is still in the inbox is made now and found again later). */
 static PyObject *conns_to_list(ps_handle *self, ssock_conn_info *info, int n)
@@ -440,6 +464,11 @@ static PyMethodDef server_methods[] = {
 	 "`exclude`; returns how many it went to."},
 	{"disconnect", (PyCFunction)server_disconnect, METH_O,
 	 "disconnect(conn)\n--\n\nCloses a connection gracefully (queued data is sent)."},
+	{"flush", (PyCFunction)(void (*)(void))server_flush, METH_VARARGS | METH_KEYWORDS,
+	 "flush(conn=None, timeout=None)\n--\n\nWaits until what is queued to conn (None: to "
+	 "every connection) has been written, or its connection ended; TimeoutError after "
+	 "timeout seconds (None: no limit). close() discards what is still queued after "
+	 "`linger` seconds."},
 	{"conns", (PyCFunction)server_conns, METH_NOARGS,
 	 "conns()\n--\n\nThe open connections, oldest first, as Conn objects (with .queued)."},
 	{"stats", (PyCFunction)server_stats, METH_NOARGS, "stats()\n--\n\nA ServerStats."},
@@ -465,7 +494,7 @@ static PyType_Slot server_slots[] = {
 	 "Server(listen, *, framing='u32', backlog=0, max_conns=0, max_message=0, read_size=0, "
 	 "send_queue_max=0, send_budget=0, inbox_max=0, inbox_max_bytes=0, idle_timeout=0, "
 	 "read_timeout=0, keepalive=0, error_log_max=0, loop=None, zero_copy=False, "
-	 "on_connect=None, "
+	 "handshake_timeout=0, linger=1.0, on_connect=None, "
 	 "on_message=None, on_disconnect=None, on_error=None)\n--\n\n"
 	 "A TCP server. 0 (or None) means ssock's default for every option. zero_copy=True "
 	 "hands payloads over as read-only memoryviews of the library's buffers instead of "

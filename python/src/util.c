@@ -64,11 +64,23 @@ static int tuple_numeric(PyObject *t, ssock_addr *out)
 	return 0;
 }
 
+/* C reads these strings up to the first NUL, so one inside would silently
+ * drop the rest (an address or framing other than the one given): rejected
+ * as the socket module does. Returns 0, or -1 with ValueError set. */
+static int reject_nul(PyObject *str)
+{
+	if (PyUnicode_FindChar(str, 0, 0, PyUnicode_GET_LENGTH(str), 1) == -1)
+		return 0;
+	if (!PyErr_Occurred())
+		PyErr_SetString(PyExc_ValueError, "embedded null character");
+	return -1;
+}
+
 /* "HOST:PORT" (brackets around an IPv6 host) from a str or a tuple. */
 PyObject *ps_addr_text(PyObject *obj)
 {
 	if (PyUnicode_Check(obj))
-		return Py_NewRef(obj);
+		return reject_nul(obj) < 0 ? NULL : Py_NewRef(obj);
 	if (!PyTuple_Check(obj) || PyTuple_GET_SIZE(obj) < 2) {
 		PyErr_SetString(PyExc_TypeError,
 				"an address is 'HOST:PORT', '[IPV6]:PORT' or a (host, port) tuple");
@@ -80,6 +92,8 @@ PyObject *ps_addr_text(PyObject *obj)
 		PyErr_SetString(PyExc_TypeError, "an address tuple is (str host, int port)");
 		return NULL;
 	}
+	if (reject_nul(host) < 0)
+		return NULL;
 	if (PyUnicode_FindChar(host, ':', 0, PyUnicode_GET_LENGTH(host), 1) >= 0)
 		return PyUnicode_FromFormat("[%U]:%S", host, port);
 	return PyUnicode_FromFormat("%U:%S", host, port);
@@ -185,7 +199,7 @@ int ps_framing(PyObject *obj, ssock_framing *out)
 	*out = SSOCK_FRAMING_U32;
 	if (!obj || obj == Py_None)
 		return 0;
-	const char *s = PyUnicode_Check(obj) ? PyUnicode_AsUTF8(obj) : NULL;
+	const char *s = PyUnicode_Check(obj) && reject_nul(obj) == 0 ? PyUnicode_AsUTF8(obj) : NULL;
 	if (!s || ssock_framing_parse(s, out) != 0) {
 		if (!PyErr_Occurred())
 			PyErr_SetString(PyExc_ValueError,

@@ -12,12 +12,19 @@ shared Loop); Python code never runs on that thread. Two ways to get events:
   by iterating over the handle, with ``recv()``, or from asyncio with
   ``await next_event_async()`` / ``async for``.
 
+``inbox_max`` / ``inbox_max_bytes`` bound what the inbox holds; in inbox mode
+that is all the binding holds (it takes one event at a time, and ``fileno()``
+is readable exactly while one waits). In callback mode the dispatcher takes up
+to 256 events at a time out of the inbox to run their callbacks, and the inbox
+fills again meanwhile: up to ``inbox_max`` + 256 messages at worst.
+
 Drop-ins for older libraries: ``ssock.simplesockets`` (simplesockets 0.0.8)
 and ``ssock.tinyproto`` (tinyproto 3.0).
 """
 import asyncio as _asyncio
 import atexit as _atexit
 import os as _os
+import weakref as _weakref
 
 from . import _ssock
 from ._ssock import (  # noqa: F401  (the public API)
@@ -68,24 +75,44 @@ __all__ = [
 ]
 
 
+# The tasks waiting for a handle's fd, per asyncio loop: {loop: {fd: set of
+# futures}}. A loop has one reader per fd (add_reader() replaces the one there
+# is, remove_reader() removes it for everybody), so all the tasks waiting on one
+# handle share one reader, which wakes them all, and it goes when the last one
+# stops waiting. Weak in the loop, so a loop closed with tasks still waiting
+# is not kept alive.
+_waiters = _weakref.WeakKeyDictionary()
+
+
+def _wake(futures):
+    for fut in futures:
+        if not fut.done():
+            fut.set_result(None)
+
+
 async def _readable(handle):
     """Waits until the handle's fd is readable, through the running asyncio
     loop; while it keeps large payloads for reuse, at most a second, so the
-    next take can give them back once idle."""
+    next take can give them back once idle. Any number of tasks may wait on
+    one handle at once; each wakes when the fd is readable."""
     loop = _asyncio.get_running_loop()
-    ready = loop.create_future()
-
-    def wake():
-        if not ready.done():
-            ready.set_result(None)
-
     fd = handle.fileno()
-    loop.add_reader(fd, wake)
-    timer = loop.call_later(1.0, wake) if handle._kept_payloads else None
+    by_fd = _waiters.setdefault(loop, {})
+    futures = by_fd.get(fd)
+    if futures is None:
+        futures = by_fd[fd] = set()
+        loop.add_reader(fd, _wake, futures)
+    ready = loop.create_future()
+    futures.add(ready)
+    timer = loop.call_later(1.0, _wake, (ready,)) if handle._kept_payloads else None
     try:
         await ready
     finally:
-        loop.remove_reader(fd)
+        # Also when the task is cancelled: the reader stays while others wait.
+        futures.discard(ready)
+        if not futures and by_fd.get(fd) is futures:
+            del by_fd[fd]
+            loop.remove_reader(fd)
         if timer is not None:
             timer.cancel()
 

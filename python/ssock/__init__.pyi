@@ -18,7 +18,10 @@ Conventions that hold everywhere:
   ``next_event()``, ``recv()``, iteration, or from asyncio with
   ``await next_event_async()`` / ``async for``).
 * Every method is thread-safe. ``close()`` is idempotent, waits for calls in
-  progress, and from inside a callback takes effect when the callback returns.
+  progress, and from inside a callback (of this handle or another) takes
+  effect when the handle's own running callback returns, without waiting.
+* Waits without a limit (``timeout=None``, a long ``linger``) end at Ctrl-C:
+  the signal's exception is raised within a fifth of a second.
   Handles still open at interpreter exit are closed then.
 """
 import array
@@ -91,7 +94,11 @@ class Error(OSError):
     (the error log, ERROR events, disconnect reasons) also say which operation
     failed (``op``: "accept", "read", "connect", "frame", ...), with whom
     (``peer``, ``conn_id``) and, from the error log, when (``time``, seconds
-    since the epoch)."""
+    since the epoch). One the program makes (``ssock.Error("x")``) has
+    ``code`` 0 and ``name`` "UNKNOWN" (a subclass: its first code, e.g.
+    ``ssock.TimeoutError("x").code == ETIMEDOUT``) and None for the rest.
+    Errors pickle and copy whole (class, code, errno, str()), so they cross
+    multiprocessing intact."""
 
     code: int
     name: str
@@ -180,6 +187,9 @@ class Conn:
         when the queue is full, None waits for room, seconds wait up to that
         (then TimeoutError). Raises NoConnectionError once the connection is
         gone."""
+    def flush(self, timeout: Timeout = None) -> None:
+        """Waits until what is queued to this connection has been written to
+        its socket, or it ended (see Server.flush and Client.flush)."""
     def close(self) -> None:
         """Closes gracefully: what is queued is sent first, then the DISCONNECT
         event follows (error code ELOCAL). Closing twice is fine."""
@@ -228,14 +238,18 @@ class _Handle:
     callback_mode: bool  # True: events go to callbacks; False: to the inbox
 
     def close(self) -> None:
-        """Closes everything: connections (queued data is discarded; a Client
-        first lets it drain for up to `linger` seconds), sockets, threads."""
+        """Closes everything: connections, sockets, threads. Queued data first
+        gets up to `linger` seconds to drain (Server and Client; not from a
+        callback), then what is left is discarded. At interpreter exit the
+        handles still open drain together, for the longest linger among them
+        (Ctrl-C cuts it short)."""
     def next_event(self, timeout: Timeout = None) -> Optional[Event]:
         """Inbox mode: the next Event, or None once timeout passed. Raises
         ClosedError once closed, Error(ENOINBOX) in callback mode."""
     async def next_event_async(self) -> Event:
         """Inbox mode: the next Event, awaited (the running asyncio loop
-        watches fileno(); no thread per call)."""
+        watches fileno(); no thread per call). Any number of tasks may await
+        it on one handle at once: each event goes to one of them."""
     def __iter__(self) -> Iterator[Event]:
         """Inbox mode: every event, waiting without limit; ends at close()."""
     def __next__(self) -> Event: ...
@@ -279,8 +293,14 @@ class Server(_Handle):
         read_size: int = 0,  # bytes per read(); default 64 KiB
         send_queue_max: int = 0,  # bytes per connection; default 32 MiB
         send_budget: int = 0,  # bytes queued for all connections; default 64 MiB
-        inbox_max: int = 0,  # messages held before reading stops; default 1024
-        inbox_max_bytes: int = 0,  # default 64 MiB
+        # Messages (and their bytes) the inbox holds before reading stops;
+        # default 1024 and 64 MiB; one message always fits, whatever its size.
+        # Inbox mode holds no more. In callback mode the dispatcher takes up
+        # to 256 events at a time out of the inbox to run their callbacks,
+        # and the inbox fills up again meanwhile: up to inbox_max + 256
+        # messages (inbox_max_bytes + 256 * max_message bytes) at worst.
+        inbox_max: int = 0,
+        inbox_max_bytes: int = 0,
         idle_timeout: float = 0,  # seconds without traffic: EIDLE; 0 never
         read_timeout: float = 0,  # seconds in mid-message: ESTALLED; 0 never
         keepalive: int = 0,  # TCP keepalive idle seconds; 0 off
@@ -288,6 +308,7 @@ class Server(_Handle):
         loop: Optional[Loop] = None,
         zero_copy: bool = False,
         handshake_timeout: float = 0,  # a handshake (tinyproto's 0xFF) not done: EHANDSHAKE; default 10 s
+        linger: float = 1.0,  # seconds close() lets queued data drain (not nan; inf: no limit)
         on_connect: Optional[Callable[[Conn], Any]] = None,
         on_message: Optional[Callable[[Conn, Payload], Any]] = None,
         on_disconnect: Optional[Callable[[Conn, Optional[Error]], Any]] = None,
@@ -304,6 +325,13 @@ class Server(_Handle):
         (full queues are skipped and reported as errors)."""
     def disconnect(self, conn: Union[Conn, int]) -> None:
         """As conn.close()."""
+    def flush(self, conn: Union[Conn, int, None] = None, timeout: Timeout = None) -> None:
+        """Waits until what is queued to conn (None: to every connection) has
+        been written to its socket; a connection that ends meanwhile ends the
+        wait for it (its DISCONNECT event's `unsent` counts what never went).
+        TimeoutError after timeout seconds; NoConnectionError for a conn that
+        is gone already. In a callback it holds up the handle's other events
+        while it waits."""
     def conns(self) -> list[Conn]:
         """The open connections, oldest first."""
     def stats(self) -> ServerStats: ...
@@ -330,7 +358,7 @@ class Client(_Handle):
         max_message: int = 0,
         read_size: int = 0,
         send_queue_max: int = 0,
-        inbox_max: int = 0,
+        inbox_max: int = 0,  # as Server's: with callbacks, up to inbox_max + 256
         inbox_max_bytes: int = 0,
         connect_timeout: float = 0,  # per attempt; default 10 s
         idle_timeout: float = 0,
@@ -343,7 +371,7 @@ class Client(_Handle):
         queue_while_offline: bool = False,  # sends while offline wait for the connection
         error_log_max: int = 0,
         loop: Optional[Loop] = None,
-        linger: float = 1.0,  # seconds close() lets queued data drain
+        linger: float = 1.0,  # seconds close() lets queued data drain (not nan; inf: no limit)
         zero_copy: bool = False,
         on_connect: Optional[Callable[[Conn], Any]] = None,
         on_message: Optional[Callable[[Conn, Payload], Any]] = None,
@@ -353,7 +381,10 @@ class Client(_Handle):
     def connect(self, timeout: Timeout = None) -> None:
         """Connects (re-resolving the host), waiting up to timeout (None: until
         connected or failed; 0: start it and return). Raises the attempt's
-        error (ConnectionRefusedError, TimeoutError, AddressError, ...)."""
+        error (ConnectionRefusedError, TimeoutError, AddressError, ...); with
+        auto_reconnect a failed attempt is retried instead, and the wait ends
+        once connected, at the timeout (TimeoutError), or when
+        reconnect_max_tries ran out."""
     def reconnect(self) -> None:
         """Drops the connection (if any) and connects again in the background."""
     def disconnect(self) -> None:
@@ -362,7 +393,9 @@ class Client(_Handle):
         """Queues data as one message (see Conn.send). NotConnectedError when
         not connected (unless queue_while_offline)."""
     def flush(self, timeout: Timeout = None) -> None:
-        """Waits until everything queued was written to the socket."""
+        """Waits until everything queued was written to the socket (TimeoutError
+        after timeout seconds; NotConnectedError when the connection ended
+        with data unsent)."""
     def recv(self, timeout: Timeout = None) -> Payload:
         """Inbox mode: the next message. Raises TimeoutError, NotConnectedError
         when the connection ended, or the error that came instead."""
@@ -382,7 +415,7 @@ class UDP(_Handle):
         *,
         connect: Optional[Address] = None,
         max_message: int = 0,  # default and at most 65507
-        inbox_max: int = 0,
+        inbox_max: int = 0,  # as Server's: with on_datagram, up to inbox_max + 256
         error_log_max: int = 0,
         loop: Optional[Loop] = None,
         zero_copy: bool = False,

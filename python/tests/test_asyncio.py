@@ -71,6 +71,38 @@ class AsyncioTest(unittest.TestCase):
 
         self.run_async(main())
 
+    def test_tasks_waiting_on_one_handle_all_get_events(self):
+        # A loop has one reader per fd: a second waiter must not replace the
+        # first's, nor the first one leaving remove the second's.
+        async def main():
+            with ssock.Server("127.0.0.1:0") as srv, ssock.Client(srv.address) as cli:
+                waiters = [asyncio.create_task(srv.next_event_async()) for _ in range(3)]
+                await asyncio.sleep(0)  # all three are waiting now
+                cli.connect(TIMEOUT)
+                cli.send(b"a")
+                cli.send(b"b")
+                evs = await asyncio.gather(*waiters)
+                self.assertEqual(sorted(ev.type for ev in evs),
+                                 [ssock.CONNECT, ssock.MESSAGE, ssock.MESSAGE])
+                self.assertEqual(sorted(ev.data for ev in evs if ev.data), [b"a", b"b"])
+
+                # recv_async too, with one of the waiters cancelled on the way.
+                conn = evs[0].conn
+                waiters = [asyncio.create_task(cli.recv_async()) for _ in range(3)]
+                await asyncio.sleep(0)
+                waiters[0].cancel()
+                srv.send(conn, b"x")
+                srv.send(conn, b"y")
+                got = await asyncio.gather(*waiters[1:])
+                self.assertTrue(waiters[0].cancelled())
+                self.assertEqual(sorted(got), [b"x", b"y"])
+                # No waiter is left, and neither is a reader: the fd is free.
+                loop = asyncio.get_running_loop()
+                self.assertFalse(loop.remove_reader(cli.fileno()))
+                self.assertFalse(loop.remove_reader(srv.fileno()))
+
+        self.run_async(main())
+
     def test_udp_recv_async(self):
         async def main():
             with ssock.UDP("127.0.0.1:0") as a, ssock.UDP(connect=a.address) as b:

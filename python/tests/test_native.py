@@ -1,7 +1,9 @@
 """The native API: ssock.Server, Client, UDP, Loop, Conn, Event, errors."""
 import array
+import copy
 import gc
 import os
+import pickle
 import select
 import socket
 import threading
@@ -67,6 +69,18 @@ class MessagesTest(unittest.TestCase):
             data = ev.data
             del ev
             self.assertEqual(bytes(data), b"xyz")  # the view keeps the buffer alive
+
+    def test_repr_of_an_event_whose_payload_was_released(self):
+        with ssock.Server("127.0.0.1:0", zero_copy=True) as srv, \
+                ssock.Client(srv.address) as cli:
+            cli.connect(TIMEOUT)
+            cli.send(b"hello")
+            self.assertIs(srv.next_event(TIMEOUT).type, ssock.CONNECT)
+            ev = srv.next_event(TIMEOUT)
+            ev.data.release()
+            text = repr(ev)  # was SystemError: a result with an exception set
+            self.assertIn("MESSAGE", text)
+            self.assertIn("released", text)
 
     def test_line_framing_talks_to_a_plain_socket(self):
         with ssock.Server("127.0.0.1:0", framing="line", on_message=echo) as srv:
@@ -135,6 +149,67 @@ class InboxTest(unittest.TestCase):
             self.assertIs(srv.next_event(0).type, ssock.CONNECT)
             s.close()
 
+    def test_fileno_is_readable_while_any_event_waits(self):
+        # A select() loop that takes one event per readiness must see them
+        # all: an event the binding took ahead of time would leave the fd
+        # unreadable while it waits.
+        def drain(fd, take, n):
+            got = []
+            while len(got) < n:
+                r = select.select([fd], [], [], TIMEOUT)[0]
+                self.assertEqual(r, [fd], f"not readable with {n - len(got)} events to come")
+                item = take()
+                if item is not None:
+                    got.append(item)
+            self.assertEqual(select.select([fd], [], [], 0)[0], [])  # and not after
+            return got
+
+        def recv0(handle):
+            try:
+                return handle.recv(0)
+            except ssock.TimeoutError:
+                return None  # that readiness was a CONNECT, which recv() skips
+
+        with ssock.Server("127.0.0.1:0") as srv, ssock.Client(srv.address) as cli:
+            cli.connect(TIMEOUT)
+            for i in range(10):
+                cli.send(b"m%d" % i)
+            wait_until(lambda: srv.stats().inbox_events == 11, what="11 events in the inbox")
+            evs = drain(srv.fileno(), lambda: srv.next_event(0), 11)
+            self.assertEqual([ev.type for ev in evs], [ssock.CONNECT] + [ssock.MESSAGE] * 10)
+            self.assertEqual([ev.data for ev in evs[1:]], [b"m%d" % i for i in range(10)])
+            for i in range(10):
+                srv.send(evs[0].conn, b"r%d" % i)
+            self.assertEqual(drain(cli.fileno(), lambda: recv0(cli), 10),
+                             [b"r%d" % i for i in range(10)])
+        with ssock.UDP(bind="127.0.0.1:0") as udp, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(10):
+                s.sendto(b"d%d" % i, udp.address)
+            got = drain(udp.fileno(), lambda: recv0(udp), 10)
+            self.assertEqual([data for data, _ in got], [b"d%d" % i for i in range(10)])
+
+    def test_inbox_mode_holds_no_more_than_inbox_max(self):
+        # Events the binding took ahead of the program would free room in the
+        # inbox, which would fill up again behind them.
+        with ssock.Server("127.0.0.1:0", inbox_max=8) as srv, \
+                ssock.Client(srv.address) as cli:
+            cli.connect(TIMEOUT)
+            for i in range(50):
+                cli.send(b"m%d" % i)
+            # CONNECT and 8 messages; reading stops until the inbox is half empty.
+            wait_until(lambda: srv.stats().inbox_events == 9, what="a full inbox")
+            self.assertIs(srv.next_event(TIMEOUT).type, ssock.CONNECT)
+            self.assertEqual(srv.next_event(TIMEOUT).data, b"m0")
+            self.assertEqual(srv.next_event(0).data, b"m1")
+            # What was handed out left the inbox; nothing else did.
+            self.assertEqual(srv.stats().inbox_events, 6)
+            got = []
+            while len(got) < 48:
+                ev = srv.next_event(TIMEOUT)
+                got.append(ev.data)
+            self.assertEqual(got, [b"m%d" % i for i in range(2, 50)])
+
     def test_iteration_ends_when_closed(self):
         srv = ssock.Server("127.0.0.1:0")
         seen = []
@@ -202,6 +277,60 @@ class ErrorsTest(unittest.TestCase):
         self.assertEqual(cm.exception.code, ssock.EADDRINUSE)
         self.assertEqual(ssock.strerror(ssock.ESENDQFULL), "send queue full")
         self.assertEqual(ssock.errname(ssock.ETIMEDOUT), "SSOCK_ETIMEDOUT")
+
+    def test_errors_survive_pickle_and_copy(self):
+        # multiprocessing sends exceptions back pickled: the class, code,
+        # errno and str() must come through.
+        errs = [ssock._ssock._make_error(ssock.ECONNREFUSED, "connect"),
+                ssock._ssock._make_error(ssock.ESENDQFULL),
+                ssock._ssock._make_error(ssock.ETIMEDOUT)]
+        with ssock.Client("127.0.0.1:1") as cli:
+            with self.assertRaises(ssock.ConnectionRefusedError) as cm:
+                cli.connect(TIMEOUT)
+            errs.append(cm.exception)
+        for err in errs:
+            for copied in (pickle.loads(pickle.dumps(err)), copy.copy(err), copy.deepcopy(err)):
+                self.assertIs(type(copied), type(err))
+                for attr in ("args", "code", "name", "errno", "strerror", "op", "peer",
+                             "conn_id", "time"):
+                    self.assertEqual(getattr(copied, attr), getattr(err, attr), attr)
+                self.assertEqual(str(copied), str(err))
+        self.assertEqual(errs[0].errno, 111)
+        # One made by hand has every attribute the class declares.
+        made = ssock.Error("made by hand")
+        self.assertEqual((made.code, made.name, made.op, made.peer, made.conn_id, made.time),
+                         (0, "UNKNOWN", None, None, None, None))
+        self.assertEqual(str(made), "made by hand")
+        self.assertEqual(ssock.TimeoutError("late").code, ssock.ETIMEDOUT)
+        self.assertEqual(ssock.ClosedError("gone").name, "SSOCK_ECLOSED")
+        made.code = ssock.EINVAL  # instances still set their own
+        self.assertEqual(pickle.loads(pickle.dumps(made)).code, ssock.EINVAL)
+        self.assertEqual(ssock.Error.code, 0)
+
+    def test_strings_with_a_nul_and_codes_out_of_range_are_refused(self):
+        # C would read up to the NUL, or the low 32 bits: another value than
+        # the one given. Refused as the socket module refuses them.
+        for bad in ("127.0.0.1:0\x00junk", ("127.0.0.1\x00junk", 0), ("local\x00host", 0)):
+            with self.assertRaises(ValueError, msg=repr(bad)):
+                ssock.Server(bad).close()
+            with self.assertRaises(ValueError, msg=repr(bad)):
+                ssock.Client(bad).close()
+            with self.assertRaises(ValueError, msg=repr(bad)):
+                ssock.UDP(bind=bad).close()
+        with self.assertRaises(ValueError):
+            ssock.Server("127.0.0.1:0", framing="line\x00garbage").close()
+        with ssock.Server("127.0.0.1:0") as srv:
+            with self.assertRaises(ValueError):
+                srv.listen("127.0.0.1:0\x00junk")
+        with ssock.UDP(bind="127.0.0.1:0") as udp:
+            with self.assertRaises(ValueError):
+                udp.send_to(b"x", "127.0.0.1:9\x00junk")
+        for fn in (ssock.errname, ssock.strerror):
+            for code in (2**32 + ssock.ETIMEDOUT, 2**40, -2**31 - 1, 2**63):
+                with self.assertRaises(OverflowError, msg=f"{fn.__name__}({code})"):
+                    fn(code)
+            self.assertIsInstance(fn(-2**31) + fn(2**31 - 1), str)  # the ends of int's range
+        self.assertEqual(ssock.errname(0), "OK")
 
     def test_oversized_message_closes_only_that_connection(self):
         with ssock.Server("127.0.0.1:0", max_message=16) as srv:

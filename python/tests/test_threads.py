@@ -1,6 +1,7 @@
 """Threads and the GIL: callbacks that raise, sends and closes from callbacks and
 from other threads, many threads at once, exit and fork with handles open."""
 import os
+import signal
 import sys
 import threading
 import time
@@ -148,6 +149,85 @@ class CloseTest(unittest.TestCase):
         t.join(TIMEOUT)
         self.assertFalse(t.is_alive())
         self.assertEqual(len(result), 1)
+
+
+def _wchan(thread):
+    """What the kernel says the thread sleeps in ("" when it does not say)."""
+    try:
+        with open(f"/proc/self/task/{thread.native_id}/wchan") as f:
+            text = f.read().strip()
+    except OSError:
+        return ""
+    return "" if text == "0" else text
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class SignalTest(unittest.TestCase):
+    def test_ctrl_c_interrupts_a_wait_while_another_thread_waits_too(self):
+        # The second waiter on a handle waits for the lock the first holds in
+        # poll(): the wait must still come back to run signal handlers.
+        srv = ssock.Server("127.0.0.1:0")
+        other = threading.Thread(target=self._wait_closed, args=(srv,))
+        other.start()
+        main = threading.main_thread()
+        try:
+            wait_until(lambda: "poll" in _wchan(other), what="the other thread in poll()")
+        except AssertionError:
+            srv.close()
+            other.join(TIMEOUT)
+            self.skipTest("/proc does not show where threads wait")
+        calling = threading.Event()
+        done = threading.Event()
+        interrupted = False
+
+        def interrupt():
+            # Once the main thread sleeps in the lock's futex inside
+            # next_event(), SIGINT it until the handler has run; if it never
+            # runs, close the handle so the test ends (and fails).
+            wait_until(lambda: calling.is_set() and "futex" in _wchan(main),
+                       what="the main thread waiting for the lock")
+            deadline = time.monotonic() + TIMEOUT
+            while not done.wait(0.05):
+                if time.monotonic() > deadline:
+                    calling.clear()
+                    srv.close()
+                    return
+                signal.pthread_kill(main.ident, signal.SIGINT)
+
+        def handler(signum, frame):
+            if calling.is_set():
+                raise _Interrupted
+
+        old = signal.signal(signal.SIGINT, handler)
+        killer = threading.Thread(target=interrupt)
+        try:
+            killer.start()
+            calling.set()
+            try:
+                srv.next_event(None)
+            except _Interrupted:
+                interrupted = True
+            except ssock.ClosedError:
+                pass  # closed by interrupt(): the handler never ran
+        finally:
+            calling.clear()
+            done.set()
+            killer.join(TIMEOUT)
+            signal.signal(signal.SIGINT, old)
+            srv.close()
+            other.join(TIMEOUT)
+        self.assertTrue(interrupted, "SIGINT did not interrupt next_event(None)")
+        self.assertFalse(other.is_alive())
+
+    @staticmethod
+    def _wait_closed(srv):
+        try:
+            srv.next_event(None)
+        except ssock.ClosedError:
+            pass
 
 
 class ConcurrencyTest(unittest.TestCase):
