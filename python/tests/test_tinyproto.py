@@ -63,6 +63,11 @@ class Running:
         self.stop()
 
 
+# Seconds a busy peer takes to OK a message: past ssock's default linger (1 s),
+# within tinyproto's default socket timeout (5 s).
+SLOW_OK = 1.5
+
+
 def local(port=0, host="127.0.0.1"):
     return TinyProtoConnectionDetails(host, port)
 
@@ -547,8 +552,6 @@ class ClientTest(unittest.TestCase):
     # exit right after it. Here transmit() only queues (and the codec holds the
     # payload until the peer's OK): closing must give the peer that long, not
     # ssock's default linger of 1 s.
-    SLOW_OK = 1.5  # seconds the peer takes to OK: past the 1 s default linger
-
     def test_shutdown_right_after_transmit_waits_for_a_slow_peer(self):
         listener = Listener()
         self.addCleanup(listener.close)
@@ -559,7 +562,7 @@ class ClientTest(unittest.TestCase):
         conn.transmit(b"last words")
         conn.shutdown = True
         self.assertEqual(recv_exact(peer.sock, 4), (10).to_bytes(4, "big"))
-        conn._connection_loop_thread.join(self.SLOW_OK)  # the peer is busy
+        conn._connection_loop_thread.join(SLOW_OK)  # the peer is busy
         peer.sock.sendall(b"\xff")
         self.assertEqual(recv_exact(peer.sock, 10), b"last words")
         self.assertTrue(peer.at_eof())
@@ -582,7 +585,7 @@ class ClientTest(unittest.TestCase):
             self.addCleanup(peer.close)
             self.assertEqual(int.from_bytes(recv_exact(peer.sock, 4), "big"), size)
             with self.assertRaises(subprocess.TimeoutExpired):
-                proc.wait(self.SLOW_OK)  # exiting: waits for the busy peer's OK
+                proc.wait(SLOW_OK)  # exiting: waits for the busy peer's OK
             peer.sock.sendall(b"\xff")
             self.assertEqual(recv_exact(peer.sock, size), b"x" * size)
             _, err = proc.communicate(timeout=TIMEOUT)
@@ -738,6 +741,46 @@ class RegressionTest(unittest.TestCase):
             wait_until(lambda: not run.server.active_connections, what="the conns to end")
             wait_until(lambda: open_fds() <= fds, what="their sockets to close")
 
+    def test_a_goodbye_transmitted_from_post_loop_at_server_shutdown_arrives(self):
+        # tinyproto's transmit() in post_loop blocked until the peer took the
+        # message; here it queues, and the server closed right after the
+        # connection threads returned: the peer got the size, then EOF.
+        class Conn(TinyProtoConnection):
+            def post_loop(self):
+                self.transmit(b"goodbye")
+
+        run = Running(TinyProtoServer([local()], connection_handler=Conn))
+        self.addCleanup(run.stop)
+        peer = Peer.connect(run.addr()).handshake()
+        self.addCleanup(peer.close)
+        wait_until(lambda: run.server.active_connections, what="the connection")
+        run.server.shutdown = True
+        self.assertEqual(recv_exact(peer.sock, 4), (7).to_bytes(4, "big"))
+        run.thread.join(SLOW_OK)  # the peer is busy in its own loop a while
+        peer.sock.sendall(b"\xff")
+        self.assertEqual(recv_exact(peer.sock, 7), b"goodbye")
+        self.assertTrue(peer.at_eof())
+        run.thread.join(TIMEOUT)
+        self.assertFalse(run.thread.is_alive(), "start() did not return")
+
+    def test_a_peer_that_never_takes_the_goodbye_delays_shutdown_a_bounded_time(self):
+        class Conn(TinyProtoConnection):
+            def post_loop(self):
+                self.transmit(b"goodbye")
+
+        class Server(TinyProtoServer):
+            shutdown_wait = 0.3
+
+        run = Running(Server([local()], connection_handler=Conn))
+        self.addCleanup(run.stop)
+        peer = Peer.connect(run.addr()).handshake()
+        self.addCleanup(peer.close)
+        wait_until(lambda: run.server.active_connections, what="the connection")
+        run.server.shutdown = True
+        self.assertEqual(recv_exact(peer.sock, 4), (7).to_bytes(4, "big"))  # never OKed
+        run.thread.join(TIMEOUT)
+        self.assertFalse(run.thread.is_alive(), "start() did not return")
+        self.assertTrue(peer.at_eof())
 
 CHUNK = 1 << 20
 FILE_SIZE = 24 * CHUNK + 12345
