@@ -6,6 +6,7 @@ import hashlib
 import os
 import select
 import subprocess
+import sys
 import threading
 import time
 import unittest
@@ -15,7 +16,8 @@ import ssock
 import ssock.tinyproto as tp
 from ssock.tinyproto import (TinyProtoClient, TinyProtoConnection, TinyProtoConnectionDetails,
                              TinyProtoError, TinyProtoPlugin, TinyProtoServer)
-from support import TIMEOUT, TOOL, Collector, Tool, cpu_seconds, open_fds, wait_until
+from support import (TIMEOUT, TOOL, Collector, Tool, cpu_seconds, open_fds, python_env,
+                     recv_exact, thread_count, wait_until)
 from tinyproto_peer import Listener, Peer, Rejected
 
 
@@ -59,6 +61,11 @@ class Running:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+# Seconds a busy peer takes to OK a message: past ssock's default linger (1 s),
+# within tinyproto's default socket timeout (5 s).
+SLOW_OK = 1.5
 
 
 def local(port=0, host="127.0.0.1"):
@@ -110,6 +117,17 @@ class ApiTest(unittest.TestCase):
             TinyProtoServer().start()  # no address to listen on
         with self.assertRaises(ValueError):
             TinyProtoServer().add_addr("not an ip", 80)
+
+    def test_active_connections_is_keyed_by_id(self):
+        # tinyproto 3.0: a dict of UUID -> connection, so a missing key is a
+        # KeyError, an int too (tinyproto 2's list indexes work while in range).
+        client = TinyProtoClient()
+        for key in (0, 3, -1, uuid.uuid4()):
+            with self.assertRaises(KeyError):
+                client.active_connections[key]
+        with self.assertRaises(IndexError):  # and what tinyproto 2 raised
+            client.active_connections[0]
+        self.assertIsNone(client.active_connections.get(0))
 
 
 class HooksTest(unittest.TestCase):
@@ -495,6 +513,88 @@ class ClientTest(unittest.TestCase):
         listener.close()
 
 
+    def test_ended_clients_leave_no_thread_or_fd_and_connect_again(self):
+        # A client per request, as a helper function makes them: once its
+        # connections ended, its pump thread, loop thread and their fds go
+        # (they stayed forever: 2 threads and 4 fds per client until EMFILE).
+        replies = Collector()
+
+        class Once(TinyProtoConnection):
+            def pre_loop(self):
+                self.transmit(b"req")
+                replies(bytes(self.receive()))
+                self.shutdown = True
+
+        with Running(TinyProtoServer([local()], connection_handler=Echo)) as run:
+            threads, fds = thread_count(), open_fds()
+
+            def request(client):
+                conn = client.active_connections[client.connect_to(local(run.addr()[1]))]
+                conn._connection_loop_thread.join(TIMEOUT)
+                self.assertFalse(conn.is_alive())
+
+            for _ in range(20):
+                request(TinyProtoClient(connection_handler=Once, timeout=TIMEOUT))
+            self.assertEqual(replies.wait(20), [b"req"] * 20)
+            wait_until(lambda: thread_count() <= threads, what=f"{threads} threads again")
+            wait_until(lambda: open_fds() <= fds, what=f"{fds} fds again")
+            # One client whose connections all ended connects again.
+            client = TinyProtoClient(connection_handler=Once, timeout=TIMEOUT)
+            for n in (21, 22):
+                request(client)
+                self.assertEqual(replies.wait(n)[-1], b"req")
+                wait_until(lambda: client._pump is None, what="the pump to stop")
+            wait_until(lambda: thread_count() <= threads, what=f"{threads} threads again")
+            wait_until(lambda: open_fds() <= fds, what=f"{fds} fds again")
+
+    # tinyproto's transmit() returned once the payload was written (within the
+    # socket timeout, 5 s by default), so a program may end the connection or
+    # exit right after it. Here transmit() only queues (and the codec holds the
+    # payload until the peer's OK): closing must give the peer that long, not
+    # ssock's default linger of 1 s.
+    def test_shutdown_right_after_transmit_waits_for_a_slow_peer(self):
+        listener = Listener()
+        self.addCleanup(listener.close)
+        client = TinyProtoClient()  # tinyproto's default timeout: 5 s
+        conn = client.active_connections[client.connect_to(local(listener.addr[1]))]
+        peer = listener.accept().handshake()
+        self.addCleanup(peer.close)
+        conn.transmit(b"last words")
+        conn.shutdown = True
+        self.assertEqual(recv_exact(peer.sock, 4), (10).to_bytes(4, "big"))
+        conn._connection_loop_thread.join(SLOW_OK)  # the peer is busy
+        peer.sock.sendall(b"\xff")
+        self.assertEqual(recv_exact(peer.sock, 10), b"last words")
+        self.assertTrue(peer.at_eof())
+        conn._connection_loop_thread.join(TIMEOUT)
+        self.assertFalse(conn.is_alive())
+
+    def test_exit_right_after_transmit_waits_for_a_slow_peer(self):
+        listener = Listener()
+        self.addCleanup(listener.close)
+        size = 4 << 20
+        code = (
+            "from ssock.tinyproto import TinyProtoClient, TinyProtoConnectionDetails\n"
+            "c = TinyProtoClient()\n"
+            f"cid = c.connect_to(TinyProtoConnectionDetails('127.0.0.1', {listener.addr[1]}))\n"
+            f"c.active_connections[cid].transmit(b'x' * {size})\n")
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, env=python_env())
+        try:
+            peer = listener.accept().handshake()
+            self.addCleanup(peer.close)
+            self.assertEqual(int.from_bytes(recv_exact(peer.sock, 4), "big"), size)
+            with self.assertRaises(subprocess.TimeoutExpired):
+                proc.wait(SLOW_OK)  # exiting: waits for the busy peer's OK
+            peer.sock.sendall(b"\xff")
+            self.assertEqual(recv_exact(peer.sock, size), b"x" * size)
+            _, err = proc.communicate(timeout=TIMEOUT)
+            self.assertEqual(proc.returncode, 0, err)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate(timeout=TIMEOUT)
+
 class WireTest(unittest.TestCase):
     """Byte-exact checks of the wire, in both roles."""
 
@@ -641,6 +741,46 @@ class RegressionTest(unittest.TestCase):
             wait_until(lambda: not run.server.active_connections, what="the conns to end")
             wait_until(lambda: open_fds() <= fds, what="their sockets to close")
 
+    def test_a_goodbye_transmitted_from_post_loop_at_server_shutdown_arrives(self):
+        # tinyproto's transmit() in post_loop blocked until the peer took the
+        # message; here it queues, and the server closed right after the
+        # connection threads returned: the peer got the size, then EOF.
+        class Conn(TinyProtoConnection):
+            def post_loop(self):
+                self.transmit(b"goodbye")
+
+        run = Running(TinyProtoServer([local()], connection_handler=Conn))
+        self.addCleanup(run.stop)
+        peer = Peer.connect(run.addr()).handshake()
+        self.addCleanup(peer.close)
+        wait_until(lambda: run.server.active_connections, what="the connection")
+        run.server.shutdown = True
+        self.assertEqual(recv_exact(peer.sock, 4), (7).to_bytes(4, "big"))
+        run.thread.join(SLOW_OK)  # the peer is busy in its own loop a while
+        peer.sock.sendall(b"\xff")
+        self.assertEqual(recv_exact(peer.sock, 7), b"goodbye")
+        self.assertTrue(peer.at_eof())
+        run.thread.join(TIMEOUT)
+        self.assertFalse(run.thread.is_alive(), "start() did not return")
+
+    def test_a_peer_that_never_takes_the_goodbye_delays_shutdown_a_bounded_time(self):
+        class Conn(TinyProtoConnection):
+            def post_loop(self):
+                self.transmit(b"goodbye")
+
+        class Server(TinyProtoServer):
+            shutdown_wait = 0.3
+
+        run = Running(Server([local()], connection_handler=Conn))
+        self.addCleanup(run.stop)
+        peer = Peer.connect(run.addr()).handshake()
+        self.addCleanup(peer.close)
+        wait_until(lambda: run.server.active_connections, what="the connection")
+        run.server.shutdown = True
+        self.assertEqual(recv_exact(peer.sock, 4), (7).to_bytes(4, "big"))  # never OKed
+        run.thread.join(TIMEOUT)
+        self.assertFalse(run.thread.is_alive(), "start() did not return")
+        self.assertTrue(peer.at_eof())
 
 CHUNK = 1 << 20
 FILE_SIZE = 24 * CHUNK + 12345

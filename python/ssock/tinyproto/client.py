@@ -3,7 +3,9 @@
 connect_to() returns the new connection's id at once (its thread connects,
 then runs the hooks), as in tinyproto. start() runs the optional main loop.
 One pump thread per TinyProtoClient hands what arrives to the connections
-(tinyproto had each connection thread poll its socket 33 times a second).
+(tinyproto had each connection thread poll its socket 33 times a second);
+it and the loop run while the client has connections, and stop when the
+last one ended (the next connect_to() starts them again).
 """
 import logging
 import os
@@ -15,7 +17,8 @@ import uuid
 import ssock
 
 from .._sockproxy import SocketProxy
-from .connection import MSG_MAX_SIZE, ConnectionDict, TinyProtoConnection, attach, make_connection
+from .connection import (MSG_MAX_SIZE, ConnectionDict, TinyProtoConnection, attach, linger_for,
+                         make_connection)
 from .connection_details import TinyProtoConnectionDetails
 from .server import check_handler, register_plugin
 
@@ -24,21 +27,53 @@ log = logging.getLogger(__name__)
 
 class _Pump(threading.Thread):
     """Takes the events of every client handle of one TinyProtoClient and
-    hands them to their connections. Sleeps in poll() until one comes."""
+    hands them to their connections. Sleeps in poll() until one comes.
 
-    def __init__(self):
+    It owns the ssock.Loop its handles run on. Once every handle it was given
+    is closed (each connection's thread closes its own and then calls gone()),
+    it stops and closes the loop: a client whose connections all ended keeps
+    no thread and no descriptor. `lock` (the client's) orders that against
+    connect_to(): under it, a pump either takes a new handle or has stopped
+    (and `on_stop` told the client to make a new one)."""
+
+    def __init__(self, lock, on_stop):
         super().__init__(daemon=True, name="tinyproto-client-pump")
+        self._lock = lock
+        self._on_stop = on_stop
         self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._added = queue.SimpleQueue()
+        self.loop = None
+        try:
+            self.loop = ssock.Loop()
+        except BaseException:
+            os.close(self._wake_fd)
+            raise
 
     def add(self, native, conn_o):
+        """Call with the client's lock held."""
         self._added.put((native, conn_o))
         os.eventfd_write(self._wake_fd, 1)
 
+    def gone(self, native):
+        """native was closed: the pump lets go of it."""
+        self._added.put((native, None))
+        os.eventfd_write(self._wake_fd, 1)
+
     def run(self):
+        try:
+            self._serve()
+        finally:
+            os.close(self._wake_fd)
+            try:
+                self.loop.close()  # its thread and descriptors; every handle is closed
+            except ssock.Error as e:
+                log.debug("ssock: closing a client loop: %s", e)
+
+    def _serve(self):
         poller = select.poll()
         poller.register(self._wake_fd, select.POLLIN)
-        handles = {}  # fd -> (native, conn_o)
+        handles = {}  # fd -> (native, conn_o), polled
+        live = set()  # every native given and not gone yet
         while True:
             for fd, _ in poller.poll():
                 if fd == self._wake_fd:
@@ -47,15 +82,29 @@ class _Pump(threading.Thread):
                     except BlockingIOError:
                         pass
                     continue
-                native, conn_o = handles[fd]
-                if not self._drain(native, conn_o):
+                entry = handles.get(fd)
+                if entry is not None and not self._drain(*entry):
                     poller.unregister(fd)
                     del handles[fd]
             while not self._added.empty():
                 native, conn_o = self._added.get()
+                if conn_o is None:  # gone: the fd is still open (native is held)
+                    live.discard(native)
+                    for fd, entry in list(handles.items()):
+                        if entry[0] is native:
+                            poller.unregister(fd)
+                            del handles[fd]
+                    continue
+                live.add(native)
                 fd = native.fileno()
                 handles[fd] = (native, conn_o)
                 poller.register(fd, select.POLLIN)
+            native = conn_o = entry = None
+            if not live:
+                with self._lock:
+                    if self._added.empty():
+                        self._on_stop(self)
+                        return
 
     @staticmethod
     def _drain(native, conn_o):
@@ -92,7 +141,7 @@ class TinyProtoClient:
         self._shutdown = False
         self._cond = threading.Condition()
         self._pump = None
-        self._loop = None
+        self._pump_lock = threading.RLock()  # a handler's __init__ may connect_to too
         self.active_connections = ConnectionDict()
         self.connection_handler = check_handler(connection_handler)
         self.connection_plugin_list = []
@@ -126,11 +175,19 @@ class TinyProtoClient:
     def register_connection_plugin(self, plugin):
         register_plugin(self.connection_plugin_list, plugin)
 
+    def _pump_stopped(self, pump):
+        """The pump's call (with _pump_lock held) as it stops: its
+        connections all ended; the next connect_to() starts a new one."""
+        if self._pump is pump:
+            self._pump = None
+
     def _start_pump(self):
+        """The running pump, or a new one (call with _pump_lock held)."""
         if self._pump is None:
-            self._loop = ssock.Loop()
-            self._pump = _Pump()
-            self._pump.start()
+            pump = _Pump(self._pump_lock, self._pump_stopped)
+            pump.start()
+            self._pump = pump
+        return self._pump
 
     def connect_to(self, connection_details, port=None) -> uuid.UUID:
         """Opens a connection (its thread connects) and returns its id.
@@ -142,20 +199,27 @@ class TinyProtoClient:
             else:
                 host = connection_details
             connection_details = TinyProtoConnectionDetails(host, port)
-        self._start_pump()
         timeout = self.socket_timeout
-        native = ssock.Client(
-            connection_details.ssock_address, framing="tinyproto", max_message=MSG_MAX_SIZE,
-            connect_timeout=timeout, read_timeout=timeout, zero_copy=True, loop=self._loop)
-        proxy = SocketProxy(None, native, timeout=timeout)
-        conn_o = make_connection(self.connection_handler, self.connection_plugin_list, proxy,
-                                 False, connection_details)
+        with self._pump_lock:
+            pump = self._start_pump()
+            native = ssock.Client(
+                connection_details.ssock_address, framing="tinyproto",
+                max_message=MSG_MAX_SIZE, connect_timeout=timeout, read_timeout=timeout,
+                zero_copy=True, loop=pump.loop, linger=linger_for(timeout))
+            try:
+                proxy = SocketProxy(None, native, timeout=timeout)
+                conn_o = make_connection(self.connection_handler, self.connection_plugin_list,
+                                         proxy, False, connection_details)
 
-        def connect():
-            native.connect(timeout=proxy.gettimeout())
+                def connect():
+                    native.connect(timeout=proxy.gettimeout())
 
-        attach(conn_o, native, None, connect)
-        self._pump.add(native, conn_o)
+                attach(conn_o, native, lambda: pump.gone(native), connect)
+                pump.add(native, conn_o)
+            except BaseException:
+                native.close()
+                pump.gone(native)  # a pump left with no handle stops
+                raise
         conn_o.start()
         conn_id = uuid.uuid4()
         self.active_connections[conn_id] = conn_o

@@ -40,6 +40,17 @@ MSG_MAX_SIZE = 0xF0FFFFFF  # tinyproto's limit on one message (a little over 3.7
 
 _END = object()  # in a connection's inbox: the connection ended
 
+# tinyproto's transmit() blocked until the payload was written, for up to the
+# socket timeout; here it queues. What a client queued gets that long to go out
+# when its connection closes (at interpreter exit too); with no timeout (None,
+# no limit in tinyproto) this long.
+UNBOUNDED_LINGER = 60.0
+
+
+def linger_for(timeout):
+    """Seconds a closing client connection gives its queued messages."""
+    return UNBOUNDED_LINGER if timeout is None else float(timeout)
+
 
 class TinyProtoConnection:
     """One connection. Subclass it and override the hooks (pre_loop, loop_pass,
@@ -296,10 +307,18 @@ class TinyProtoConnection:
         link = self._link
         try:
             if link is not None and self._connect is not None:
-                link.close()  # the client's handle: queued data gets its linger
+                # The client's handle: what was transmitted gets the socket
+                # timeout (as now set) to go out, as tinyproto's blocking
+                # transmit did; close() would give it the linger set at start.
+                try:
+                    if link.connected:
+                        link.flush(timeout=linger_for(self._timeout()))
+                except (ssock.Error, OSError):
+                    pass  # timed out, or the connection ended: close anyway
+                link.close()
             elif link is not None:
                 link.close()  # graceful: what was transmitted still goes out
-        except ssock.Error:
+        except (ssock.Error, OSError):
             pass
         with self._cond:
             if self._efd >= 0:
@@ -322,6 +341,18 @@ class TinyProtoConnection:
             self._finished = True
             if self._on_done is not None:
                 self._on_done()
+            if self._connect is not None:
+                self._let_go_of_client_handle()
+
+    def _let_go_of_client_handle(self):
+        """A client's connection ended and its handle is closed: nothing here
+        keeps the handle object (and the descriptor it holds until freed)
+        alive, though the connection object stays in active_connections."""
+        self._link = None
+        self._connect = None
+        self._on_done = None
+        if isinstance(self.socket_o, SocketProxy):
+            self.socket_o._handle = None
 
     def _done(self):
         """Whether the connection's thread has run its last hook (it may still
@@ -388,11 +419,20 @@ def attach(conn_o, link, on_done, connect=None):
         conn_o.socket_o._fileno = conn_o._fileno
 
 
+class NoSuchConnection(KeyError, IndexError):
+    """A key of active_connections that is not there: a KeyError, as from
+    tinyproto 3.0's dict, and for an int an IndexError too, as from tinyproto
+    2's list."""
+
+
 class ConnectionDict(dict):
     """active_connections: by id, as tinyproto 3.0; an int index that is no key
     gives the connection at that position (tinyproto 2's list indexes)."""
 
     def __missing__(self, key):
         if isinstance(key, int) and not isinstance(key, bool):
-            return list(self.values())[key]
-        raise KeyError(key)
+            try:
+                return list(self.values())[key]
+            except IndexError:
+                pass
+        raise NoSuchConnection(key)

@@ -95,6 +95,7 @@ class TinyProtoServer:
 
     loop_interval = 0.03  # seconds an idle pass waits when loop_pass is overridden
     read_timeout = 60.0  # seconds a peer may stall in mid-message
+    shutdown_wait = 5.0  # seconds start() gives the connections, in all, to end and send
     max_message = MSG_MAX_SIZE  # larger messages are refused (0x00)
 
     def __init__(self, listen_addresses=None, connection_handler=TinyProtoConnection,
@@ -248,9 +249,12 @@ class TinyProtoServer:
                 else:
                     self.conn_shutdown(conn_id, conn_o)
 
-    def _shutdown_active_cons(self, wait=5.0):
-        """Ends every connection; they get up to `wait` seconds in all to run
-        their post_loop before the listeners and sockets close."""
+    def _shutdown_active_cons(self, wait=None):
+        """Ends every connection; they get up to `wait` seconds (shutdown_wait)
+        in all to run their post_loop and for what they transmitted to go out
+        (tinyproto's transmit() blocked until the peer took it; here it queues)
+        before the listeners and sockets close."""
+        wait = self.shutdown_wait if wait is None else wait
         conns = list(self.active_connections.values())
         self.active_connections.clear()
         for conn_o in conns:
@@ -260,6 +264,12 @@ class TinyProtoServer:
             thread = conn_o._connection_loop_thread
             if thread is not threading.current_thread() and thread.ident is not None:
                 thread.join(max(0.0, end - time.monotonic()))
+        native = self._native
+        if native is not None:
+            try:
+                native.flush(timeout=max(0.0, end - time.monotonic()))
+            except (ssock.Error, OSError) as e:
+                log.info("shutting down: not every peer took what was transmitted: %s", e)
 
     def _close_listeners(self):
         native, self._native = self._native, None
