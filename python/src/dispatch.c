@@ -154,6 +154,7 @@ static void *dispatcher_main(void *arg)
 	ps_handle_leave(self);
 	if (self->close_in_disp) {
 		Py_BEGIN_ALLOW_THREADS
+			ps_linger_nogil(self); /* no more callbacks: nothing waits for it */
 			ps_free_c_handle(self);
 		Py_END_ALLOW_THREADS
 		ps_after_free(self);

@@ -166,9 +166,15 @@ static int linger_attempt(ps_handle *self, int slice_ms, void *arg)
 	return ssock_client_flush(self->h, slice_ms);
 }
 
+void ps_linger_nogil(ps_handle *self)
+{
+	if (self->kind != PS_UDP && self->linger_ms > 0)
+		linger_attempt(self, self->linger_ms, NULL);
+}
+
 /* Gives queued data up to `linger` (at most cap_ms, -1: no cap) to be
  * written. Not in a callback (of any handle): it would hold up every event
- * of its handle. Returns -1 when a signal handler raised meanwhile (the
+ * of its handle (the handle's dispatcher lingers when it frees it). Returns -1 when a signal handler raised meanwhile (the
  * exception is set): the wait ends there, the close goes on. */
 static int linger_flush(ps_handle *self, int cap_ms)
 {

@@ -203,7 +203,10 @@ extern __thread int ps_in_dispatcher;
 /* handle.c */
 void ps_registry_add(ps_handle *self);
 void ps_free_c_handle(ps_handle *self); /* no GIL: waits for the users, frees */
-void ps_after_free(ps_handle *self);    /* GIL: drops what could form cycles */
+/* No GIL: gives queued data up to `linger` to go out, in one wait (on the
+ * dispatcher, whose signals are blocked, before it frees its handle). */
+void ps_linger_nogil(ps_handle *self);
+void ps_after_free(ps_handle *self); /* GIL: drops what could form cycles */
 PyObject *ps_disconnect_error(ssock_event *ev);
 extern PyMethodDef ps_handle_methods[];
 extern PyGetSetDef ps_handle_getset[];

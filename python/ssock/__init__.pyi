@@ -239,8 +239,8 @@ class _Handle:
 
     def close(self) -> None:
         """Closes everything: connections, sockets, threads. Queued data first
-        gets up to `linger` seconds to drain (Server and Client; not from a
-        callback), then what is left is discarded. At interpreter exit the
+        gets up to `linger` seconds to drain (Server and Client; from a
+        callback, after it returned), then what is left is discarded. At interpreter exit the
         handles still open drain together, for the longest linger among them
         (Ctrl-C cuts it short)."""
     def next_event(self, timeout: Timeout = None) -> Optional[Event]:

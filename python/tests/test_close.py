@@ -93,6 +93,23 @@ class LingerTest(unittest.TestCase):
         ssock.Server("127.0.0.1:0", linger=None).close()  # the default
         ssock.Client("127.0.0.1:1", linger=float("inf")).close()  # no limit
 
+    def test_close_from_its_own_callback_lets_the_queue_drain(self):
+        # The dispatcher frees the handle after the callback: it lingers
+        # there, as close() from any other thread does.
+        closed = threading.Event()
+
+        def on_message(conn, data):
+            conn.send(b"r" * BIG)
+            conn.server.close()
+            closed.set()
+        srv = ssock.Server("127.0.0.1:0", linger=TIMEOUT, send_queue_max=2 * BIG,
+                           on_message=on_message)
+        with socket.create_connection(srv.address, timeout=TIMEOUT) as s:
+            s.sendall(struct.pack(">I", 2) + b"go")
+            self.assertTrue(closed.wait(TIMEOUT))
+            self.assertEqual(read_message(s, BIG), b"r" * BIG)
+        wait_until(lambda: srv.closed, what="the server closed")
+
     def exits_after_sending(self, role):
         """A child program that sends BIG bytes as `role` (server or client)
         and ends at once, while this side reads only after the child said it
