@@ -6,6 +6,10 @@
 #include <string.h>
 #include <time.h>
 
+/* Codes above -4096 are -errno (the kernel's own bound); below, never
+ * negate INT_MIN. */
+#define SSOCK__MAX_ERRNO 4096
+
 const char *ssock_version(void)
 {
 	return SSOCK_VERSION_STRING;
@@ -25,7 +29,7 @@ const char *ssock_strerror(int code)
 		break;
 	}
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
-	if (code < 0) {
+	if (code < 0 && code > -SSOCK__MAX_ERRNO) {
 		const char *s = strerrordesc_np(-code);
 		if (s)
 			return s;
@@ -48,7 +52,7 @@ const char *ssock_errname(int code)
 		break;
 	}
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
-	if (code < 0) {
+	if (code < 0 && code > -SSOCK__MAX_ERRNO) {
 		const char *s = strerrorname_np(-code);
 		if (s)
 			return s;

@@ -3,3 +3,4 @@
 ssock_test(test_frame LABELS unit)
 ssock_test(test_addr LABELS unit threaded) # threaded: resolve_from_many_threads
 ssock_test(test_guard LABELS unit)
+ssock_test(test_error LABELS unit)
