@@ -132,8 +132,17 @@ static PyObject *conn_flush(ps_conn *c, PyObject *args, PyObject *kw)
 		return NULL;
 	if (!c->owner)
 		return ps_raise(SSOCK_ECLOSED);
-	if (c->owner->kind == PS_CLIENT)
+	if (c->owner->kind == PS_CLIENT) {
+		/* An old connection of the client (before a reconnect) is gone:
+		 * its queue went with it, the new one is not its to wait for. */
+		if (ps_handle_enter(c->owner) < 0)
+			return NULL;
+		int current = ssock_client_id(c->owner->h) == c->id;
+		ps_handle_leave(c->owner);
+		if (!current)
+			return ps_raise(SSOCK_ENOCONN);
 		return ps_client_flush(c->owner, ms);
+	}
 	return ps_server_flush(c->owner, c->id, ms);
 }
 

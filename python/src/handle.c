@@ -111,12 +111,9 @@ void ps_after_free(ps_handle *self)
 		Py_CLEAR(self->cb[i]);
 }
 
-/* No GIL: joins the dispatcher, up to wait_ms at interpreter exit (-1 else).
- * Returns 0 once it is gone, -1 if it is still running a callback. */
-static int join_dispatcher(ps_handle *self, int wait_ms)
+/* The CLOCK_REALTIME time wait_ms from now (what the pthread calls take). */
+static struct timespec realtime_in(int wait_ms)
 {
-	if (wait_ms < 0)
-		return pthread_join(self->disp, NULL) == 0 ? 0 : -1;
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	ts.tv_sec += wait_ms / 1000;
@@ -125,29 +122,43 @@ static int join_dispatcher(ps_handle *self, int wait_ms)
 		ts.tv_sec++;
 		ts.tv_nsec -= 1000000000;
 	}
+	return ts;
+}
+
+/* No GIL: joins the dispatcher, up to wait_ms at interpreter exit (-1 else).
+ * Returns 0 once it is gone, -1 if it is still running a callback. */
+static int join_dispatcher(ps_handle *self, int wait_ms)
+{
+	if (wait_ms < 0)
+		return pthread_join(self->disp, NULL) == 0 ? 0 : -1;
+	struct timespec ts = realtime_in(wait_ms);
 	return pthread_timedjoin_np(self->disp, NULL, &ts) == 0 ? 0 : -1;
 }
 
 /* Claims the close: 1 if this caller must do it, 0 if it is done or being
- * done by another (after waiting for that one to finish, unless the caller
- * is a dispatcher, of this handle or another: a callback never waits for a
- * close, which may be waiting for that very callback). */
-static int claim_close(ps_handle *self)
+ * done by another: after waiting for that one to finish (up to wait_ms at
+ * interpreter exit: the other may be a dispatcher stuck in a callback),
+ * unless the caller is a dispatcher, of this handle or another: a callback
+ * never waits for a close, which may be waiting for that very callback. */
+static int claim_close(ps_handle *self, int wait_ms)
 {
-	int done = 0;
 	pthread_mutex_lock(&self->mu);
 	if (self->state == PS_OPEN) {
 		self->state = PS_CLOSING;
 		pthread_mutex_unlock(&self->mu);
 		return 1;
 	}
-	done = self->state == PS_FREED || ps_in_dispatcher;
+	int done = self->state == PS_FREED || ps_in_dispatcher;
 	pthread_mutex_unlock(&self->mu);
 	if (!done) {
+		struct timespec until = realtime_in(wait_ms < 0 ? 0 : wait_ms);
 		Py_BEGIN_ALLOW_THREADS
 			pthread_mutex_lock(&self->mu);
-			while (self->state != PS_FREED)
-				pthread_cond_wait(&self->cv, &self->mu);
+			int rc = 0;
+			while (self->state != PS_FREED && rc == 0)
+				rc = wait_ms < 0
+					     ? pthread_cond_wait(&self->cv, &self->mu)
+					     : pthread_cond_timedwait(&self->cv, &self->mu, &until);
 			pthread_mutex_unlock(&self->mu);
 		Py_END_ALLOW_THREADS
 	}
@@ -186,10 +197,15 @@ static int linger_flush(ps_handle *self, int cap_ms)
 		return 0;
 	}
 	int rc = ps_wait(self, ms, linger_attempt, NULL);
-	if (rc == PS_RAISED)
-		return -1;
-	ps_handle_leave(self);
-	return 0;
+	if (rc != PS_RAISED) {
+		ps_handle_leave(self);
+		return 0;
+	}
+	if (PyErr_ExceptionMatches(ps_ClosedError)) {
+		PyErr_Clear(); /* a signal handler closed it: nothing to report */
+		return 0;
+	}
+	return -1;
 }
 
 /* Closes the handle after its linger (capped at linger_cap_ms; -1: none);
@@ -205,8 +221,11 @@ static int close_handle(ps_handle *self, int exit_wait_ms, int linger_cap_ms)
 	if (self->forked || !self->h)
 		return 0;
 	int raised = linger_flush(self, linger_cap_ms);
-	if (!claim_close(self))
+	if (!claim_close(self, exit_wait_ms)) {
+		if (exit_wait_ms >= 0)
+			registry_remove(self); /* left to the process exit */
 		return raised;
+	}
 	atomic_store(&self->closing, 1);
 	if (self->wake_fd >= 0)
 		eventfd_write(self->wake_fd, 1);

@@ -72,6 +72,30 @@ class FlushTest(unittest.TestCase):
             stuck.close()
             live.close()
 
+    def test_flush_of_a_clients_old_connection_raises(self):
+        # After a reconnect the old Conn's queue is gone; it must not wait
+        # for the new connection's.
+        ls = socket.socket()
+        ls.bind(("127.0.0.1", 0))
+        ls.listen(4)
+        with ls, ssock.Client("127.0.0.1:%d" % ls.getsockname()[1],
+                              send_queue_max=2 * BIG) as cli:
+            cli.connect(TIMEOUT)
+            first = ls.accept()[0]
+            self.assertIs(cli.next_event(TIMEOUT).type, ssock.CONNECT)
+            old = cli.conn
+            first.close()
+            self.assertIs(cli.next_event(TIMEOUT).type, ssock.DISCONNECT)
+            cli.connect(TIMEOUT)
+            second = ls.accept()[0]  # never reads
+            self.assertIs(cli.next_event(TIMEOUT).type, ssock.CONNECT)
+            cli.send(b"x" * BIG)
+            with self.assertRaises(ssock.NoConnectionError):
+                old.flush(TIMEOUT)
+            with self.assertRaises(TimeoutError):
+                cli.conn.flush(0.1)
+            second.close()
+
     def test_flush_of_a_gone_connection_raises(self):
         with ssock.Server("127.0.0.1:0") as srv:
             s, conn = never_reading_peer(srv)
@@ -92,6 +116,24 @@ class LingerTest(unittest.TestCase):
                     make(bad)
         ssock.Server("127.0.0.1:0", linger=None).close()  # the default
         ssock.Client("127.0.0.1:1", linger=float("inf")).close()  # no limit
+
+    def test_a_signal_handler_that_closes_during_the_linger(self):
+        # The handler's close() ends the linger; the outer close() must
+        # return as closes do, not raise ClosedError.
+        code = textwrap.dedent(f"""
+            import os, signal, socket, threading, ssock
+            T = {TIMEOUT}
+            srv = ssock.Server("127.0.0.1:0", linger=T, send_queue_max=64 << 20)
+            s = socket.create_connection(srv.address)  # never reads
+            srv.send(srv.next_event(T).conn, b"x" * (32 << 20))
+            signal.signal(signal.SIGINT, lambda *a: srv.close())
+            threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+            srv.close()
+            assert srv.closed
+            print("ok", flush=True)
+        """)
+        r = run_python(code, timeout=TIMEOUT * 2)
+        self.assertEqual(r.stdout, "ok\n", r.stderr)
 
     def test_close_from_its_own_callback_lets_the_queue_drain(self):
         # The dispatcher frees the handle after the callback: it lingers
@@ -186,7 +228,49 @@ class LingerTest(unittest.TestCase):
         self.assertEqual(r.stdout, "ok\n")
 
 
+STUCK_AFTER_A_DEFERRED_CLOSE = """
+import threading, ssock
+T = {T}
+stuck = threading.Event()
+box = {{}}
+
+def y_on_message(conn, data):
+    if {own!r}:
+        box["y"].close()  # from its own callback: left to its dispatcher
+    stuck.set()
+    threading.Event().wait(600)  # a callback that never returns
+
+y = ssock.Server("127.0.0.1:0", on_message=y_on_message)
+box["y"] = y
+peer = ssock.Client(y.address)
+peer.connect(T)
+peer.send(b"go")
+assert stuck.wait(T)
+if not {own!r}:
+    closed = threading.Event()
+    def x_on_message(conn, data):
+        box["y"].close()  # from another handle's callback: left to y's dispatcher
+        closed.set()
+    x = ssock.Server("127.0.0.1:0", on_message=x_on_message)
+    c2 = ssock.Client(x.address)
+    c2.connect(T)
+    c2.send(b"go")
+    assert closed.wait(T)
+print("ok", flush=True)
+"""
+
+
 class CallbackCloseTest(unittest.TestCase):
+    def test_exit_does_not_wait_for_ever_on_a_close_left_to_a_stuck_dispatcher(self):
+        # The close was claimed from a callback; the dispatcher that is to
+        # do it never returns. Exit used to wait for it without a limit.
+        for own in (True, False):
+            with self.subTest(own=own):
+                r = run_python(STUCK_AFTER_A_DEFERRED_CLOSE.format(T=TIMEOUT, own=own),
+                               timeout=TIMEOUT * 2)
+                self.assertEqual(r.stdout, "ok\n", r.stderr)
+                self.assertEqual(r.returncode, 0, r.stderr)
+
     def test_two_callbacks_closing_each_others_handles(self):
         # Each callback closes the other handle, whose dispatcher is in the
         # other callback: both used to wait for each other for ever.
