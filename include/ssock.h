@@ -457,6 +457,17 @@ int ssock_server_broadcast_except(ssock_server *srv, uint64_t except_id, const v
  * SSOCK_ENOCONN or SSOCK_ECLOSED. Any thread. */
 int ssock_server_disconnect(ssock_server *srv, uint64_t id);
 
+/* Stops reading from connection `id` / starts again. While paused its peer
+ * meets TCP backpressure (with tinyproto, its next message waits for this
+ * side's answer); messages already read may still be delivered, and the
+ * read timeout does not run. For a program that serves one connection more
+ * slowly than the others (a queue of its own that is full) without holding
+ * them up. Pausing a paused connection (or resuming a running one) is fine.
+ * Returns 0, or SSOCK_ENOCONN for an unknown or stale id. Any thread (in a
+ * callback of the server's loop, at once). */
+int ssock_server_pause_reading(ssock_server *srv, uint64_t id);
+int ssock_server_resume_reading(ssock_server *srv, uint64_t id);
+
 /* Waits up to timeout_ms (-1: no limit; 0: only looks) until what is queued
  * to connection `id` (0: to every connection) has been written to its
  * socket, including what other threads queued before the call and what a

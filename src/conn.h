@@ -117,6 +117,7 @@ struct ssock_conn {
 	bool paused : 1, wpaused : 1, want_write : 1, peer_eof : 1;
 	bool decoding : 1; /* decoding input (callbacks may run) */
 	bool read_wants_write : 1, write_wants_read : 1, in_pending : 1;
+	bool held : 1;    /* the program paused its reading (pause_reading) */
 	bool connected;   /* set under loop->mu: the handshake is done
 	                              (its connect event comes right after) */
 	bool closing;     /* under loop->mu: sends are refused */

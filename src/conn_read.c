@@ -82,12 +82,15 @@ static bool deliver(ssock_conn *c, const uint8_t *msg, size_t len, uint8_t *owne
 	return true;
 }
 
-/* Whether a full inbox holds reading back: never for a closing connection,
- * which delivers nothing (it reads only a codec's answers). */
+/* Whether the program holds reading back: a full inbox, or its own pause
+ * of this connection (ssock_server_pause_reading()), which the same path
+ * keeps: frames read stay stashed, the connection waits on the paused list.
+ * Never for a closing connection, which delivers nothing (it reads only a
+ * codec's answers). */
 static bool inbox_blocked(ssock_conn *c)
 {
-	return c->ep->base.inbox_mode && c->state <= SSOCK__OPEN &&
-	       ssock__inbox_blocked(&c->ep->base.inbox);
+	return c->state <= SSOCK__OPEN &&
+	       (c->held || (c->ep->base.inbox_mode && ssock__inbox_blocked(&c->ep->base.inbox)));
 }
 
 static void pause_reading(ssock_conn *c)

@@ -47,6 +47,7 @@ ssock_test(test_send_ref_review TRANSPORT LABELS net threaded SOURCES net_helper
 ssock_test(test_send_ref_short TRANSPORT LABELS net threaded SOURCES net_helpers.c)
 ssock_test(test_bigbuf LABELS net threaded SOURCES net_helpers.c)
 ssock_test(test_server_flush TRANSPORT LABELS net threaded SOURCES net_helpers.c)
+ssock_test(test_pause_reading TRANSPORT LABELS net threaded SOURCES net_helpers.c)
 # The same, in a program built with ASan against the plain library: the
 # check is made at run time. (Not under valgrind, nor in a sanitizer build.)
 if(NOT SSOCK_SANITIZER)
