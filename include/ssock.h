@@ -665,6 +665,12 @@ int ssock_client_send_ref(ssock_client *cli, const void *data, size_t len, int t
  * when the client is freed meanwhile. Not from the loop thread. */
 int ssock_client_flush(ssock_client *cli, int timeout_ms);
 
+/* As ssock_server_pause_reading() / _resume_reading(), for the client's
+ * current connection (a new connection starts reading). Returns 0, or
+ * SSOCK_ENOTCONN when there is none. Any thread. */
+int ssock_client_pause_reading(ssock_client *cli);
+int ssock_client_resume_reading(ssock_client *cli);
+
 /* Blocking receive for simple programs (inbox mode only): waits up to
  * timeout_ms (-1: no limit) for the next message and hands it over: on 0,
  * *data (NULL when *len == 0) is the caller's to free with ssock_free().

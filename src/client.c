@@ -596,6 +596,23 @@ int ssock_client_reconnect(ssock_client *cli)
 	return ssock__call(loop_of(cli), reconnect_cmd, cli, 0);
 }
 
+static void hold_cmd(ssock__cmd *cmd)
+{
+	ssock_client *cli = cmd->arg;
+	cmd->result =
+		cli->cur_id ? ssock__conn_hold(&cli->ep, cli->cur_id, cmd->id) : SSOCK_ENOTCONN;
+}
+
+int ssock_client_pause_reading(ssock_client *cli)
+{
+	return cli ? ssock__call(loop_of(cli), hold_cmd, cli, 1) : SSOCK_EINVAL;
+}
+
+int ssock_client_resume_reading(ssock_client *cli)
+{
+	return cli ? ssock__call(loop_of(cli), hold_cmd, cli, 0) : SSOCK_EINVAL;
+}
+
 int ssock_client_disconnect(ssock_client *cli)
 {
 	if (!cli)

@@ -218,6 +218,9 @@ static inline size_t ssock__read_limit(const ssock_conn *c)
 		high = SSOCK__BUDGET_SHARE;
 	return high;
 }
+/* The program pauses (hold) or resumes reading connection id of ep.
+ * Returns 0 or SSOCK_ENOCONN. Loop only. */
+int ssock__conn_hold(ssock__stream_ep *ep, uint64_t id, bool hold);
 /* Resumes reading on connections paused by a full inbox. Loop only. */
 void ssock__ep_resume_paused(ssock__stream_ep *ep);
 /* When c's transport holds bytes the socket will not announce again, puts

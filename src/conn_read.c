@@ -572,6 +572,22 @@ void ssock__pending_remove(ssock_conn *c)
 	}
 }
 
+int ssock__conn_hold(ssock__stream_ep *ep, uint64_t id, bool hold)
+{
+	ssock_conn *c = ssock__conn_by_id(ep, id);
+	if (!c)
+		return SSOCK_ENOCONN;
+	if (c->held == hold)
+		return 0;
+	c->held = hold;
+	/* Pausing takes effect at the next frame or read (inbox_blocked()).
+	 * Resuming goes through the paused list, as when a full inbox
+	 * drains: the stashed frames first, then reading. */
+	if (!hold)
+		ssock__ep_resume_paused(ep);
+	return 0;
+}
+
 void ssock__ep_resume_paused(ssock__stream_ep *ep)
 {
 	/* One at a time off ep->resuming, as ssock__serve_pending() does. */

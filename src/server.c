@@ -399,26 +399,15 @@ int ssock_server_disconnect(ssock_server *srv, uint64_t id)
 static void hold_cmd(ssock__cmd *cmd)
 {
 	ssock_server *srv = cmd->arg;
-	bool hold = cmd->id & 1;
-	ssock_conn *c = ssock__conn_by_id(&srv->ep, cmd->id >> 1);
-	if (!c) {
-		cmd->result = SSOCK_ENOCONN;
-		return;
-	}
-	if (c->held == hold)
-		return;
-	c->held = hold;
-	/* Pausing takes effect at the next frame or read. Resuming goes
-	 * through the paused list, as when a full inbox drains: the stashed
-	 * frames first, then reading. */
-	if (!hold)
-		ssock__ep_resume_paused(&srv->ep);
+	cmd->result = ssock__conn_hold(&srv->ep, cmd->id >> 1, cmd->id & 1);
 }
 
 static int hold(ssock_server *srv, uint64_t id, bool on)
 {
-	if (!srv || !id || id >> 63)
-		return srv ? SSOCK_ENOCONN : SSOCK_EINVAL;
+	if (!srv)
+		return SSOCK_EINVAL;
+	if (!id || id >> 63)
+		return SSOCK_ENOCONN;
 	return ssock__call(loop_of(srv), hold_cmd, srv, id << 1 | on);
 }
 

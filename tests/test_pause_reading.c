@@ -1,5 +1,5 @@
 /*
- * ssock_server_pause_reading() / _resume_reading(): one connection's input
+ * ssock_server_pause_reading() / _resume_reading() (and the client's): one connection's input
  * waits (its peer meets backpressure) while the others go on, and nothing
  * read is lost or reordered across a pause, also one made in the middle of a
  * buffer of frames by a callback.
@@ -169,4 +169,32 @@ TEST(pause_refuses_unknown_ids)
 	CHECK_INT(ssock_server_resume_reading(srv, 0), ==, SSOCK_ENOCONN);
 	CHECK_INT(ssock_server_pause_reading(NULL, 1), ==, SSOCK_EINVAL);
 	CHECK_OK(ssock_server_free(srv));
+}
+
+TEST(a_client_pauses_its_connection_too)
+{
+	int lport;
+	int lfd = np_listen(4, &lport);
+	CHECK(lfd >= 0);
+	ssock_client *cli = np_client(NULL, lport, false);
+	CHECK(cli);
+	CHECK_INT(ssock_client_pause_reading(cli), ==, SSOCK_ENOTCONN); /* none yet */
+	CHECK_OK(ssock_client_connect(cli, T));
+	int peer = accept(lfd, NULL, NULL);
+	CHECK(peer >= 0);
+	CHECK_OK(ssock_client_pause_reading(cli));
+	CHECK(send_burst(peer, 'c', 50));
+	ssock_event ev;
+	CHECK_INT(np_client_wait(cli, SSOCK_EVENT_MESSAGE, &ev, 200), ==, SSOCK_ETIMEDOUT);
+	CHECK_OK(ssock_client_resume_reading(cli));
+	for (int i = 0; i < 50; i++) {
+		CHECK_OK(np_client_wait(cli, SSOCK_EVENT_MESSAGE, &ev, T));
+		bool ok = is_msg(&ev, 'c', i);
+		ssock_event_release(&ev);
+		CHECK(ok);
+	}
+	close(peer);
+	close(lfd);
+	CHECK_OK(ssock_client_free(cli));
+	CHECK_INT(ssock_client_pause_reading(NULL), ==, SSOCK_EINVAL);
 }
