@@ -146,6 +146,44 @@ static PyObject *conn_flush(ps_conn *c, PyObject *args, PyObject *kw)
 	return ps_server_flush(c->owner, c->id, ms);
 }
 
+/* Pauses (hold) or resumes reading this connection. */
+static PyObject *conn_hold(ps_conn *c, int hold)
+{
+	if (!c->owner)
+		return ps_raise(SSOCK_ECLOSED);
+	ps_handle *h = c->owner;
+	if (ps_handle_enter(h) < 0)
+		return NULL;
+	uint64_t id = c->id;
+	int rc;
+	Py_BEGIN_ALLOW_THREADS /* it waits for the loop thread to run it */
+		if (h->kind != PS_CLIENT)
+			rc = hold ? ssock_server_pause_reading(h->h, id)
+				  : ssock_server_resume_reading(h->h, id);
+		else if (ssock_client_id(h->h) != id)
+			rc = SSOCK_ENOCONN; /* an old connection of the client */
+		else
+			rc = hold ? ssock_client_pause_reading(h->h)
+				  : ssock_client_resume_reading(h->h);
+	Py_END_ALLOW_THREADS
+	ps_handle_leave(h);
+	if (rc == SSOCK_ENOTCONN)
+		rc = SSOCK_ENOCONN;
+	return rc < 0 ? ps_raise(rc) : Py_NewRef(Py_None);
+}
+
+static PyObject *conn_pause_reading(ps_conn *c, PyObject *unused)
+{
+	(void)unused;
+	return conn_hold(c, 1);
+}
+
+static PyObject *conn_resume_reading(ps_conn *c, PyObject *unused)
+{
+	(void)unused;
+	return conn_hold(c, 0);
+}
+
 static PyObject *conn_get_peer(ps_conn *c, void *closure)
 {
 	(void)closure;
@@ -191,6 +229,12 @@ static PyMethodDef conn_methods[] = {
 	 "flush(timeout=None)\n--\n\nWaits until what is queued to this connection has been "
 	 "written (or it ended); TimeoutError after timeout seconds (None: no limit). "
 	 "NoConnectionError when it is gone already."},
+	{"pause_reading", (PyCFunction)conn_pause_reading, METH_NOARGS,
+	 "pause_reading()\n--\n\nStops reading from this connection: its peer meets TCP "
+	 "backpressure while the other connections go on. Events already read may still "
+	 "come. NoConnectionError once it is gone."},
+	{"resume_reading", (PyCFunction)conn_resume_reading, METH_NOARGS,
+	 "resume_reading()\n--\n\nReads from this connection again."},
 	{"close", (PyCFunction)conn_close, METH_NOARGS,
 	 "close()\n--\n\nCloses the connection gracefully: what is queued is sent first. "
 	 "The disconnect event follows."},

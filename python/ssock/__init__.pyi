@@ -190,6 +190,16 @@ class Conn:
     def flush(self, timeout: Timeout = None) -> None:
         """Waits until what is queued to this connection has been written to
         its socket, or it ended (see Server.flush and Client.flush)."""
+    def pause_reading(self) -> None:
+        """Stops reading from this connection: its peer meets TCP backpressure
+        (with tinyproto its next message waits for this side's answer) while
+        the other connections go on. Events already read still come: those in
+        the inbox, and with callbacks the batch being run (up to 256). Pausing
+        twice is fine; a client's next connection starts reading.
+        NoConnectionError once the connection is gone."""
+    def resume_reading(self) -> None:
+        """Reads from this connection again (what it sent meanwhile comes in
+        order)."""
     def close(self) -> None:
         """Closes gracefully: what is queued is sent first, then the DISCONNECT
         event follows (error code ELOCAL). Closing twice is fine."""

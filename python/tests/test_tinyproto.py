@@ -5,6 +5,7 @@ tinyproto programs write them, and regression tests for the original's bugs."""
 import hashlib
 import os
 import select
+import socket
 import subprocess
 import sys
 import threading
@@ -641,6 +642,60 @@ class WireTest(unittest.TestCase):
 
 
 class RegressionTest(unittest.TestCase):
+    def test_a_slow_connection_does_not_hold_up_the_others(self):
+        # A's handler is stuck while its peer floods it: A's queue fills.
+        # The server used to wait for room there, and B's ping waited too;
+        # now A's reading is paused and B is answered.
+        release, slow, got_a = threading.Event(), {}, Collector()
+
+        class Conn(TinyProtoConnection):
+            max_held = 4
+
+            def transmission_received(self, msg):
+                if msg.startswith(b"a"):
+                    if not slow:
+                        slow["conn"] = self
+                        release.wait(TIMEOUT * 2)
+                    got_a(bytes(msg))
+                else:
+                    self.transmit(b"pong")
+
+        n, sent = 300, [0]
+        with Running(TinyProtoServer([local()], connection_handler=Conn)) as run:
+            a = Peer.connect(run.addr()).handshake()
+            # Lockstep small writes: without it Nagle and delayed ACKs make
+            # every message take 40 ms.
+            a.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            flood_error = []
+
+            def flood():
+                try:
+                    for i in range(n):
+                        a.transmit(b"a%d" % i)
+                        sent[0] += 1
+                except OSError as e:
+                    flood_error.append(e)
+            flooder = threading.Thread(target=flood)
+            flooder.start()
+            wait_until(lambda: "conn" in slow, what="A's handler to be stuck")
+            conn_a = slow["conn"]
+            # A's queue is full and one more message of A's came after it
+            # (the server loop used to wait there), or A's reading is paused.
+            held = conn_a.max_held
+            wait_until(lambda: len(conn_a._inbox) >= held and (
+                sent[0] >= held + 3 or getattr(conn_a, "_reader_paused", None)),
+                what="A's queue full")
+            b = Peer.connect(run.addr()).handshake()
+            b.transmit(b"ping")
+            self.assertEqual(b.receive(), b"pong")  # while A is still stuck
+            self.assertFalse(release.is_set())
+            release.set()
+            flooder.join(TIMEOUT)
+            self.assertEqual(flood_error, [])
+            self.assertEqual(got_a.wait(n), [b"a%d" % i for i in range(n)])
+            a.close()
+            b.close()
+
     def test_a_truncated_header_is_no_message(self):
         got, ended = Collector(), threading.Event()
 

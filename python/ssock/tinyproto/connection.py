@@ -70,6 +70,7 @@ class TinyProtoConnection:
         self._cond = threading.Condition(threading.Lock())
         self._inbox = collections.deque()
         self._held = 0  # bytes in _inbox
+        self._reader_paused = None  # the server's Conn, while its reading is paused
         self._ended = False
         self._end_reason = None
         self._rejected = None
@@ -152,23 +153,52 @@ class TinyProtoConnection:
 
     # -- what the owner (server or client pump) calls ------------------------
 
-    def _deliver(self, msg, stopping=None):
+    def _deliver(self, msg, stopping=None, reader=None):
         """Hands a message to the connection's thread. While it holds max_held
-        messages (or max_held_bytes) the caller waits: it is the pump of the
-        server or client, so ssock stops reading and TCP pushes back, instead
-        of memory growing behind a slow connection."""
+        messages (or max_held_bytes), TCP is to push back instead of memory
+        growing behind a slow connection: with `reader` (the server's Conn)
+        its reading is paused until the thread has taken half of them (the
+        server's other connections go on); without, the caller (a pump that
+        serves this connection alone) waits."""
         with self._cond:
-            while (self._inbox and (len(self._inbox) >= self.max_held or
-                                    self._held + len(msg) > self.max_held_bytes)
+            while (reader is None and self._full(len(msg))
                    and self._connection_loop_thread.is_alive()
                    and not self.__dict__.get("_finished")
                    and not (stopping and stopping())):
                 self._cond.wait(0.5)
+            if reader is not None and not self._reader_paused and self._full(len(msg)):
+                self._pause_reader(reader)
             self._held += len(msg)
             self._inbox.append(msg)
             if len(self._inbox) == 1 and self._efd >= 0:
                 os.eventfd_write(self._efd, 1)
             self._cond.notify_all()
+
+    def _full(self, more=0):
+        """Whether the inbox holds max_held messages, or would hold more than
+        max_held_bytes with `more` (self._cond held)."""
+        return bool(self._inbox) and (len(self._inbox) >= self.max_held or
+                                      self._held + more > self.max_held_bytes)
+
+    def _pause_reader(self, reader):
+        """Pauses reading of the connection until its thread has taken half
+        of what waits (self._cond held)."""
+        try:
+            reader.pause_reading()
+        except ssock.Error:
+            return  # gone: nothing more comes
+        self._reader_paused = reader
+
+    def _resume_reader(self):
+        """Once half of what waited was taken (self._cond held)."""
+        reader = self._reader_paused
+        if (reader and len(self._inbox) <= self.max_held // 2
+                and self._held <= self.max_held_bytes // 2):
+            self._reader_paused = None
+            try:
+                reader.resume_reading()
+            except ssock.Error:
+                pass  # gone meanwhile
 
     def _end(self, reason=None):
         with self._cond:
@@ -205,6 +235,7 @@ class TinyProtoConnection:
                 return _END  # stays: every later receive() sees the end too
             msg = self._inbox.popleft()
             self._held -= len(msg)
+            self._resume_reader()
             self._cond.notify_all()  # a pump waiting for room goes on
             if not self._inbox and self._efd >= 0:
                 try:

@@ -210,7 +210,7 @@ class TinyProtoServer:
         if t is ssock.MESSAGE:
             entry = self._by_id.get(ev.conn.id)
             if entry is not None:
-                entry[1]._deliver(bytearray(ev.data), lambda: self.shutdown)
+                entry[1]._deliver(bytearray(ev.data), reader=ev.conn)
         elif t is ssock.CONNECT:
             self._open(ev.conn, init_args)
         elif t is ssock.DISCONNECT:
