@@ -595,6 +595,41 @@ class ClientTest(unittest.TestCase):
                 proc.kill()
             proc.communicate(timeout=TIMEOUT)
 
+    def test_the_last_connection_ending_never_writes_to_the_pumps_closed_fd(self):
+        # gone() queued its note, then wrote the pump's wake fd: in between,
+        # the pump could take the note, find no connection left, stop and
+        # close that fd (EBADF in the connection's thread, which then skipped
+        # letting go of its handle; or 8 bytes into whatever reused the number).
+        errors = []
+        self.addCleanup(setattr, threading, "excepthook", threading.excepthook)
+        threading.excepthook = lambda args: errors.append(args.exc_value)
+        listener = Listener()
+        self.addCleanup(listener.close)
+        client = TinyProtoClient(timeout=TIMEOUT)
+        conn = client.active_connections[client.connect_to(local(listener.addr[1]))]
+        peer = listener.accept().handshake()
+        self.addCleanup(peer.close)
+        pump = client._pump
+        queued = pump._added
+
+        class StopsBetween:  # the pump stops between gone()'s two steps
+            def put(self, item):
+                queued.put(item)
+                if item[1] is None:
+                    os.eventfd_write(pump._wake_fd, 1)  # as an earlier wake-up would
+                    pump.join(TIMEOUT)
+
+            def __getattr__(self, name):
+                return getattr(queued, name)
+
+        pump._added = StopsBetween()
+        conn.shutdown = True
+        conn._connection_loop_thread.join(TIMEOUT)
+        self.assertFalse(conn.is_alive())
+        self.assertFalse(pump.is_alive())
+        self.assertEqual(errors, [])
+        self.assertIsNone(conn._link)  # it let go of its handle
+
 class WireTest(unittest.TestCase):
     """Byte-exact checks of the wire, in both roles."""
 

@@ -41,6 +41,11 @@ class _Pump(threading.Thread):
         self._lock = lock
         self._on_stop = on_stop
         self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        # Writers of _wake_fd (connection threads, connect_to) and the pump
+        # closing it as it stops: under this lock, so a write never reaches
+        # the closed fd, or another descriptor given its number since.
+        self._wake_lock = threading.Lock()
+        self._wake_closed = False
         self._added = queue.SimpleQueue()
         self.loop = None
         try:
@@ -49,21 +54,29 @@ class _Pump(threading.Thread):
             os.close(self._wake_fd)
             raise
 
+    def _wake(self):
+        with self._wake_lock:
+            if not self._wake_closed:  # else the pump stopped: nothing to wake
+                os.eventfd_write(self._wake_fd, 1)
+
     def add(self, native, conn_o):
         """Call with the client's lock held."""
         self._added.put((native, conn_o))
-        os.eventfd_write(self._wake_fd, 1)
+        self._wake()
 
     def gone(self, native):
-        """native was closed: the pump lets go of it."""
+        """native was closed: the pump lets go of it. Between the put and the
+        wake-up the pump may take the note, find no handle left and stop."""
         self._added.put((native, None))
-        os.eventfd_write(self._wake_fd, 1)
+        self._wake()
 
     def run(self):
         try:
             self._serve()
         finally:
-            os.close(self._wake_fd)
+            with self._wake_lock:
+                self._wake_closed = True
+                os.close(self._wake_fd)
             try:
                 self.loop.close()  # its thread and descriptors; every handle is closed
             except ssock.Error as e:
