@@ -630,6 +630,27 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(errors, [])
         self.assertIsNone(conn._link)  # it let go of its handle
 
+    def test_a_timeout_ssock_would_refuse_is_refused_and_connect_to_leaves_no_pump(self):
+        client = TinyProtoClient()
+        for bad in (-1, -0.5, float("nan"), float("inf"), 1e300, 10 ** 400, 2147484):
+            with self.assertRaises(ValueError, msg=repr(bad)):
+                client.set_timeout(bad)
+        self.assertEqual(client.socket_timeout, 5)
+        for good in (0, 0.25, 2147483):
+            client.set_timeout(good)
+            self.assertEqual(client.socket_timeout, good)
+        # Given to the constructor (which, as tinyproto's, does not check it),
+        # connect_to() raises, and the pump it started stops again.
+        threads, fds = thread_count(), open_fds()
+        for bad in (-1, 1e300):
+            client = TinyProtoClient(timeout=bad)
+            with self.assertRaises(ValueError):
+                client.connect_to(local(9))
+            wait_until(lambda: client._pump is None, what="the pump to stop")
+        wait_until(lambda: thread_count() <= threads, what=f"{threads} threads again")
+        wait_until(lambda: open_fds() <= fds, what=f"{fds} fds again")
+
+
 class WireTest(unittest.TestCase):
     """Byte-exact checks of the wire, in both roles."""
 

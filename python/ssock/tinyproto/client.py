@@ -24,6 +24,17 @@ from .server import check_handler, register_plugin
 
 log = logging.getLogger(__name__)
 
+MAX_TIMEOUT = 2147483.647  # seconds: ssock takes its timeouts in int milliseconds
+
+
+def _timeout_fits(t):
+    """Whether ssock takes t (seconds) as a connect or read timeout: the
+    native check itself (a negative, nan, inf or too large one it refuses)."""
+    try:
+        return t >= 0 and float(t) * 1000.0 <= 2147483647.0
+    except OverflowError:
+        return False
+
 
 class _Pump(threading.Thread):
     """Takes the events of every client handle of one TinyProtoClient and
@@ -183,6 +194,8 @@ class TinyProtoClient:
         stall in mid-message."""
         if isinstance(t, bool) or not isinstance(t, (int, float)):
             raise ValueError("Timeout value is not integer")
+        if not _timeout_fits(t):  # socket.settimeout refused it at connect
+            raise ValueError(f"Timeout value out of range: {t!r} (0 to {MAX_TIMEOUT} seconds)")
         self.socket_timeout = t
 
     def register_connection_plugin(self, plugin):
@@ -215,11 +228,12 @@ class TinyProtoClient:
         timeout = self.socket_timeout
         with self._pump_lock:
             pump = self._start_pump()
-            native = ssock.Client(
-                connection_details.ssock_address, framing="tinyproto",
-                max_message=MSG_MAX_SIZE, connect_timeout=timeout, read_timeout=timeout,
-                zero_copy=True, loop=pump.loop, linger=linger_for(timeout))
+            native = None
             try:
+                native = ssock.Client(
+                    connection_details.ssock_address, framing="tinyproto",
+                    max_message=MSG_MAX_SIZE, connect_timeout=timeout, read_timeout=timeout,
+                    zero_copy=True, loop=pump.loop, linger=linger_for(timeout))
                 proxy = SocketProxy(None, native, timeout=timeout)
                 conn_o = make_connection(self.connection_handler, self.connection_plugin_list,
                                          proxy, False, connection_details)
@@ -230,7 +244,8 @@ class TinyProtoClient:
                 attach(conn_o, native, lambda: pump.gone(native), connect)
                 pump.add(native, conn_o)
             except BaseException:
-                native.close()
+                if native is not None:
+                    native.close()
                 pump.gone(native)  # a pump left with no handle stops
                 raise
         conn_o.start()
