@@ -650,6 +650,45 @@ class ClientTest(unittest.TestCase):
         wait_until(lambda: thread_count() <= threads, what=f"{threads} threads again")
         wait_until(lambda: open_fds() <= fds, what=f"{fds} fds again")
 
+    def test_a_slow_connection_of_a_client_does_not_hold_up_its_others(self):
+        # The client's pump waited for room in a full connection's queue,
+        # so none of the client's other connections got anything meanwhile.
+        release, pong, got = threading.Event(), threading.Event(), []
+        self.addCleanup(release.set)
+        count = 5000
+
+        class Server(TinyProtoConnection):
+            def transmission_received(self, msg):
+                if msg == b"flood":
+                    for i in range(count):
+                        self.transmit(b"%d" % i)
+                else:
+                    self.transmit(b"pong")
+
+        class Conn(TinyProtoConnection):
+            max_held = 64
+
+            def transmission_received(self, msg):
+                if msg == b"pong":
+                    pong.set()
+                    return
+                release.wait(TIMEOUT)
+                got.append(int(msg))
+
+        with Running(TinyProtoServer([local()], connection_handler=Server)) as run:
+            client = TinyProtoClient(connection_handler=Conn, timeout=TIMEOUT)
+            slow = client.active_connections[client.connect_to(local(run.addr()[1]))]
+            fast = client.active_connections[client.connect_to(local(run.addr()[1]))]
+            slow.transmit(b"flood")
+            wait_until(lambda: len(slow._inbox) >= Conn.max_held - 1, what="the slow queue to fill")
+            fast.transmit(b"ping")
+            self.assertTrue(pong.wait(TIMEOUT), "the fast connection's reply never came")
+            self.assertEqual(got, [])  # the slow one has taken none of its thousands yet
+            release.set()
+            wait_until(lambda: len(got) == count, what="every message of the slow one")
+            self.assertEqual(got, list(range(count)))
+            slow.shutdown = fast.shutdown = True
+
 
 class WireTest(unittest.TestCase):
     """Byte-exact checks of the wire, in both roles."""

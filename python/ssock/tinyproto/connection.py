@@ -77,6 +77,8 @@ class TinyProtoConnection:
         self._link = None  # the ssock Conn (server side) or Client (client side)
         self._connect = None  # client side: connects the link
         self._on_done = None  # tells the owner this connection's thread ended
+        self._on_room = None  # client side: tells the pump to read again
+        self._paused = False  # the pump stopped taking this one's messages: full
         self._efd = -1  # socket_o.fileno(): readable while a message waits
         self._up = threading.Event()  # set once connected (or failed to)
         if socket_already_up:
@@ -154,9 +156,10 @@ class TinyProtoConnection:
 
     def _deliver(self, msg, stopping=None):
         """Hands a message to the connection's thread. While it holds max_held
-        messages (or max_held_bytes) the caller waits: it is the pump of the
-        server or client, so ssock stops reading and TCP pushes back, instead
-        of memory growing behind a slow connection."""
+        messages (or max_held_bytes) the caller waits: it is the server's
+        loop, so ssock stops reading and TCP pushes back, instead of memory
+        growing behind a slow connection. (The client's pump never waits: see
+        _has_room().)"""
         with self._cond:
             while (self._inbox and (len(self._inbox) >= self.max_held or
                                     self._held + len(msg) > self.max_held_bytes)
@@ -164,11 +167,38 @@ class TinyProtoConnection:
                    and not self.__dict__.get("_finished")
                    and not (stopping and stopping())):
                 self._cond.wait(0.5)
-            self._held += len(msg)
-            self._inbox.append(msg)
-            if len(self._inbox) == 1 and self._efd >= 0:
-                os.eventfd_write(self._efd, 1)
-            self._cond.notify_all()
+            self._put(msg)
+
+    def _put(self, msg):
+        """Call with _cond held."""
+        self._held += len(msg)
+        self._inbox.append(msg)
+        if len(self._inbox) == 1 and self._efd >= 0:
+            os.eventfd_write(self._efd, 1)
+        self._cond.notify_all()
+
+    def _full(self):
+        """Call with _cond held."""
+        return bool(self._inbox) and (len(self._inbox) >= self.max_held or
+                                      self._held >= self.max_held_bytes)
+
+    def _has_room(self):
+        """The client pump's check, which never waits, before it takes this
+        connection's next event. When max_held messages (or max_held_bytes)
+        wait it returns False and the pump leaves the events in this
+        connection's own handle (whose bound stops reading: TCP pushes back)
+        until the connection's thread has taken half of them and _on_room()
+        told it to come back. Only the pump adds messages, so room it saw
+        stays until it has handed one over (with _hand_over())."""
+        with self._cond:
+            if self._full():
+                self._paused = True
+                return False
+            return True
+
+    def _hand_over(self, msg):
+        with self._cond:
+            self._put(msg)
 
     def _end(self, reason=None):
         with self._cond:
@@ -196,6 +226,7 @@ class TinyProtoConnection:
     def _next(self, timeout):
         """The next message, _END, or None when timeout (None: no limit) passed
         or shutdown was set."""
+        on_room = None
         with self._cond:
             if not self._inbox and timeout != 0:
                 self._cond.wait_for(lambda: self._inbox or self.shutdown, timeout)
@@ -211,7 +242,13 @@ class TinyProtoConnection:
                     os.eventfd_read(self._efd)
                 except BlockingIOError:
                     pass
-            return msg
+            if self._paused and (len(self._inbox) <= self.max_held // 2 and
+                                 self._held <= self.max_held_bytes // 2):
+                self._paused = False
+                on_room = self._on_room
+        if on_room is not None:
+            on_room()
+        return msg
 
     def _timeout(self):
         so = self.socket_o
@@ -351,6 +388,7 @@ class TinyProtoConnection:
         self._link = None
         self._connect = None
         self._on_done = None
+        self._on_room = None
         if isinstance(self.socket_o, SocketProxy):
             self.socket_o._handle = None
 
@@ -409,12 +447,13 @@ def make_connection(handler, plugins, proxy, already_up, remote_details=None):
     return conn_o
 
 
-def attach(conn_o, link, on_done, connect=None):
+def attach(conn_o, link, on_done, connect=None, on_room=None):
     """Binds a connection object to its ssock link (and its socket stand-in's
     fileno() to the connection's inbox)."""
     conn_o._link = link
     conn_o._on_done = on_done
     conn_o._connect = connect
+    conn_o._on_room = on_room
     if isinstance(conn_o.socket_o, SocketProxy):
         conn_o.socket_o._fileno = conn_o._fileno
 
