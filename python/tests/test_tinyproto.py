@@ -596,6 +596,101 @@ class ClientTest(unittest.TestCase):
                 proc.kill()
             proc.communicate(timeout=TIMEOUT)
 
+    def test_the_last_connection_ending_never_writes_to_the_pumps_closed_fd(self):
+        # gone() queued its note, then wrote the pump's wake fd: in between,
+        # the pump could take the note, find no connection left, stop and
+        # close that fd (EBADF in the connection's thread, which then skipped
+        # letting go of its handle; or 8 bytes into whatever reused the number).
+        errors = []
+        self.addCleanup(setattr, threading, "excepthook", threading.excepthook)
+        threading.excepthook = lambda args: errors.append(args.exc_value)
+        listener = Listener()
+        self.addCleanup(listener.close)
+        client = TinyProtoClient(timeout=TIMEOUT)
+        conn = client.active_connections[client.connect_to(local(listener.addr[1]))]
+        peer = listener.accept().handshake()
+        self.addCleanup(peer.close)
+        pump = client._pump
+        queued = pump._added
+
+        class StopsBetween:  # the pump stops between gone()'s two steps
+            def put(self, item):
+                queued.put(item)
+                if item[1] is None:
+                    os.eventfd_write(pump._wake_fd, 1)  # as an earlier wake-up would
+                    pump.join(TIMEOUT)
+
+            def __getattr__(self, name):
+                return getattr(queued, name)
+
+        pump._added = StopsBetween()
+        conn.shutdown = True
+        conn._connection_loop_thread.join(TIMEOUT)
+        self.assertFalse(conn.is_alive())
+        self.assertFalse(pump.is_alive())
+        self.assertEqual(errors, [])
+        self.assertIsNone(conn._link)  # it let go of its handle
+
+    def test_a_timeout_ssock_would_refuse_is_refused_and_connect_to_leaves_no_pump(self):
+        client = TinyProtoClient()
+        for bad in (-1, -0.5, float("nan"), float("inf"), 1e300, 10 ** 400, 2147484):
+            with self.assertRaises(ValueError, msg=repr(bad)):
+                client.set_timeout(bad)
+        self.assertEqual(client.socket_timeout, 5)
+        for good in (0, 0.25, 2147483):
+            client.set_timeout(good)
+            self.assertEqual(client.socket_timeout, good)
+        # Given to the constructor (which, as tinyproto's, does not check it),
+        # connect_to() raises, and the pump it started stops again.
+        threads, fds = thread_count(), open_fds()
+        for bad in (-1, 1e300):
+            client = TinyProtoClient(timeout=bad)
+            with self.assertRaises(ValueError):
+                client.connect_to(local(9))
+            wait_until(lambda: client._pump is None, what="the pump to stop")
+        wait_until(lambda: thread_count() <= threads, what=f"{threads} threads again")
+        wait_until(lambda: open_fds() <= fds, what=f"{fds} fds again")
+
+    def test_a_slow_connection_of_a_client_does_not_hold_up_its_others(self):
+        # The client's pump waited for room in a full connection's queue,
+        # so none of the client's other connections got anything meanwhile.
+        release, pong, got = threading.Event(), threading.Event(), []
+        self.addCleanup(release.set)
+        count = 5000
+
+        class Server(TinyProtoConnection):
+            def transmission_received(self, msg):
+                if msg == b"flood":
+                    for i in range(count):
+                        self.transmit(b"%d" % i)
+                else:
+                    self.transmit(b"pong")
+
+        class Conn(TinyProtoConnection):
+            max_held = 64
+
+            def transmission_received(self, msg):
+                if msg == b"pong":
+                    pong.set()
+                    return
+                release.wait(TIMEOUT)
+                got.append(int(msg))
+
+        with Running(TinyProtoServer([local()], connection_handler=Server)) as run:
+            client = TinyProtoClient(connection_handler=Conn, timeout=TIMEOUT)
+            slow = client.active_connections[client.connect_to(local(run.addr()[1]))]
+            fast = client.active_connections[client.connect_to(local(run.addr()[1]))]
+            slow.transmit(b"flood")
+            wait_until(lambda: len(slow._inbox) >= Conn.max_held - 1, what="the slow queue to fill")
+            fast.transmit(b"ping")
+            self.assertTrue(pong.wait(TIMEOUT), "the fast connection's reply never came")
+            self.assertEqual(got, [])  # the slow one has taken none of its thousands yet
+            release.set()
+            wait_until(lambda: len(got) == count, what="every message of the slow one")
+            self.assertEqual(got, list(range(count)))
+            slow.shutdown = fast.shutdown = True
+
+
 class WireTest(unittest.TestCase):
     """Byte-exact checks of the wire, in both roles."""
 
@@ -683,7 +778,7 @@ class RegressionTest(unittest.TestCase):
             # (the server loop used to wait there), or A's reading is paused.
             held = conn_a.max_held
             wait_until(lambda: len(conn_a._inbox) >= held and (
-                sent[0] >= held + 3 or getattr(conn_a, "_reader_paused", None)),
+                sent[0] >= held + 3 or getattr(conn_a, "_resume", None)),
                 what="A's queue full")
             b = Peer.connect(run.addr()).handshake()
             b.transmit(b"ping")

@@ -24,6 +24,21 @@ from .server import check_handler, register_plugin
 
 log = logging.getLogger(__name__)
 
+MAX_TIMEOUT = 2147483.647  # seconds: ssock takes its timeouts in int milliseconds
+
+
+def _timeout_fits(t):
+    """Whether ssock takes t (seconds) as a connect or read timeout: the
+    native check itself (a negative, nan, inf or too large one it refuses)."""
+    try:
+        return t >= 0 and float(t) * 1000.0 <= 2147483647.0
+    except OverflowError:
+        return False
+
+
+_ROOM = object()  # in a pump's _added: that handle's connection has room again
+_FULL = object()  # _drain's answer: the connection has no room; stop polling it
+
 
 class _Pump(threading.Thread):
     """Takes the events of every client handle of one TinyProtoClient and
@@ -41,6 +56,11 @@ class _Pump(threading.Thread):
         self._lock = lock
         self._on_stop = on_stop
         self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        # Writers of _wake_fd (connection threads, connect_to) and the pump
+        # closing it as it stops: under this lock, so a write never reaches
+        # the closed fd, or another descriptor given its number since.
+        self._wake_lock = threading.Lock()
+        self._wake_closed = False
         self._added = queue.SimpleQueue()
         self.loop = None
         try:
@@ -49,21 +69,34 @@ class _Pump(threading.Thread):
             os.close(self._wake_fd)
             raise
 
+    def _wake(self):
+        with self._wake_lock:
+            if not self._wake_closed:  # else the pump stopped: nothing to wake
+                os.eventfd_write(self._wake_fd, 1)
+
     def add(self, native, conn_o):
         """Call with the client's lock held."""
         self._added.put((native, conn_o))
-        os.eventfd_write(self._wake_fd, 1)
+        self._wake()
+
+    def room(self, native):
+        """native's connection took messages: the pump reads it again."""
+        self._added.put((native, _ROOM))
+        self._wake()
 
     def gone(self, native):
-        """native was closed: the pump lets go of it."""
+        """native was closed: the pump lets go of it. Between the put and the
+        wake-up the pump may take the note, find no handle left and stop."""
         self._added.put((native, None))
-        os.eventfd_write(self._wake_fd, 1)
+        self._wake()
 
     def run(self):
         try:
             self._serve()
         finally:
-            os.close(self._wake_fd)
+            with self._wake_lock:
+                self._wake_closed = True
+                os.close(self._wake_fd)
             try:
                 self.loop.close()  # its thread and descriptors; every handle is closed
             except ssock.Error as e:
@@ -72,8 +105,9 @@ class _Pump(threading.Thread):
     def _serve(self):
         poller = select.poll()
         poller.register(self._wake_fd, select.POLLIN)
-        handles = {}  # fd -> (native, conn_o), polled
-        live = set()  # every native given and not gone yet
+        handles = {}  # fd -> (native, conn_o)
+        fds = {}  # native -> fd, for every native given and not gone yet
+        paused = set()  # fds not polled: their connection's queue is full
         while True:
             for fd, _ in poller.poll():
                 if fd == self._wake_fd:
@@ -83,46 +117,63 @@ class _Pump(threading.Thread):
                         pass
                     continue
                 entry = handles.get(fd)
-                if entry is not None and not self._drain(*entry):
+                if entry is None or fd in paused:
+                    continue
+                state = self._drain(*entry)
+                if state is _FULL:
+                    poller.unregister(fd)
+                    paused.add(fd)
+                elif not state:
                     poller.unregister(fd)
                     del handles[fd]
             while not self._added.empty():
-                native, conn_o = self._added.get()
-                if conn_o is None:  # gone: the fd is still open (native is held)
-                    live.discard(native)
-                    for fd, entry in list(handles.items()):
-                        if entry[0] is native:
+                native, what = self._added.get()
+                fd = fds.get(native)
+                if what is None:  # gone: the fd is still open (native is held)
+                    if fd is not None:
+                        del fds[native]
+                        if handles.pop(fd, None) is not None and fd not in paused:
                             poller.unregister(fd)
-                            del handles[fd]
-                    continue
-                live.add(native)
-                fd = native.fileno()
-                handles[fd] = (native, conn_o)
-                poller.register(fd, select.POLLIN)
-            native = conn_o = entry = None
-            if not live:
+                        paused.discard(fd)
+                elif what is _ROOM:
+                    if fd in paused:
+                        paused.discard(fd)
+                        poller.register(fd, select.POLLIN)
+                else:
+                    fd = native.fileno()
+                    fds[native] = fd
+                    handles[fd] = (native, what)
+                    poller.register(fd, select.POLLIN)
+            native = what = entry = None
+            if not fds:
                 with self._lock:
                     if self._added.empty():
                         self._on_stop(self)
                         return
 
     @staticmethod
-    def _drain(native, conn_o):
-        """Hands over every event waiting; False once the handle is closed."""
+    def _drain(native, conn_o, budget=256):
+        """Hands over the events waiting (up to budget: the other handles get
+        their turn, and the next poll() comes back for the rest). Returns
+        True, _FULL when the connection has no room left (the pump never
+        waits for one), or False once the handle is closed."""
         try:
-            while True:
+            for _ in range(budget):
+                if not conn_o._has_room():
+                    return _FULL
                 ev = native.next_event(0)
                 if ev is None:
                     return True
                 t = ev.type
                 if t is ssock.MESSAGE:
-                    conn_o._deliver(bytearray(ev.data))
+                    conn_o._hand_over(bytearray(ev.data))
                 elif t is ssock.DISCONNECT:
                     conn_o._end(ev.error)
                 elif t is ssock.ERROR and ev.code == ssock.EREFUSED:
                     conn_o._reject(ev.error)
                 elif t is ssock.ERROR:
                     log.debug("ssock: %s", ev.error)
+            return True
         except ssock.ClosedError:
             conn_o._end(None)
             return False
@@ -170,6 +221,8 @@ class TinyProtoClient:
         stall in mid-message."""
         if isinstance(t, bool) or not isinstance(t, (int, float)):
             raise ValueError("Timeout value is not integer")
+        if not _timeout_fits(t):  # socket.settimeout refused it at connect
+            raise ValueError(f"Timeout value out of range: {t!r} (0 to {MAX_TIMEOUT} seconds)")
         self.socket_timeout = t
 
     def register_connection_plugin(self, plugin):
@@ -202,11 +255,12 @@ class TinyProtoClient:
         timeout = self.socket_timeout
         with self._pump_lock:
             pump = self._start_pump()
-            native = ssock.Client(
-                connection_details.ssock_address, framing="tinyproto",
-                max_message=MSG_MAX_SIZE, connect_timeout=timeout, read_timeout=timeout,
-                zero_copy=True, loop=pump.loop, linger=linger_for(timeout))
+            native = None
             try:
+                native = ssock.Client(
+                    connection_details.ssock_address, framing="tinyproto",
+                    max_message=MSG_MAX_SIZE, connect_timeout=timeout, read_timeout=timeout,
+                    zero_copy=True, loop=pump.loop, linger=linger_for(timeout))
                 proxy = SocketProxy(None, native, timeout=timeout)
                 conn_o = make_connection(self.connection_handler, self.connection_plugin_list,
                                          proxy, False, connection_details)
@@ -214,10 +268,12 @@ class TinyProtoClient:
                 def connect():
                     native.connect(timeout=proxy.gettimeout())
 
-                attach(conn_o, native, lambda: pump.gone(native), connect)
+                attach(conn_o, native, lambda: pump.gone(native), connect,
+                       lambda: pump.room(native))
                 pump.add(native, conn_o)
             except BaseException:
-                native.close()
+                if native is not None:
+                    native.close()
                 pump.gone(native)  # a pump left with no handle stops
                 raise
         conn_o.start()

@@ -70,7 +70,6 @@ class TinyProtoConnection:
         self._cond = threading.Condition(threading.Lock())
         self._inbox = collections.deque()
         self._held = 0  # bytes in _inbox
-        self._reader_paused = None  # the server's Conn, while its reading is paused
         self._ended = False
         self._end_reason = None
         self._rejected = None
@@ -78,6 +77,8 @@ class TinyProtoConnection:
         self._link = None  # the ssock Conn (server side) or Client (client side)
         self._connect = None  # client side: connects the link
         self._on_done = None  # tells the owner this connection's thread ended
+        self._on_room = None  # client side: tells the pump to read again
+        self._resume = None  # while full: what reads again once half is taken
         self._efd = -1  # socket_o.fileno(): readable while a message waits
         self._up = threading.Event()  # set once connected (or failed to)
         if socket_already_up:
@@ -153,52 +154,54 @@ class TinyProtoConnection:
 
     # -- what the owner (server or client pump) calls ------------------------
 
-    def _deliver(self, msg, stopping=None, reader=None):
-        """Hands a message to the connection's thread. While it holds max_held
-        messages (or max_held_bytes), TCP is to push back instead of memory
-        growing behind a slow connection: with `reader` (the server's Conn)
-        its reading is paused until the thread has taken half of them (the
-        server's other connections go on); without, the caller (a pump that
-        serves this connection alone) waits."""
+    def _deliver(self, msg, reader):
+        """The server's loop hands a message to the connection's thread. It
+        never waits: once max_held messages (or max_held_bytes) wait, the
+        connection's reading (`reader`, its Conn) is paused until the thread
+        has taken half of them. Its peer waits for the OK byte (TCP pushes
+        back) while the server's other connections go on. (The client's
+        pump, whose connections have handles of their own, uses _has_room()
+        and _hand_over().)"""
         with self._cond:
-            while (reader is None and self._full(len(msg))
-                   and self._connection_loop_thread.is_alive()
-                   and not self.__dict__.get("_finished")
-                   and not (stopping and stopping())):
-                self._cond.wait(0.5)
-            if reader is not None and not self._reader_paused and self._full(len(msg)):
-                self._pause_reader(reader)
-            self._held += len(msg)
-            self._inbox.append(msg)
-            if len(self._inbox) == 1 and self._efd >= 0:
-                os.eventfd_write(self._efd, 1)
-            self._cond.notify_all()
+            if self._resume is None and self._full(len(msg)):
+                try:
+                    reader.pause_reading()
+                    self._resume = reader.resume_reading
+                except ssock.Error:
+                    pass  # gone: nothing more comes
+            self._put(msg)
+
+    def _put(self, msg):
+        """Call with _cond held."""
+        self._held += len(msg)
+        self._inbox.append(msg)
+        if len(self._inbox) == 1 and self._efd >= 0:
+            os.eventfd_write(self._efd, 1)
+        self._cond.notify_all()
 
     def _full(self, more=0):
-        """Whether the inbox holds max_held messages, or would hold more than
-        max_held_bytes with `more` (self._cond held)."""
+        """Whether max_held messages wait, or max_held_bytes would with `more`
+        (call with _cond held)."""
         return bool(self._inbox) and (len(self._inbox) >= self.max_held or
-                                      self._held + more > self.max_held_bytes)
+                                      self._held + more >= self.max_held_bytes)
 
-    def _pause_reader(self, reader):
-        """Pauses reading of the connection until its thread has taken half
-        of what waits (self._cond held)."""
-        try:
-            reader.pause_reading()
-        except ssock.Error:
-            return  # gone: nothing more comes
-        self._reader_paused = reader
+    def _has_room(self):
+        """The client pump's check, which never waits, before it takes this
+        connection's next event. When max_held messages (or max_held_bytes)
+        wait it returns False and the pump leaves the events in this
+        connection's own handle (whose bound stops reading: TCP pushes back)
+        until the connection's thread has taken half of them and _on_room()
+        told it to come back. Only the pump adds messages, so room it saw
+        stays until it has handed one over (with _hand_over())."""
+        with self._cond:
+            if self._full():
+                self._resume = self._on_room
+                return False
+            return True
 
-    def _resume_reader(self):
-        """Once half of what waited was taken (self._cond held)."""
-        reader = self._reader_paused
-        if (reader and len(self._inbox) <= self.max_held // 2
-                and self._held <= self.max_held_bytes // 2):
-            self._reader_paused = None
-            try:
-                reader.resume_reading()
-            except ssock.Error:
-                pass  # gone meanwhile
+    def _hand_over(self, msg):
+        with self._cond:
+            self._put(msg)
 
     def _end(self, reason=None):
         with self._cond:
@@ -226,6 +229,7 @@ class TinyProtoConnection:
     def _next(self, timeout):
         """The next message, _END, or None when timeout (None: no limit) passed
         or shutdown was set."""
+        resume = None
         with self._cond:
             if not self._inbox and timeout != 0:
                 self._cond.wait_for(lambda: self._inbox or self.shutdown, timeout)
@@ -235,14 +239,20 @@ class TinyProtoConnection:
                 return _END  # stays: every later receive() sees the end too
             msg = self._inbox.popleft()
             self._held -= len(msg)
-            self._resume_reader()
-            self._cond.notify_all()  # a pump waiting for room goes on
             if not self._inbox and self._efd >= 0:
                 try:
                     os.eventfd_read(self._efd)
                 except BlockingIOError:
                     pass
-            return msg
+            if self._resume and (len(self._inbox) <= self.max_held // 2 and
+                                 self._held <= self.max_held_bytes // 2):
+                resume, self._resume = self._resume, None
+        if resume is not None:
+            try:
+                resume()  # the server's Conn reads again, or the client's pump
+            except ssock.Error:
+                pass  # gone meanwhile
+        return msg
 
     def _timeout(self):
         so = self.socket_o
@@ -382,6 +392,7 @@ class TinyProtoConnection:
         self._link = None
         self._connect = None
         self._on_done = None
+        self._on_room = None
         if isinstance(self.socket_o, SocketProxy):
             self.socket_o._handle = None
 
@@ -440,12 +451,13 @@ def make_connection(handler, plugins, proxy, already_up, remote_details=None):
     return conn_o
 
 
-def attach(conn_o, link, on_done, connect=None):
+def attach(conn_o, link, on_done, connect=None, on_room=None):
     """Binds a connection object to its ssock link (and its socket stand-in's
     fileno() to the connection's inbox)."""
     conn_o._link = link
     conn_o._on_done = on_done
     conn_o._connect = connect
+    conn_o._on_room = on_room
     if isinstance(conn_o.socket_o, SocketProxy):
         conn_o.socket_o._fileno = conn_o._fileno
 
