@@ -578,6 +578,127 @@ class RegressionTest(unittest.TestCase):
         server.close()
         flooder.join(TIMEOUT)
 
+    def test_concurrent_connects_make_one_connection(self):
+        # Two threads call connect() at once: one connection; the other call
+        # fails as a connect() while connected does (EISCONN recorded).
+        connects = Collector()
+        server = make_server(on_connect=connects)
+        for i in range(10):
+            client = make_client(server)
+            barrier = threading.Barrier(2)
+            results = []
+
+            def go():
+                barrier.wait(TIMEOUT)
+                results.append(client.connect())
+
+            threads = [threading.Thread(target=go) for _ in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(TIMEOUT)
+                self.assertFalse(t.is_alive(), "connect() did not return")
+            self.assertEqual(sorted(results), [False, True], f"round {i}")
+            (text, exc), = client.return_exceptions()
+            self.assertEqual(exc.errno, errno.EISCONN)
+            connects.wait(i + 1)
+            client.close()
+            wait_until(lambda: not server.clients, what="the client to leave")
+        self.assertEqual(len(connects.items), 10)
+        server.close()
+
+    def test_connect_racing_a_reconnect_from_on_disconnect(self):
+        # The server kicks the client again and again; on_disconnect calls
+        # reconnect() on the autorecv thread while the program calls connect()
+        # whenever is_connected is False: no exception out of connect(), no
+        # deadlock, and at the end one connection and nothing left behind.
+        server = make_server()
+        client = make_client(server)
+        client.on_disconnect = lambda: client.reconnect()
+        threads, fds = thread_count(), open_fds()
+        self.assertTrue(client.connect())
+        self.assertTrue(client.autorecv())
+        escaped = []
+
+        def storm():
+            try:
+                for _ in range(300):
+                    wait_until(lambda: server.clients or not client.event.is_connected,
+                               what="a connection to kick")
+                    for address in list(server.clients):
+                        server.disconnect(address)
+                    if not client.event.is_connected:
+                        client.connect()
+            except Exception as e:  # what connect() let out
+                escaped.append(e)
+
+        stormer = threading.Thread(target=storm, daemon=True)
+        stormer.start()
+        stormer.join(TIMEOUT * 6)
+        self.assertFalse(stormer.is_alive(), "connect() deadlocked")
+        self.assertEqual(escaped, [])
+        kinds = {type(e) for _, e in client.return_exceptions()}
+        self.assertLessEqual(kinds, {OSError, ssock.NotConnectedError}, kinds)
+        client.on_disconnect = None
+        if not client.event.is_connected:
+            client.connect()
+        wait_until(lambda: len(server.clients) == 1, what="one connection")
+        self.assertTrue(client.send_data(b"alive"))
+        self.assertEqual(receive_bytes(server, 5), b"alive")
+        client.shutdown()
+        wait_until(lambda: not server.clients and thread_count() <= threads
+                   and open_fds() <= fds, what="the client to let go of everything")
+        server.close()
+
+    def test_disconnect_after_the_peer_closed_lets_go_of_everything(self):
+        # A client per request: the server ends the connection, the client
+        # calls disconnect() (as the docs say): False, ENOTCONN recorded as
+        # before, and its threads and descriptors are let go of.
+        server = make_server()
+        threads, fds = thread_count(), open_fds()
+        for _ in range(10):
+            client = make_client(server)
+            self.assertTrue(client.connect())
+            self.assertTrue(client.autorecv())
+            wait_until(lambda: server.clients, what="the connection")
+            for address in list(server.clients):
+                server.disconnect(address)
+            wait_until(lambda: not client.event.is_connected, what="the end to show")
+            self.assertFalse(client.disconnect())
+            self.assertIn(errno.ENOTCONN,
+                          [getattr(e, "errno", None) for _, e in client.return_exceptions()])
+        try:
+            wait_until(lambda: thread_count() <= threads and open_fds() <= fds)
+        except AssertionError:
+            self.fail(f"threads {thread_count()} (were {threads}), "
+                      f"fds {open_fds()} (were {fds})")
+        server.close()
+
+    def test_an_unexpected_error_does_not_end_autorecv(self):
+        # Whatever goes wrong handling one event is recorded; the autorecv
+        # thread goes on with the next.
+        class Refusing(list):
+            def append(self, item):
+                raise ValueError("refused")
+
+        server = make_server()
+        client = make_client(server)
+        self.assertTrue(client.connect())
+        self.assertTrue(client.autorecv())
+        wait_until(lambda: server.clients, what="the connection")
+        self.assertEqual(client.await_event(TIMEOUT * 1000), (client.EVENT_CONNECTED, None))
+        address, = server.clients
+        client.recved_data = Refusing()
+        self.assertTrue(server.send_data(b"lost", address))
+        kind, exceptions = client.await_event(TIMEOUT * 1000)
+        self.assertEqual(kind, client.EVENT_EXCEPTION)
+        self.assertIsInstance(exceptions[0][1], ValueError)
+        client.recved_data = []
+        self.assertTrue(server.send_data(b"next", address))
+        self.assertEqual(receive_bytes(client, 4), b"next")
+        client.close()
+        server.close()
+
 
 class ExitTest(unittest.TestCase):
     """A program that ends right after send_data(): 0.0.8's send_data returned
