@@ -674,6 +674,30 @@ class RegressionTest(unittest.TestCase):
                       f"fds {open_fds()} (were {fds})")
         server.close()
 
+    def test_assigning_recved_data_something_else_than_a_list(self):
+        server = make_server()
+        client = make_client(server)
+        self.assertTrue(client.connect())
+        self.assertTrue(client.autorecv())
+        wait_until(lambda: server.clients, what="the connection")
+        for owner in (client, server):
+            for bad in (None, "", b"", 5):
+                with self.subTest(owner=type(owner).__name__, value=bad):
+                    before = owner.recved_data
+                    with self.assertRaises(TypeError):
+                        owner.recved_data = bad
+                    self.assertIs(owner.recved_data, before)
+            owner.recved_data = ()  # list-like: taken as a list
+            self.assertEqual(owner.recved_data, [])
+            self.assertIsInstance(owner.recved_data, list)
+        address, = server.clients
+        self.assertTrue(server.send_data(b"one", address))
+        self.assertEqual(receive_bytes(client, 3), b"one")
+        self.assertTrue(client.send_data(b"two"))
+        self.assertEqual(receive_bytes(server, 3), b"two")
+        client.close()
+        server.close()
+
     def test_an_unexpected_error_does_not_end_autorecv(self):
         # Whatever goes wrong handling one event is recorded; the autorecv
         # thread goes on with the next.
@@ -696,6 +720,27 @@ class RegressionTest(unittest.TestCase):
         client.recved_data = []
         self.assertTrue(server.send_data(b"next", address))
         self.assertEqual(receive_bytes(client, 4), b"next")
+        client.close()
+        server.close()
+
+    def test_send_data_of_a_payload_above_the_send_queue(self):
+        # 0.0.8 used sendall: any size. With raw framing a payload above the
+        # send queue (32 MiB) goes out in pieces.
+        server = make_server()
+        client = make_client(server)
+        self.assertTrue(client.connect())
+        self.assertTrue(client.autorecv())
+        wait_until(lambda: server.clients, what="the connection")
+        address, = server.clients
+        big = bytes(range(256)) * ((40 << 20) // 256)
+        for sender, receiver, send in (
+                (client, server, lambda: client.send_data(big)),
+                (server, client, lambda: server.send_data(big, address))):
+            with self.subTest(sender=type(sender).__name__):
+                self.assertTrue(send(), sender.return_exceptions())
+                got = receive_bytes(receiver, len(big))
+                self.assertEqual(len(got), len(big))
+                self.assertTrue(got == big)
         client.close()
         server.close()
 

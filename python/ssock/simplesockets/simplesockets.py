@@ -30,7 +30,11 @@ What differs, because it was a bug:
   to take data (a polling loop that starts late loses nothing); after that
   the oldest entries are dropped, and one ``OverflowError`` in
   ``event.exception.list`` says so. ``event.exception.list`` keeps the
-  newest ``MAX_EXCEPTIONS``;
+  newest ``MAX_EXCEPTIONS``. ``recved_data`` takes a list (kept as is) or
+  another iterable (copied into a list); None, a string or bytes raise
+  TypeError and change nothing (they used to be stored, and receiving then
+  failed on every message); whatever goes wrong handling one event on a client's autorecv
+  thread is recorded in ``event.exception.list`` and the thread goes on;
 * what ``send_data`` queued still goes out when the program ends (or calls
   ``close()``, ``disconnect()``, ``shutdown()``) right after it, for up to
   ``send_timeout`` seconds while the peer is slow to read: 0.0.8's
@@ -58,6 +62,7 @@ What differs, because it was a bug:
   ``framing="u32"`` (the default ``"raw"`` keeps simplesockets' wire, where
   TCP may merge or split them, so real simplesockets peers still talk to it).
 """
+import collections.abc
 import errno
 import os
 import select
@@ -323,6 +328,18 @@ class _RecvedData:
 
     @recved_data.setter
     def recved_data(self, value):
+        """A list (kept as is: the program may go on changing it in place), or
+        any other iterable but a string or a mapping (copied into a new list);
+        anything else raises TypeError and changes nothing."""
+        if not isinstance(value, list):
+            if value is None or isinstance(value, (str, bytes, bytearray, memoryview,
+                                                   collections.abc.Mapping)):
+                raise TypeError(f"recved_data must be a list, not {type(value).__name__}")
+            try:
+                value = list(value)
+            except TypeError:
+                raise TypeError(
+                    f"recved_data must be a list, not {type(value).__name__}") from None
         with self._cond:
             self._taken = True
             _Holder.set(self, value)
