@@ -744,6 +744,32 @@ class RegressionTest(unittest.TestCase):
         client.close()
         server.close()
 
+    def test_a_big_send_in_a_callback_or_with_framing(self):
+        # In a callback a piece that finds no room fails at once: False, the
+        # error (with the bytes that went) recorded, the rest not sent.
+        huge = b"h" * (100 << 20)
+        results = Collector()
+        server = make_server(
+            on_receive=lambda sock, addr, data: results(server.send_data(huge, sock)))
+        client = make_client(server)  # it never reads
+        self.assertTrue(client.connect())
+        self.assertTrue(client.send_data(b"go"))
+        self.assertEqual(results.wait(1), [False])
+        (text, exc), = server.return_exceptions()
+        self.assertIsInstance(exc, ssock.SendQueueFullError)
+        self.assertTrue(0 < exc.sent < len(huge) and exc.sent % ss_module.PIECE == 0, exc.sent)
+        client.close()
+        server.close()
+        # With framing, one message must still fit the send queue.
+        server = make_server(framing="u32")
+        client = make_client(server, framing="u32")
+        self.assertTrue(client.connect())
+        self.assertFalse(client.send_data(b"x" * (40 << 20)))
+        (text, exc), = client.return_exceptions()
+        self.assertIsInstance(exc, ssock.MessageTooLargeError)
+        client.close()
+        server.close()
+
 
 class ExitTest(unittest.TestCase):
     """A program that ends right after send_data(): 0.0.8's send_data returned

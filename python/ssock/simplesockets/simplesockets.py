@@ -47,6 +47,17 @@ What differs, because it was a bug:
   up every other client while one does not read (and a server's
   ``recv_data`` there returns b'' instead of waiting for what only that
   thread could deliver);
+* with ``framing="raw"`` (the default) ``send_data`` takes any size, as
+  0.0.8's ``sendall`` did: a payload above ``PIECE`` (8 MiB) is queued in
+  pieces, each waiting as above. Should one fail (a full queue inside a
+  callback, where a payload larger than the free room fails at once, or
+  ``send_timeout`` passing), what was queued before it goes out, the rest
+  does not: ``send_data`` returns False and the error, its ``sent`` attribute
+  the bytes that went, is in ``event.exception.list`` (as a failed
+  ``sendall``, the stream is then cut). With ``"u32"``/``"line"`` one message
+  must fit the send queue (above 32 MiB ``send_data`` fails with
+  ``MessageTooLargeError``) and the receiver's ``max_message`` (16 MiB by
+  default: above it the receiver ends the connection);
 * ``await_event`` waits on a condition instead of spinning, and reading
   ``event.new_data`` (or ``new_data_recved``) in a tight loop sleeps a few ms
   per read while nothing arrives, so a ``while True: if new_data`` loop no
@@ -82,6 +93,7 @@ MAX_HELD = 1024  # entries recved_data holds before reading stops
 MAX_HELD_BYTES = 64 << 20  # ... or payload bytes
 DROP_GRACE = 1.0  # seconds a full recved_data waits before it drops (see put)
 MAX_EXCEPTIONS = 256  # newest entries event.exception.list keeps
+PIECE = 8 << 20  # raw framing: a larger payload goes out in pieces of this size
 READ_SIZE = 65536  # raw framing: bytes per read (at least recv_buffer)
 SPIN_WINDOW = 0.002  # reads of a False new_data this close together are a spin...
 SPIN_PAUSE = 0.005  # ... and wait this long (or until data comes) before answering
@@ -92,6 +104,33 @@ def _addr(host, port):
     if ":" in host:
         return f"[{host}]:{int(port)}"
     return f"{host}:{int(port)}"
+
+
+def _send(owner, send, data, timeout):
+    """send(data, timeout=timeout), the native send of a connection. With raw
+    framing (no message boundaries on the wire) a payload above PIECE goes
+    in pieces (memoryview slices: no copy here), each with the same timeout,
+    so that one above the send queue (32 MiB) goes out as 0.0.8's sendall
+    sent it. A failed piece raises its error, with ``sent``: the payload's
+    bytes queued before it (the rest is not sent)."""
+    if owner._framing == "raw":
+        try:
+            view = memoryview(data)
+        except TypeError:
+            view = None
+        if view is not None and view.nbytes > PIECE:
+            view = view.cast("B") if view.format != "B" or view.ndim != 1 else view
+            sent = 0
+            try:
+                while sent < len(view):
+                    piece = view[sent:sent + PIECE]
+                    send(piece, timeout=timeout)
+                    sent += len(piece)
+            except ssock.Error as e:
+                e.sent = sent
+                raise
+            return
+    send(data, timeout=timeout)
 
 
 def _record(owner, exc):
@@ -568,13 +607,19 @@ class TCPServer(_RecvedData):
         """Sends data to a client (its socket, as recved_data hands it over, or
         its address). Returns False (the error in event.exception.list) when it
         could not be queued: after send_timeout seconds of a full queue, or at
-        once when called from a callback (which must not hold up the others)."""
+        once when called from a callback (which must not hold up the others).
+        With raw framing any size goes (in pieces of PIECE bytes, each waiting
+        so); should a piece fail, the error (its ``sent``: the bytes that went)
+        is recorded and the rest is not sent. With u32/line framing one
+        message must fit the send queue (32 MiB; else MessageTooLargeError)
+        and the peer's max_message (16 MiB by default; else the peer ends the
+        connection)."""
         conn = self._conn_of(client_socket)
         if conn is None:
             _record(self, KeyError(f"no such client: {client_socket!r}"))
             return False
         try:
-            conn.send(data, timeout=0 if self._in_callback() else self.send_timeout)
+            _send(self, conn.send, data, 0 if self._in_callback() else self.send_timeout)
             return True
         except ssock.Error as e:
             _record(self, e)
@@ -908,11 +953,18 @@ class TCPClient(_RecvedData):
     def send_data(self, data: bytes) -> bool:
         """Sends data; False (the error in event.exception.list) when it could
         not be queued: after send_timeout seconds of a full queue, or at once
-        when called from a callback (autorecv must not stop for it)."""
+        when called from a callback (autorecv must not stop for it). With raw
+        framing any size goes (in pieces of PIECE bytes, each waiting so);
+        should a piece fail, the error (its ``sent``: the bytes that went) is
+        recorded and the rest is not sent. With u32/line framing one message
+        must fit the send queue (32 MiB; else MessageTooLargeError) and the
+        peer's max_message (16 MiB by default; else the peer ends the
+        connection)."""
         try:
-            if self._native is None:
+            native = self._native
+            if native is None:
                 raise ssock._ssock._make_error(ssock.ENOTCONN)
-            self._native.send(data, timeout=0 if self._in_callback() else self.send_timeout)
+            _send(self, native.send, data, 0 if self._in_callback() else self.send_timeout)
             return True
         except ssock.Error as e:
             _record(self, e)
