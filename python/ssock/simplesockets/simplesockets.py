@@ -30,11 +30,15 @@ What differs, because it was a bug:
   to take data (a polling loop that starts late loses nothing); after that
   the oldest entries are dropped, and one ``OverflowError`` in
   ``event.exception.list`` says so. ``event.exception.list`` keeps the
-  newest ``MAX_EXCEPTIONS``. ``recved_data`` takes a list (kept as is) or
+  newest ``MAX_EXCEPTIONS``. A server's ``recv_data(client)`` takes only that
+  client's data: while the others' unread entries fill ``recved_data``,
+  reading stops for all, and it waits until the program takes those too
+  (the price of the bound). ``recved_data`` takes a list (kept as is) or
   another iterable (copied into a list); None, a string or bytes raise
   TypeError and change nothing (they used to be stored, and receiving then
-  failed on every message); whatever goes wrong handling one event on a client's autorecv
-  thread is recorded in ``event.exception.list`` and the thread goes on;
+  failed on every message); whatever goes wrong handling one event on a
+  client's autorecv thread is recorded in ``event.exception.list`` and the
+  thread goes on;
 * what ``send_data`` queued still goes out when the program ends (or calls
   ``close()``, ``disconnect()``, ``shutdown()``) right after it, for up to
   ``send_timeout`` seconds while the peer is slow to read: 0.0.8's
@@ -67,7 +71,13 @@ What differs, because it was a bug:
   ``reconnect()`` starts a new connection, and autorecv with it if it was on;
   ``reconnect()`` while connected reports no end of the connection it
   replaces; ``connect()`` while connected fails (returns False, EISCONN in
-  ``event.exception.list``) as 0.0.8's did;
+  ``event.exception.list``) as 0.0.8's did, and of two ``connect()`` calls
+  at once one connects and the other fails so; connect, reconnect,
+  disconnect, shutdown, close and autorecv are serialised, also when a
+  callback calls them (``reconnect()`` in ``on_disconnect`` while the
+  program calls ``connect()``: one connection, nothing raised);
+  ``disconnect()`` after the peer closed returns False (ENOTCONN recorded)
+  and still lets go of everything;
 * IPv6 works (``ip="::1"``), and ``ip=""`` means every address, v4 and v6;
 * a 2048-byte message is not held back, and 2 sends are 2 messages with
   ``framing="u32"`` (the default ``"raw"`` keeps simplesockets' wire, where
@@ -627,7 +637,13 @@ class TCPServer(_RecvedData):
 
     def recv_data(self, client_socket) -> bytes:
         """The next data that client sent (taken out of recved_data); b'' once
-        it is gone. Not needed with return_recved_data()."""
+        it is gone. Not needed with return_recved_data().
+
+        It takes only that client's data: what the others send stays in
+        recved_data, and once that holds MAX_HELD entries (or MAX_HELD_BYTES)
+        reading stops for every client, this one too, so recv_data waits until
+        the program takes the others' data as well (return_recved_data(), or
+        recv_data for each of them). The bound on memory makes this so."""
         conn = self._conn_of(client_socket)
         if conn is None:
             return b""
