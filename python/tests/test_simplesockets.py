@@ -578,6 +578,199 @@ class RegressionTest(unittest.TestCase):
         server.close()
         flooder.join(TIMEOUT)
 
+    def test_concurrent_connects_make_one_connection(self):
+        # Two threads call connect() at once: one connection; the other call
+        # fails as a connect() while connected does (EISCONN recorded).
+        connects = Collector()
+        server = make_server(on_connect=connects)
+        for i in range(10):
+            client = make_client(server)
+            barrier = threading.Barrier(2)
+            results = []
+
+            def go():
+                barrier.wait(TIMEOUT)
+                results.append(client.connect())
+
+            threads = [threading.Thread(target=go) for _ in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(TIMEOUT)
+                self.assertFalse(t.is_alive(), "connect() did not return")
+            self.assertEqual(sorted(results), [False, True], f"round {i}")
+            (text, exc), = client.return_exceptions()
+            self.assertEqual(exc.errno, errno.EISCONN)
+            connects.wait(i + 1)
+            client.close()
+            wait_until(lambda: not server.clients, what="the client to leave")
+        self.assertEqual(len(connects.items), 10)
+        server.close()
+
+    def test_connect_racing_a_reconnect_from_on_disconnect(self):
+        # The server kicks the client again and again; on_disconnect calls
+        # reconnect() on the autorecv thread while the program calls connect()
+        # whenever is_connected is False: no exception out of connect(), no
+        # deadlock, and at the end one connection and nothing left behind.
+        server = make_server()
+        client = make_client(server)
+        client.on_disconnect = lambda: client.reconnect()
+        threads, fds = thread_count(), open_fds()
+        self.assertTrue(client.connect())
+        self.assertTrue(client.autorecv())
+        escaped = []
+
+        def storm():
+            try:
+                end = time.monotonic() + 3  # a few thousand kicks
+                while time.monotonic() < end and not escaped:
+                    wait_until(lambda: server.clients or not client.event.is_connected,
+                               what="a connection to kick")
+                    for address in list(server.clients):
+                        server.disconnect(address)
+                    if not client.event.is_connected:
+                        client.connect()
+            except Exception as e:  # what connect() let out
+                escaped.append(e)
+
+        stormer = threading.Thread(target=storm, daemon=True)
+        stormer.start()
+        stormer.join(TIMEOUT * 6)
+        self.assertFalse(stormer.is_alive(), "connect() deadlocked")
+        self.assertEqual(escaped, [])
+        kinds = {type(e) for _, e in client.return_exceptions()}
+        self.assertLessEqual(kinds, {OSError, ssock.NotConnectedError}, kinds)
+        client.on_disconnect = None
+        if not client.event.is_connected:
+            client.connect()
+        wait_until(lambda: len(server.clients) == 1, what="one connection")
+        self.assertTrue(client.send_data(b"alive"))
+        self.assertEqual(receive_bytes(server, 5), b"alive")
+        client.shutdown()
+        wait_until(lambda: not server.clients and thread_count() <= threads
+                   and open_fds() <= fds, what="the client to let go of everything")
+        server.close()
+
+    def test_disconnect_after_the_peer_closed_lets_go_of_everything(self):
+        # A client per request: the server ends the connection, the client
+        # calls disconnect() (as the docs say): False, ENOTCONN recorded as
+        # before, and its threads and descriptors are let go of.
+        server = make_server()
+        threads, fds = thread_count(), open_fds()
+        for _ in range(10):
+            client = make_client(server)
+            self.assertTrue(client.connect())
+            self.assertTrue(client.autorecv())
+            wait_until(lambda: server.clients, what="the connection")
+            for address in list(server.clients):
+                server.disconnect(address)
+            wait_until(lambda: not client.event.is_connected, what="the end to show")
+            self.assertFalse(client.disconnect())
+            self.assertIn(errno.ENOTCONN,
+                          [getattr(e, "errno", None) for _, e in client.return_exceptions()])
+        try:
+            wait_until(lambda: thread_count() <= threads and open_fds() <= fds)
+        except AssertionError:
+            self.fail(f"threads {thread_count()} (were {threads}), "
+                      f"fds {open_fds()} (were {fds})")
+        server.close()
+
+    def test_assigning_recved_data_something_else_than_a_list(self):
+        server = make_server()
+        client = make_client(server)
+        self.assertTrue(client.connect())
+        self.assertTrue(client.autorecv())
+        wait_until(lambda: server.clients, what="the connection")
+        for owner in (client, server):
+            for bad in (None, "", b"", 5):
+                with self.subTest(owner=type(owner).__name__, value=bad):
+                    before = owner.recved_data
+                    with self.assertRaises(TypeError):
+                        owner.recved_data = bad
+                    self.assertIs(owner.recved_data, before)
+            owner.recved_data = ()  # list-like: taken as a list
+            self.assertEqual(owner.recved_data, [])
+            self.assertIsInstance(owner.recved_data, list)
+        address, = server.clients
+        self.assertTrue(server.send_data(b"one", address))
+        self.assertEqual(receive_bytes(client, 3), b"one")
+        self.assertTrue(client.send_data(b"two"))
+        self.assertEqual(receive_bytes(server, 3), b"two")
+        client.close()
+        server.close()
+
+    def test_an_unexpected_error_does_not_end_autorecv(self):
+        # Whatever goes wrong handling one event is recorded; the autorecv
+        # thread goes on with the next.
+        class Refusing(list):
+            def append(self, item):
+                raise ValueError("refused")
+
+        server = make_server()
+        client = make_client(server)
+        self.assertTrue(client.connect())
+        self.assertTrue(client.autorecv())
+        wait_until(lambda: server.clients, what="the connection")
+        self.assertEqual(client.await_event(TIMEOUT * 1000), (client.EVENT_CONNECTED, None))
+        address, = server.clients
+        client.recved_data = Refusing()
+        self.assertTrue(server.send_data(b"lost", address))
+        kind, exceptions = client.await_event(TIMEOUT * 1000)
+        self.assertEqual(kind, client.EVENT_EXCEPTION)
+        self.assertIsInstance(exceptions[0][1], ValueError)
+        client.recved_data = []
+        self.assertTrue(server.send_data(b"next", address))
+        self.assertEqual(receive_bytes(client, 4), b"next")
+        client.close()
+        server.close()
+
+    def test_send_data_of_a_payload_above_the_send_queue(self):
+        # 0.0.8 used sendall: any size. With raw framing a payload above the
+        # send queue (32 MiB) goes out in pieces.
+        server = make_server()
+        client = make_client(server)
+        self.assertTrue(client.connect())
+        self.assertTrue(client.autorecv())
+        wait_until(lambda: server.clients, what="the connection")
+        address, = server.clients
+        big = bytes(range(256)) * ((40 << 20) // 256)
+        for sender, receiver, send in (
+                (client, server, lambda: client.send_data(big)),
+                (server, client, lambda: server.send_data(big, address))):
+            with self.subTest(sender=type(sender).__name__):
+                self.assertTrue(send(), sender.return_exceptions())
+                got = receive_bytes(receiver, len(big))
+                self.assertEqual(len(got), len(big))
+                self.assertTrue(got == big)
+        client.close()
+        server.close()
+
+    def test_a_big_send_in_a_callback_or_with_framing(self):
+        # In a callback a piece that finds no room fails at once: False, the
+        # error (with the bytes that went) recorded, the rest not sent.
+        huge = b"h" * (100 << 20)
+        results = Collector()
+        server = make_server(
+            on_receive=lambda sock, addr, data: results(server.send_data(huge, sock)))
+        client = make_client(server)  # it never reads
+        self.assertTrue(client.connect())
+        self.assertTrue(client.send_data(b"go"))
+        self.assertEqual(results.wait(1), [False])
+        (text, exc), = server.return_exceptions()
+        self.assertIsInstance(exc, ssock.SendQueueFullError)
+        self.assertTrue(0 < exc.sent < len(huge) and exc.sent % ss_module.PIECE == 0, exc.sent)
+        client.close()
+        server.close()
+        # With framing, one message must still fit the send queue.
+        server = make_server(framing="u32")
+        client = make_client(server, framing="u32")
+        self.assertTrue(client.connect())
+        self.assertFalse(client.send_data(b"x" * (40 << 20)))
+        (text, exc), = client.return_exceptions()
+        self.assertIsInstance(exc, ssock.MessageTooLargeError)
+        client.close()
+        server.close()
+
 
 class ExitTest(unittest.TestCase):
     """A program that ends right after send_data(): 0.0.8's send_data returned

@@ -30,7 +30,15 @@ What differs, because it was a bug:
   to take data (a polling loop that starts late loses nothing); after that
   the oldest entries are dropped, and one ``OverflowError`` in
   ``event.exception.list`` says so. ``event.exception.list`` keeps the
-  newest ``MAX_EXCEPTIONS``;
+  newest ``MAX_EXCEPTIONS``. A server's ``recv_data(client)`` takes only that
+  client's data: while the others' unread entries fill ``recved_data``,
+  reading stops for all, and it waits until the program takes those too
+  (the price of the bound). ``recved_data`` takes a list (kept as is) or
+  another iterable (copied into a list); None, a string or bytes raise
+  TypeError and change nothing (they used to be stored, and receiving then
+  failed on every message); whatever goes wrong handling one event on a
+  client's autorecv thread is recorded in ``event.exception.list`` and the
+  thread goes on;
 * what ``send_data`` queued still goes out when the program ends (or calls
   ``close()``, ``disconnect()``, ``shutdown()``) right after it, for up to
   ``send_timeout`` seconds while the peer is slow to read: 0.0.8's
@@ -43,6 +51,17 @@ What differs, because it was a bug:
   up every other client while one does not read (and a server's
   ``recv_data`` there returns b'' instead of waiting for what only that
   thread could deliver);
+* with ``framing="raw"`` (the default) ``send_data`` takes any size, as
+  0.0.8's ``sendall`` did: a payload above ``PIECE`` (8 MiB) is queued in
+  pieces, each waiting as above. Should one fail (a full queue inside a
+  callback, where a payload larger than the free room fails at once, or
+  ``send_timeout`` passing), what was queued before it goes out, the rest
+  does not: ``send_data`` returns False and the error, its ``sent`` attribute
+  the bytes that went, is in ``event.exception.list`` (as a failed
+  ``sendall``, the stream is then cut). With ``"u32"``/``"line"`` one message
+  must fit the send queue (above 32 MiB ``send_data`` fails with
+  ``MessageTooLargeError``) and the receiver's ``max_message`` (16 MiB by
+  default: above it the receiver ends the connection);
 * ``await_event`` waits on a condition instead of spinning, and reading
   ``event.new_data`` (or ``new_data_recved``) in a tight loop sleeps a few ms
   per read while nothing arrives, so a ``while True: if new_data`` loop no
@@ -52,12 +71,19 @@ What differs, because it was a bug:
   ``reconnect()`` starts a new connection, and autorecv with it if it was on;
   ``reconnect()`` while connected reports no end of the connection it
   replaces; ``connect()`` while connected fails (returns False, EISCONN in
-  ``event.exception.list``) as 0.0.8's did;
+  ``event.exception.list``) as 0.0.8's did, and of two ``connect()`` calls
+  at once one connects and the other fails so; connect, reconnect,
+  disconnect, shutdown, close and autorecv are serialised, also when a
+  callback calls them (``reconnect()`` in ``on_disconnect`` while the
+  program calls ``connect()``: one connection, nothing raised);
+  ``disconnect()`` after the peer closed returns False (ENOTCONN recorded)
+  and still lets go of everything;
 * IPv6 works (``ip="::1"``), and ``ip=""`` means every address, v4 and v6;
 * a 2048-byte message is not held back, and 2 sends are 2 messages with
   ``framing="u32"`` (the default ``"raw"`` keeps simplesockets' wire, where
   TCP may merge or split them, so real simplesockets peers still talk to it).
 """
+import collections.abc
 import errno
 import os
 import select
@@ -77,6 +103,7 @@ MAX_HELD = 1024  # entries recved_data holds before reading stops
 MAX_HELD_BYTES = 64 << 20  # ... or payload bytes
 DROP_GRACE = 1.0  # seconds a full recved_data waits before it drops (see put)
 MAX_EXCEPTIONS = 256  # newest entries event.exception.list keeps
+PIECE = 8 << 20  # raw framing: a larger payload goes out in pieces of this size
 READ_SIZE = 65536  # raw framing: bytes per read (at least recv_buffer)
 SPIN_WINDOW = 0.002  # reads of a False new_data this close together are a spin...
 SPIN_PAUSE = 0.005  # ... and wait this long (or until data comes) before answering
@@ -87,6 +114,33 @@ def _addr(host, port):
     if ":" in host:
         return f"[{host}]:{int(port)}"
     return f"{host}:{int(port)}"
+
+
+def _send(owner, send, data, timeout):
+    """send(data, timeout=timeout), the native send of a connection. With raw
+    framing (no message boundaries on the wire) a payload above PIECE goes
+    in pieces (memoryview slices: no copy here), each with the same timeout,
+    so that one above the send queue (32 MiB) goes out as 0.0.8's sendall
+    sent it. A failed piece raises its error, with ``sent``: the payload's
+    bytes queued before it (the rest is not sent)."""
+    if owner._framing == "raw":
+        try:
+            view = memoryview(data)
+        except TypeError:
+            view = None
+        if view is not None and view.nbytes > PIECE:
+            view = view.cast("B") if view.format != "B" or view.ndim != 1 else view
+            sent = 0
+            try:
+                while sent < len(view):
+                    piece = view[sent:sent + PIECE]
+                    send(piece, timeout=timeout)
+                    sent += len(piece)
+            except ssock.Error as e:
+                e.sent = sent
+                raise
+            return
+    send(data, timeout=timeout)
 
 
 def _record(owner, exc):
@@ -323,6 +377,18 @@ class _RecvedData:
 
     @recved_data.setter
     def recved_data(self, value):
+        """A list (kept as is: the program may go on changing it in place), or
+        any other iterable but a string or a mapping (copied into a new list);
+        anything else raises TypeError and changes nothing."""
+        if not isinstance(value, list):
+            if value is None or isinstance(value, (str, bytes, bytearray, memoryview,
+                                                   collections.abc.Mapping)):
+                raise TypeError(f"recved_data must be a list, not {type(value).__name__}")
+            try:
+                value = list(value)
+            except TypeError:
+                raise TypeError(
+                    f"recved_data must be a list, not {type(value).__name__}") from None
         with self._cond:
             self._taken = True
             _Holder.set(self, value)
@@ -551,13 +617,19 @@ class TCPServer(_RecvedData):
         """Sends data to a client (its socket, as recved_data hands it over, or
         its address). Returns False (the error in event.exception.list) when it
         could not be queued: after send_timeout seconds of a full queue, or at
-        once when called from a callback (which must not hold up the others)."""
+        once when called from a callback (which must not hold up the others).
+        With raw framing any size goes (in pieces of PIECE bytes, each waiting
+        so); should a piece fail, the error (its ``sent``: the bytes that went)
+        is recorded and the rest is not sent. With u32/line framing one
+        message must fit the send queue (32 MiB; else MessageTooLargeError)
+        and the peer's max_message (16 MiB by default; else the peer ends the
+        connection)."""
         conn = self._conn_of(client_socket)
         if conn is None:
             _record(self, KeyError(f"no such client: {client_socket!r}"))
             return False
         try:
-            conn.send(data, timeout=0 if self._in_callback() else self.send_timeout)
+            _send(self, conn.send, data, 0 if self._in_callback() else self.send_timeout)
             return True
         except ssock.Error as e:
             _record(self, e)
@@ -565,7 +637,13 @@ class TCPServer(_RecvedData):
 
     def recv_data(self, client_socket) -> bytes:
         """The next data that client sent (taken out of recved_data); b'' once
-        it is gone. Not needed with return_recved_data()."""
+        it is gone. Not needed with return_recved_data().
+
+        It takes only that client's data: what the others send stays in
+        recved_data, and once that holds MAX_HELD entries (or MAX_HELD_BYTES)
+        reading stops for every client, this one too, so recv_data waits until
+        the program takes the others' data as well (return_recved_data(), or
+        recv_data for each of them). The bound on memory makes this so."""
         conn = self._conn_of(client_socket)
         if conn is None:
             return b""
@@ -638,6 +716,35 @@ class TCPServer(_RecvedData):
                 self._cond.wait(left)
 
 
+_local = threading.local()  # .client: the TCPClient whose autorecv thread this is
+
+
+class _Receiver:
+    """One autorecv thread's state, swapped as a whole (TCPClient._rx)."""
+
+    def __init__(self, native, prev):
+        self.native = native
+        self.prev = prev  # the receiver before: this one waits for it to drain
+        self.stop = threading.Event()  # set (under the client's _cond): end
+        self.drain = False  # the handle was let go of: what arrived goes to recved_data
+        self.drained = False  # ended (under the client's _cond)
+        self.close_after = None  # a handle let go of from its own callback
+        self.thread = None
+        self._lock = threading.Lock()
+        self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+    def wake(self):
+        with self._lock:
+            if self.wake_fd is not None:
+                os.eventfd_write(self.wake_fd, 1)
+
+    def close_fd(self):
+        with self._lock:
+            if self.wake_fd is not None:
+                os.close(self.wake_fd)
+                self.wake_fd = None
+
+
 class TCPClient(_RecvedData):
     """A TCP client with simplesockets 0.0.8's API (see the module docstring)."""
 
@@ -653,11 +760,13 @@ class TCPClient(_RecvedData):
     def __init__(self):
         self._cond = threading.Condition()
         self._native = None
+        # The connection's life cycle (connect, reconnect, autorecv, disconnect,
+        # shutdown, close) is serialised by _life; none of them waits for a
+        # thread while holding it, nor calls a callback.
+        self._life = threading.RLock()
         self._autorecv = False  # autorecv() is on (its thread runs while connected)
-        self._thread = None  # the autorecv thread, which runs the callbacks
-        self._wake_fd = None  # wakes it (its own; closed under _wake_lock as it ends)
-        self._wake_lock = threading.Lock()
-        self._recv_stop = threading.Event()  # set: the autorecv thread is to end
+        self._rx = None  # the _Receiver of the autorecv thread there is now (under _life)
+        self._last_rx = None  # the one before: a new one waits for it to drain
         self._closing = False
         self._held = 0  # payload bytes in recved_data
         self._held_len = 0  # its length when _held was counted
@@ -732,17 +841,57 @@ class TCPClient(_RecvedData):
         self.socket._handle = native
         return native
 
+    def _is_live(self):
+        native = self._native
+        return native is not None and not native.closed and native.connected
+
     def connect(self) -> bool:
         """Connects; True on success, False with the error in
         event.exception.list (also when connected already: EISCONN, as the
-        original's socket said)."""
+        original's socket said; of two connect() calls at once, one connects
+        and the other fails so)."""
         if not self._setup_flag:
             raise SetupError("Server isn't setup")
-        native = self._native
-        if native is not None and not native.closed and native.connected:
-            _record(self, OSError(errno.EISCONN, os.strerror(errno.EISCONN)))
-            return False
-        self._release()  # a connection that was lost, or never made
+        return self._connect(replace=False)
+
+    def reconnect(self) -> bool:
+        """Drops the connection (if any: what it queued goes out first) and
+        connects again (if another thread connects meanwhile, that connection
+        is kept, and reconnect() returns True)."""
+        if not self._setup_flag:
+            raise SetupError("Server isn't setup")
+        with self._cond:
+            self.event.connected = False
+            self.event.disconnected = False
+        return self._connect(replace=True)
+
+    def _connect(self, replace):
+        """connect() and reconnect(): what there is (a lost connection, or for
+        reconnect() the live one) is let go of first, its autorecv thread
+        waited for outside _life; then, under _life, the new connection is
+        made, unless another thread made one meanwhile."""
+        dropped = False
+        while True:
+            with self._life:
+                if self._is_live() and (dropped or not replace):
+                    if replace:  # ours was let go of; another thread connected since
+                        return True
+                    _record(self, OSError(errno.EISCONN, os.strerror(errno.EISCONN)))
+                    return False
+                if self._native is None and self._rx is None:
+                    if self._open_native() is None:
+                        return False
+                    break
+                old = self._detach()
+                dropped = True
+            self._finish(old)
+        if callable(self.on_connect):
+            self.on_connect()
+        return True
+
+    def _open_native(self):
+        """Under _life: a new connection (and autorecv, if on); None (recorded)
+        when it fails."""
         try:
             native = self._new_native()
             try:
@@ -751,8 +900,9 @@ class TCPClient(_RecvedData):
                 native.close()
                 raise
         except Exception as e:
+            self.socket._handle = None
             _record(self, e)
-            return False
+            return None
         with self._cond:
             self._native = native
             self._live_id = native.id
@@ -762,45 +912,75 @@ class TCPClient(_RecvedData):
             self._cond.notify_all()
         if self._autorecv:
             self._start_receiving()
-        if callable(self.on_connect):
-            self.on_connect()
-        return True
+        return native
 
-    def reconnect(self) -> bool:
-        """Drops the connection (if any: what it queued goes out first) and
-        connects again."""
-        with self._cond:
-            self.event.connected = False
-            self.event.disconnected = False
-        self._release()
-        return self.connect()
-
-    def _release(self):
-        """Lets go of the native handle: the autorecv thread stops (what
-        arrived goes to recved_data first), then the handle closes, giving
-        what is queued `linger` seconds to go out."""
+    def _detach(self):
+        """Under _life: takes the native handle and the autorecv thread away
+        from the client (the thread is told to end: what arrived goes to
+        recved_data first). Returns them for _finish(), to be called once
+        _life is let go of."""
         with self._cond:
             native, self._native = self._native, None
             self._live_id = None
+            rx, self._rx = self._rx, None
+            if rx is not None:
+                rx.drain = native is not None
+                rx.stop.set()
+                self._last_rx = rx
             self._cond.notify_all()  # a put() waiting for room gives up
         self.socket._handle = None
-        if native is None:
-            return
-        self._stop_receiving()  # (from a callback, it ends once the callback returns)
-        native.close()
+        if rx is not None:
+            rx.wake()
+        return rx, native
+
+    def _detach_receiver(self):
+        """Under _life: as _detach(), the autorecv thread only (autorecv off)."""
+        with self._cond:
+            rx, self._rx = self._rx, None
+            if rx is not None:
+                rx.stop.set()
+                self._last_rx = rx
+            self._cond.notify_all()
+        if rx is not None:
+            rx.wake()
+        return rx, None
+
+    def _finish(self, old):
+        """Not under _life: waits for the autorecv thread that was taken away
+        (unless it is this thread: in a callback, it ends, and closes the
+        handle, once the callback returns), then closes the handle, giving
+        what is queued `linger` seconds to go out."""
+        rx, native = old
+        if rx is not None:
+            if rx.thread is threading.current_thread():
+                if native is not None:
+                    rx.close_after = native
+                    native = None
+            else:
+                rx.thread.join()
+        if native is not None:
+            native.close()
 
     def _in_callback(self):
-        """True on the autorecv thread, which runs on_receive and on_disconnect."""
-        return self._thread is not None and self._thread is threading.current_thread()
+        """True on an autorecv thread of this client (it runs on_receive and
+        on_disconnect), also after the callback let go of its connection."""
+        return getattr(_local, "client", None) is self
 
     def send_data(self, data: bytes) -> bool:
         """Sends data; False (the error in event.exception.list) when it could
         not be queued: after send_timeout seconds of a full queue, or at once
-        when called from a callback (autorecv must not stop for it)."""
+        when called from a callback (autorecv must not stop for it). With raw
+        framing any size goes (in pieces of PIECE bytes, each waiting so);
+        should a piece fail, the error (its ``sent``: the bytes that went) is
+        recorded and the rest is not sent. With u32/line framing one message
+        must fit the send queue (32 MiB; else MessageTooLargeError) and the
+        peer's max_message (16 MiB by default; else the peer ends the
+        connection)."""
         try:
-            if self._native is None:
+            native = self._native
+            if native is None:
                 raise ssock._ssock._make_error(ssock.ENOTCONN)
-            self._native.send(data, timeout=0 if self._in_callback() else self.send_timeout)
+            _send(self, native.send, data, 0 if self._in_callback() else self.send_timeout)
             return True
         except ssock.Error as e:
             _record(self, e)
@@ -826,81 +1006,90 @@ class TCPClient(_RecvedData):
         """Toggles the background receiving (off at first): what arrives goes to
         recved_data and on_receive. It stays on across disconnect() and
         connect() (shutdown() turns it off)."""
-        if not self._autorecv:
-            native = self._native
-            if native is None or native.closed:
-                _record(self, ssock._ssock._make_error(ssock.ENOTCONN))
-                return False
-            self._autorecv = True
-            self._start_receiving()
-            return True
-        self._autorecv = False
-        self._stop_receiving()
+        with self._life:
+            if not self._autorecv:
+                native = self._native
+                if native is None or native.closed:
+                    _record(self, ssock._ssock._make_error(ssock.ENOTCONN))
+                    return False
+                self._autorecv = True
+                if self._rx is None:
+                    self._start_receiving()
+                return True
+            self._autorecv = False
+            old = self._detach_receiver()
+        self._finish(old)
         return True
 
     def _start_receiving(self):
-        """Starts the autorecv thread for the native handle there is now (after
-        the one before ended: it was told to, unless it is this thread, in a
-        callback, which ends once the callback returns)."""
-        self._stop_receiving()
-        native = self._native
-        if native is None:
+        """Under _life: starts the autorecv thread of the native handle there
+        is now; it is self._rx once started (never before)."""
+        rx = _Receiver(self._native, self._last_rx)
+        rx.thread = threading.Thread(target=self._receiving, args=(rx,), daemon=True,
+                                     name="simplesockets-autorecv")
+        try:
+            rx.thread.start()
+        except BaseException as e:
+            rx.close_fd()
+            _record(self, e)
             return
-        stop = self._recv_stop = threading.Event()
-        with self._wake_lock:
-            self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-            wake_fd = self._wake_fd
-        self._thread = threading.Thread(target=self._receiving, args=(native, wake_fd, stop),
-                                        daemon=True, name="simplesockets-autorecv")
-        self._thread.start()
+        self._rx = rx
 
-    def _stop_receiving(self):
-        """Ends the autorecv thread and waits for it (not from itself)."""
-        self._recv_stop.set()
-        self._wake()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
-
-    def _wake(self):
-        with self._wake_lock:
-            if self._wake_fd is not None:
-                os.eventfd_write(self._wake_fd, 1)
-        with self._cond:
-            self._cond.notify_all()  # a put() waiting for room looks at stop
-
-    def _receiving(self, native, wake_fd, stop):
+    def _receiving(self, rx):
         """The autorecv thread of one native handle: ends when told to (autorecv
         off, the handle let go of: then what arrived before goes to
-        recved_data first)."""
-        poller = select.poll()
+        recved_data first). Whatever goes wrong with one event is recorded,
+        and it goes on."""
+        _local.client = self
+        native = rx.native
+        prev, rx.prev = rx.prev, None
         try:
+            if prev is not None:  # what the one before had goes first
+                with self._cond:
+                    self._cond.wait_for(lambda: prev.drained or rx.stop.is_set())
+            poller = select.poll()
             poller.register(native.fileno(), select.POLLIN)
-            poller.register(wake_fd, select.POLLIN)
-            while not stop.is_set() and self._native is native and not self._closing:
+            poller.register(rx.wake_fd, select.POLLIN)
+            while not rx.stop.is_set() and not self._closing:
                 poller.poll()
                 try:
-                    os.eventfd_read(wake_fd)
+                    os.eventfd_read(rx.wake_fd)
                 except BlockingIOError:
                     pass
-                while not stop.is_set():
+                while not rx.stop.is_set():
                     ev = native.next_event(0)
                     if ev is None:
                         break
-                    self._handle(native, ev, stop)
-            if self._native is not native and not native.closed:
+                    self._handle_safely(native, ev, rx)
+            if rx.drain and not native.closed:
                 while True:  # released: what arrived before goes to recved_data
                     ev = native.next_event(0)
                     if ev is None:
                         break
-                    self._handle(native, ev, stop)
+                    self._handle_safely(native, ev, rx)
         except ssock.ClosedError:
             pass
+        except Exception as e:
+            _record(self, e)
         finally:
-            with self._wake_lock:
-                if self._wake_fd == wake_fd:
-                    self._wake_fd = None
-                os.close(wake_fd)
+            with self._cond:
+                rx.drained = True
+                self._cond.notify_all()
+            rx.close_fd()
+            native, rx.close_after, rx.native = rx.close_after, None, None
+            if native is not None:  # let go of from a callback of this thread
+                try:
+                    native.close()
+                except Exception as e:
+                    _record(self, e)
+
+    def _handle_safely(self, native, ev, rx):
+        try:
+            self._handle(native, ev, rx.stop)
+        except ssock.ClosedError:
+            raise
+        except Exception as e:
+            _record(self, e)
 
     def _handle(self, native, ev, stop):
         """One event of a native handle; only the live connection's end counts
@@ -936,9 +1125,11 @@ class TCPClient(_RecvedData):
     def shutdown(self):
         """Stops autorecv and closes the connection (queued data goes out
         first); everything of it is let go of."""
-        self._autorecv = False
-        self._release()
-        self.event.is_connected = False
+        with self._life:
+            self._autorecv = False
+            old = self._detach()
+            self.event.is_connected = False
+        self._finish(old)
 
     def return_exceptions(self, delete: bool = True, reset_exceptions: bool = True) -> list:
         with self._cond:
@@ -953,28 +1144,33 @@ class TCPClient(_RecvedData):
         """Closes the connection gracefully (queued data goes out first) and
         lets go of everything of it (a later connect() starts again, autorecv
         too if it was on); False (recorded) when there was none."""
-        native = self._native
-        if native is None or native.closed or not native.connected:
+        with self._life:
+            had = self._is_live()
+            receiving = self._rx is not None
+            old = self._detach()  # also after the peer closed: nothing stays behind
+            if had:
+                with self._cond:
+                    self.event.is_connected = False
+                    self.event.disconnected = True
+                    self._disconnected = True
+                    self._cond.notify_all()
+        self._finish(old)
+        if not had:
             _record(self, ssock._ssock._make_error(ssock.ENOTCONN))
             return False
-        receiving = self._thread is not None and self._thread.is_alive()
-        self._release()
-        with self._cond:
-            self.event.is_connected = False
-            self.event.disconnected = True
-            self._disconnected = True
-            self._cond.notify_all()
         if receiving:  # as autorecv saw the end in 0.0.8
             self._call(self.on_disconnect)
         return True
 
     def close(self):
         """Closes everything (not in simplesockets 0.0.8)."""
-        with self._cond:
-            self._closing = True
-            self._autorecv = False
-            self._cond.notify_all()
-        self._release()
+        with self._life:
+            with self._cond:
+                self._closing = True
+                self._autorecv = False
+                self._cond.notify_all()
+            old = self._detach()
+        self._finish(old)
 
     def await_event(self, timeout: int = 0):
         """Waits (no spinning) for an event; timeout in ms, 0: none. Returns
