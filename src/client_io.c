@@ -129,7 +129,8 @@ int ssock_client_send(ssock_client *cli, const void *data, size_t len)
 
 struct flush_of {
 	ssock_client *cli;
-	uint64_t id; /* the connection watched */
+	uint64_t id;  /* the connection watched */
+	bool started; /* id was set from last_id */
 };
 
 /* SSOCK__WAIT while the client has bytes to send. l->mu held. */
@@ -137,6 +138,10 @@ static int flushed(void *arg)
 {
 	struct flush_of *f = arg;
 	ssock_client *cli = f->cli;
+	if (!f->started) {
+		f->started = true;
+		f->id = cli->last_id;
+	}
 	for (;;) {
 		ssock_conn *c = f->id ? ssock__table_get(&loop_of(cli)->conns, f->id) : NULL;
 		if (c && atomic_load(&c->queued) > 0)
@@ -159,20 +164,12 @@ int ssock_client_flush(ssock_client *cli, int timeout_ms)
 {
 	if (!cli)
 		return SSOCK_EINVAL;
-	ssock_loop *l = loop_of(cli);
-	if (!ssock__may_wait(l))
-		return SSOCK_ELOOPTHREAD;
-	struct timespec deadline;
-	if (timeout_ms > 0)
-		ssock__abstime(&deadline, timeout_ms);
-	pthread_mutex_lock(&l->mu);
 	/* The latest connection is the one to watch, also once it no longer is
 	 * the client's current one (closing after ssock_client_disconnect(),
-	 * or closed by the peer); bytes queued offline go to the next one. */
-	struct flush_of f = {cli, cli->last_id};
-	int rc = ssock__wait_until(&cli->ep, timeout_ms, &deadline, flushed, &f);
-	pthread_mutex_unlock(&l->mu);
-	return rc;
+	 * or closed by the peer); bytes queued offline go to the next one.
+	 * (last_id is read under loop->mu, in flushed(): 0 means unset.) */
+	struct flush_of f = {cli, 0, false};
+	return ssock__wait_for(&cli->ep, timeout_ms, flushed, &f);
 }
 
 int ssock_client_next_event(ssock_client *cli, ssock_event *ev, int timeout_ms)

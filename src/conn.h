@@ -311,6 +311,9 @@ void ssock__room_wait_end(ssock_loop *loop);
 #define SSOCK__WAIT 2
 int ssock__wait_until(ssock__stream_ep *ep, int timeout_ms, const struct timespec *deadline,
 		      int (*check)(void *arg), void *arg);
+/* The same from a thread of the program, which takes loop->mu itself;
+ * SSOCK_ELOOPTHREAD where it may not wait (ssock__may_wait()). */
+int ssock__wait_for(ssock__stream_ep *ep, int timeout_ms, int (*check)(void *arg), void *arg);
 /* Pushes ch (borrowed or not) onto a queue, with loop->mu held: as
  * ssock__posted_push_locked(). */
 typedef int (*ssock__push_fn)(void *arg, ssock__chunk *ch, bool borrowed);

@@ -209,6 +209,20 @@ int ssock__wait_until(ssock__stream_ep *ep, int timeout_ms, const struct timespe
 	return rc;
 }
 
+int ssock__wait_for(ssock__stream_ep *ep, int timeout_ms, int (*check)(void *arg), void *arg)
+{
+	ssock_loop *l = ep->base.loop;
+	if (!ssock__may_wait(l))
+		return SSOCK_ELOOPTHREAD;
+	struct timespec deadline;
+	if (timeout_ms > 0)
+		ssock__abstime(&deadline, timeout_ms);
+	pthread_mutex_lock(&l->mu);
+	int rc = ssock__wait_until(ep, timeout_ms, &deadline, check, arg);
+	pthread_mutex_unlock(&l->mu);
+	return rc;
+}
+
 struct push_try {
 	ssock_loop *loop;
 	ssock__chunk *ch;

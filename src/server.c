@@ -424,6 +424,7 @@ int ssock_server_resume_reading(ssock_server *srv, uint64_t id)
 struct flush_of {
 	ssock_server *srv;
 	uint64_t id;
+	bool looked; /* at id, once: it must name an open connection then */
 };
 
 /* SSOCK__WAIT while connection id of srv (0: any of them) still has bytes
@@ -432,6 +433,11 @@ struct flush_of {
 static int flushed(void *arg)
 {
 	struct flush_of *f = arg;
+	if (f->id && !f->looked) {
+		f->looked = true;
+		if (!ssock__conn_by_id(&f->srv->ep, f->id))
+			return SSOCK_ENOCONN;
+	}
 	if (f->id) {
 		ssock_conn *c = ssock__table_get(&loop_of(f->srv)->conns, f->id);
 		return c && c->ep == &f->srv->ep && atomic_load(&c->queued) > 0 ? SSOCK__WAIT : 0;
@@ -446,20 +452,8 @@ int ssock_server_flush(ssock_server *srv, uint64_t id, int timeout_ms)
 {
 	if (!srv)
 		return SSOCK_EINVAL;
-	ssock_loop *l = loop_of(srv);
-	if (!ssock__may_wait(l))
-		return SSOCK_ELOOPTHREAD;
-	struct timespec deadline;
-	if (timeout_ms > 0)
-		ssock__abstime(&deadline, timeout_ms);
-	pthread_mutex_lock(&l->mu);
-	int rc = SSOCK_ENOCONN;
-	if (!id || ssock__conn_by_id(&srv->ep, id)) {
-		struct flush_of f = {srv, id};
-		rc = ssock__wait_until(&srv->ep, timeout_ms, &deadline, flushed, &f);
-	}
-	pthread_mutex_unlock(&l->mu);
-	return rc;
+	struct flush_of f = {srv, id, false};
+	return ssock__wait_for(&srv->ep, timeout_ms, flushed, &f);
 }
 
 int ssock_server_conns(ssock_server *srv, ssock_conn_info *out, int max)

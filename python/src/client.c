@@ -167,11 +167,8 @@ static int connect_attempt(ps_handle *self, int slice_ms, void *arg)
 
 static PyObject *client_connect(ps_handle *self, PyObject *args, PyObject *kw)
 {
-	static char *kwlist[] = {"timeout", NULL};
-	PyObject *timeout = Py_None;
 	int ms;
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:connect", kwlist, &timeout) ||
-	    ps_timeout_ms(timeout, &ms) < 0)
+	if (ps_timeout_arg(args, kw, "|O:connect", &ms) < 0)
 		return NULL;
 	return ps_wait_method(self, ms, connect_attempt, NULL);
 }
@@ -237,11 +234,8 @@ PyObject *ps_client_flush(ps_handle *self, int timeout_ms)
 
 static PyObject *client_flush(ps_handle *self, PyObject *args, PyObject *kw)
 {
-	static char *kwlist[] = {"timeout", NULL};
-	PyObject *timeout = Py_None;
 	int ms;
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:flush", kwlist, &timeout) ||
-	    ps_timeout_ms(timeout, &ms) < 0)
+	if (ps_timeout_arg(args, kw, "|O:flush", &ms) < 0)
 		return NULL;
 	return ps_client_flush(self, ms);
 }
@@ -265,11 +259,9 @@ static void raise_ended(ssock_event *ev)
  * error, an expired timeout ssock.TimeoutError. */
 static PyObject *client_recv(ps_handle *self, PyObject *args, PyObject *kw)
 {
-	static char *kwlist[] = {"timeout", NULL};
-	PyObject *timeout = Py_None, *res = NULL;
+	PyObject *res = NULL;
 	int ms;
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:recv", kwlist, &timeout) ||
-	    ps_timeout_ms(timeout, &ms) < 0)
+	if (ps_timeout_arg(args, kw, "|O:recv", &ms) < 0)
 		return NULL;
 	if (self->callback_mode)
 		return ps_raise(SSOCK_ENOINBOX);

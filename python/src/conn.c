@@ -124,11 +124,8 @@ static PyObject *conn_close(ps_conn *c, PyObject *unused)
 
 static PyObject *conn_flush(ps_conn *c, PyObject *args, PyObject *kw)
 {
-	static char *kwlist[] = {"timeout", NULL};
-	PyObject *timeout = Py_None;
 	int ms;
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:flush", kwlist, &timeout) ||
-	    ps_timeout_ms(timeout, &ms) < 0)
+	if (ps_timeout_arg(args, kw, "|O:flush", &ms) < 0)
 		return NULL;
 	if (!c->owner)
 		return ps_raise(SSOCK_ECLOSED);

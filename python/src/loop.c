@@ -71,11 +71,8 @@ static PyObject *loop_close(ps_loop *self, PyObject *unused)
 
 static PyObject *loop_run(ps_loop *self, PyObject *args, PyObject *kw)
 {
-	static char *kwlist[] = {"timeout", NULL};
-	PyObject *timeout = Py_None;
 	int ms, rc;
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:run", kwlist, &timeout) ||
-	    ps_timeout_ms(timeout, &ms) < 0 || !ps_loop_get((PyObject *)self))
+	if (ps_timeout_arg(args, kw, "|O:run", &ms) < 0 || !ps_loop_get((PyObject *)self))
 		return NULL;
 	Py_BEGIN_ALLOW_THREADS
 		rc = ssock_loop_run(self->loop, ms);

@@ -182,9 +182,11 @@ PyObject *ps_error_list(ps_handle *self, int clear);
 /* util.c */
 PyObject *ps_addr_to_tuple(const ssock_addr *a);
 int ps_addr_from_obj(PyObject *obj, ssock_addr *out, int passive);
-PyObject *ps_addr_text(PyObject *obj);                    /* str "HOST:PORT" from str or tuple */
-int ps_timeout_ms(PyObject *obj, int *out);               /* None -> -1, seconds -> ms */
-int ps_opt_ms(PyObject *obj, const char *name, int *out); /* None/0 -> 0 */
+PyObject *ps_addr_text(PyObject *obj);      /* str "HOST:PORT" from str or tuple */
+int ps_timeout_ms(PyObject *obj, int *out); /* None -> -1, seconds -> ms */
+/* A method's one optional argument `timeout` (fmt "|O:name"), as ms. */
+int ps_timeout_arg(PyObject *args, PyObject *kw, const char *fmt, int *ms);
+int ps_opt_ms(PyObject *obj, const char *name, int *out);      /* None/0 -> 0 */
 int ps_opt_size(PyObject *obj, const char *name, size_t *out); /* None -> 0 */
 int ps_opt_int(PyObject *obj, const char *name, int *out);
 int ps_framing(PyObject *obj, ssock_framing *out);

@@ -133,11 +133,9 @@ static PyObject *udp_send(ps_handle *self, PyObject *const *args, Py_ssize_t nar
 /* recv(timeout=None) -> (data, addr), like socket.recvfrom(). */
 static PyObject *udp_recv(ps_handle *self, PyObject *args, PyObject *kw)
 {
-	static char *kwlist[] = {"timeout", NULL};
-	PyObject *timeout = Py_None, *res = NULL;
+	PyObject *res = NULL;
 	int ms;
-	if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:recv", kwlist, &timeout) ||
-	    ps_timeout_ms(timeout, &ms) < 0)
+	if (ps_timeout_arg(args, kw, "|O:recv", &ms) < 0)
 		return NULL;
 	if (self->callback_mode)
 		return ps_raise(SSOCK_ENOINBOX);

@@ -148,6 +148,15 @@ int ps_timeout_ms(PyObject *obj, int *out)
 	return 0;
 }
 
+int ps_timeout_arg(PyObject *args, PyObject *kw, const char *fmt, int *ms)
+{
+	static char *kwlist[] = {"timeout", NULL};
+	PyObject *timeout = Py_None;
+	if (!PyArg_ParseTupleAndKeywords(args, kw, fmt, kwlist, &timeout))
+		return -1;
+	return ps_timeout_ms(timeout, ms);
+}
+
 /* An option given in seconds: None or 0 is the C default (0). */
 int ps_opt_ms(PyObject *obj, const char *name, int *out)
 {
