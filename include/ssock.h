@@ -462,9 +462,13 @@ int ssock_server_disconnect(ssock_server *srv, uint64_t id);
  * side's answer); messages already read may still be delivered, and the
  * read timeout does not run. For a program that serves one connection more
  * slowly than the others (a queue of its own that is full) without holding
- * them up. Pausing a paused connection (or resuming a running one) is fine.
- * Returns 0, or SSOCK_ENOCONN for an unknown or stale id. Any thread (in a
- * callback of the server's loop, at once). */
+ * them up. Pausing a paused connection (or resuming a running one) is fine;
+ * a pause takes effect at the next message, a resume in the loop's next
+ * round of commands. With tinyproto framing the peer's answers to this
+ * side's messages wait too: what is sent while paused goes out after the
+ * resume. Closing the connection (ssock_server_disconnect()) ends the pause.
+ * Returns 0, SSOCK_ENOCONN for an unknown or stale id, or SSOCK_ENOMEM.
+ * Any thread. */
 int ssock_server_pause_reading(ssock_server *srv, uint64_t id);
 int ssock_server_resume_reading(ssock_server *srv, uint64_t id);
 

@@ -357,6 +357,15 @@ static void list_remove(ssock_conn **head, ssock_conn *c, size_t next_off)
 	}
 }
 
+void ssock__conn_unpause(ssock_conn *c)
+{
+	if (c->paused) {
+		list_remove(&c->ep->paused_head, c, offsetof(ssock_conn, paused_next));
+		list_remove(&c->ep->resuming, c, offsetof(ssock_conn, paused_next));
+	}
+	c->paused = false;
+}
+
 /* Removes c from everything other threads can reach it by. */
 static void unlink_conn(ssock_conn *c)
 {
@@ -400,11 +409,7 @@ void ssock__conn_fail(ssock_conn *c, int reason)
 	ep->transport->close(c);
 	if (c->extra)
 		ssock__timer_stop(l, &c->extra->timer);
-	if (c->paused) {
-		list_remove(&ep->paused_head, c, offsetof(ssock_conn, paused_next));
-		list_remove(&ep->resuming, c, offsetof(ssock_conn, paused_next));
-	}
-	c->paused = false;
+	ssock__conn_unpause(c);
 	ssock__pending_remove(c);
 	unlink_conn(c);
 	size_t unsent = ssock__sendq_close(c);
@@ -470,6 +475,11 @@ int ssock__conn_close(ssock_conn *c, int reason)
 	c->codec_hello = false; /* from now on the deadline is the linger's */
 	x->close_reason = reason;
 	x->deadline = l->now + SSOCK__LINGER_MS;
+	/* Whatever held its reading back (a full inbox, the program's pause):
+	 * a closing connection delivers nothing, and its codec may need the
+	 * peer's answers to send what is queued. */
+	ssock__conn_unpause(c);
+	c->held = false;
 	c->state = SSOCK__CLOSING;
 	ssock__conn_arm_timer(c);
 	ssock__conn_interest(c);

@@ -218,8 +218,10 @@ static inline size_t ssock__read_limit(const ssock_conn *c)
 		high = SSOCK__BUDGET_SHARE;
 	return high;
 }
+/* Takes c off the paused lists (a full inbox, the program's pause). */
+void ssock__conn_unpause(ssock_conn *c);
 /* The program pauses (hold) or resumes reading connection id of ep.
- * Returns 0 or SSOCK_ENOCONN. Loop only. */
+ * Returns 0, SSOCK_ENOCONN or SSOCK_ENOMEM. Loop only. */
 int ssock__conn_hold(ssock__stream_ep *ep, uint64_t id, bool hold);
 /* Resumes reading on connections paused by a full inbox. Loop only. */
 void ssock__ep_resume_paused(ssock__stream_ep *ep);

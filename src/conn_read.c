@@ -572,6 +572,44 @@ void ssock__pending_remove(ssock_conn *c)
 	}
 }
 
+/* Reading again on c, taken off the paused list: a finished big payload,
+ * the stashed frames (which may pause it again), then the socket. */
+static void resume_one(ssock_conn *c)
+{
+	if (!readable_state(c))
+		return;
+	ssock__partial *p = c->partial;
+	if (p && p->since) {
+		p->since = ssock__loop_of(c)->now; /* the wait was ours */
+		ssock__conn_arm_timer(c);
+	}
+	if (p && p->big_ready && !deliver_big(c)) {
+		pause_reading(c);
+		return;
+	}
+	if (c->partial && c->partial->stash_len > 0) {
+		process_stash(c, c->partial->stash_len);
+	} else if (c->ep->codec->input_done) {
+		c->ep->codec->input_done(c);
+	}
+	if (readable_state(c) && !c->paused) {
+		ssock__conn_interest(c);
+		ssock__keep_pending(c);
+	}
+	ssock__conn_trim(c);
+}
+
+/* The program's resume of one connection, run as a command of its own: in
+ * a callback it would deliver (and run callbacks) inside another's. */
+static void resume_cmd(ssock__cmd *cmd)
+{
+	ssock_conn *c = ssock__conn_by_id(cmd->arg, cmd->id);
+	if (!c || c->held || !c->paused || inbox_blocked(c))
+		return; /* gone, paused again, or the inbox's drain resumes it */
+	ssock__conn_unpause(c);
+	resume_one(c);
+}
+
 int ssock__conn_hold(ssock__stream_ep *ep, uint64_t id, bool hold)
 {
 	ssock_conn *c = ssock__conn_by_id(ep, id);
@@ -579,12 +617,12 @@ int ssock__conn_hold(ssock__stream_ep *ep, uint64_t id, bool hold)
 		return SSOCK_ENOCONN;
 	if (c->held == hold)
 		return 0;
-	c->held = hold;
 	/* Pausing takes effect at the next frame or read (inbox_blocked()).
-	 * Resuming goes through the paused list, as when a full inbox
-	 * drains: the stashed frames first, then reading. */
-	if (!hold)
-		ssock__ep_resume_paused(ep);
+	 * A connection that paused (it is on the paused list) resumes later
+	 * in this pass's commands; one that never got to pause reads on. */
+	if (!hold && c->paused && !ssock__post_fn(ssock__loop_of(c), resume_cmd, ep, id))
+		return SSOCK_ENOMEM;
+	c->held = hold;
 	return 0;
 }
 
@@ -597,26 +635,6 @@ void ssock__ep_resume_paused(ssock__stream_ep *ep)
 		ssock_conn *c = ep->resuming;
 		ep->resuming = c->paused_next;
 		c->paused = false;
-		if (!readable_state(c))
-			continue;
-		ssock__partial *p = c->partial;
-		if (p && p->since) {
-			p->since = ssock__loop_of(c)->now; /* the wait was ours */
-			ssock__conn_arm_timer(c);
-		}
-		if (p && p->big_ready && !deliver_big(c)) {
-			pause_reading(c);
-			continue;
-		}
-		if (c->partial && c->partial->stash_len > 0) {
-			process_stash(c, c->partial->stash_len);
-		} else if (c->ep->codec->input_done) {
-			c->ep->codec->input_done(c);
-		}
-		if (readable_state(c) && !c->paused) {
-			ssock__conn_interest(c);
-			ssock__keep_pending(c);
-		}
-		ssock__conn_trim(c);
+		resume_one(c);
 	}
 }

@@ -198,3 +198,116 @@ TEST(a_client_pauses_its_connection_too)
 	CHECK_OK(ssock_client_free(cli));
 	CHECK_INT(ssock_client_pause_reading(NULL), ==, SSOCK_EINVAL);
 }
+
+/* A resume made by a callback while the loop resumes another connection
+ * (whose stashed frames it is delivering) used to overwrite the list that
+ * resume was walking: the connections still on it stayed paused for good. */
+static ssock_server *nest_srv;
+static atomic_ullong nest_b;
+static atomic_int nest_a_msgs, nest_b_msgs, nest_bad;
+
+static void nest_cb(ssock_conn *c, const void *data, size_t len, void *user)
+{
+	(void)user;
+	char m = len == 1 ? *(const char *)data : '?';
+	if (ssock_conn_id(c) == atomic_load(&nest_b)) {
+		atomic_fetch_add(&nest_b_msgs, 1);
+		return;
+	}
+	atomic_fetch_add(&nest_a_msgs, 1);
+	int rc = 0;
+	if (m == 'P') /* pause myself: what follows stays stashed */
+		rc = ssock_server_pause_reading(nest_srv, ssock_conn_id(c));
+	else if (m == 'R') /* delivered by the resume of a: resume b */
+		rc = ssock_server_resume_reading(nest_srv, atomic_load(&nest_b));
+	if (rc != 0)
+		atomic_fetch_add(&nest_bad, 1);
+}
+
+static bool at_least(void *arg)
+{
+	int *want = arg; /* {which, n}: 0 a's, 1 b's */
+	return atomic_load(want[0] ? &nest_b_msgs : &nest_a_msgs) >= want[1];
+}
+
+static bool send_chars(int fd, const char *s)
+{
+	for (; *s; s++)
+		if (np_send_u32(fd, s, 1) != 0)
+			return false;
+	return true;
+}
+
+TEST(a_resume_from_a_callback_during_another_resume)
+{
+	ssock_server_opts o = {.on_message = nest_cb};
+	int port;
+	nest_srv = np_server(&o, &port);
+	CHECK(nest_srv);
+	int fb = np_connect(port, false);
+	CHECK(fb >= 0 && np_wait_conns(nest_srv, 1, true, T) >= 1);
+	ssock_conn_info info[2];
+	CHECK_INT(ssock_server_conns(nest_srv, info, 2), ==, 1);
+	atomic_store(&nest_b, info[0].id);
+	CHECK_OK(ssock_server_pause_reading(nest_srv, info[0].id));
+	CHECK(send_chars(fb, "bbb"));
+	int b_one[2] = {1, 1};
+	CHECK(!test_wait_until(at_least, b_one, 300)); /* held: b reads nothing */
+	int fa = np_connect(port, false);
+	CHECK(fa >= 0 && np_wait_conns(nest_srv, 2, true, T) >= 2);
+	CHECK_INT(ssock_server_conns(nest_srv, info, 2), ==, 2);
+	uint64_t a = info[0].id == atomic_load(&nest_b) ? info[1].id : info[0].id;
+	/* "xPR" in one write: x, then P pauses a, so R waits in its stash. */
+	uint8_t burst[15];
+	for (int i = 0; i < 3; i++) {
+		uint32_t be = htonl(1);
+		memcpy(burst + 5 * i, &be, 4);
+		burst[5 * i + 4] = (uint8_t) "xPR"[i];
+	}
+	CHECK_INT(np_write(fa, burst, sizeof burst), ==, 0);
+	int a_two[2] = {0, 2}, a_three[2] = {0, 3}, b_three[2] = {1, 3};
+	CHECK(test_wait_until(at_least, a_two, T));
+	CHECK(!test_wait_until(at_least, a_three, 300));    /* R waits */
+	CHECK_OK(ssock_server_resume_reading(nest_srv, a)); /* R resumes b */
+	CHECK(test_wait_until(at_least, a_three, T));
+	if (!test_wait_until(at_least, b_three, T))
+		TEST__FAIL("b was resumed from a callback but got %d of its 3 messages",
+			   atomic_load(&nest_b_msgs));
+	CHECK_INT(atomic_load(&nest_bad), ==, 0);
+	close(fa);
+	close(fb);
+	CHECK_OK(ssock_server_free(nest_srv));
+}
+
+/* With tinyproto the peer's answer to a message of ours is input too: a
+ * paused connection that is closed must read it, send the message and end,
+ * not wait out the linger and drop the message. */
+TEST(closing_a_paused_tinyproto_connection_sends_what_it_queued)
+{
+	ssock_server_opts o = {.framing = SSOCK_FRAMING_TINYPROTO};
+	int port;
+	ssock_server *srv = np_server(&o, &port);
+	CHECK(srv);
+	int fd = np_connect(port, false);
+	uint64_t id = fd >= 0 ? np_take_connect(srv) : 0;
+	CHECK(id);
+	uint8_t ok = 0xFF, in = 0;
+	CHECK_INT(np_write(fd, &ok, 1), ==, 0);
+	CHECK(np_read_exact(fd, &in, 1, T) == 0 && in == 0xFF); /* the handshake */
+	CHECK_OK(ssock_server_pause_reading(srv, id));
+	CHECK_OK(ssock_server_send(srv, id, "hello", 5));
+	uint8_t size[4];
+	CHECK_INT(np_read_exact(fd, size, 4, T), ==, 0);
+	CHECK_INT(np_write(fd, &ok, 1), ==, 0); /* accepted: unread while paused */
+	CHECK_OK(ssock_server_disconnect(srv, id));
+	char got[5];
+	CHECK_INT(np_read_exact(fd, got, 5, T), ==, 0);
+	CHECK(memcmp(got, "hello", 5) == 0);
+	shutdown(fd, SHUT_WR);
+	ssock_event ev;
+	CHECK_OK(np_server_wait(srv, SSOCK_EVENT_DISCONNECT, &ev, T));
+	CHECK_INT(ev.unsent, ==, 0);
+	ssock_event_release(&ev);
+	close(fd);
+	CHECK_OK(ssock_server_free(srv));
+}
