@@ -465,8 +465,8 @@ int ssock_server_disconnect(ssock_server *srv, uint64_t id);
  * them up. Pausing a paused connection (or resuming a running one) is fine;
  * a pause takes effect at the next message, a resume in the loop's next
  * round of commands. With tinyproto framing the peer's answers to this
- * side's messages wait too: what is sent while paused goes out after the
- * resume. Closing the connection (ssock_server_disconnect()) ends the pause.
+ * side's messages wait too (and its handshake byte, if it has not come
+ * yet): what is sent while paused goes out after the resume. Closing the connection (ssock_server_disconnect()) ends the pause.
  * Returns 0, SSOCK_ENOCONN for an unknown or stale id, or SSOCK_ENOMEM.
  * Any thread. */
 int ssock_server_pause_reading(ssock_server *srv, uint64_t id);

@@ -294,6 +294,15 @@ TEST(closing_a_paused_tinyproto_connection_sends_what_it_queued)
 	uint8_t ok = 0xFF, in = 0;
 	CHECK_INT(np_write(fd, &ok, 1), ==, 0);
 	CHECK(np_read_exact(fd, &in, 1, T) == 0 && in == 0xFF); /* the handshake */
+	/* One message in: the server has read the peer's handshake byte (a
+	 * pause before that would hold the handshake too). */
+	uint32_t be = htonl(2);
+	CHECK_INT(np_write(fd, &be, 4), ==, 0);
+	CHECK(np_read_exact(fd, &in, 1, T) == 0 && in == 0xFF);
+	CHECK_INT(np_write(fd, "hi", 2), ==, 0);
+	ssock_event ev;
+	CHECK_OK(np_server_wait(srv, SSOCK_EVENT_MESSAGE, &ev, T));
+	ssock_event_release(&ev);
 	CHECK_OK(ssock_server_pause_reading(srv, id));
 	CHECK_OK(ssock_server_send(srv, id, "hello", 5));
 	uint8_t size[4];
@@ -304,7 +313,6 @@ TEST(closing_a_paused_tinyproto_connection_sends_what_it_queued)
 	CHECK_INT(np_read_exact(fd, got, 5, T), ==, 0);
 	CHECK(memcmp(got, "hello", 5) == 0);
 	shutdown(fd, SHUT_WR);
-	ssock_event ev;
 	CHECK_OK(np_server_wait(srv, SSOCK_EVENT_DISCONNECT, &ev, T));
 	CHECK_INT(ev.unsent, ==, 0);
 	ssock_event_release(&ev);
