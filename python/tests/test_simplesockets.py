@@ -549,7 +549,11 @@ class RegressionTest(unittest.TestCase):
         # callback of the server shares: it must not wait there for room in a
         # full queue (send_timeout, 10 s a message), or one client that never
         # reads holds up every other client's answers.
-        server = make_server(on_receive=lambda sock, addr, data: server.send_data(data * 16, sock))
+        big = b"r" * (20 << 20)  # for the reader: two fill its 32 MiB queue
+
+        def on_receive(sock, addr, data):
+            server.send_data(data * 16 if data == b"ping" else big, sock)
+        server = make_server(on_receive=on_receive)
         bad = socket.socket()
         bad.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         bad.settimeout(TIMEOUT)
@@ -564,8 +568,9 @@ class RegressionTest(unittest.TestCase):
 
         flooder = threading.Thread(target=flood, daemon=True)
         flooder.start()
-        # Its queue (32 MiB by default) fills: a reply fails at once, and is
-        # recorded (before the fix the callback waited send_timeout there).
+        # Its queue (32 MiB by default) fills with the second reply: that
+        # fails at once, and is recorded (before the fix the callback waited
+        # send_timeout there).
         wait_until(lambda: any(isinstance(e, ssock.SendQueueFullError)
                                for _, e in list(server.event.exception.list)),
                    what="a reply to the reader to fail on its full queue")
