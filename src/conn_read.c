@@ -618,8 +618,9 @@ int ssock__conn_hold(ssock__stream_ep *ep, uint64_t id, bool hold)
 	if (c->held == hold)
 		return 0;
 	/* Pausing takes effect at the next frame or read (inbox_blocked()).
-	 * A connection that paused (it is on the paused list) resumes later
-	 * in this pass's commands; one that never got to pause reads on. */
+	 * A connection that paused (it is on the paused list) resumes in a
+	 * command of its own, when the loop next runs its commands; one that
+	 * never got to pause reads on. */
 	if (!hold && c->paused && !ssock__post_fn(ssock__loop_of(c), resume_cmd, ep, id))
 		return SSOCK_ENOMEM;
 	c->held = hold;
