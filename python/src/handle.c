@@ -185,8 +185,9 @@ void ps_linger_nogil(ps_handle *self)
 
 /* Gives queued data up to `linger` (at most cap_ms, -1: no cap) to be
  * written. Not in a callback (of any handle): it would hold up every event
- * of its handle (the handle's dispatcher lingers when it frees it). Returns -1 when a signal handler raised meanwhile (the
- * exception is set): the wait ends there, the close goes on. */
+ * of its handle (the handle's dispatcher lingers when it frees it).
+ * Returns -1 when a signal handler raised meanwhile (the exception is set):
+ * the wait ends there, the close goes on. */
 static int linger_flush(ps_handle *self, int cap_ms)
 {
 	int ms = cap_ms >= 0 && cap_ms < self->linger_ms ? cap_ms : self->linger_ms;
