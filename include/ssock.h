@@ -466,7 +466,8 @@ int ssock_server_disconnect(ssock_server *srv, uint64_t id);
  * a pause takes effect at the next message, a resume in the loop's next
  * round of commands. With tinyproto framing the peer's answers to this
  * side's messages wait too (and its handshake byte, if it has not come
- * yet): what is sent while paused goes out after the resume. Closing the connection (ssock_server_disconnect()) ends the pause.
+ * yet): what is sent while paused goes out after the resume. Closing the
+ * connection (ssock_server_disconnect()) ends the pause.
  * Returns 0, SSOCK_ENOCONN for an unknown or stale id, or SSOCK_ENOMEM.
  * Any thread. */
 int ssock_server_pause_reading(ssock_server *srv, uint64_t id);
@@ -524,8 +525,9 @@ int ssock_server_resume(ssock_server *srv);
  * mode, SSOCK_ESHUTDOWN once the server is closing, or SSOCK_ELOOPTHREAD for
  * a wait (timeout_ms != 0) from any callback (of any loop), or on the
  * thread that drives a loop without a background thread with
- * ssock_loop_run() (the wait could never end). Once a DISCONNECT event has been taken, its connection id is gone:
- * sends to it fail with SSOCK_ENOCONN and ssock_server_conns() omits it.
+ * ssock_loop_run() (the wait could never end). Once a DISCONNECT event has
+ * been taken, its connection id is gone: sends to it fail with
+ * SSOCK_ENOCONN and ssock_server_conns() omits it.
  * Any thread; never spins.
  *
  * Bounds: messages as inbox_max / inbox_max_bytes say (reading stops when
