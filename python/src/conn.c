@@ -122,6 +122,14 @@ static PyObject *conn_close(ps_conn *c, PyObject *unused)
 	Py_RETURN_NONE;
 }
 
+/* Whether c is a client's connection from before a reconnect: gone, and
+ * with it its queue; what the client does now is not its to flush or
+ * pause. The caller is a user of c->owner (no GIL needed). */
+static int stale_client_conn(const ps_conn *c)
+{
+	return c->owner->kind == PS_CLIENT && ssock_client_id(c->owner->h) != c->id;
+}
+
 static PyObject *conn_flush(ps_conn *c, PyObject *args, PyObject *kw)
 {
 	int ms;
@@ -129,17 +137,14 @@ static PyObject *conn_flush(ps_conn *c, PyObject *args, PyObject *kw)
 		return NULL;
 	if (!c->owner)
 		return ps_raise(SSOCK_ECLOSED);
-	if (c->owner->kind == PS_CLIENT) {
-		/* An old connection of the client (before a reconnect) is gone:
-		 * its queue went with it, the new one is not its to wait for. */
-		if (ps_handle_enter(c->owner) < 0)
-			return NULL;
-		int current = ssock_client_id(c->owner->h) == c->id;
-		ps_handle_leave(c->owner);
-		if (!current)
-			return ps_raise(SSOCK_ENOCONN);
+	if (ps_handle_enter(c->owner) < 0)
+		return NULL;
+	int stale = stale_client_conn(c);
+	ps_handle_leave(c->owner);
+	if (stale)
+		return ps_raise(SSOCK_ENOCONN);
+	if (c->owner->kind == PS_CLIENT)
 		return ps_client_flush(c->owner, ms);
-	}
 	return ps_server_flush(c->owner, c->id, ms);
 }
 
@@ -152,13 +157,13 @@ static PyObject *conn_hold(ps_conn *c, int hold)
 	if (ps_handle_enter(h) < 0)
 		return NULL;
 	uint64_t id = c->id;
-	int rc;
+	int rc, stale = stale_client_conn(c);
 	Py_BEGIN_ALLOW_THREADS /* it waits for the loop thread to run it */
-		if (h->kind != PS_CLIENT)
+		if (stale)
+			rc = SSOCK_ENOCONN;
+		else if (h->kind != PS_CLIENT)
 			rc = hold ? ssock_server_pause_reading(h->h, id)
 				  : ssock_server_resume_reading(h->h, id);
-		else if (ssock_client_id(h->h) != id)
-			rc = SSOCK_ENOCONN; /* an old connection of the client */
 		else
 			rc = hold ? ssock_client_pause_reading(h->h)
 				  : ssock_client_resume_reading(h->h);

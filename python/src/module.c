@@ -8,26 +8,27 @@
 PyObject *ps_ev_type[5];
 PyObject *ps_client_state[3];
 
+/* The text fn gives for the code in arg. "i": a code out of int range
+ * raises OverflowError rather than being cut to its low bits (2**32 - 110
+ * is not SSOCK_ETIMEDOUT). */
+static PyObject *code_text(PyObject *arg, const char *fmt, const char *(*fn)(int code))
+{
+	int code;
+	if (!PyArg_Parse(arg, fmt, &code))
+		return NULL;
+	return PyUnicode_FromString(fn(code));
+}
+
 static PyObject *mod_strerror(PyObject *mod, PyObject *arg)
 {
 	(void)mod;
-	int code;
-	/* "i": a code out of int range raises OverflowError rather than being
-	 * cut to its low bits (2**32 - 110 is not SSOCK_ETIMEDOUT). */
-	if (!PyArg_Parse(arg, "i:strerror", &code))
-		return NULL;
-	return PyUnicode_FromString(ssock_strerror(code));
+	return code_text(arg, "i:strerror", ssock_strerror);
 }
 
 static PyObject *mod_errname(PyObject *mod, PyObject *arg)
 {
 	(void)mod;
-	int code;
-	/* "i": a code out of int range raises OverflowError rather than being
-	 * cut to its low bits (2**32 - 110 is not SSOCK_ETIMEDOUT). */
-	if (!PyArg_Parse(arg, "i:errname", &code))
-		return NULL;
-	return PyUnicode_FromString(ssock_errname(code));
+	return code_text(arg, "i:errname", ssock_errname);
 }
 
 static PyObject *mod_version(PyObject *mod, PyObject *unused)
